@@ -1,0 +1,46 @@
+# Two commands on a fresh machine with Python 3.11+:
+#   make run    set up .venv, train the demo models if missing, migrate, serve on 127.0.0.1:$PORT
+#   make test   set up .venv and run the test suite (SQLite unless DATABASE_URL says otherwise)
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(CURDIR)/$(VENV)/bin/python
+INSTALLED := $(VENV)/.installed-requirements
+PORT ?= 8000
+ARTIFACTS := $(or $(MODEL_ARTIFACTS_PATH),$(CURDIR)/research/artifacts)
+MANAGE := cd backend/server && $(PY) manage.py
+# The development server runs with DEBUG on unless the caller sets DEBUG itself.
+DEV_ENV := export DEBUG=$${DEBUG:-1} MODEL_ARTIFACTS_PATH=$(ARTIFACTS);
+
+.PHONY: run test train venv migrate superuser clean
+
+$(INSTALLED): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "ML_PipeLine needs Python 3.11 or newer (PYTHON=$(PYTHON))."; exit 1; }
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+venv: $(INSTALLED)
+
+# Train (a few seconds) only when an artifact is missing; `make train` retrains.
+$(ARTIFACTS)/random_forest.joblib $(ARTIFACTS)/extra_trees.joblib: | $(INSTALLED)
+	$(PY) research/train.py --out $(ARTIFACTS)
+
+train: $(INSTALLED)
+	$(PY) research/train.py --out $(ARTIFACTS)
+
+migrate: $(INSTALLED) $(ARTIFACTS)/random_forest.joblib $(ARTIFACTS)/extra_trees.joblib
+	$(DEV_ENV) $(MANAGE) migrate --noinput
+
+run: migrate
+	$(DEV_ENV) cd backend/server && exec $(PY) manage.py runserver --noreload 127.0.0.1:$(PORT)
+
+superuser: migrate
+	$(DEV_ENV) $(MANAGE) createsuperuser
+
+test: $(INSTALLED)
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) research/artifacts backend/server/db.sqlite3*

@@ -1,0 +1,69 @@
+"""The service's error hierarchy.
+
+Services, selectors, the registry and the classifier wrappers raise these; one DRF
+exception handler (``exception_handler.py``) turns every one of them, and every error DRF
+raises itself, into the same JSON shape::
+
+    {"error": {"code": "invalid_input", "message": "...", "details": {...}}}
+
+Plain Python on purpose: the ML layer can raise them without importing Django.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """Base class. Subclasses set the HTTP status and a stable machine-readable code."""
+
+    status_code: int = 500
+    code: str = "server_error"
+    default_message: str = "The server failed to handle the request."
+
+    def __init__(self, message: str | None = None, *, details: Any = None) -> None:
+        self.message = message or self.default_message
+        self.details = details
+        super().__init__(self.message)
+
+
+class InvalidInput(ServiceError):
+    """The request is well-formed but its content is not acceptable (a field names what)."""
+
+    status_code = 400
+    code = "invalid_input"
+    default_message = "The input is not valid."
+
+
+class AmbiguousAlgorithm(ServiceError):
+    status_code = 400
+    code = "ambiguous_algorithm"
+    default_message = "More than one algorithm matches; pass a version."
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+    default_message = "Not found."
+
+
+class EndpointNotFound(NotFound):
+    code = "endpoint_not_found"
+
+
+class AlgorithmNotFound(NotFound):
+    code = "algorithm_not_found"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    code = "conflict"
+    default_message = "The request conflicts with the current state."
+
+
+class ModelUnavailable(ServiceError):
+    """The algorithm exists but cannot serve in this process (artifact missing or tampered)."""
+
+    status_code = 503
+    code = "model_unavailable"
+    default_message = "The model is not available right now."

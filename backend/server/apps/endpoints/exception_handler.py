@@ -1,0 +1,53 @@
+"""One error shape for the whole API, documented in README.md ("Errors")::
+
+    {"error": {"code": "<stable machine code>", "message": "<what to fix>", "details": ...}}
+
+``details`` is present when there is more to say, e.g. per-field messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import DatabaseError
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from apps.endpoints.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def handle(exc: Exception, context: dict[str, Any]) -> Response:
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+    if isinstance(exc, RecursionError):
+        # Python's json parser recurses per nesting level; DRF does not turn this into a 400.
+        exc = exceptions.ParseError("JSON parse error - the body is nested too deeply.")
+    if isinstance(exc, DatabaseError):
+        logger.error("Database error: %s", exc)
+        return Response(
+            error_body("database_unavailable", "The database is unavailable; try again."),
+            status=503,
+        )
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        logger.exception("Unhandled error", exc_info=exc)
+        return Response(error_body("server_error", ServiceError.default_message), status=500)
+    assert isinstance(exc, exceptions.APIException)
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = error_body("invalid_input", "The input is not valid.", response.data)
+    else:
+        detail = response.data.get("detail", "") if isinstance(response.data, dict) else ""
+        code = exc.detail.code if hasattr(exc.detail, "code") else exc.default_code
+        response.data = error_body(str(code), str(detail or exc.default_detail))
+    return response

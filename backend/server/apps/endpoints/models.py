@@ -1,0 +1,129 @@
+"""The serving catalogue (endpoints, algorithms, their statuses), the request log and A/B tests."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class Endpoint(models.Model):
+    """A URL-addressable prediction target, e.g. ``income_classifier``."""
+
+    name = models.SlugField(max_length=128, unique=True)
+    owner = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MLAlgorithm(models.Model):
+    """One version of one model behind an endpoint, and what any process needs to load it."""
+
+    name = models.CharField(max_length=128)
+    description = models.CharField(max_length=1000, blank=True)
+    code = models.TextField(blank=True)
+    version = models.CharField(max_length=128)
+    owner = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    parent_endpoint = models.ForeignKey(
+        Endpoint, on_delete=models.CASCADE, related_name="algorithms"
+    )
+    # How to load it again in any process: which wrapper class (a key of
+    # apps.ml.income_classifier.WRAPPERS, never a dotted path), which file inside
+    # MODEL_ARTIFACTS_PATH, the sha256 that file must have, and the library that made it.
+    wrapper = models.CharField(max_length=64)
+    artifact = models.CharField(max_length=255)
+    artifact_sha256 = models.CharField(max_length=64)
+    sklearn_version = models.CharField(max_length=32)
+
+    class Meta:
+        ordering = ["parent_endpoint_id", "name", "version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["parent_endpoint", "name", "version"],
+                name="unique_algorithm_version_per_endpoint",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.parent_endpoint_id}:{self.name} {self.version}"
+
+
+class MLAlgorithmStatus(models.Model):
+    """A status an algorithm had; the active row is the current one, the rest is history."""
+
+    class Status(models.TextChoices):
+        TESTING = "testing"
+        STAGING = "staging"
+        PRODUCTION = "production"
+        AB_TESTING = "ab_testing"
+
+    status = models.CharField(max_length=32, choices=Status.choices)
+    active = models.BooleanField(default=True)
+    created_by = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    parent_mlalgorithm = models.ForeignKey(
+        MLAlgorithm, on_delete=models.CASCADE, related_name="statuses"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ML algorithm statuses"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["parent_mlalgorithm"],
+                condition=Q(active=True),
+                name="one_active_status_per_algorithm",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "active"])]
+
+    def __str__(self) -> str:
+        return f"{self.status}{'' if self.active else ' (inactive)'}"
+
+
+class MLRequest(models.Model):
+    """One prediction as served: the record sent, the whole answer, and later the truth."""
+
+    input_data = models.JSONField()
+    full_response = models.JSONField()
+    response = models.CharField(max_length=128)  # the predicted label
+    feedback = models.CharField(max_length=128, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    parent_mlalgorithm = models.ForeignKey(
+        MLAlgorithm, on_delete=models.PROTECT, related_name="requests"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "ML request"
+
+    def __str__(self) -> str:
+        return f"request {self.pk}: {self.response}"
+
+
+class ABTest(models.Model):
+    """A comparison of two algorithms of one endpoint on live traffic."""
+
+    title = models.CharField(max_length=256)
+    created_by = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    summary = models.TextField(blank=True)
+    parent_mlalgorithm_1 = models.ForeignKey(
+        MLAlgorithm, on_delete=models.PROTECT, related_name="+"
+    )
+    parent_mlalgorithm_2 = models.ForeignKey(
+        MLAlgorithm, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "A/B test"
+
+    def __str__(self) -> str:
+        return self.title

@@ -1,0 +1,98 @@
+"""Input and output shapes of the API. Writes go through ``services``, never ``save()``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from apps.endpoints import selectors, services
+from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
+
+
+class EndpointSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Endpoint
+        fields = ["id", "name", "owner", "created_at"]
+        read_only_fields = fields
+
+
+class MLAlgorithmSerializer(serializers.ModelSerializer):
+    current_status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MLAlgorithm
+        fields = [
+            "id", "name", "description", "code", "version", "owner", "created_at",
+            "parent_endpoint", "current_status", "wrapper", "artifact", "artifact_sha256",
+            "sklearn_version",
+        ]
+        read_only_fields = fields
+
+    def get_current_status(self, algorithm: MLAlgorithm) -> str | None:
+        status = selectors.current_status(algorithm)
+        return status.status if status else None
+
+
+def _default_created_by(serializer: serializers.Serializer) -> str:
+    request = serializer.context.get("request")
+    user = getattr(request, "user", None)
+    return str(user.get_username()) if user and user.is_authenticated else ""
+
+
+class MLAlgorithmStatusSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(max_length=128, required=False)
+
+    class Meta:
+        model = MLAlgorithmStatus
+        fields = ["id", "status", "active", "created_by", "created_at", "parent_mlalgorithm"]
+        read_only_fields = ["id", "active", "created_at"]
+
+    def create(self, validated_data: dict[str, Any]) -> MLAlgorithmStatus:
+        return services.set_algorithm_status(
+            algorithm=validated_data["parent_mlalgorithm"],
+            status=validated_data["status"],
+            created_by=validated_data.get("created_by") or _default_created_by(self),
+        )
+
+
+class MLRequestSerializer(serializers.ModelSerializer):
+    """Everything is read-only except ``feedback``: the ground truth, sent later."""
+
+    feedback = serializers.CharField(max_length=128, allow_null=True, trim_whitespace=True)
+
+    class Meta:
+        model = MLRequest
+        fields = [
+            "id", "input_data", "full_response", "response", "feedback", "created_at",
+            "parent_mlalgorithm",
+        ]
+        read_only_fields = [f for f in fields if f != "feedback"]
+
+    def update(self, instance: MLRequest, validated_data: dict[str, Any]) -> MLRequest:
+        return services.record_feedback(request=instance, feedback=validated_data["feedback"])
+
+
+class ABTestSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(max_length=128, required=False)
+
+    class Meta:
+        model = ABTest
+        fields = [
+            "id", "title", "created_by", "created_at", "ended_at", "summary",
+            "parent_mlalgorithm_1", "parent_mlalgorithm_2",
+        ]
+        read_only_fields = ["id", "created_at", "ended_at", "summary"]
+
+    def create(self, validated_data: dict[str, Any]) -> ABTest:
+        return services.abtest_create(
+            title=validated_data["title"],
+            created_by=validated_data.get("created_by") or _default_created_by(self),
+            parent_mlalgorithm_1=validated_data["parent_mlalgorithm_1"],
+            parent_mlalgorithm_2=validated_data["parent_mlalgorithm_2"],
+        )
+
+
+class PredictQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=MLAlgorithmStatus.Status.choices, required=False)
+    version = serializers.CharField(max_length=128, required=False)

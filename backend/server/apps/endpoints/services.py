@@ -1,0 +1,206 @@
+"""Writes: registering algorithms, changing statuses, serving predictions, A/B tests.
+
+Keyword-only functions, each one transaction where its writes belong together. They raise
+``apps.endpoints.errors`` types, which the exception handler maps to HTTP.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict
+
+from django.db import IntegrityError, transaction
+
+from apps.endpoints.errors import AmbiguousAlgorithm, InvalidInput
+from apps.endpoints import selectors
+from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
+from apps.ml import registry as ml_registry
+from apps.ml.income_classifier.base import Prediction
+
+Status = MLAlgorithmStatus.Status
+ChooseArm = Callable[[Sequence[MLAlgorithm]], MLAlgorithm]
+
+
+# -- the catalogue -----------------------------------------------------------------------
+
+
+def register_algorithm(
+    *,
+    endpoint_name: str,
+    name: str,
+    version: str,
+    status: str,
+    owner: str,
+    description: str,
+    code: str,
+    wrapper: str,
+    artifact: str,
+    artifact_sha256: str,
+    sklearn_version: str,
+) -> tuple[MLAlgorithm, bool]:
+    """The algorithm row for (endpoint, name, version), created with an initial active
+    status when missing; returns it and whether it was created.
+
+    Matching is on the identity (endpoint, name, version) only, never on mutable fields
+    such as the code or the description: editing a wrapper must not create a second row.
+    Safe when several processes register the same algorithm at once: the unique constraint
+    decides, and the losers read the winner's row.
+    """
+    _check_status(status)
+    endpoint, _ = Endpoint.objects.get_or_create(name=endpoint_name, defaults={"owner": owner})
+    identity = {"parent_endpoint": endpoint, "name": name, "version": version}
+    existing = MLAlgorithm.objects.filter(**identity).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            algorithm = MLAlgorithm.objects.create(
+                **identity,
+                owner=owner,
+                description=description,
+                code=code,
+                wrapper=wrapper,
+                artifact=artifact,
+                artifact_sha256=artifact_sha256,
+                sklearn_version=sklearn_version,
+            )
+            MLAlgorithmStatus.objects.create(
+                status=status, active=True, created_by=owner, parent_mlalgorithm=algorithm
+            )
+    except IntegrityError:
+        return MLAlgorithm.objects.get(**identity), False
+    return algorithm, True
+
+
+def _check_status(status: str) -> None:
+    if status not in Status.values:
+        raise InvalidInput(
+            f"'{status}' is not a status.",
+            details={"status": [f"Expected one of: {', '.join(Status.values)}."]},
+        )
+
+
+@transaction.atomic
+def set_algorithm_status(
+    *, algorithm: MLAlgorithm, status: str, created_by: str
+) -> MLAlgorithmStatus:
+    """Make ``status`` the algorithm's active status; the previous one stays as history."""
+    _check_status(status)
+    # Lock the algorithm so two concurrent changes serialise instead of both deactivating
+    # the old status and tripping the one-active-status constraint.
+    MLAlgorithm.objects.select_for_update().only("pk").get(pk=algorithm.pk)
+    MLAlgorithmStatus.objects.filter(parent_mlalgorithm=algorithm, active=True).update(
+        active=False
+    )
+    return MLAlgorithmStatus.objects.create(
+        status=status, active=True, created_by=created_by, parent_mlalgorithm=algorithm
+    )
+
+
+# -- predictions -------------------------------------------------------------------------
+
+
+class AlgorithmRef(TypedDict):
+    id: int
+    name: str
+    version: str
+
+
+class ServedPrediction(Prediction):
+    """A prediction as the API answers it: the wrapper's payload, the log row, the model."""
+
+    request_id: int
+    algorithm: AlgorithmRef
+
+
+def select_algorithm(
+    *, endpoint_name: str, status: str, version: str | None, choose: ChooseArm
+) -> MLAlgorithm:
+    """The design's selection rules: the algorithms with this active status (and version);
+    exactly one serves; several are an error unless they are the arms of an A/B test."""
+    _check_status(status)
+    candidates = selectors.algorithms_for_prediction(
+        endpoint_name=endpoint_name, status=status, version=version
+    )
+    if len(candidates) == 1:
+        return candidates[0]
+    if status == Status.AB_TESTING:
+        return choose(candidates)
+    raise AmbiguousAlgorithm(
+        f"{len(candidates)} algorithms of '{endpoint_name}' have status '{status}'; "
+        "pass ?version= to choose one.",
+        details={"candidates": [_ref(a) for a in candidates]},
+    )
+
+
+def predict(
+    *,
+    endpoint_name: str,
+    records: Sequence[Mapping[str, Any]],
+    status: str,
+    version: str | None = None,
+    choose: ChooseArm = random.choice,
+) -> list[ServedPrediction]:
+    """Serve ``records`` with one algorithm and log each as an ``MLRequest``.
+
+    Batched by construction: one model call for all records, one INSERT statement for all
+    log rows. ``choose`` picks the A/B arm (injectable for tests)."""
+    registry = ml_registry.get_registry()
+    registry.ensure_declared()
+    algorithm = select_algorithm(
+        endpoint_name=endpoint_name, status=status, version=version, choose=choose
+    )
+    predictions = registry.get(algorithm).compute_predictions(records)
+    rows = MLRequest.objects.bulk_create(
+        MLRequest(
+            input_data=dict(record),
+            full_response=prediction,
+            response=prediction["label"],
+            parent_mlalgorithm=algorithm,
+        )
+        for record, prediction in zip(records, predictions, strict=True)
+    )
+    ref = _ref(algorithm)
+    return [
+        ServedPrediction(**prediction, request_id=row.pk, algorithm=ref)
+        for prediction, row in zip(predictions, rows, strict=True)
+    ]
+
+
+def _ref(algorithm: MLAlgorithm) -> AlgorithmRef:
+    return AlgorithmRef(id=algorithm.pk, name=algorithm.name, version=algorithm.version)
+
+
+def record_feedback(*, request: MLRequest, feedback: str) -> MLRequest:
+    request.feedback = feedback
+    request.save(update_fields=["feedback"])
+    return request
+
+
+# -- A/B tests ---------------------------------------------------------------------------
+
+
+def abtest_create(
+    *,
+    title: str,
+    created_by: str,
+    parent_mlalgorithm_1: MLAlgorithm,
+    parent_mlalgorithm_2: MLAlgorithm,
+) -> ABTest:
+    if parent_mlalgorithm_1.pk == parent_mlalgorithm_2.pk:
+        raise InvalidInput(
+            "An A/B test compares two different algorithms.",
+            details={"parent_mlalgorithm_2": ["Must differ from parent_mlalgorithm_1."]},
+        )
+    if parent_mlalgorithm_1.parent_endpoint_id != parent_mlalgorithm_2.parent_endpoint_id:
+        raise InvalidInput(
+            "Both algorithms of an A/B test must belong to the same endpoint.",
+            details={"parent_mlalgorithm_2": ["Belongs to another endpoint."]},
+        )
+    return ABTest.objects.create(
+        title=title,
+        created_by=created_by,
+        parent_mlalgorithm_1=parent_mlalgorithm_1,
+        parent_mlalgorithm_2=parent_mlalgorithm_2,
+    )

@@ -1,0 +1,19 @@
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from apps.endpoints import views
+
+router = DefaultRouter(trailing_slash=False)
+router.register("endpoints", views.EndpointViewSet, basename="endpoints")
+router.register("mlalgorithms", views.MLAlgorithmViewSet, basename="mlalgorithms")
+router.register(
+    "mlalgorithmstatuses", views.MLAlgorithmStatusViewSet, basename="mlalgorithmstatuses"
+)
+router.register("mlrequests", views.MLRequestViewSet, basename="mlrequests")
+router.register("abtests", views.ABTestViewSet, basename="abtests")
+
+urlpatterns = [
+    # Before the router, so an endpoint may be named like a collection.
+    path("api/v1/<slug:endpoint_name>/predict", views.PredictView.as_view(), name="predict"),
+    path("api/v1/", include(router.urls)),
+]

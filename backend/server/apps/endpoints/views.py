@@ -1,0 +1,120 @@
+"""HTTP views: parse the request, call one service or selector, serialise the answer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse, QueryDict
+from rest_framework import mixins, viewsets
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.endpoints import selectors, services
+from apps.endpoints.errors import InvalidInput, NotFound, ServiceError
+from apps.endpoints.exception_handler import error_body
+from apps.endpoints.models import ABTest, Endpoint, MLAlgorithmStatus, MLRequest
+from apps.endpoints.serializers import (
+    ABTestSerializer,
+    EndpointSerializer,
+    MLAlgorithmSerializer,
+    MLAlgorithmStatusSerializer,
+    MLRequestSerializer,
+    PredictQuerySerializer,
+)
+
+
+class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Endpoint.objects.all()
+    serializer_class = EndpointSerializer
+
+
+class MLAlgorithmViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = selectors.algorithms_with_current_status()
+    serializer_class = MLAlgorithmSerializer
+
+
+class MLAlgorithmStatusViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Creating a status makes it the algorithm's active one (staff only)."""
+
+    queryset = MLAlgorithmStatus.objects.all()
+    serializer_class = MLAlgorithmStatusSerializer
+
+
+class MLRequestViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The prediction log. Reading it needs a login (it holds what clients sent);
+    ``feedback`` can be PUT/PATCHed by the client that got the ``request_id``."""
+
+    queryset = MLRequest.objects.all()
+    serializer_class = MLRequestSerializer
+
+    def get_permissions(self) -> list[BasePermission]:
+        if self.action in ("update", "partial_update"):
+            return [AllowAny()]
+        return [IsAuthenticated()]
+
+
+class ABTestViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    queryset = ABTest.objects.select_related("parent_mlalgorithm_1", "parent_mlalgorithm_2")
+    serializer_class = ABTestSerializer
+
+
+class PredictView(APIView):
+    """``POST /api/v1/<endpoint_name>/predict?status=&version=`` with one record as a JSON
+    object (or form fields). Answers the prediction and the ``request_id`` it is logged as."""
+
+    permission_classes = [AllowAny]
+
+    def post(self, request: Request, endpoint_name: str) -> Response:
+        query = PredictQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        [prediction] = services.predict(
+            endpoint_name=endpoint_name,
+            records=[_record(request.data)],
+            status=query.validated_data.get("status", settings.PREDICT_DEFAULT_STATUS),
+            version=query.validated_data.get("version"),
+        )
+        return Response(prediction)
+
+
+def _record(data: Any) -> dict[str, Any]:
+    if isinstance(data, QueryDict):  # form-encoded: one value per field
+        data = data.dict()
+    if not isinstance(data, Mapping):
+        raise InvalidInput("The body must be one JSON object of feature names and values.")
+    if not data:
+        raise InvalidInput("The body is empty; send the record's features as a JSON object.")
+    return dict(data)
+
+
+# -- Django-level errors (URLs that match no view, crashes outside DRF) -------------------
+
+
+def _json_error(error: ServiceError) -> JsonResponse:
+    return JsonResponse(error_body(error.code, error.message), status=error.status_code)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _json_error(NotFound(f"No route matches {request.path}."))
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return _json_error(ServiceError())

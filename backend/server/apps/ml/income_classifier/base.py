@@ -1,0 +1,113 @@
+"""The classifier wrapper: an artifact bundle plus the code that serves it.
+
+An artifact is a joblib file holding a plain dict (``make_bundle``): the fitted scikit-learn
+estimator, the fitted ``Preprocessing`` as lists and dicts, the metrics measured in training
+and the scikit-learn version. Every prediction goes through ``compute_predictions``, which
+encodes all records and calls the model once: a single prediction is a batch of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self, TypedDict
+
+import numpy as np
+import sklearn
+
+from apps.endpoints.errors import ModelUnavailable
+from apps.ml import artifacts
+from apps.ml.income_classifier import schema
+from apps.ml.income_classifier.preprocessing import Preprocessing
+
+BUNDLE_FORMAT = "ml_pipeline.income_classifier/1"
+THRESHOLD = 0.5
+
+
+class Prediction(TypedDict):
+    """The one shape of a prediction, in responses and in ``MLRequest.full_response``."""
+
+    probability: float  # P(income > 50K)
+    label: str  # ">50K" when probability > THRESHOLD, else "<=50K" (as sklearn's predict)
+    status: str  # always "OK": failures are exceptions, never a prediction
+    imputed: list[str]  # features filled with the training mode (missing or unseen)
+
+
+def make_bundle(
+    estimator: Any, preprocessing: Preprocessing, *, metrics: Mapping[str, float]
+) -> dict[str, Any]:
+    """What the training script saves with joblib; ``IncomeClassifier`` reads it back."""
+    return {
+        "format": BUNDLE_FORMAT,
+        "estimator": estimator,
+        "preprocessing": preprocessing.to_dict(),
+        "classes": list(schema.CLASSES),
+        "metrics": dict(metrics),
+        "sklearn_version": sklearn.__version__,
+    }
+
+
+class IncomeClassifier:
+    """Serves any scikit-learn classifier with ``predict_proba`` trained on an Adult bundle."""
+
+    wrapper_key: ClassVar[str] = "income_classifier"
+    artifact_name: ClassVar[str] = ""  # the file the training script writes, if any
+
+    def __init__(
+        self,
+        bundle: Mapping[str, Any],
+        *,
+        artifact_name: str = "",
+        artifact_sha256: str = "",
+    ) -> None:
+        if not isinstance(bundle, Mapping) or bundle.get("format") != BUNDLE_FORMAT:
+            raise ModelUnavailable(
+                f"Artifact '{artifact_name}' is not an income classifier bundle "
+                f"(expected format {BUNDLE_FORMAT}); see research/README.md."
+            )
+        estimator = bundle["estimator"]
+        if not hasattr(estimator, "predict_proba"):
+            raise ModelUnavailable(f"The estimator in '{artifact_name}' has no predict_proba.")
+        # One row is answered faster without joblib's thread pool, and the workers of the
+        # server already use the cores.
+        if hasattr(estimator, "n_jobs"):
+            estimator.n_jobs = 1
+        self.estimator = estimator
+        self.preprocessing = Preprocessing.from_dict(bundle["preprocessing"])
+        self.metrics: dict[str, float] = dict(bundle.get("metrics", {}))
+        self.sklearn_version: str = bundle["sklearn_version"]
+        self.artifact_name = artifact_name
+        self.artifact_sha256 = artifact_sha256
+        # The training labels are encoded 0 ("<=50K") and 1 (">50K").
+        self._positive = int(np.flatnonzero(np.asarray(estimator.classes_) == 1)[0])
+
+    @classmethod
+    def from_artifact(cls, root: Path, name: str = "", *, sha256: str | None = None) -> Self:
+        """Load ``name`` (default: this wrapper's own artifact) from the folder ``root``."""
+        name = name or cls.artifact_name
+        bundle, actual = artifacts.load_verified(root, name, sha256)
+        return cls(bundle, artifact_name=name, artifact_sha256=actual)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.preprocessing.features
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        """P(>50K) for an encoded matrix: one model call for all its rows."""
+        return self.estimator.predict_proba(matrix)[:, self._positive]
+
+    def compute_predictions(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+        matrix, imputed = self.preprocessing.encode_records(records)
+        probabilities = self.predict_proba(matrix)
+        return [
+            Prediction(
+                probability=float(p),
+                label=schema.POSITIVE_LABEL if p > THRESHOLD else schema.NEGATIVE_LABEL,
+                status="OK",
+                imputed=filled,
+            )
+            for p, filled in zip(probabilities.tolist(), imputed, strict=True)
+        ]
+
+    def compute_prediction(self, record: Mapping[str, Any]) -> Prediction:
+        return self.compute_predictions([record])[0]

@@ -1,0 +1,83 @@
+"""Shared fixtures: model artifacts trained for the test session, and a clean registry."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import LazySettings
+from rest_framework.test import APIClient
+
+from apps.ml.registry import MLRegistry, set_registry
+from apps.ml.tests.factories import train_tiny_artifact
+
+
+@pytest.fixture(scope="session")
+def demo_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real demo models, trained once per session by research/train.py (seconds)."""
+    from train import train  # research/train.py
+
+    folder = tmp_path_factory.mktemp("demo_artifacts")
+    train(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tiny models with the demo file names, for tests that don't need real accuracy.
+    Neither saw native-country 'Holand-Netherlands' in training."""
+    folder = tmp_path_factory.mktemp("tiny_artifacts")
+    for seed, name in enumerate(("random_forest.joblib", "extra_trees.joblib")):
+        train_tiny_artifact(
+            folder, name, seed=seed, exclude={"native-country": "Holand-Netherlands"}
+        )
+    return folder
+
+
+@pytest.fixture
+def artifacts_dir(tiny_artifacts: Path, tmp_path: Path, settings: LazySettings) -> Path:
+    """A private copy of the tiny artifacts (tests may tamper with it), set as
+    MODEL_ARTIFACTS_PATH."""
+    folder = tmp_path / "artifacts"
+    shutil.copytree(tiny_artifacts, folder)
+    settings.MODEL_ARTIFACTS_PATH = folder
+    return folder
+
+
+def _use_registry(registry: MLRegistry) -> Iterator[MLRegistry]:
+    previous = set_registry(registry)
+    try:
+        yield registry
+    finally:
+        set_registry(previous)
+
+
+@pytest.fixture
+def registry(artifacts_dir: Path) -> Iterator[MLRegistry]:
+    """An empty registry over the tiny artifacts."""
+    yield from _use_registry(MLRegistry(artifacts_dir))
+
+
+@pytest.fixture
+def demo_registry(artifacts_dir: Path, db: None) -> Iterator[MLRegistry]:
+    """The demo algorithms (tiny stand-ins), declared and registered as on a fresh start."""
+    from apps.ml.demo import DEMO_MODELS
+
+    registry = MLRegistry(artifacts_dir, DEMO_MODELS)
+    registry.ensure_declared()
+    yield from _use_registry(registry)
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def staff_api(django_user_model: type) -> APIClient:
+    user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+    client = APIClient()
+    client.force_authenticate(user)
+    return client

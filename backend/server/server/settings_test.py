@@ -1,0 +1,23 @@
+"""Test settings: the normal settings with a fixed key and a file-backed SQLite test DB.
+
+A file (not SQLite's shared in-memory database) lets the concurrency tests use real threads
+and a second process see the same data, with WAL and the busy timeout as in production.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
+
+from server.settings import *  # noqa: E402,F403
+from server.settings import DATABASES  # noqa: E402
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"ml_pipeline_test_{os.getpid()}.sqlite3")
+    }
+
+# Tests register the models they need (fixtures in conftest.py), not the demo models.
+ML_DEMO_MODELS = False
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user creation
