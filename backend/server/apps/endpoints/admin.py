@@ -20,6 +20,7 @@ class StatusHistoryInline(admin.TabularInline):
     """The status history, newest first. Read-only: a change goes through the action."""
 
     model = MLAlgorithmStatus
+    verbose_name_plural = "Status history"
     fields = ["status", "active", "created_by", "created_at"]
     readonly_fields = fields
     extra = 0

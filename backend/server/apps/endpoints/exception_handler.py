@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import DatabaseError
+from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -39,11 +41,15 @@ def handle(exc: Exception, context: dict[str, Any]) -> Response:
             error_body("database_unavailable", "The database is unavailable; try again."),
             status=503,
         )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("Unhandled error", exc_info=exc)
         return Response(error_body("server_error", ServiceError.default_message), status=500)
-    assert isinstance(exc, exceptions.APIException)
+    assert isinstance(exc, exceptions.APIException)  # anything else got response None
     if isinstance(exc, exceptions.ValidationError):
         response.data = error_body("invalid_input", "The input is not valid.", response.data)
     else:

@@ -47,6 +47,9 @@ class MLAlgorithmStatusSerializer(serializers.ModelSerializer):
         model = MLAlgorithmStatus
         fields = ["id", "status", "active", "created_by", "created_at", "parent_mlalgorithm"]
         read_only_fields = ["id", "active", "created_at"]
+        # The one-active-status constraint is kept by the service, which deactivates the
+        # previous status; DRF's derived uniqueness check would refuse every change.
+        validators: list[Any] = []
 
     def create(self, validated_data: dict[str, Any]) -> MLAlgorithmStatus:
         return services.set_algorithm_status(

@@ -1,0 +1,62 @@
+"""The Django admin, as an operator uses it."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
+from apps.ml.registry import MLRegistry
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client_(client: Client, django_user_model: type) -> Client:
+    user = django_user_model.objects.create_superuser("admin", "a@example.com", "pw")
+    client.force_login(user)
+    return client
+
+
+def test_every_admin_page_renders_for_staff(admin_client_: Client, demo_registry: MLRegistry) -> None:
+    rf, et = MLAlgorithm.objects.order_by("id")
+    MLRequest.objects.create(
+        input_data={"age": 1}, full_response={"label": "<=50K"}, response="<=50K",
+        parent_mlalgorithm=rf,
+    )
+    ABTest.objects.create(title="t", created_by="x", parent_mlalgorithm_1=rf, parent_mlalgorithm_2=et)
+    for model in ("endpoint", "mlalgorithm", "mlalgorithmstatus", "mlrequest", "abtest"):
+        page = admin_client_.get(f"/admin/endpoints/{model}/")
+        assert page.status_code == 200, model
+        obj = page.context["cl"].result_list[0]
+        assert admin_client_.get(f"/admin/endpoints/{model}/{obj.pk}/change/").status_code == 200
+    listing = admin_client_.get("/admin/endpoints/mlalgorithm/").content.decode()
+    assert "production" in listing and "testing" in listing
+    change = admin_client_.get(f"/admin/endpoints/mlalgorithm/{rf.pk}/change/").content.decode()
+    assert "Status history" in change
+
+
+def test_the_filters_work(admin_client_: Client, demo_registry: MLRegistry) -> None:
+    page = admin_client_.get("/admin/endpoints/mlalgorithm/?statuses__status=testing")
+    assert [a.name for a in page.context["cl"].result_list] == ["extra trees"]
+
+
+def test_the_promote_action_uses_the_status_service(
+    admin_client_: Client, demo_registry: MLRegistry
+) -> None:
+    et = MLAlgorithm.objects.get(name="extra trees")
+    response = admin_client_.post(
+        "/admin/endpoints/mlalgorithm/",
+        {"action": "promote_to_production", "_selected_action": [et.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert list(et.statuses.order_by("id").values_list("status", "active", "created_by")) == [
+        ("testing", False, "ML_PipeLine"),
+        ("production", True, "admin"),
+    ]
+
+
+def test_anonymous_users_are_sent_to_the_login_page(client: Client) -> None:
+    response = client.get("/admin/endpoints/mlalgorithm/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]

@@ -1,0 +1,144 @@
+"""POST /api/v1/<endpoint_name>/predict over HTTP: answers, logging and every bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from apps.endpoints.models import MLRequest
+from apps.ml.registry import MLRegistry
+from apps.ml.tests.factories import SAMPLE_RECORD
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/income_classifier/predict"
+
+
+def post_json(api: APIClient, body: Any, url: str = URL) -> Any:
+    return api.post(url, data=json.dumps(body), content_type="application/json")
+
+
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    return error
+
+
+def test_the_sample_record_gets_a_prediction_and_a_request_id(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    response = post_json(api, SAMPLE_RECORD)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["label"] in {"<=50K", ">50K"} and body["status"] == "OK"
+    assert body["algorithm"]["name"] == "random forest"  # production by default
+    row = MLRequest.objects.get(pk=body["request_id"])
+    assert row.input_data == SAMPLE_RECORD and row.response == body["label"]
+
+
+def test_status_and_version_select_the_algorithm(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    body = post_json(api, SAMPLE_RECORD, URL + "?status=testing&version=0.0.1").json()
+    assert body["algorithm"]["name"] == "extra trees"
+
+
+def test_form_encoded_records_are_accepted(api: APIClient, demo_registry: MLRegistry) -> None:
+    response = api.post(URL, data={k: str(v) for k, v in SAMPLE_RECORD.items()})
+    assert response.status_code == 200, response.content
+    assert response.json() == {**post_json(api, SAMPLE_RECORD).json(), "request_id": ANY_ID}
+
+
+class _AnyId:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int)
+
+
+ANY_ID = _AnyId()
+
+
+def test_a_wrong_type_is_a_400_naming_the_field(api: APIClient, demo_registry: MLRegistry) -> None:
+    error = assert_error(post_json(api, dict(SAMPLE_RECORD, age="abc")), 400, "invalid_input")
+    assert error["details"] == {"age": ["A number is required, got 'abc'."]}
+    error = assert_error(post_json(api, dict(SAMPLE_RECORD, age={"x": 1})), 400, "invalid_input")
+    assert list(error["details"]) == ["age"]
+    assert MLRequest.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ('{"age": ', "parse_error"),
+        ("[1, 2]", "invalid_input"),
+        ('"a string"', "invalid_input"),
+        ("{}", "invalid_input"),
+        ("[" * 100_000 + "]" * 100_000, "parse_error"),
+        ('{"age": NaN}', "parse_error"),
+    ],
+)
+def test_malformed_bodies_are_400s(
+    api: APIClient, demo_registry: MLRegistry, body: str, code: str
+) -> None:
+    assert_error(api.post(URL, data=body, content_type="application/json"), 400, code)
+    assert MLRequest.objects.count() == 0
+
+
+def test_an_unsupported_media_type_is_a_415(api: APIClient, demo_registry: MLRegistry) -> None:
+    assert_error(api.post(URL, data="x", content_type="text/plain"), 415, "unsupported_media_type")
+
+
+def test_unknown_endpoint_version_and_status(api: APIClient, demo_registry: MLRegistry) -> None:
+    assert_error(post_json(api, SAMPLE_RECORD, "/api/v1/nope/predict"), 404, "endpoint_not_found")
+    assert_error(post_json(api, SAMPLE_RECORD, URL + "?version=9"), 404, "algorithm_not_found")
+    error = assert_error(post_json(api, SAMPLE_RECORD, URL + "?status=gone"), 400, "invalid_input")
+    assert "status" in error["details"]
+
+
+def test_ambiguity_is_a_400_listing_the_candidates(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    from apps.endpoints.models import MLAlgorithm
+    from apps.endpoints.services import set_algorithm_status
+
+    set_algorithm_status(
+        algorithm=MLAlgorithm.objects.get(name="extra trees"), status="production", created_by="t"
+    )
+    error = assert_error(post_json(api, SAMPLE_RECORD), 400, "ambiguous_algorithm")
+    assert {c["name"] for c in error["details"]["candidates"]} == {"random forest", "extra trees"}
+
+
+def test_a_tampered_artifact_is_a_503_for_that_algorithm_only(
+    api: APIClient, artifacts_dir: Path
+) -> None:
+    from apps.ml.demo import DEMO_MODELS
+    from apps.ml.registry import MLRegistry, set_registry
+
+    MLRegistry(artifacts_dir, DEMO_MODELS).ensure_declared()  # rows exist, this process fresh
+    path = artifacts_dir / "random_forest.joblib"
+    path.write_bytes(path.read_bytes() + b"tampered")
+    previous = set_registry(MLRegistry(artifacts_dir))
+    try:
+        error = assert_error(post_json(api, SAMPLE_RECORD), 503, "model_unavailable")
+        assert "sha256" in error["message"]
+        assert post_json(api, SAMPLE_RECORD, URL + "?status=testing").status_code == 200
+    finally:
+        set_registry(previous)
+
+
+def test_unknown_routes_and_methods_answer_json(api: APIClient, demo_registry: MLRegistry) -> None:
+    assert_error(api.get("/no/such/route"), 404, "not_found")
+    assert_error(api.get(URL), 405, "method_not_allowed")
+
+
+def test_the_browsable_api_renders_the_predict_form(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    response = api.get(URL, HTTP_ACCEPT="text/html")
+    assert response.status_code == 405
+    assert b"<html" in response.content.lower()

@@ -1,0 +1,128 @@
+"""The design's selection rules for predict, tested without HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from apps.endpoints import services
+from apps.endpoints.errors import (
+    AlgorithmNotFound,
+    AmbiguousAlgorithm,
+    EndpointNotFound,
+    InvalidInput,
+)
+from apps.endpoints.models import MLAlgorithm, MLRequest
+from apps.endpoints.tests.factories import algorithm
+from apps.ml.registry import MLRegistry
+from apps.ml.tests.factories import SAMPLE_RECORD
+
+pytestmark = pytest.mark.django_db
+
+
+def predict(status: str, version: str | None = None, **kw: object) -> services.ServedPrediction:
+    [served] = services.predict(
+        endpoint_name="income_classifier", records=[SAMPLE_RECORD], status=status,
+        version=version, **kw,  # type: ignore[arg-type]
+    )
+    return served
+
+
+def test_the_algorithm_with_the_status_serves(registry: MLRegistry) -> None:
+    production = algorithm(registry, status="production")
+    algorithm(registry, name="extra trees", status="testing", artifact="extra_trees.joblib")
+    assert predict("production")["algorithm"]["id"] == production.pk
+
+
+def test_version_narrows_the_choice(registry: MLRegistry) -> None:
+    algorithm(registry, version="1")
+    second = algorithm(registry, version="2")
+    assert predict("production", version="2")["algorithm"]["id"] == second.pk
+
+
+def test_several_matches_ask_for_a_version_and_list_the_candidates(registry: MLRegistry) -> None:
+    first, second = algorithm(registry, version="1"), algorithm(registry, version="2")
+    with pytest.raises(AmbiguousAlgorithm) as caught:
+        predict("production")
+    assert [c["id"] for c in caught.value.details["candidates"]] == [first.pk, second.pk]
+    assert caught.value.status_code == 400
+    assert MLRequest.objects.count() == 0
+
+
+def test_ab_testing_picks_one_of_the_arms_with_the_injected_chooser(registry: MLRegistry) -> None:
+    first = algorithm(registry, version="1", status="ab_testing")
+    second = algorithm(registry, version="2", status="ab_testing")
+    seen: list[list[int]] = []
+
+    def choose_last(candidates: Sequence[MLAlgorithm]) -> MLAlgorithm:
+        seen.append([c.pk for c in candidates])
+        return candidates[-1]
+
+    assert predict("ab_testing", choose=choose_last)["algorithm"]["id"] == second.pk
+    assert seen == [[first.pk, second.pk]]
+    assert MLRequest.objects.get().parent_mlalgorithm_id == second.pk
+
+
+def test_ab_testing_splits_traffic_between_both_arms_at_random(registry: MLRegistry) -> None:
+    arms = {algorithm(registry, version=v, status="ab_testing").pk for v in ("1", "2")}
+    served = {predict("ab_testing")["algorithm"]["id"] for _ in range(40)}
+    assert served == arms  # (1/2)^39 chance of a false failure
+
+
+def test_an_inactive_status_does_not_count(registry: MLRegistry) -> None:
+    alg = algorithm(registry, status="production")
+    services.set_algorithm_status(algorithm=alg, status="testing", created_by="tests")
+    with pytest.raises(AlgorithmNotFound):
+        predict("production")
+    assert predict("testing")["algorithm"]["id"] == alg.pk
+
+
+def test_unknown_endpoint_status_and_version_are_distinct_errors(registry: MLRegistry) -> None:
+    algorithm(registry)
+    with pytest.raises(EndpointNotFound):
+        services.predict(endpoint_name="nope", records=[SAMPLE_RECORD], status="production")
+    with pytest.raises(AlgorithmNotFound, match="version '9'"):
+        predict("production", version="9")
+    with pytest.raises(InvalidInput, match="'retired' is not a status"):
+        predict("retired")
+
+
+def test_each_prediction_is_logged_as_json(registry: MLRegistry) -> None:
+    served = predict("production") if algorithm(registry) else None
+    assert served is not None
+    row = MLRequest.objects.get(pk=served["request_id"])
+    assert row.input_data == SAMPLE_RECORD
+    assert row.full_response == {
+        k: served[k] for k in ("probability", "label", "status", "imputed")  # type: ignore[literal-required]
+    }
+    assert isinstance(row.full_response["probability"], float)
+    assert row.response == served["label"]
+    assert row.feedback is None
+
+
+def test_a_batch_is_one_model_call_and_one_insert(
+    registry: MLRegistry, django_assert_num_queries: object
+) -> None:
+    alg = algorithm(registry)
+    wrapper = registry.get(alg)
+    calls = []
+    original = wrapper.predict_proba
+    wrapper.predict_proba = lambda m: calls.append(len(m)) or original(m)  # type: ignore[method-assign]
+    with django_assert_num_queries(1 + 1):  # select the algorithm, insert all rows
+        served = services.predict(
+            endpoint_name="income_classifier", records=[SAMPLE_RECORD] * 25, status="production"
+        )
+    assert calls == [25]
+    assert len({s["request_id"] for s in served}) == 25
+    assert MLRequest.objects.count() == 25
+
+
+def test_invalid_input_logs_nothing(registry: MLRegistry) -> None:
+    algorithm(registry)
+    with pytest.raises(InvalidInput):
+        services.predict(
+            endpoint_name="income_classifier", records=[dict(SAMPLE_RECORD, age="x")],
+            status="production",
+        )
+    assert MLRequest.objects.count() == 0

@@ -1,0 +1,73 @@
+"""Settings come from the environment and fail loudly on nonsense."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+SETTINGS = str(Path(__file__).with_name("settings.py"))
+VARS = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "MODEL_ARTIFACTS_PATH")
+
+
+def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
+    for name in VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(SETTINGS)
+
+
+def test_debug_is_off_and_a_secret_key_is_required_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY is not set"):
+        load(monkeypatch)
+    settings = load(monkeypatch, SECRET_KEY="s3cret")
+    assert settings["DEBUG"] is False and settings["SECRET_KEY"] == "s3cret"
+
+
+def test_debug_on_gets_a_development_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load(monkeypatch, DEBUG="1")
+    assert settings["DEBUG"] is True and "development" in settings["SECRET_KEY"]
+
+
+def test_a_nonsense_boolean_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ImproperlyConfigured, match="DEBUG must be"):
+        load(monkeypatch, DEBUG="maybe", SECRET_KEY="x")
+
+
+def test_default_database_is_a_sqlite_file_in_wal_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    db = load(monkeypatch, SECRET_KEY="x")["DATABASES"]["default"]
+    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert Path(db["NAME"]).is_absolute()
+    assert "journal_mode=WAL" in db["OPTIONS"]["init_command"]
+    assert db["OPTIONS"]["timeout"] > 0
+
+
+def test_database_url_selects_postgresql(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load(monkeypatch, SECRET_KEY="x", DATABASE_URL="postgres://pg@db.example:5433/ml")
+    db = settings["DATABASES"]["default"]
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["HOST"], db["PORT"], db["NAME"], db["USER"]) == ("db.example", 5433, "ml", "pg")
+    assert db["CONN_HEALTH_CHECKS"] is True
+
+
+def test_allowed_hosts_and_artifacts_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = load(monkeypatch, SECRET_KEY="x")
+    assert {"localhost", "127.0.0.1"} <= set(settings["ALLOWED_HOSTS"])
+    assert settings["MODEL_ARTIFACTS_PATH"].is_absolute()
+    settings = load(
+        monkeypatch, SECRET_KEY="x", ALLOWED_HOSTS="api.example, 10.0.0.1",
+        MODEL_ARTIFACTS_PATH=str(tmp_path),
+    )
+    assert settings["ALLOWED_HOSTS"] == ["api.example", "10.0.0.1"]
+    assert settings["MODEL_ARTIFACTS_PATH"] == tmp_path.resolve()
+
+
+def test_a_relative_artifacts_path_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ImproperlyConfigured, match="must be an absolute path"):
+        load(monkeypatch, SECRET_KEY="x", MODEL_ARTIFACTS_PATH="research/artifacts")
