@@ -137,3 +137,24 @@ def test_an_ab_test_needs_two_algorithms_of_one_endpoint(
     missing = {"title": "t", "parent_mlalgorithm_1": a.pk, "parent_mlalgorithm_2": 9999}
     assert staff_api.post("/api/v1/abtests", missing, format="json").status_code == 400
     assert ABTest.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/",
+        "/api/v1/endpoints",
+        "/api/v1/mlalgorithms",
+        "/api/v1/mlalgorithms/1",
+        "/api/v1/mlalgorithmstatuses",
+        "/api/v1/mlrequests",
+        "/api/v1/abtests",
+    ],
+)
+def test_the_browsable_api_renders_every_route(
+    staff_api: APIClient, demo_registry: MLRegistry, path: str
+) -> None:
+    response = staff_api.get(path, HTTP_ACCEPT="text/html")
+    assert response.status_code == 200
+    assert b"<html" in response.content.lower()
+    assert b"breadcrumb" in response.content  # the DRF page, not an error page
