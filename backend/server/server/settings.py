@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from server.env import env_bool, env_int, env_list, env_str
+from server.env import env_bool, env_int, env_json, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # backend/server
 REPO_DIR = BASE_DIR.parent.parent
@@ -120,6 +120,14 @@ ML_DEMO_MODELS = env_bool("ML_DEMO_MODELS", True)
 # The status predict uses when the client does not pass ?status=. The upstream design
 # used "production": a client that names nothing gets the production model.
 PREDICT_DEFAULT_STATUS = env_str("PREDICT_DEFAULT_STATUS", "production")
+
+# Batch predictions (POST /api/v1/batch-predict). The defaults admit the 1M-row benchmark
+# file (about 120 MB); lower them where uploads come from untrusted clients.
+BATCH_MAX_UPLOAD_BYTES = env_int("BATCH_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)
+BATCH_MAX_ROWS = env_int("BATCH_MAX_ROWS", 2_000_000)
+BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 10_000)
+# Per endpoint, the CSV column holding the true label: stored as feedback, scored.
+BATCH_LABEL_COLUMNS: dict[str, str] = env_json("BATCH_LABEL_COLUMNS", {"income_classifier": "income"})
 
 # -- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {

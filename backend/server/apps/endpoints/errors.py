@@ -61,6 +61,12 @@ class Conflict(ServiceError):
     default_message = "The request conflicts with the current state."
 
 
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "too_large"
+    default_message = "The request is larger than this service accepts."
+
+
 class ModelUnavailable(ServiceError):
     """The algorithm exists but cannot serve in this process (artifact missing or tampered)."""
 

@@ -51,9 +51,20 @@ def handle(exc: Exception, context: dict[str, Any]) -> Response:
         return Response(error_body("server_error", ServiceError.default_message), status=500)
     assert isinstance(exc, exceptions.APIException)  # anything else got response None
     if isinstance(exc, exceptions.ValidationError):
-        response.data = error_body("invalid_input", "The input is not valid.", response.data)
+        response.data = error_body("invalid_input", _first_message(response.data), response.data)
     else:
         detail = response.data.get("detail", "") if isinstance(response.data, dict) else ""
         code = exc.detail.code if hasattr(exc.detail, "code") else exc.default_code
         response.data = error_body(str(code), str(detail or exc.default_detail))
     return response
+
+
+def _first_message(details: Any, prefix: str = "") -> str:
+    """The first validation message, prefixed by its field: something a client can act on."""
+    if isinstance(details, dict) and details:
+        field, value = next(iter(details.items()))
+        where = "" if field in ("non_field_errors", "detail") else f"{prefix}{field}: "
+        return _first_message(value, where)
+    if isinstance(details, list) and details:
+        return _first_message(details[0], prefix)
+    return f"{prefix}{details}" if details else "The input is not valid."

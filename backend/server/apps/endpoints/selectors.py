@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 
-from apps.endpoints.errors import AlgorithmNotFound, EndpointNotFound
+from apps.endpoints.errors import AlgorithmNotFound, EndpointNotFound, InvalidInput
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
 
 
@@ -41,3 +41,16 @@ def algorithms_for_prediction(
         raise EndpointNotFound(f"No endpoint named '{endpoint_name}'.")
     wanted = f"status '{status}'" + (f" and version '{version}'" if version is not None else "")
     raise AlgorithmNotFound(f"Endpoint '{endpoint_name}' has no algorithm with {wanted}.")
+
+
+def sole_endpoint_name() -> str:
+    """The name of the only endpoint, for clients that leave ``endpoint`` out."""
+    names = list(Endpoint.objects.values_list("name", flat=True)[:2])
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise EndpointNotFound("There are no endpoints yet.")
+    raise InvalidInput(
+        "There is more than one endpoint; name one.",
+        details={"endpoint": ["Required when more than one endpoint exists."]},
+    )

@@ -99,3 +99,13 @@ class ABTestSerializer(serializers.ModelSerializer):
 class PredictQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=MLAlgorithmStatus.Status.choices, required=False)
     version = serializers.CharField(max_length=128, required=False)
+
+
+class BatchPredictSerializer(serializers.Serializer):
+    """The upload form (multipart); ``endpoint``, ``status`` and ``version`` may also be
+    given as query parameters."""
+
+    file = serializers.FileField(help_text="CSV with a header row naming the columns.")
+    endpoint = serializers.SlugField(max_length=128, required=False)
+    status = serializers.ChoiceField(choices=MLAlgorithmStatus.Status.choices, required=False)
+    version = serializers.CharField(max_length=128, required=False)

@@ -114,24 +114,31 @@ class ServedPrediction(Prediction):
     algorithm: AlgorithmRef
 
 
-def select_algorithm(
-    *, endpoint_name: str, status: str, version: str | None, choose: ChooseArm
-) -> MLAlgorithm:
-    """The design's selection rules: the algorithms with this active status (and version);
-    exactly one serves; several are an error unless they are the arms of an A/B test."""
+def candidate_algorithms(
+    *, endpoint_name: str, status: str, version: str | None
+) -> list[MLAlgorithm]:
+    """The design's selection rules: the algorithms with this active status (and version).
+    Exactly one serves; several are an error unless they are the arms of an A/B test, in
+    which case all of them are returned and the caller picks per request (or per row)."""
     _check_status(status)
     candidates = selectors.algorithms_for_prediction(
         endpoint_name=endpoint_name, status=status, version=version
     )
-    if len(candidates) == 1:
-        return candidates[0]
-    if status == Status.AB_TESTING:
-        return choose(candidates)
+    if len(candidates) == 1 or status == Status.AB_TESTING:
+        return candidates
     raise AmbiguousAlgorithm(
         f"{len(candidates)} algorithms of '{endpoint_name}' have status '{status}'; "
         "pass ?version= to choose one.",
         details={"candidates": [_ref(a) for a in candidates]},
     )
+
+
+def select_algorithm(
+    *, endpoint_name: str, status: str, version: str | None, choose: ChooseArm
+) -> MLAlgorithm:
+    """The one algorithm that serves a request (an A/B arm chosen by ``choose``)."""
+    candidates = candidate_algorithms(endpoint_name=endpoint_name, status=status, version=version)
+    return candidates[0] if len(candidates) == 1 else choose(candidates)
 
 
 def predict(

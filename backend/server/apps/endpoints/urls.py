@@ -13,6 +13,7 @@ router.register("mlrequests", views.MLRequestViewSet, basename="mlrequests")
 router.register("abtests", views.ABTestViewSet, basename="abtests")
 
 urlpatterns = [
+    path("api/v1/batch-predict", views.BatchPredictView.as_view(), name="batch-predict"),
     # Before the router, so an endpoint may be named like a collection.
     path("api/v1/<slug:endpoint_name>/predict", views.PredictView.as_view(), name="predict"),
     path("api/v1/", include(router.urls)),

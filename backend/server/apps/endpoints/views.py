@@ -6,19 +6,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse, QueryDict
+from django.http import HttpRequest, HttpResponseBase, JsonResponse, QueryDict, StreamingHttpResponse
 from rest_framework import mixins, viewsets
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.endpoints import selectors, services
-from apps.endpoints.errors import InvalidInput, NotFound, ServiceError
+from apps.endpoints import batch, batch_output, selectors, services
+from apps.endpoints.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceError
 from apps.endpoints.exception_handler import error_body
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithmStatus, MLRequest
 from apps.endpoints.serializers import (
     ABTestSerializer,
+    BatchPredictSerializer,
     EndpointSerializer,
     MLAlgorithmSerializer,
     MLAlgorithmStatusSerializer,
@@ -93,6 +97,67 @@ class PredictView(APIView):
             version=query.validated_data.get("version"),
         )
         return Response(prediction)
+
+
+class CSVRenderer(BaseRenderer):
+    """Lets clients ask for CSV (``Accept: text/csv`` or ``?format=csv``). The CSV answer
+    itself is streamed by the view; errors are always answered as JSON."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return JSONRenderer().render(data)
+
+
+class BatchPredictView(GenericAPIView):
+    """``POST /api/v1/batch-predict``: a CSV file (multipart field ``file``) scored row by
+    row in one pass; ``endpoint`` (optional with one endpoint), ``status``, ``version`` as
+    form fields or query parameters. Answers JSON, or with ``Accept: text/csv`` the uploaded
+    rows plus ``request_id``, ``label`` and ``probability``."""
+
+    permission_classes = [AllowAny]
+    parser_classes = [MultiPartParser, FormParser]
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, CSVRenderer]
+    serializer_class = BatchPredictSerializer
+
+    def post(self, request: Request) -> HttpResponseBase:
+        limit = settings.BATCH_MAX_UPLOAD_BYTES
+        # Refuse before reading the body when the client says how big it is.
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
+            raise _too_large(limit)
+        form = self.get_serializer(data={**request.query_params.dict(), **request.data.dict()})
+        form.is_valid(raise_exception=True)
+        upload = form.validated_data["file"]
+        if upload.size > limit:
+            raise _too_large(limit)
+        result = batch.score_csv(
+            upload=upload,
+            endpoint_name=form.validated_data.get("endpoint"),
+            status=form.validated_data.get("status", settings.PREDICT_DEFAULT_STATUS),
+            version=form.validated_data.get("version"),
+        )
+        if request.accepted_renderer.format == "csv":
+            return StreamingHttpResponse(
+                batch_output.csv_stream(result, upload), content_type="text/csv; charset=utf-8"
+            )
+        if request.accepted_renderer.format == "api":  # a person in the browsable API
+            return Response({**batch_output.summary(result), "predictions": batch_output.predictions(result)})
+        return StreamingHttpResponse(batch_output.json_stream(result), content_type="application/json")
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        if getattr(self.request, "accepted_renderer", None) and self.request.accepted_renderer.format == "csv":
+            self.request.accepted_renderer = JSONRenderer()
+            self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The file is larger than {limit} bytes (BATCH_MAX_UPLOAD_BYTES); split it."
+    )
 
 
 def _record(data: Any) -> dict[str, Any]:

@@ -92,6 +92,18 @@ class IncomeClassifier:
     def features(self) -> tuple[str, ...]:
         return self.preprocessing.features
 
+    classes: tuple[str, ...] = schema.CLASSES
+
+    @staticmethod
+    def label_for(probability: float) -> str:
+        return schema.POSITIVE_LABEL if probability > THRESHOLD else schema.NEGATIVE_LABEL
+
+    def normalise_label(self, value: str) -> str | None:
+        """A ground-truth label as the model names it (``adult.test`` writes ">50K."), or
+        None when ``value`` is not one of the classes."""
+        label = schema.normalise_label(value)
+        return label if label in self.classes else None
+
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """P(>50K) for an encoded matrix: one model call for all its rows."""
         return self.estimator.predict_proba(matrix)[:, self._positive]
@@ -102,7 +114,7 @@ class IncomeClassifier:
         return [
             Prediction(
                 probability=float(p),
-                label=schema.POSITIVE_LABEL if p > THRESHOLD else schema.NEGATIVE_LABEL,
+                label=self.label_for(p),
                 status="OK",
                 imputed=filled,
             )

@@ -1,0 +1,68 @@
+"""Writing many ``MLRequest`` rows fast: one statement stream per chunk, ids reserved up front.
+
+Django's ``bulk_create`` costs about 90 us a row on SQLite and 250 us on PostgreSQL here
+(model instances, per-field preparation, per-batch RETURNING), which made persistence cost
+ten times the model itself on a 100k-row upload. This module writes pre-serialised rows
+with ``executemany`` (SQLite) or ``COPY`` (PostgreSQL) and reserves the primary keys first,
+so every row's ``request_id`` is known without reading them back.
+
+Must run inside ``transaction.atomic()``: on SQLite the project opens transactions with
+``BEGIN IMMEDIATE`` (settings.py), so the write lock is held while ids are reserved and no
+other writer can take the same ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from django.db import connection
+from django.utils import timezone
+
+from apps.endpoints.models import MLRequest
+
+# (input_data JSON, full_response JSON, response label, feedback or None, algorithm id)
+Row = tuple[str, str, str, str | None, int]
+
+_TABLE = MLRequest._meta.db_table
+_COLUMNS = "input_data, full_response, response, feedback, parent_mlalgorithm_id, created_at, id"
+
+
+def insert_requests(rows: Sequence[Row]) -> np.ndarray:
+    """Insert ``rows``; returns their ids in order."""
+    assert not connection.get_autocommit(), "insert_requests must run in a transaction"
+    if not rows:
+        return np.empty(0, dtype=np.int64)
+    ids = _reserve_ids(len(rows))
+    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            copy_sql = f"COPY {_TABLE} ({_COLUMNS}) FROM STDIN"
+            with cursor.cursor.copy(copy_sql) as copy:
+                for row, pk in zip(rows, ids.tolist()):
+                    copy.write_row((*row, created_at, pk))
+        else:
+            cursor.executemany(
+                f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [(*row, created_at, pk) for row, pk in zip(rows, ids.tolist())],
+            )
+    return ids
+
+
+def _reserve_ids(count: int) -> np.ndarray:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                [_TABLE, count],
+            )
+            return np.array([r[0] for r in cursor.fetchall()], dtype=np.int64)
+        # SQLite: AUTOINCREMENT never reuses an id, so start past both the highest id and
+        # the highest ever handed out (sqlite_sequence); explicit ids advance it.
+        cursor.execute(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = %s), 0),"
+            f" COALESCE((SELECT MAX(id) FROM {_TABLE}), 0))",
+            [_TABLE],
+        )
+        start = int(cursor.fetchone()[0])
+    return np.arange(start + 1, start + 1 + count, dtype=np.int64)

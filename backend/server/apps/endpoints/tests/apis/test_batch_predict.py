@@ -1,0 +1,268 @@
+"""POST /api/v1/batch-predict: CSV uploads scored in chunks, logged in one transaction."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+
+from apps.endpoints import services
+from apps.endpoints.models import MLAlgorithm, MLRequest
+from apps.ml.income_classifier import schema
+from apps.ml.registry import MLRegistry
+from apps.ml.tests.factories import SAMPLE_RECORD
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/batch-predict"
+
+
+def adult_csv(rows: int = 30, *, columns: list[str] | None = None, extra: bool = True) -> str:
+    """The first ``rows`` records of adult.test as CSV text with a header (and an id)."""
+    from apps.ml.tests.factories import adult_frame
+
+    frame = adult_frame("adult.test").head(rows).copy()
+    frame["income"] = frame["income"] + "."  # as adult.test writes it
+    if extra:
+        frame.insert(0, "id", range(1, rows + 1))
+    if columns is not None:
+        frame = frame[columns]
+    return frame.to_csv(index=False)
+
+
+def upload(api: APIClient, text: str | bytes, url: str = URL, **extra: Any) -> Any:
+    data = text.encode() if isinstance(text, str) else text
+    return api.post(url, {"file": SimpleUploadedFile("f.csv", data, "text/csv")}, **extra)
+
+
+def stream_json(response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, getattr(response, "content", b"")[:500]
+    return json.loads(b"".join(response.streaming_content))
+
+
+def assert_error(response: Any, status: int, fragment: str) -> dict[str, Any]:
+    assert response.status_code == status, response.content[:500]
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert fragment in error["message"], error
+    assert MLRequest.objects.count() == 0
+    return error
+
+
+def test_every_row_including_the_last_is_predicted_and_persisted(
+    api: APIClient, demo_registry: MLRegistry, settings: Any
+) -> None:
+    settings.BATCH_CHUNK_ROWS = 7  # 30 rows: chunks of 7, 7, 7, 7, 2
+    body = stream_json(upload(api, adult_csv(30)))
+    assert body["count"] == 30 and len(body["predictions"]) == 30
+    ids = [p["request_id"] for p in body["predictions"]]
+    rows = {r.pk: r for r in MLRequest.objects.filter(pk__in=ids)}
+    assert len(rows) == 30 and MLRequest.objects.count() == 30
+    last = rows[ids[-1]]
+    from apps.ml.tests.factories import adult_frame
+
+    expected_last = adult_frame("adult.test").iloc[29]
+    assert last.input_data["fnlwgt"] == str(expected_last["fnlwgt"])
+    for prediction in body["predictions"]:
+        row = rows[prediction["request_id"]]
+        assert row.response == prediction["label"] == row.full_response["label"]
+        assert row.full_response["probability"] == prediction["probability"]
+
+
+def test_batch_answers_equal_single_predictions(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    text = adult_csv(20)
+    body = stream_json(upload(api, text))
+    for line, prediction in zip(csv.DictReader(io.StringIO(text)), body["predictions"], strict=True):
+        record = {f: line[f] for f in schema.FEATURES}
+        [single] = services.predict(
+            endpoint_name="income_classifier", records=[record], status="production"
+        )
+        assert single["probability"] == pytest.approx(prediction["probability"], abs=1e-12)
+        assert single["label"] == prediction["label"]
+        logged = MLRequest.objects.get(pk=prediction["request_id"])
+        assert logged.full_response["imputed"] == single["imputed"]
+
+
+def test_extra_columns_are_ignored_and_reported_and_order_does_not_matter(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    straight = stream_json(upload(api, adult_csv(15)))
+    shuffled_columns = ["income", *reversed(schema.FEATURES), "id"]
+    shuffled = stream_json(upload(api, adult_csv(15, columns=shuffled_columns)))
+    assert straight["ignored_columns"] == shuffled["ignored_columns"] == ["id"]
+    assert [p["probability"] for p in straight["predictions"]] == [
+        p["probability"] for p in shuffled["predictions"]
+    ]
+
+
+def test_labels_become_feedback_and_the_answer_reports_accuracy(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    body = stream_json(upload(api, adult_csv(40)))
+    rows = MLRequest.objects.filter(pk__in=[p["request_id"] for p in body["predictions"]])
+    assert {r.feedback for r in rows} <= {"<=50K", ">50K"}  # "." normalised away
+    correct = sum(r.feedback == r.response for r in rows)
+    assert body["label_column"] == "income" and body["labelled"] == 40
+    assert body["accuracy"] == pytest.approx(correct / 40)
+
+
+def test_without_a_label_column_there_is_no_feedback_or_accuracy(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    body = stream_json(upload(api, adult_csv(5, columns=list(schema.FEATURES))))
+    assert body["accuracy"] is None and body["labelled"] == 0 and body["label_column"] is None
+    assert set(MLRequest.objects.values_list("feedback", flat=True)) == {None}
+
+
+def test_empty_cells_and_unseen_categories_are_handled_as_in_single_predict(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    record = dict(SAMPLE_RECORD, workclass="", age="", **{"native-country": "Holand-Netherlands"})
+    text = ",".join(schema.FEATURES) + "\n" + ",".join(str(record[f]) for f in schema.FEATURES)
+    [prediction] = stream_json(upload(api, text))["predictions"]
+    [single] = services.predict(
+        endpoint_name="income_classifier", records=[record], status="production"
+    )
+    assert prediction["probability"] == pytest.approx(single["probability"], abs=1e-12)
+    logged = MLRequest.objects.get(pk=prediction["request_id"])
+    assert sorted(logged.full_response["imputed"]) == ["age", "native-country", "workclass"]
+
+
+def test_a_bad_cell_on_the_last_line_rolls_back_every_chunk(
+    api: APIClient, demo_registry: MLRegistry, settings: Any
+) -> None:
+    settings.BATCH_CHUNK_ROWS = 5
+    lines = adult_csv(23).splitlines()
+    last = lines[-1].split(",")
+    last[1] = "forty"  # age
+    lines[-1] = ",".join(last)
+    error = assert_error(upload(api, "\n".join(lines)), 400, "Line 24, column 'age'")
+    assert error["details"]["cells"][0] == {"line": 24, "column": "age", "value": "forty"}
+
+
+def test_ab_testing_splits_rows_between_the_arms_and_logs_each_to_its_arm(
+    api: APIClient, demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rf, et = MLAlgorithm.objects.get(name="random forest"), MLAlgorithm.objects.get(name="extra trees")
+    for algorithm in (rf, et):
+        services.set_algorithm_status(algorithm=algorithm, status="ab_testing", created_by="t")
+    from apps.endpoints import batch
+
+    monkeypatch.setattr(batch, "random_arms", lambda n, arms: np.arange(n) % arms)
+    body = stream_json(upload(api, adult_csv(10), URL + "?status=ab_testing"))
+    assert [a["rows"] for a in body["algorithms"]] == [5, 5]
+    arms = [MLRequest.objects.get(pk=p["request_id"]).parent_mlalgorithm_id for p in body["predictions"]]
+    assert arms == [rf.pk, et.pk] * 5
+    for prediction, arm in zip(body["predictions"], arms, strict=True):
+        record = MLRequest.objects.get(pk=prediction["request_id"]).input_data
+        wrapper = demo_registry.get(MLAlgorithm.objects.get(pk=arm))
+        assert wrapper.compute_prediction(record)["probability"] == pytest.approx(
+            prediction["probability"], abs=1e-12
+        )
+
+
+def test_the_csv_download_round_trips(api: APIClient, demo_registry: MLRegistry) -> None:
+    text = adult_csv(12)
+    response = upload(api, text, URL + "?format=csv")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    out = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    original = list(csv.reader(io.StringIO(text)))
+    assert out[0] == original[0] + ["request_id", "label", "probability"]
+    assert [row[:-3] for row in out[1:]] == original[1:]
+    for row in out[1:]:
+        logged = MLRequest.objects.get(pk=int(row[-3]))
+        assert logged.response == row[-2]
+        assert logged.full_response["probability"] == float(row[-1])
+    again = upload(api, text, HTTP_ACCEPT="text/csv")
+    assert again["Content-Type"].startswith("text/csv")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"", "file: The submitted file is empty."),
+        (b"\n\n", "The file is empty."),
+        (",".join(schema.FEATURES).encode() + b"\n", "has a header but no rows"),
+        (b"age;workclass;fnlwgt\n1;2;3\n", "seems to use ';'"),
+        (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "binary, not CSV"),
+        (b"39,State-gov,77516\n", "must be a header"),
+        (b"age,workclass\n39,Private\n", "Missing feature columns: fnlwgt"),
+        (b"age,age\n1,2\n", "more than once: age"),
+    ],
+)
+def test_bad_files_get_a_400_that_says_what_is_wrong(
+    api: APIClient, demo_registry: MLRegistry, content: bytes, fragment: str
+) -> None:
+    assert_error(upload(api, content), 400, fragment)
+
+
+def test_ragged_rows_are_refused_with_their_line(api: APIClient, demo_registry: MLRegistry) -> None:
+    lines = adult_csv(6).splitlines()
+    longer = lines[:3] + [lines[3] + ",surplus"] + lines[4:]
+    assert_error(upload(api, "\n".join(longer)), 400, "Line 4 has 17 fields; the header has 16")
+    shorter = lines[:5] + [lines[5].rsplit(",", 2)[0]] + lines[6:]
+    assert_error(upload(api, "\n".join(shorter)), 400, "Line 6 has 14 fields")
+
+
+def test_undecodable_text_and_unknown_values_are_400s(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    text = adult_csv(4)
+    assert_error(upload(api, text.replace("Private", "Priv\xe9").encode("latin-1")), 400, "not UTF-8")
+    assert_error(upload(api, text.replace("Private", "Mars")), 400, "'Mars' is not a valid category")
+    assert_error(upload(api, text.replace("<=50K.", "maybe")), 400, "'maybe' is not a label")
+    assert_error(upload(api, 'age,"unclosed\n1,2\n'), 400, "not valid CSV at line 3")
+
+
+def test_size_and_row_limits_answer_413(
+    api: APIClient, demo_registry: MLRegistry, settings: Any
+) -> None:
+    text = adult_csv(30)
+    settings.BATCH_MAX_ROWS = 29
+    settings.BATCH_CHUNK_ROWS = 8
+    error = assert_error(upload(api, text), 413, "more than 29 rows")
+    assert error["code"] == "too_large"
+    settings.BATCH_MAX_ROWS = 1000
+    settings.BATCH_MAX_UPLOAD_BYTES = 1000
+    assert_error(upload(api, text), 413, "larger than 1000 bytes")
+
+
+def test_the_endpoint_may_be_left_out_only_when_there_is_one(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    assert_error(upload(api, adult_csv(3), URL + "?endpoint=nope"), 404, "No endpoint named 'nope'")
+    assert stream_json(upload(api, adult_csv(3)))["count"] == 3
+    from apps.endpoints.models import Endpoint
+
+    Endpoint.objects.create(name="another", owner="x")
+    MLRequest.objects.all().delete()
+    assert_error(upload(api, adult_csv(3)), 400, "more than one endpoint")
+    assert stream_json(upload(api, adult_csv(3), URL + "?endpoint=income_classifier"))["count"] == 3
+
+
+def test_version_and_status_select_as_in_predict(api: APIClient, demo_registry: MLRegistry) -> None:
+    body = stream_json(upload(api, adult_csv(3), URL + "?status=testing&version=0.0.1"))
+    assert body["algorithms"][0]["name"] == "extra trees"
+    response = api.post(
+        URL, {"file": SimpleUploadedFile("f.csv", adult_csv(3).encode()), "status": "testing"}
+    )
+    assert stream_json(response)["algorithms"][0]["name"] == "extra trees"
+
+
+def test_a_missing_file_field_is_a_400(api: APIClient, demo_registry: MLRegistry) -> None:
+    response = api.post(URL, {"other": "x"})
+    assert response.status_code == 400
+    assert "file" in response.json()["error"]["details"]
+
+
+def test_the_browsable_api_offers_an_upload_form(api: APIClient, demo_registry: MLRegistry) -> None:
+    page = api.get(URL, HTTP_ACCEPT="text/html")
+    assert page.status_code == 405
+    assert b'type="file"' in page.content and b'name="file"' in page.content
