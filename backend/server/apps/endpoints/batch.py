@@ -19,10 +19,12 @@ import json
 import random
 import re
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO
 
 import numpy as np
+import pandas as pd
 from django.conf import settings
 from django.db import transaction
 
@@ -36,6 +38,7 @@ from apps.ml.income_classifier import IncomeClassifier
 AssignArms = Callable[[int, int], np.ndarray]
 
 _SNIFF_BYTES = 64 * 1024
+_BLOCK_BYTES = 4 * 1024 * 1024
 _NEEDS_JSON_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 _OTHER_DELIMITERS = (";", "\t", "|")
 
@@ -59,6 +62,8 @@ class BatchResult:
     arms: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     labelled: int = 0
     correct: int = 0
+    count_rows: int = 0  # rows read so far (the row limit is checked against it)
+    arm_chunks: list[np.ndarray] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -87,18 +92,17 @@ def score_csv(
     )
     wrappers = [registry.get(a) for a in algorithms]
     label_column = settings.BATCH_LABEL_COLUMNS.get(endpoint_name)
-    with _text(upload) as text:
-        reader = csv.reader(text, strict=True)
-        header = _read_header(reader)
-        features = _check_columns(header, wrappers)
-        result = BatchResult(
-            header=header,
-            algorithms=algorithms,
-            ignored_columns=[c for c in header if c not in features and c != label_column],
-            label_column=label_column if label_column in header else None,
-        )
-        with transaction.atomic():
-            _score_chunks(reader, result, wrappers, assign_arms or random_arms)
+    header = _read_header(upload)
+    features = _check_columns(header, wrappers)
+    _check_field_counts(upload, len(header))
+    result = BatchResult(
+        header=header,
+        algorithms=algorithms,
+        ignored_columns=[c for c in header if c not in features and c != label_column],
+        label_column=label_column if label_column in header else None,
+    )
+    with transaction.atomic():
+        _score_chunks(upload, result, wrappers, assign_arms or random_arms)
     if result.count == 0:
         raise InvalidInput("The file has a header but no rows.")
     return result
@@ -109,63 +113,87 @@ class _Chunk:
     first_line: int
     columns: dict[str, Sequence[str]]
     size: int
+    # Filled in by _encode: per arm, its rows and their encoded matrix.
+    arms: np.ndarray | None = None
+    work: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    imputed: list[list[str]] = field(default_factory=list)
 
 
 def _score_chunks(
-    reader: csv.Reader, result: BatchResult, wrappers: list[IncomeClassifier], assign_arms: AssignArms
+    upload: IO[bytes], result: BatchResult, wrappers: list[IncomeClassifier], assign_arms: AssignArms
 ) -> None:
-    ids, probabilities, arms = [], [], []
-    index = {name: i for i, name in enumerate(result.header)}
-    for chunk in _chunks(reader, index):
-        if result.count + chunk.size > settings.BATCH_MAX_ROWS:
-            raise PayloadTooLarge(
-                f"The file has more than {settings.BATCH_MAX_ROWS} rows (BATCH_MAX_ROWS); "
-                "split it into smaller files."
-            )
-        chunk_arms = assign_arms(chunk.size, len(wrappers)) if len(wrappers) > 1 else None
-        chunk_probabilities, chunk_labels, rows = _predict_chunk(
-            chunk, result, wrappers, chunk_arms
-        )
-        ids.append(bulk.insert_requests(rows))
-        probabilities.append(chunk_probabilities)
-        arms.append(chunk_arms if chunk_arms is not None else np.zeros(chunk.size, np.int64))
-        result.labels.extend(chunk_labels)
+    """Encode chunk k+1 and write chunk k while the model scores chunk k+1 in a thread:
+    scikit-learn's tree code releases the GIL, so on two cores the model call overlaps
+    the Python and database work instead of adding to it."""
+    ids: list[np.ndarray] = []
+    probabilities: list[np.ndarray] = []
+    pending: tuple[_Chunk, Future[np.ndarray]] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-model") as model:
+        for chunk in _chunks(upload, result.header):
+            if result.count_rows + chunk.size > settings.BATCH_MAX_ROWS:
+                raise PayloadTooLarge(
+                    f"The file has more than {settings.BATCH_MAX_ROWS} rows (BATCH_MAX_ROWS); "
+                    "split it into smaller files."
+                )
+            chunk.arms = assign_arms(chunk.size, len(wrappers)) if len(wrappers) > 1 else None
+            _encode(chunk, wrappers)
+            scoring = model.submit(_predict, chunk, wrappers)
+            if pending is not None:
+                ids.append(_persist(*pending, result, wrappers[0], probabilities))
+            pending = (chunk, scoring)
+            result.count_rows += chunk.size
+        if pending is not None:
+            ids.append(_persist(*pending, result, wrappers[0], probabilities))
     if ids:
         result.request_ids = np.concatenate(ids)
         result.probabilities = np.concatenate(probabilities)
-        result.arms = np.concatenate(arms)
+        result.arms = np.concatenate(result.arm_chunks)
 
 
-def _predict_chunk(
-    chunk: _Chunk,
-    result: BatchResult,
-    wrappers: list[IncomeClassifier],
-    arms: np.ndarray | None,
-) -> tuple[np.ndarray, list[str], list[bulk.Row]]:
-    probabilities = np.empty(chunk.size)
-    algorithm_ids = np.empty(chunk.size, dtype=np.int64)
-    filled_rows: list[list[str]] = [[] for _ in range(chunk.size)]
+def _encode(chunk: _Chunk, wrappers: list[IncomeClassifier]) -> None:
+    chunk.imputed = [[] for _ in range(chunk.size)]
     for arm, wrapper in enumerate(wrappers):
         # Every arm validates the whole chunk, so a bad cell is reported with its line
         # whichever arm its row went to; then each arm predicts its own rows in one call.
         matrix, filled = wrapper.preprocessing.encode_columns(
             {f: chunk.columns[f] for f in wrapper.features}, first_line=chunk.first_line
         )
-        rows = np.arange(chunk.size) if arms is None else np.flatnonzero(arms == arm)
-        if rows.size == 0:
-            continue
-        probabilities[rows] = wrapper.predict_proba(matrix[rows])
-        algorithm_ids[rows] = result.algorithms[arm].pk
+        rows = np.arange(chunk.size) if chunk.arms is None else np.flatnonzero(chunk.arms == arm)
+        chunk.work.append((rows, matrix[rows]))
         for i, j in zip(*np.nonzero(filled[rows])):
-            filled_rows[rows[i]].append(wrapper.features[j])
-    labels = [wrappers[0].label_for(p) for p in probabilities.tolist()]
-    feedback = _feedback(chunk, result, wrappers[0], labels)
-    inputs = _input_json(chunk, wrappers[0].features)
-    rows_out = [
-        (inputs[i], _response_json(p, labels[i], filled_rows[i]), labels[i], feedback[i], a)
-        for i, (p, a) in enumerate(zip(probabilities.tolist(), algorithm_ids.tolist()))
+            chunk.imputed[rows[i]].append(wrapper.features[j])
+
+
+def _predict(chunk: _Chunk, wrappers: list[IncomeClassifier]) -> np.ndarray:
+    probabilities = np.empty(chunk.size)
+    for wrapper, (rows, matrix) in zip(wrappers, chunk.work, strict=True):
+        if rows.size:
+            probabilities[rows] = wrapper.predict_proba(matrix)
+    return probabilities
+
+
+def _persist(
+    chunk: _Chunk,
+    scoring: Future[np.ndarray],
+    result: BatchResult,
+    wrapper: IncomeClassifier,
+    probabilities: list[np.ndarray],
+) -> np.ndarray:
+    """Label, attach feedback and write one chunk's log rows; returns their ids."""
+    chunk_probabilities = scoring.result()
+    arms = chunk.arms if chunk.arms is not None else np.zeros(chunk.size, np.int64)
+    algorithm_ids = np.array([a.pk for a in result.algorithms])[arms].tolist()
+    labels = [wrapper.label_for(p) for p in chunk_probabilities.tolist()]
+    feedback = _feedback(chunk, result, wrapper, labels)
+    inputs = _input_json(chunk, wrapper.features)
+    rows = [
+        (inputs[i], _response_json(p, labels[i], chunk.imputed[i]), labels[i], feedback[i], a)
+        for i, (p, a) in enumerate(zip(chunk_probabilities.tolist(), algorithm_ids))
     ]
-    return probabilities, labels, rows_out
+    probabilities.append(chunk_probabilities)
+    result.arm_chunks.append(arms)
+    result.labels.extend(labels)
+    return bulk.insert_requests(rows)
 
 
 def _feedback(
@@ -173,30 +201,29 @@ def _feedback(
 ) -> list[str | None]:
     if result.label_column is None:
         return [None] * chunk.size
-    feedback: list[str | None] = []
-    for offset, cell in enumerate(chunk.columns[result.label_column]):
-        if not cell.strip():
-            feedback.append(None)
-            continue
-        truth = wrapper.normalise_label(cell)
-        if truth is None:
+    cells = chunk.columns[result.label_column]
+    # A file holds a handful of distinct label spellings: normalise each once.
+    truths = {cell: wrapper.normalise_label(cell) for cell in set(cells) if cell.strip()}
+    for offset, cell in enumerate(cells):
+        if cell in truths and truths[cell] is None:
             raise InvalidInput(
                 f"Line {chunk.first_line + offset}, column '{result.label_column}': "
                 f"'{cell.strip()[:40]}' is not a label (expected one of "
                 f"{', '.join(wrapper.classes)}).",
             )
-        feedback.append(truth)
-        result.labelled += 1
-        result.correct += truth == labels[offset]
+    feedback = [truths.get(cell) for cell in cells]
+    result.labelled += sum(truth is not None for truth in feedback)
+    result.correct += sum(truth == label for truth, label in zip(feedback, labels))
     return feedback
 
 
 def _input_json(chunk: _Chunk, features: Sequence[str]) -> list[str]:
-    """Each row's input record as JSON text: the feature cells as uploaded, stripped.
+    """Each row's input record as JSON text: the feature cells as uploaded (less the spaces
+    after commas, which the parser drops).
 
     Built with a template when no cell needs escaping (nearly always); ``json.dumps``
     otherwise. This is a third of the cost of ``json.dumps`` per row."""
-    columns = [[cell.strip() for cell in chunk.columns[f]] for f in features]
+    columns = [chunk.columns[f] for f in features]
     if any(_NEEDS_JSON_ESCAPE.search("".join(column)) for column in columns):
         return [json.dumps(dict(zip(features, row))) for row in zip(*columns)]
     template = "{" + ",".join(f'{json.dumps(f)}:"%s"' for f in features) + "}"
@@ -212,34 +239,27 @@ def _response_json(probability: float, label: str, filled: list[str]) -> str:
 # -- reading the file --------------------------------------------------------------------
 
 
-class _text:
-    """The upload as text (UTF-8, an optional BOM), after checks that need raw bytes."""
-
-    def __init__(self, upload: IO[bytes]) -> None:
-        upload.seek(0)
-        head = upload.read(_SNIFF_BYTES)
-        if not head.strip():
-            raise InvalidInput("The file is empty.")
-        if b"\0" in head:
-            raise InvalidInput("The file is binary, not CSV text.")
-        upload.seek(0)
-        self.upload = upload
-        self.wrapper = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
-
-    def __enter__(self) -> io.TextIOWrapper:
-        return self.wrapper
-
-    def __exit__(self, *exc: object) -> None:
-        self.wrapper.detach()  # leave the upload open: the CSV answer reads it again
-
-
-def _read_header(reader: csv.Reader) -> list[str]:
+def _read_header(upload: IO[bytes]) -> list[str]:
+    upload.seek(0)
+    head = upload.read(_SNIFF_BYTES)
+    if not head.strip():
+        raise InvalidInput("The file is empty.")
+    if b"\0" in head:
+        raise InvalidInput("The file is binary, not CSV text.")
     try:
-        header = [name.strip() for name in next(reader)]
-    except StopIteration:
-        raise InvalidInput("The file is empty.") from None
-    except (csv.Error, UnicodeDecodeError) as exc:
-        raise _unreadable(reader, exc) from exc
+        text = head.decode("utf-8-sig", errors="strict").lstrip("\r\n")
+        first = next(csv.reader(io.StringIO(text), strict=True))
+    except UnicodeDecodeError:
+        first = None
+    except csv.Error as exc:
+        raise InvalidInput(f"The header is not valid CSV: {exc}.") from None
+    if first is None:
+        # The sniffed block may end inside a multi-byte character; decode the first line.
+        try:
+            first = next(csv.reader([head.split(b"\n", 1)[0].decode("utf-8-sig")]))
+        except UnicodeDecodeError:
+            raise InvalidInput("The file is not UTF-8 text (undecodable bytes in line 1).") from None
+    header = [name.strip() for name in first]
     if len(header) == 1:
         for delimiter in _OTHER_DELIMITERS:
             if delimiter in header[0]:
@@ -278,43 +298,80 @@ def _looks_like_data(header: list[str]) -> bool:
     return True
 
 
-def _chunks(reader: csv.Reader, index: dict[str, int]) -> Iterator[_Chunk]:
-    width, size = len(index), settings.BATCH_CHUNK_ROWS
-    rows: list[list[str]] = []
-    first_line = reader.line_num + 1
+def _check_field_counts(upload: IO[bytes], width: int) -> None:
+    """Refuse ragged rows. pandas' parser refuses a row with too many fields but pads one
+    with too few with empty cells, which would shift nothing but silently blank features.
+    Without quotes a line's fields are its commas plus one, counted with numpy per block;
+    a file with quotes is checked by the csv module instead (slower, exact)."""
+    upload.seek(0)
+    line, tail = 0, b""
+    while True:
+        data = upload.read(_BLOCK_BYTES)
+        if data:  # whole lines only; the rest waits for the next block
+            block = tail + data
+            cut = block.rfind(b"\n") + 1
+            block, tail = block[:cut], block[cut:]
+        elif tail:  # a last line without a newline
+            block, tail = tail + b"\n", b""
+        else:
+            return
+        if b"\0" in block:
+            raise InvalidInput(f"The file holds a NUL character after line {line}.")
+        if b'"' in block:
+            return _check_field_counts_with_csv(upload, width)
+        data = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(data == ord("\n"))
+        commas_before = np.searchsorted(np.flatnonzero(data == ord(",")), ends)
+        fields = np.diff(commas_before, prepend=0) + 1
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        blank = (ends - starts) <= (data[ends - 1] == ord("\r"))
+        bad = np.flatnonzero((fields != width) & ~blank)
+        if bad.size:
+            first = int(bad[0])
+            raise InvalidInput(
+                f"Line {line + first + 1} has {fields[first]} fields; the header has {width}."
+            )
+        line += len(ends)
+
+
+def _check_field_counts_with_csv(upload: IO[bytes], width: int) -> None:
+    upload.seek(0)
+    text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+    reader = csv.reader(text, strict=True)
     try:
         for row in reader:
-            if len(row) != width:
-                if not row:  # a blank line
-                    continue
+            if row and len(row) != width:
                 raise InvalidInput(
                     f"Line {reader.line_num} has {len(row)} fields; the header has {width}."
                 )
-            rows.append(row)
-            if len(rows) == size:
-                yield _chunk(rows, index, first_line)
-                rows, first_line = [], reader.line_num + 1
     except (csv.Error, UnicodeDecodeError) as exc:
-        raise _unreadable(reader, exc) from exc
-    if rows:
-        yield _chunk(rows, index, first_line)
+        raise _unreadable(exc) from exc
+    finally:
+        text.detach()  # leave the upload open
 
 
-def _chunk(rows: list[list[str]], index: dict[str, int], first_line: int) -> _Chunk:
-    columns = list(zip(*rows))
-    for column in columns:
-        if "\0" in "".join(column):
-            raise InvalidInput(f"The file holds a NUL character near line {first_line}.")
-    return _Chunk(
-        first_line=first_line,
-        columns={name: columns[i] for name, i in index.items()},
-        size=len(rows),
-    )
-
-
-def _unreadable(reader: csv.Reader, exc: Exception) -> InvalidInput:
-    if isinstance(exc, UnicodeDecodeError):
-        return InvalidInput(
-            f"The file is not UTF-8 text (undecodable bytes after line {reader.line_num})."
+def _chunks(upload: IO[bytes], header: list[str]) -> Iterator[_Chunk]:
+    """The rows after the header, ``BATCH_CHUNK_ROWS`` at a time, as text columns."""
+    upload.seek(0)
+    first_line = 2
+    try:
+        frames = pd.read_csv(
+            upload,
+            dtype=str,
+            na_filter=False,  # cells stay text: "" and "?" are handled by the model
+            skipinitialspace=True,  # adult.data writes ", " between cells
+            encoding="utf-8-sig",
+            chunksize=settings.BATCH_CHUNK_ROWS,
         )
-    return InvalidInput(f"The file is not valid CSV at line {reader.line_num + 1}: {exc}.")
+        for frame in frames:
+            columns = {name: frame.iloc[:, i].tolist() for i, name in enumerate(header)}
+            yield _Chunk(first_line=first_line, columns=columns, size=len(frame))
+            first_line += len(frame)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise _unreadable(exc) from exc
+
+
+def _unreadable(exc: Exception) -> InvalidInput:
+    if isinstance(exc, UnicodeDecodeError):
+        return InvalidInput("The file is not UTF-8 text (undecodable bytes).")
+    return InvalidInput(f"The file is not valid CSV: {exc}")

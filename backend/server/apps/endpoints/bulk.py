@@ -13,6 +13,7 @@ other writer can take the same ids.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,22 +26,22 @@ from apps.endpoints.models import MLRequest
 Row = tuple[str, str, str, str | None, int]
 
 _TABLE = MLRequest._meta.db_table
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 _COLUMNS = "input_data, full_response, response, feedback, parent_mlalgorithm_id, created_at, id"
 
 
 def insert_requests(rows: Sequence[Row]) -> np.ndarray:
     """Insert ``rows``; returns their ids in order."""
-    assert not connection.get_autocommit(), "insert_requests must run in a transaction"
+    if connection.get_autocommit():
+        raise RuntimeError("insert_requests must run inside transaction.atomic() (see module doc)")
     if not rows:
         return np.empty(0, dtype=np.int64)
     ids = _reserve_ids(len(rows))
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            copy_sql = f"COPY {_TABLE} ({_COLUMNS}) FROM STDIN"
-            with cursor.cursor.copy(copy_sql) as copy:
-                for row, pk in zip(rows, ids.tolist()):
-                    copy.write_row((*row, created_at, pk))
+            with cursor.cursor.copy(f"COPY {_TABLE} ({_COLUMNS}) FROM STDIN") as copy:
+                copy.write(_copy_text(rows, ids, created_at.isoformat()))
         else:
             cursor.executemany(
                 f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -66,3 +67,25 @@ def _reserve_ids(count: int) -> np.ndarray:
         )
         start = int(cursor.fetchone()[0])
     return np.arange(start + 1, start + 1 + count, dtype=np.int64)
+
+
+_NULL = "\\N"
+
+
+def _copy_text(rows: Sequence[Row], ids: np.ndarray, created_at: str) -> str:
+    """Rows in COPY's text format: tab-separated, \\N for NULL, backslashes doubled.
+    JSON text never holds a raw tab or newline (JSON escapes them), but feedback comes from
+    clients, so the chunk is escaped whenever any of its text needs it."""
+    text = "".join(f"{i}{r}{label}{fb or ''}" for i, r, label, fb, _ in rows)
+    esc = _escape if _NEEDS_ESCAPE.search(text) else str
+    return "".join(
+        f"{esc(i)}\t{esc(r)}\t{esc(label)}\t{_NULL if fb is None else esc(fb)}\t"
+        f"{algorithm}\t{created_at}\t{pk}\n"
+        for (i, r, label, fb, algorithm), pk in zip(rows, ids.tolist())
+    )
+
+
+def _escape(value: str) -> str:
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )

@@ -114,7 +114,8 @@ class Preprocessing:
         column with fast paths for clean data.
 
         Returns the matrix and a boolean matrix of the cells filled with the training mode.
-        Cells are handled exactly as ``encode_records`` handles JSON strings. Bad cells raise
+        Cells are handled exactly as ``encode_records`` handles JSON strings (surrounding
+        spaces ignored; the fast path looks cells up as they are). Bad cells raise
         ``InvalidInput`` naming their line (``first_line`` is the line of row 0) and column.
         """
         n = len(next(iter(columns.values()))) if columns else 0
@@ -122,13 +123,14 @@ class Preprocessing:
         filled = np.zeros((n, len(self.features)), dtype=bool)
         problems: list[dict[str, Any]] = []
         for j, name in enumerate(self.features):
-            cells = [cell.strip() for cell in columns[name]]
+            cells = columns[name]
             if name in self._codes:
                 values, unseen, bad = self._category_column(name, cells)
             else:
                 values, unseen, bad = _number_column(cells)
             for i in bad[:10]:
-                problems.append({"line": first_line + i, "column": name, "value": cells[i][:40]})
+                shown = cells[i].strip()[:40]
+                problems.append({"line": first_line + i, "column": name, "value": shown})
             filled[:, j] = unseen
             matrix[:, j] = np.where(unseen, self._fill_row[j], values)
         if problems:
@@ -143,16 +145,18 @@ class Preprocessing:
         return matrix, filled
 
     def _category_column(
-        self, name: str, cells: list[str]
+        self, name: str, cells: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        codes = np.fromiter(map(self._codes[name].get, cells, repeat(-1)), np.float64, len(cells))
-        unseen = codes < 0
+        lookup = self._codes[name]
+        codes = np.fromiter(map(lookup.get, cells, repeat(-1)), np.float64, len(cells))
         domain = schema.CATEGORY_DOMAINS.get(name, ())
-        bad = [
-            int(i) for i in np.flatnonzero(unseen)
-            if cells[i] not in _MISSING_STRINGS and cells[i] not in domain
-        ]
-        return codes, unseen, bad
+        bad = []
+        for i in np.flatnonzero(codes < 0).tolist():  # misses only: spaces, gaps, typos
+            text = cells[i].strip()
+            codes[i] = lookup.get(text, -1)
+            if codes[i] < 0 and text not in _MISSING_STRINGS and text not in domain:
+                bad.append(i)
+        return codes, codes < 0, bad
 
     def encode_records(
         self, records: Sequence[Mapping[str, Any]]
@@ -213,13 +217,13 @@ class Preprocessing:
         raise ValueError(f"'{shown}' is not a valid {name}. Valid: {', '.join(domain)}.")
 
 
-def _number_column(cells: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def _number_column(cells: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
     try:  # the common case: every cell a number, parsed in one C loop
         numbers = np.array(cells, dtype=np.float64)
     except ValueError:
         numbers = np.array([_float_or_nan(cell) for cell in cells], dtype=np.float64)
     unseen = ~np.isfinite(numbers)
-    bad = [int(i) for i in np.flatnonzero(unseen) if cells[i] not in _MISSING_STRINGS]
+    bad = [i for i in np.flatnonzero(unseen).tolist() if cells[i].strip() not in _MISSING_STRINGS]
     return numbers, unseen, bad
 
 

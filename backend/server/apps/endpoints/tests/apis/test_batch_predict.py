@@ -218,7 +218,10 @@ def test_undecodable_text_and_unknown_values_are_400s(
     assert_error(upload(api, text.replace("Private", "Priv\xe9").encode("latin-1")), 400, "not UTF-8")
     assert_error(upload(api, text.replace("Private", "Mars")), 400, "'Mars' is not a valid category")
     assert_error(upload(api, text.replace("<=50K.", "maybe")), 400, "'maybe' is not a label")
-    assert_error(upload(api, 'age,"unclosed\n1,2\n'), 400, "not valid CSV at line 3")
+    assert_error(upload(api, 'age,"unclosed\n1,2\n'), 400, "header is not valid CSV")
+    lines = text.splitlines()
+    lines[2] = lines[2].replace("Private", '"Private')
+    assert_error(upload(api, "\n".join(lines)), 400, "not valid CSV")
 
 
 def test_size_and_row_limits_answer_413(
