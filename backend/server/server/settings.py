@@ -117,6 +117,10 @@ MODEL_ARTIFACTS_PATH = Path(_artifacts).resolve()
 # Register the demo classifiers (random forest, extra trees) on endpoint income_classifier.
 ML_DEMO_MODELS = env_bool("ML_DEMO_MODELS", True)
 
+# Serve tree ensembles through a verified ONNX Runtime form where it is faster (about 0.05
+# ms instead of 10-20 ms for one row); off: scikit-learn only. See apps/ml/compiled.py.
+ML_COMPILED_INFERENCE = env_bool("ML_COMPILED_INFERENCE", True)
+
 # The status predict uses when the client does not pass ?status=. The upstream design
 # used "production": a client that names nothing gets the production model.
 PREDICT_DEFAULT_STATUS = env_str("PREDICT_DEFAULT_STATUS", "production")

@@ -19,7 +19,9 @@ class MlConfig(AppConfig):
         from apps.ml.registry import MLRegistry, set_registry
 
         declared = DEMO_MODELS if settings.ML_DEMO_MODELS else ()
-        set_registry(MLRegistry(settings.MODEL_ARTIFACTS_PATH, declared))
+        set_registry(
+            MLRegistry(settings.MODEL_ARTIFACTS_PATH, declared, compile=settings.ML_COMPILED_INFERENCE)
+        )
         post_migrate.connect(_register_declared, dispatch_uid="ml_register_declared")
 
 

@@ -44,8 +44,11 @@ class AlgorithmSpec:
 
 
 class MLRegistry:
-    def __init__(self, artifacts_root: Path, declared: Sequence[AlgorithmSpec] = ()) -> None:
+    def __init__(
+        self, artifacts_root: Path, declared: Sequence[AlgorithmSpec] = (), *, compile: bool = False
+    ) -> None:
         self.artifacts_root = artifacts_root
+        self.compile = compile  # build the verified ONNX form of each model (compiled.py)
         self.endpoints: dict[int, IncomeClassifier] = {}  # MLAlgorithm id -> wrapper
         self._declared = tuple(declared)
         self._synced = not self._declared
@@ -108,7 +111,7 @@ class MLRegistry:
 
     def _register(self, spec: AlgorithmSpec) -> bool:
         try:
-            wrapper = spec.wrapper.from_artifact(self.artifacts_root)
+            wrapper = spec.wrapper.from_artifact(self.artifacts_root, compile=self.compile)
         except ModelUnavailable as exc:
             logger.warning("Demo model %s not registered: %s Run `make train`.", spec.name, exc)
             return False
@@ -144,7 +147,10 @@ class MLRegistry:
             if wrapper_class is None:
                 raise ModelUnavailable(f"Unknown wrapper '{algorithm.wrapper}'.")
             wrapper = wrapper_class.from_artifact(
-                self.artifacts_root, algorithm.artifact, sha256=algorithm.artifact_sha256
+                self.artifacts_root,
+                algorithm.artifact,
+                sha256=algorithm.artifact_sha256,
+                compile=self.compile,
             )
         except ModelUnavailable as exc:
             logger.error("Algorithm %s cannot be loaded: %s", algorithm.pk, exc.message)

@@ -16,7 +16,8 @@ import numpy as np
 import sklearn
 
 from apps.endpoints.errors import ModelUnavailable
-from apps.ml import artifacts
+from apps.ml import artifacts, compiled
+from apps.ml.compiled import CompiledModel, Converter
 from apps.ml.income_classifier import schema
 from apps.ml.income_classifier.preprocessing import Preprocessing
 
@@ -34,9 +35,17 @@ class Prediction(TypedDict):
 
 
 def make_bundle(
-    estimator: Any, preprocessing: Preprocessing, *, metrics: Mapping[str, float]
+    estimator: Any,
+    preprocessing: Preprocessing,
+    *,
+    metrics: Mapping[str, float],
+    sample: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """What the training script saves with joblib; ``IncomeClassifier`` reads it back."""
+    """What the training script saves with joblib; ``IncomeClassifier`` reads it back.
+
+    ``sample``: encoded rows (a few thousand from the training data) on which a compiled
+    form of the model must reproduce scikit-learn before it may serve (``compiled.py``).
+    """
     return {
         "format": BUNDLE_FORMAT,
         "estimator": estimator,
@@ -44,6 +53,7 @@ def make_bundle(
         "classes": list(schema.CLASSES),
         "metrics": dict(metrics),
         "sklearn_version": sklearn.__version__,
+        "verification_sample": None if sample is None else np.asarray(sample, dtype=np.float64),
     }
 
 
@@ -78,15 +88,37 @@ class IncomeClassifier:
         self.sklearn_version: str = bundle["sklearn_version"]
         self.artifact_name = artifact_name
         self.artifact_sha256 = artifact_sha256
+        self.verification_sample: np.ndarray | None = bundle.get("verification_sample")
+        self.compiled: CompiledModel | None = None
         # The training labels are encoded 0 ("<=50K") and 1 (">50K").
         self._positive = int(np.flatnonzero(np.asarray(estimator.classes_) == 1)[0])
 
     @classmethod
-    def from_artifact(cls, root: Path, name: str = "", *, sha256: str | None = None) -> Self:
-        """Load ``name`` (default: this wrapper's own artifact) from the folder ``root``."""
+    def from_artifact(
+        cls, root: Path, name: str = "", *, sha256: str | None = None, compile: bool = False
+    ) -> Self:
+        """Load ``name`` (default: this wrapper's own artifact) from the folder ``root``;
+        with ``compile``, also build (or load from its cache) the verified compiled form."""
         name = name or cls.artifact_name
         bundle, actual = artifacts.load_verified(root, name, sha256)
-        return cls(bundle, artifact_name=name, artifact_sha256=actual)
+        wrapper = cls(bundle, artifact_name=name, artifact_sha256=actual)
+        if compile:
+            wrapper.compile(artifacts.resolve(root, name))
+        return wrapper
+
+    def compile(self, artifact: Path, converter: Converter | None = None) -> bool:
+        """Serve through ONNX Runtime where it is faster, if the compiled form is verified.
+        Returns whether it is in use; on any problem it logs why and keeps scikit-learn."""
+        self.compiled = compiled.compile_model(
+            estimator=self.estimator,
+            reference=self._sklearn_proba,
+            positive=self._positive,
+            sample=self.verification_sample,
+            artifact=artifact,
+            sha256=self.artifact_sha256,
+            **({"converter": converter} if converter else {}),
+        )
+        return self.compiled is not None
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -105,8 +137,14 @@ class IncomeClassifier:
         return label if label in self.classes else None
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
-        """P(>50K) for an encoded matrix: one model call for all its rows."""
-        return self.estimator.predict_proba(matrix)[:, self._positive]
+        """P(>50K) for an encoded matrix: one model call for all its rows, through the
+        compiled form when there is one and it is the faster path for this many rows."""
+        if self.compiled is not None and len(matrix) <= self.compiled.max_rows:
+            return self.compiled.predict_proba(matrix)
+        return self._sklearn_proba(matrix)
+
+    def _sklearn_proba(self, matrix: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator.predict_proba(matrix)[:, self._positive])
 
     def compute_predictions(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
         matrix, imputed = self.preprocessing.encode_records(records)

@@ -48,6 +48,7 @@ def train_tiny_artifact(
     seed: int = 0,
     exclude: Mapping[str, str] | None = None,
     estimator: Any = None,
+    sample_rows: int = 0,
 ) -> tuple[Path, str]:
     """Train a small forest on ``rows`` rows of adult.data (without rows whose feature has
     the value in ``exclude``), save it as a bundle in ``folder``; returns (path, sha256)."""
@@ -58,8 +59,10 @@ def train_tiny_artifact(
     preprocessing = Preprocessing.fit(frame)
     model = estimator or RandomForestClassifier(n_estimators=5, max_depth=6, random_state=seed)
     y = (frame[schema.LABEL] == schema.POSITIVE_LABEL).to_numpy(dtype=int)
-    model.fit(preprocessing.encode_frame(frame), y)
+    matrix = preprocessing.encode_frame(frame)
+    model.fit(matrix, y)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / file_name
-    joblib.dump(make_bundle(model, preprocessing, metrics={"rows": rows}), path)
+    sample = matrix[:sample_rows] if sample_rows else None
+    joblib.dump(make_bundle(model, preprocessing, metrics={"rows": rows}, sample=sample), path)
     return path, artifacts.sha256_of(path)

@@ -1,0 +1,172 @@
+"""The compiled (ONNX Runtime) inference path: agreement, fallback, the switch, the cache."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from apps.ml import compiled
+from apps.ml.income_classifier import ExtraTreesClassifier, IncomeClassifier, RandomForestClassifier, schema
+from apps.ml.registry import MLRegistry
+from apps.ml.tests.factories import SAMPLE_RECORD, adult_frame, train_tiny_artifact
+
+
+@pytest.fixture(scope="module", params=[RandomForestClassifier, ExtraTreesClassifier])
+def demo_compiled(
+    request: pytest.FixtureRequest, demo_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
+) -> IncomeClassifier:
+    folder = tmp_path_factory.mktemp("compiled")
+    name = request.param.artifact_name
+    shutil.copy(demo_artifacts / name, folder / name)
+    wrapper = request.param.from_artifact(folder, compile=True)
+    assert wrapper.compiled is not None, "the demo models must compile"
+    return wrapper
+
+
+def test_the_compiled_form_agrees_with_scikit_learn_on_all_of_adult_test(
+    demo_compiled: IncomeClassifier,
+) -> None:
+    assert demo_compiled.compiled is not None
+    matrix = demo_compiled.preprocessing.encode_frame(adult_frame("adult.test"))
+    expected = demo_compiled.estimator.predict_proba(matrix)[:, 1]
+    got = demo_compiled.compiled.predict_proba(matrix)
+    assert len(got) == 16281
+    assert np.max(np.abs(expected - got)) <= 1e-6
+    away = np.abs(expected - 0.5) > 1e-6
+    assert np.array_equal((expected > 0.5)[away], (got > 0.5)[away])
+
+
+def test_one_row_is_served_by_the_compiled_form(demo_compiled: IncomeClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_sklearn(matrix: Any) -> Any:
+        raise AssertionError("scikit-learn was called for one row")
+
+    monkeypatch.setattr(demo_compiled.estimator, "predict_proba", no_sklearn)
+    assert demo_compiled.compute_prediction(SAMPLE_RECORD)["label"] == "<=50K"
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> tuple[Path, str]:
+    path, _ = train_tiny_artifact(tmp_path, "tiny.joblib", sample_rows=300)
+    return tmp_path, "tiny.joblib"
+
+
+def test_a_failing_converter_leaves_the_model_on_scikit_learn(
+    tiny: tuple[Path, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    wrapper = IncomeClassifier.from_artifact(*tiny)
+
+    def broken(estimator: Any, sample: np.ndarray) -> bytes:
+        raise ValueError("unsupported operator")
+
+    with caplog.at_level(logging.WARNING):
+        assert wrapper.compile(tiny[0] / tiny[1], converter=broken) is False
+    assert "unsupported operator" in caplog.text and "serving with scikit-learn" in caplog.text
+    assert wrapper.compiled is None
+    assert wrapper.compute_prediction(SAMPLE_RECORD)["label"] in schema.CLASSES
+    assert not compiled.cache_path(tiny[0] / tiny[1], wrapper.artifact_sha256).exists()
+
+
+def test_a_compiled_form_that_disagrees_is_rejected_and_not_cached(
+    tiny: tuple[Path, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other_path, _ = train_tiny_artifact(tmp_path / "other", "other.joblib", seed=7)
+    other = IncomeClassifier.from_artifact(other_path.parent, "other.joblib")
+
+    def wrong_model(estimator: Any, sample: np.ndarray) -> bytes:
+        return compiled.skl2onnx_converter(other.estimator, sample)
+
+    wrapper = IncomeClassifier.from_artifact(*tiny)
+    with caplog.at_level(logging.WARNING):
+        assert wrapper.compile(tiny[0] / tiny[1], converter=wrong_model) is False
+    assert "compiled form rejected" in caplog.text
+    assert not compiled.cache_path(tiny[0] / tiny[1], wrapper.artifact_sha256).exists()
+
+
+def test_a_bundle_without_a_verification_sample_is_not_compiled(tmp_path: Path) -> None:
+    train_tiny_artifact(tmp_path, "plain.joblib")
+    assert IncomeClassifier.from_artifact(tmp_path, "plain.joblib", compile=True).compiled is None
+
+
+def test_the_cache_is_reused_and_rebuilt_when_the_artifact_hash_changes(
+    tiny: tuple[Path, str],
+) -> None:
+    folder, name = tiny
+    calls: list[int] = []
+
+    def counting(estimator: Any, sample: np.ndarray) -> bytes:
+        calls.append(1)
+        return compiled.skl2onnx_converter(estimator, sample)
+
+    first = IncomeClassifier.from_artifact(folder, name)
+    assert first.compile(folder / name, converter=counting)
+    assert IncomeClassifier.from_artifact(folder, name).compile(folder / name, converter=counting)
+    assert len(calls) == 1  # the second load used the cache
+    train_tiny_artifact(folder, name, seed=3, sample_rows=300)  # a new model, a new hash
+    second = IncomeClassifier.from_artifact(folder, name)
+    assert second.artifact_sha256 != first.artifact_sha256
+    assert second.compile(folder / name, converter=counting)
+    assert len(calls) == 2
+    caches = sorted(p.name for p in folder.glob("*.onnx"))
+    assert caches == sorted(
+        compiled.cache_path(folder / name, w.artifact_sha256).name for w in (first, second)
+    )
+    np.testing.assert_allclose(
+        second.compiled.predict_proba(second.verification_sample),  # type: ignore[union-attr]
+        second._sklearn_proba(second.verification_sample),  # type: ignore[arg-type]
+        atol=1e-6,
+    )
+
+
+def test_a_corrupt_cache_file_falls_back(tiny: tuple[Path, str], caplog: pytest.LogCaptureFixture) -> None:
+    folder, name = tiny
+    wrapper = IncomeClassifier.from_artifact(folder, name)
+    compiled.cache_path(folder / name, wrapper.artifact_sha256).write_bytes(b"not onnx")
+    with caplog.at_level(logging.WARNING):
+        assert wrapper.compile(folder / name) is False
+    assert "compiled form unavailable" in caplog.text
+
+
+def test_each_call_takes_the_path_that_is_faster_for_its_size(
+    tiny: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrapper = IncomeClassifier.from_artifact(*tiny, compile=True)
+    assert wrapper.compiled is not None
+    wrapper.compiled.max_rows = 5
+    used: list[str] = []
+    onnx, sk = wrapper.compiled.predict_proba, wrapper._sklearn_proba
+    monkeypatch.setattr(wrapper.compiled, "predict_proba", lambda m: used.append("onnx") or onnx(m))
+    monkeypatch.setattr(wrapper, "_sklearn_proba", lambda m: used.append("sklearn") or sk(m))
+    wrapper.compute_predictions([SAMPLE_RECORD] * 5)
+    wrapper.compute_predictions([SAMPLE_RECORD] * 6)
+    assert used == ["onnx", "sklearn"]
+
+
+def test_the_registry_compiles_only_when_the_setting_says_so(
+    tiny: tuple[Path, str], settings: Any
+) -> None:
+    from django.apps import apps as django_apps
+
+    from apps.ml.registry import get_registry, set_registry
+
+    previous = get_registry()
+    try:
+        for flag in (False, True):
+            settings.ML_COMPILED_INFERENCE = flag
+            django_apps.get_app_config("ml").ready()
+            assert get_registry().compile is flag
+    finally:
+        set_registry(previous)
+    assert MLRegistry(tiny[0], compile=False).compile is False
+
+
+def test_disagreement_reports_gaps_and_flips_but_ignores_ties() -> None:
+    expected = np.array([0.1, 0.5, 0.9])
+    assert compiled.disagreement(expected, expected + 5e-7) is None
+    assert "differ by up to" in (compiled.disagreement(expected, expected + 2e-6) or "")
+    assert compiled.disagreement(np.array([0.5000004]), np.array([0.4999999])) is None  # at the threshold
+    assert "differ" in (compiled.disagreement(expected, np.array([0.1, 0.5, np.nan])) or "")
