@@ -132,12 +132,16 @@ def route(
             endpoint_name=endpoint_name, status=Status.AB_TESTING
         )
         return rng.choice(candidates), None
+    return pick_arm(abtest, assignment_key=assignment_key, rng=rng), abtest
+
+
+def pick_arm(abtest: ABTest, *, assignment_key: str | None, rng: random.Random) -> MLAlgorithm:
+    """Arm 2 when the key's point (or a random draw) falls below ``arm_2_share``."""
     if assignment_key:
         point = assignment_point(abtest_id=abtest.pk, assignment_key=assignment_key)
     else:
         point = rng.random()
-    arm = abtest.parent_mlalgorithm_2 if point < abtest.arm_2_share else abtest.parent_mlalgorithm_1
-    return arm, abtest
+    return abtest.parent_mlalgorithm_2 if point < abtest.arm_2_share else abtest.parent_mlalgorithm_1
 
 
 def assignment_point(*, abtest_id: int, assignment_key: str) -> float:
