@@ -5,8 +5,11 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
-from apps.endpoints import selectors, services
+from apps.endpoints import ab_testing, selectors, services
+from apps.endpoints.errors import ServiceError
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 
 
@@ -89,11 +92,82 @@ class MLRequestAdmin(admin.ModelAdmin):
 
 @admin.register(ABTest)
 class ABTestAdmin(admin.ModelAdmin):
+    """A/B tests with their arms' accuracy (the decided numbers once stopped, live while
+    running). Created through the API; stopped with the actions, which call the same
+    ``ab_testing.stop`` as the API."""
+
     list_display = [
-        "title", "parent_mlalgorithm_1", "parent_mlalgorithm_2", "created_by", "created_at",
-        "ended_at",
+        "title", "state", "parent_mlalgorithm_1", "accuracy_1", "parent_mlalgorithm_2",
+        "accuracy_2", "p_value", "created_at", "ended_at", "report",
     ]
-    list_filter = ["ended_at"]
+    list_filter = ["state", "parent_mlalgorithm_1__parent_endpoint"]
     search_fields = ["title", "created_by"]
-    list_select_related = ["parent_mlalgorithm_1", "parent_mlalgorithm_2"]
-    readonly_fields = ["created_at", "ended_at", "summary"]
+    readonly_fields = ["report", "summary"]
+    fields = [
+        "title", "state", "report", "parent_mlalgorithm_1", "parent_mlalgorithm_2",
+        "arm_2_share", "alpha", "require_significance", "previous_status_1",
+        "previous_status_2", "created_by", "created_at", "stopped_by", "ended_at", "summary",
+        "summary_json",
+    ]
+    actions = ["stop_tests", "force_stop_tests"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ABTest]:
+        return selectors.abtests_with_live_counts()
+
+    # Creating, editing or deleting a test by hand would skip the status changes the
+    # lifecycle makes; the API creates, the actions stop.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="arm 1 accuracy")
+    def accuracy_1(self, abtest: ABTest) -> str:
+        return self._accuracy(abtest, 1)
+
+    @admin.display(description="arm 2 accuracy")
+    def accuracy_2(self, abtest: ABTest) -> str:
+        return self._accuracy(abtest, 2)
+
+    def _accuracy(self, abtest: ABTest, arm: int) -> str:
+        if abtest.summary_json:
+            numbers = abtest.summary_json["arms"][arm - 1]
+            correct, n = numbers["correct"], numbers["with_feedback"]
+        else:
+            correct, n = getattr(abtest, f"correct_{arm}"), getattr(abtest, f"feedback_{arm}")
+        return f"{correct / n:.1%} ({correct}/{n})" if n else "no feedback"
+
+    @admin.display(description="p-value")
+    def p_value(self, abtest: ABTest) -> str:
+        comparison = (abtest.summary_json or {}).get("comparison")
+        return f"{comparison['p_value']:.3g}" if comparison else "-"
+
+    @admin.display(description="report")
+    def report(self, abtest: ABTest) -> str:
+        return format_html('<a href="{}">report</a>', reverse("abtest-report", args=[abtest.pk]))
+
+    @admin.action(description="Stop selected A/B tests (evaluate and promote)")
+    def stop_tests(self, request: HttpRequest, queryset: QuerySet[ABTest]) -> None:
+        self._stop(request, queryset, force=False)
+
+    @admin.action(description="End selected A/B tests with force (restore statuses if an arm "
+                  "has no feedback)")
+    def force_stop_tests(self, request: HttpRequest, queryset: QuerySet[ABTest]) -> None:
+        self._stop(request, queryset, force=True)
+
+    def _stop(self, request: HttpRequest, queryset: QuerySet[ABTest], *, force: bool) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            try:
+                abtest = ab_testing.stop(
+                    abtest_id=pk, stopped_by=request.user.get_username(), force=force
+                )
+            except ServiceError as error:
+                self.message_user(request, f"A/B test {pk}: {error.message}", messages.ERROR)
+            else:
+                self.message_user(
+                    request, f"A/B test {pk} {abtest.state}: {abtest.summary}", messages.SUCCESS
+                )

@@ -67,6 +67,18 @@ class PayloadTooLarge(ServiceError):
     default_message = "The request is larger than this service accepts."
 
 
+class ABTestStopped(Conflict):
+    code = "ab_test_stopped"
+    default_message = "This A/B test has already ended."
+
+
+class NotEnoughData(Conflict):
+    """An arm has no request with feedback: nothing to compare (``force`` ends it anyway)."""
+
+    code = "not_enough_data"
+    default_message = "An arm of this A/B test has no feedback yet."
+
+
 class ModelUnavailable(ServiceError):
     """The algorithm exists but cannot serve in this process (artifact missing or tampered)."""
 

@@ -97,6 +97,11 @@ class MLRequest(models.Model):
     parent_mlalgorithm = models.ForeignKey(
         MLAlgorithm, on_delete=models.PROTECT, related_name="requests"
     )
+    # The A/B test that routed this request (None when no test chose the algorithm); only
+    # these requests count when the test is evaluated.
+    ab_test = models.ForeignKey(
+        "ABTest", on_delete=models.PROTECT, null=True, blank=True, related_name="requests"
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -107,23 +112,55 @@ class MLRequest(models.Model):
 
 
 class ABTest(models.Model):
-    """A comparison of two algorithms of one endpoint on live traffic."""
+    """A comparison of two algorithms of one endpoint on live traffic.
+
+    Lifecycle and rules live in ``apps/endpoints/ab_testing.py``: arm 1 is the incumbent,
+    arm 2 the challenger; while the test runs both have status ``ab_testing`` and
+    ``previous_status_*`` remembers what to restore."""
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        STOPPED = "stopped"  # evaluated; statuses set by the result
+        ABORTED = "aborted"  # ended without a decision; previous statuses restored
 
     title = models.CharField(max_length=256)
     created_by = models.CharField(max_length=128)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    stopped_by = models.CharField(max_length=128, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
     summary = models.TextField(blank=True)
+    summary_json = models.JSONField(null=True, blank=True)
     parent_mlalgorithm_1 = models.ForeignKey(
         MLAlgorithm, on_delete=models.PROTECT, related_name="+"
     )
     parent_mlalgorithm_2 = models.ForeignKey(
         MLAlgorithm, on_delete=models.PROTECT, related_name="+"
     )
+    # The decision rule is fixed when the test starts: choosing it after seeing the data
+    # would inflate the false-positive rate.
+    arm_2_share = models.FloatField(default=0.5)  # share of the traffic routed to arm 2
+    alpha = models.FloatField(default=0.05)
+    require_significance = models.BooleanField(default=False)
+    # Each arm's active status before the test ("" when it had none), restored on abort.
+    previous_status_1 = models.CharField(max_length=32, blank=True)
+    previous_status_2 = models.CharField(max_length=32, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name = "A/B test"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(arm_2_share__gt=0, arm_2_share__lt=1), name="ab_share_in_0_1"
+            ),
+            models.CheckConstraint(condition=Q(alpha__gt=0, alpha__lt=1), name="ab_alpha_in_0_1"),
+            models.CheckConstraint(
+                condition=Q(state="running", ended_at__isnull=True)
+                | (~Q(state="running") & Q(ended_at__isnull=False)),
+                name="ab_ended_iff_not_running",
+            ),
+        ]
+        indexes = [models.Index(fields=["state"])]
 
     def __str__(self) -> str:
         return self.title

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from dataclasses import dataclass
+
+from django.db.models import Count, F, Prefetch, Q, QuerySet
 
 from apps.endpoints.errors import AlgorithmNotFound, EndpointNotFound, InvalidInput
-from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
+from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus
 
 
 def algorithms_with_current_status() -> QuerySet[MLAlgorithm]:
@@ -54,3 +56,55 @@ def sole_endpoint_name() -> str:
         "There is more than one endpoint; name one.",
         details={"endpoint": ["Required when more than one endpoint exists."]},
     )
+
+
+# -- A/B tests ---------------------------------------------------------------------------
+
+
+def running_abtest(*, endpoint_name: str) -> ABTest | None:
+    """The endpoint's running A/B test with both arms (there is at most one)."""
+    return (
+        ABTest.objects.select_related("parent_mlalgorithm_1", "parent_mlalgorithm_2")
+        .filter(state=ABTest.State.RUNNING, parent_mlalgorithm_1__parent_endpoint__name=endpoint_name)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class ArmCounts:
+    requests: int  # routed to the arm by the test
+    with_feedback: int  # of those, how many carry feedback
+    correct: int  # of those, how many predicted the feedback
+
+
+def abtest_arm_counts(*, abtest: ABTest) -> tuple[ArmCounts, ArmCounts]:
+    """Per arm, the requests this test routed, with feedback, and correct; one query."""
+    has_feedback = Q(feedback__isnull=False)
+    rows = {
+        row["parent_mlalgorithm"]: row
+        for row in abtest.requests.values("parent_mlalgorithm").annotate(
+            requests=Count("id"),
+            with_feedback=Count("id", filter=has_feedback),
+            correct=Count("id", filter=has_feedback & Q(feedback=F("response"))),
+        )
+    }
+    empty = {"requests": 0, "with_feedback": 0, "correct": 0}
+    arm_ids = (abtest.parent_mlalgorithm_1_id, abtest.parent_mlalgorithm_2_id)
+    return tuple(  # type: ignore[return-value]
+        ArmCounts(**{k: rows.get(pk, empty)[k] for k in empty}) for pk in arm_ids
+    )
+
+
+def abtests_with_live_counts() -> QuerySet[ABTest]:
+    """A/B tests with both arms and, per arm, requests with feedback (``feedback_1``, ...)
+    and correct ones (``correct_1``, ...) counted now: one query for a whole list."""
+    has_feedback = Q(requests__feedback__isnull=False)
+    right = has_feedback & Q(requests__feedback=F("requests__response"))
+    counts = {}
+    for arm in (1, 2):
+        on_arm = Q(requests__parent_mlalgorithm=F(f"parent_mlalgorithm_{arm}"))
+        counts[f"feedback_{arm}"] = Count("requests", filter=has_feedback & on_arm)
+        counts[f"correct_{arm}"] = Count("requests", filter=right & on_arm)
+    return ABTest.objects.select_related(
+        "parent_mlalgorithm_1", "parent_mlalgorithm_2"
+    ).annotate(**counts)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.urls import reverse
 from rest_framework import serializers
 
-from apps.endpoints import selectors, services
+from apps.endpoints import ab_testing, selectors, services
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 
 
@@ -77,23 +78,48 @@ class MLRequestSerializer(serializers.ModelSerializer):
 
 
 class ABTestSerializer(serializers.ModelSerializer):
+    """An A/B test. Created by staff (``ab_testing.create``); the decision rule
+    (``arm_2_share``, ``alpha``, ``require_significance``) is fixed at creation."""
+
     created_by = serializers.CharField(max_length=128, required=False)
+    report_url = serializers.SerializerMethodField()
 
     class Meta:
         model = ABTest
         fields = [
-            "id", "title", "created_by", "created_at", "ended_at", "summary",
-            "parent_mlalgorithm_1", "parent_mlalgorithm_2",
+            "id", "title", "created_by", "created_at", "state", "ended_at", "stopped_by",
+            "parent_mlalgorithm_1", "parent_mlalgorithm_2", "arm_2_share", "alpha",
+            "require_significance", "previous_status_1", "previous_status_2", "summary",
+            "summary_json", "report_url",
         ]
-        read_only_fields = ["id", "created_at", "ended_at", "summary"]
+        read_only_fields = [
+            "id", "created_at", "state", "ended_at", "stopped_by", "previous_status_1",
+            "previous_status_2", "summary", "summary_json",
+        ]
+
+    def get_report_url(self, abtest: ABTest) -> str:
+        path = reverse("abtest-report", args=[abtest.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
 
     def create(self, validated_data: dict[str, Any]) -> ABTest:
-        return services.abtest_create(
+        optional = {
+            k: validated_data[k]
+            for k in ("arm_2_share", "alpha", "require_significance")
+            if k in validated_data
+        }
+        return ab_testing.create(
             title=validated_data["title"],
             created_by=validated_data.get("created_by") or _default_created_by(self),
             parent_mlalgorithm_1=validated_data["parent_mlalgorithm_1"],
             parent_mlalgorithm_2=validated_data["parent_mlalgorithm_2"],
+            **optional,
         )
+
+
+class StopABTestSerializer(serializers.Serializer):
+    # End the test even when an arm has no feedback, restoring both previous statuses.
+    force = serializers.BooleanField(default=False)
 
 
 class PredictQuerySerializer(serializers.Serializer):
@@ -109,3 +135,9 @@ class BatchPredictSerializer(serializers.Serializer):
     endpoint = serializers.SlugField(max_length=128, required=False)
     status = serializers.ChoiceField(choices=MLAlgorithmStatus.Status.choices, required=False)
     version = serializers.CharField(max_length=128, required=False)
+
+
+class AssignmentKeySerializer(serializers.Serializer):
+    """The ``X-Assignment-Key`` header: the same key gets the same arm of an A/B test."""
+
+    key = serializers.CharField(max_length=256, required=False, allow_blank=True)

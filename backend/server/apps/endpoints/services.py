@@ -1,4 +1,6 @@
-"""Writes: registering algorithms, changing statuses, serving predictions, A/B tests.
+"""Writes: registering algorithms, changing statuses, serving predictions.
+
+The A/B test lifecycle is in ``ab_testing.py``.
 
 Keyword-only functions, each one transaction where its writes belong together. They raise
 ``apps.endpoints.errors`` types, which the exception handler maps to HTTP.
@@ -12,9 +14,9 @@ from typing import Any, TypedDict
 
 from django.db import IntegrityError, transaction
 
+from apps.endpoints import ab_testing, selectors
 from apps.endpoints.errors import AmbiguousAlgorithm, InvalidInput
-from apps.endpoints import selectors
-from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
+from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 from apps.ml import registry as ml_registry
 from apps.ml.income_classifier.base import Prediction
 
@@ -147,17 +149,28 @@ def predict(
     records: Sequence[Mapping[str, Any]],
     status: str,
     version: str | None = None,
-    choose: ChooseArm = random.choice,
+    assignment_key: str | None = None,
+    rng: random.Random | None = None,
 ) -> list[ServedPrediction]:
     """Serve ``records`` with one algorithm and log each as an ``MLRequest``.
 
     Batched by construction: one model call for all records, one INSERT statement for all
-    log rows. ``choose`` picks the A/B arm (injectable for tests)."""
+    log rows. With status ``ab_testing`` (and no version) the endpoint's running A/B test
+    routes the whole batch (``ab_testing.route``, by ``assignment_key`` when given) and each
+    row records the test. ``rng`` draws the A/B arm (injectable for tests)."""
     registry = ml_registry.get_registry()
     registry.ensure_declared()
-    algorithm = select_algorithm(
-        endpoint_name=endpoint_name, status=status, version=version, choose=choose
-    )
+    _check_status(status)
+    abtest = None
+    if status == Status.AB_TESTING and version is None:
+        algorithm, abtest = ab_testing.route(
+            endpoint_name=endpoint_name, assignment_key=assignment_key, rng=rng
+        )
+    else:
+        algorithm = select_algorithm(
+            endpoint_name=endpoint_name, status=status, version=version,
+            choose=(rng or random).choice,
+        )
     predictions = registry.get(algorithm).compute_predictions(records)
     rows = MLRequest.objects.bulk_create(
         MLRequest(
@@ -165,6 +178,7 @@ def predict(
             full_response=prediction,
             response=prediction["label"],
             parent_mlalgorithm=algorithm,
+            ab_test=abtest,
         )
         for record, prediction in zip(records, predictions, strict=True)
     )
@@ -183,31 +197,3 @@ def record_feedback(*, request: MLRequest, feedback: str) -> MLRequest:
     request.feedback = feedback
     request.save(update_fields=["feedback"])
     return request
-
-
-# -- A/B tests ---------------------------------------------------------------------------
-
-
-def abtest_create(
-    *,
-    title: str,
-    created_by: str,
-    parent_mlalgorithm_1: MLAlgorithm,
-    parent_mlalgorithm_2: MLAlgorithm,
-) -> ABTest:
-    if parent_mlalgorithm_1.pk == parent_mlalgorithm_2.pk:
-        raise InvalidInput(
-            "An A/B test compares two different algorithms.",
-            details={"parent_mlalgorithm_2": ["Must differ from parent_mlalgorithm_1."]},
-        )
-    if parent_mlalgorithm_1.parent_endpoint_id != parent_mlalgorithm_2.parent_endpoint_id:
-        raise InvalidInput(
-            "Both algorithms of an A/B test must belong to the same endpoint.",
-            details={"parent_mlalgorithm_2": ["Belongs to another endpoint."]},
-        )
-    return ABTest.objects.create(
-        title=title,
-        created_by=created_by,
-        parent_mlalgorithm_1=parent_mlalgorithm_1,
-        parent_mlalgorithm_2=parent_mlalgorithm_2,
-    )

@@ -1,7 +1,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from apps.endpoints import views
+from apps.endpoints import report, views
 
 router = DefaultRouter(trailing_slash=False)
 router.register("endpoints", views.EndpointViewSet, basename="endpoints")
@@ -16,5 +16,9 @@ urlpatterns = [
     path("api/v1/batch-predict", views.BatchPredictView.as_view(), name="batch-predict"),
     # Before the router, so an endpoint may be named like a collection.
     path("api/v1/<slug:endpoint_name>/predict", views.PredictView.as_view(), name="predict"),
+    path(
+        "api/v1/stop_ab_test/<int:abtest_id>", views.StopABTestView.as_view(), name="stop-ab-test"
+    ),
     path("api/v1/", include(router.urls)),
+    path("abtests/<int:abtest_id>/report", report.abtest_report, name="abtest-report"),
 ]

@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.endpoints import batch, batch_output, selectors, services
+from apps.endpoints import ab_testing, batch, batch_output, selectors, services
 from apps.endpoints.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceError
 from apps.endpoints.exception_handler import error_body
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithmStatus, MLRequest
@@ -27,7 +27,9 @@ from apps.endpoints.serializers import (
     MLAlgorithmSerializer,
     MLAlgorithmStatusSerializer,
     MLRequestSerializer,
+    AssignmentKeySerializer,
     PredictQuerySerializer,
+    StopABTestSerializer,
 )
 
 
@@ -95,6 +97,7 @@ class PredictView(APIView):
             records=[_record(request.data)],
             status=query.validated_data.get("status", settings.PREDICT_DEFAULT_STATUS),
             version=query.validated_data.get("version"),
+            assignment_key=assignment_key(request),
         )
         return Response(prediction)
 
@@ -158,6 +161,32 @@ def _too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"The file is larger than {limit} bytes (BATCH_MAX_UPLOAD_BYTES); split it."
     )
+
+
+def assignment_key(request: Request) -> str | None:
+    """The client's ``X-Assignment-Key`` header (sticky A/B arms), or None."""
+    header = AssignmentKeySerializer(data={"key": request.headers.get("X-Assignment-Key", "")})
+    if not header.is_valid():
+        raise InvalidInput(
+            "The X-Assignment-Key header is too long (256 characters at most).",
+            details={"X-Assignment-Key": header.errors["key"]},
+        )
+    return header.validated_data["key"] or None
+
+
+class StopABTestView(APIView):
+    """``POST /api/v1/stop_ab_test/<id>`` (staff): evaluate the test, set the statuses it
+    decides and answer the test with its summary. Body: ``{"force": false}``."""
+
+    def post(self, request: Request, abtest_id: int) -> Response:
+        body = StopABTestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        abtest = ab_testing.stop(
+            abtest_id=abtest_id,
+            stopped_by=request.user.get_username(),
+            force=body.validated_data["force"],
+        )
+        return Response(ABTestSerializer(abtest, context={"request": request}).data)
 
 
 def _record(data: Any) -> dict[str, Any]:

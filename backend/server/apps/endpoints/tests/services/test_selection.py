@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import pytest
@@ -50,18 +51,22 @@ def test_several_matches_ask_for_a_version_and_list_the_candidates(registry: MLR
     assert MLRequest.objects.count() == 0
 
 
-def test_ab_testing_picks_one_of_the_arms_with_the_injected_chooser(registry: MLRegistry) -> None:
+def test_without_a_running_test_ab_testing_picks_an_arm_with_the_injected_rng(
+    registry: MLRegistry,
+) -> None:
     first = algorithm(registry, version="1", status="ab_testing")
     second = algorithm(registry, version="2", status="ab_testing")
     seen: list[list[int]] = []
 
-    def choose_last(candidates: Sequence[MLAlgorithm]) -> MLAlgorithm:
-        seen.append([c.pk for c in candidates])
-        return candidates[-1]
+    class LastChoice(random.Random):
+        def choice(self, seq: Sequence[MLAlgorithm]) -> MLAlgorithm:  # type: ignore[override]
+            seen.append([c.pk for c in seq])
+            return seq[-1]
 
-    assert predict("ab_testing", choose=choose_last)["algorithm"]["id"] == second.pk
+    assert predict("ab_testing", rng=LastChoice())["algorithm"]["id"] == second.pk
     assert seen == [[first.pk, second.pk]]
-    assert MLRequest.objects.get().parent_mlalgorithm_id == second.pk
+    row = MLRequest.objects.get()
+    assert row.parent_mlalgorithm_id == second.pk and row.ab_test is None
 
 
 def test_ab_testing_splits_traffic_between_both_arms_at_random(registry: MLRegistry) -> None:

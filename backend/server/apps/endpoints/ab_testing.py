@@ -1,0 +1,331 @@
+"""The A/B test lifecycle: create a test, route its traffic, stop it and decide.
+
+Arm 1 is the incumbent, arm 2 the challenger. While a test runs, both arms have status
+``ab_testing`` and requests with that status are routed here (``route``), each one recorded
+with the test. Stopping it compares only those requests that carry feedback (``stop``).
+The statistics are in ``stats.py``; the rules are documented in README.md ("A/B tests").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.endpoints import selectors, services, stats
+from apps.endpoints.errors import ABTestStopped, InvalidInput, NotEnoughData, NotFound
+from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus
+
+Status = MLAlgorithmStatus.Status
+State = ABTest.State
+_shared_rng = random.Random()
+
+
+# -- create ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def create(
+    *,
+    title: str,
+    created_by: str,
+    parent_mlalgorithm_1: MLAlgorithm,
+    parent_mlalgorithm_2: MLAlgorithm,
+    arm_2_share: float = 0.5,
+    alpha: float = 0.05,
+    require_significance: bool = False,
+) -> ABTest:
+    """Start a test: both arms get an active ``ab_testing`` status, and each one's previous
+    status is remembered so that an aborted test can restore it."""
+    arm_1, arm_2 = parent_mlalgorithm_1, parent_mlalgorithm_2
+    _check_arms(arm_1, arm_2)
+    _check_open_interval("arm_2_share", arm_2_share)
+    _check_open_interval("alpha", alpha)
+    # Lock the endpoint so that two concurrent creates on it serialise: routing needs at
+    # most one running test per endpoint, and the check below must see the other's test.
+    Endpoint.objects.select_for_update().only("pk").get(pk=arm_1.parent_endpoint_id)
+    _check_no_running_test(arm_1, arm_2)
+    abtest = ABTest.objects.create(
+        title=title,
+        created_by=created_by,
+        parent_mlalgorithm_1=arm_1,
+        parent_mlalgorithm_2=arm_2,
+        arm_2_share=arm_2_share,
+        alpha=alpha,
+        require_significance=require_significance,
+        previous_status_1=_status_of(arm_1),
+        previous_status_2=_status_of(arm_2),
+    )
+    for arm in (arm_1, arm_2):
+        services.set_algorithm_status(algorithm=arm, status=Status.AB_TESTING, created_by=created_by)
+    return abtest
+
+
+def _check_arms(arm_1: MLAlgorithm, arm_2: MLAlgorithm) -> None:
+    if arm_1.pk == arm_2.pk:
+        raise InvalidInput(
+            "An A/B test compares two different algorithms.",
+            details={"parent_mlalgorithm_2": ["Must differ from parent_mlalgorithm_1."]},
+        )
+    if arm_1.parent_endpoint_id != arm_2.parent_endpoint_id:
+        raise InvalidInput(
+            "Both algorithms of an A/B test must belong to the same endpoint.",
+            details={"parent_mlalgorithm_2": ["Belongs to another endpoint."]},
+        )
+
+
+def _check_open_interval(field: str, value: float) -> None:
+    if not 0 < value < 1:
+        raise InvalidInput(
+            f"{field} must be between 0 and 1 (exclusive); got {value}.",
+            details={field: ["Must be greater than 0 and less than 1."]},
+        )
+
+
+def _check_no_running_test(arm_1: MLAlgorithm, arm_2: MLAlgorithm) -> None:
+    running = ABTest.objects.filter(
+        state=State.RUNNING, parent_mlalgorithm_1__parent_endpoint_id=arm_1.parent_endpoint_id
+    ).first()
+    if running is None:
+        return
+    in_test = {running.parent_mlalgorithm_1_id, running.parent_mlalgorithm_2_id}
+    details = {
+        field: [f"Already an arm of running A/B test {running.pk} ('{running.title}')."]
+        for field, arm in (("parent_mlalgorithm_1", arm_1), ("parent_mlalgorithm_2", arm_2))
+        if arm.pk in in_test
+    } or {"parent_endpoint": [f"Running A/B test {running.pk} ('{running.title}')."]}
+    raise InvalidInput(
+        f"The endpoint already has a running A/B test ({running.pk}, '{running.title}'); "
+        "stop it first: an endpoint runs one test at a time.",
+        details=details,
+    )
+
+
+def _status_of(algorithm: MLAlgorithm) -> str:
+    status = selectors.current_status(algorithm)
+    return status.status if status else ""
+
+
+# -- route -------------------------------------------------------------------------------
+
+
+def route(
+    *,
+    endpoint_name: str,
+    assignment_key: str | None = None,
+    rng: random.Random | None = None,
+) -> tuple[MLAlgorithm, ABTest | None]:
+    """The algorithm that serves a request with status ``ab_testing``, and the test that
+    routed it (None when the endpoint runs no test).
+
+    With a running test: arm 2 with probability ``arm_2_share``, drawn from ``rng``, or,
+    when the client sent an ``assignment_key``, from a hash of the test and the key, so
+    that one key always gets the same arm of one test, in any process. Without a test (an
+    operator set statuses by hand): one of the ``ab_testing`` algorithms at random."""
+    rng = rng or _shared_rng
+    abtest = selectors.running_abtest(endpoint_name=endpoint_name)
+    if abtest is None:
+        candidates = selectors.algorithms_for_prediction(
+            endpoint_name=endpoint_name, status=Status.AB_TESTING
+        )
+        return rng.choice(candidates), None
+    return pick_arm(abtest, assignment_key=assignment_key, rng=rng), abtest
+
+
+def pick_arm(abtest: ABTest, *, assignment_key: str | None, rng: random.Random) -> MLAlgorithm:
+    """Arm 2 when the key's point (or a random draw) falls below ``arm_2_share``."""
+    if assignment_key:
+        point = assignment_point(abtest_id=abtest.pk, assignment_key=assignment_key)
+    else:
+        point = rng.random()
+    return abtest.parent_mlalgorithm_2 if point < abtest.arm_2_share else abtest.parent_mlalgorithm_1
+
+
+def assignment_point(*, abtest_id: int, assignment_key: str) -> float:
+    """A number in [0, 1) fixed by the test and the key. SHA-256, not ``hash()``: Python
+    salts ``hash()`` per process, so workers would disagree."""
+    digest = hashlib.sha256(f"{abtest_id}:{assignment_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+# -- evaluate and stop -------------------------------------------------------------------
+
+
+def evaluate(abtest: ABTest) -> dict[str, Any]:
+    """The numbers of the test so far (JSON-ready): per arm the counts, the accuracy and
+    its 95 % Wilson interval; between arms the difference and the p-value when both arms
+    have feedback."""
+    counts = selectors.abtest_arm_counts(abtest=abtest)
+    arms = [
+        _arm_numbers(number, algorithm, arm_counts)
+        for number, algorithm, arm_counts in zip(
+            (1, 2), (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2), counts
+        )
+    ]
+    comparison = None
+    if all(c.with_feedback for c in counts):
+        result = stats.compare(
+            counts[0].correct, counts[0].with_feedback, counts[1].correct,
+            counts[1].with_feedback, alpha=abtest.alpha,
+        )
+        comparison = {
+            "difference": result.difference, "p_value": result.p_value,
+            "method": result.method, "significant": result.significant,
+        }
+    return {
+        "alpha": abtest.alpha,
+        "require_significance": abtest.require_significance,
+        "arm_2_share": abtest.arm_2_share,
+        "arms": arms,
+        "comparison": comparison,
+    }
+
+
+def _arm_numbers(
+    number: int, algorithm: MLAlgorithm, counts: selectors.ArmCounts
+) -> dict[str, Any]:
+    n = counts.with_feedback
+    return {
+        "arm": number,
+        "algorithm": {"id": algorithm.pk, "name": algorithm.name, "version": algorithm.version},
+        "requests": counts.requests,
+        "with_feedback": n,
+        "correct": counts.correct,
+        "accuracy": counts.correct / n if n else None,
+        "ci_95": list(stats.wilson_interval(counts.correct, n)) if n else None,
+    }
+
+
+@transaction.atomic
+def stop(*, abtest_id: int, stopped_by: str, force: bool = False) -> ABTest:
+    """End a running test, once: evaluate it, set the statuses it decides, save the summary.
+
+    An arm without feedback leaves nothing to compare: ``NotEnoughData`` (409) and nothing
+    changes, unless ``force``, which ends the test and restores both previous statuses."""
+    # The row lock makes concurrent stops queue here; the ones after the first see it ended.
+    abtest = (
+        ABTest.objects.select_for_update(of=("self",))
+        .select_related("parent_mlalgorithm_1", "parent_mlalgorithm_2")
+        .filter(pk=abtest_id)
+        .first()
+    )
+    if abtest is None:
+        raise NotFound(f"No A/B test with id {abtest_id}.")
+    if abtest.state != State.RUNNING:
+        assert abtest.ended_at is not None  # a database constraint
+        raise ABTestStopped(
+            f"A/B test {abtest.pk} already ended ({abtest.state}) at "
+            f"{abtest.ended_at.isoformat()}; a test is stopped once."
+        )
+    summary = evaluate(abtest)
+    starved = [a for a in summary["arms"] if a["with_feedback"] == 0]
+    if starved and not force:
+        names = " and ".join(_label(a) for a in starved)
+        raise NotEnoughData(
+            f"{names} {'has' if len(starved) == 1 else 'have'} no request with feedback in this "
+            "test, so there is nothing to compare. Send feedback (PUT /api/v1/mlrequests/<id>) "
+            "and stop again, or pass force to end the test and restore the previous statuses.",
+            details={"arms": [{k: a[k] for k in ("arm", "requests", "with_feedback")}
+                              for a in summary["arms"]]},
+        )
+    outcome, production = _decide(summary) if not starved else ("aborted", None)
+    _apply(abtest, production, stopped_by)
+    abtest.state = State.ABORTED if production is None else State.STOPPED
+    abtest.ended_at = timezone.now()
+    abtest.stopped_by = stopped_by
+    summary.update(outcome=outcome, statuses=_statuses(abtest), stopped_by=stopped_by,
+                   ended_at=abtest.ended_at.isoformat())
+    abtest.summary_json = summary
+    abtest.summary = summary_text(summary)
+    abtest.save(update_fields=["state", "ended_at", "stopped_by", "summary", "summary_json"])
+    return abtest
+
+
+def _decide(summary: dict[str, Any]) -> tuple[str, int | None]:
+    """(outcome, the arm number going to production or None to restore both statuses)."""
+    comparison = summary["comparison"]
+    difference = comparison["difference"]
+    if summary["require_significance"]:
+        if comparison["significant"] and difference > 0:
+            return "arm_2_promoted", 2
+        return "arm_1_kept", 1
+    if difference > 0:
+        return "arm_2_promoted", 2
+    if difference < 0:
+        return "arm_1_promoted", 1
+    # Equal accuracies decide nothing; favouring either arm would be arbitrary.
+    return "tie", None
+
+
+def _apply(abtest: ABTest, production: int | None, by: str) -> None:
+    arms = (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2)
+    if production is None:
+        for arm, previous in zip(arms, (abtest.previous_status_1, abtest.previous_status_2)):
+            _restore(arm, previous, by)
+        return
+    for number, arm in enumerate(arms, start=1):
+        status = Status.PRODUCTION if number == production else Status.TESTING
+        services.set_algorithm_status(algorithm=arm, status=status, created_by=by)
+
+
+def _restore(algorithm: MLAlgorithm, previous: str, by: str) -> None:
+    if previous:
+        services.set_algorithm_status(algorithm=algorithm, status=previous, created_by=by)
+    else:  # it had no active status before the test
+        algorithm.statuses.filter(active=True).update(active=False)
+
+
+def _statuses(abtest: ABTest) -> dict[str, str]:
+    return {
+        str(arm.pk): _status_of(arm) for arm in (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2)
+    }
+
+
+def _label(arm: dict[str, Any]) -> str:
+    algorithm = arm["algorithm"]
+    return f"arm {arm['arm']} ({algorithm['name']} {algorithm['version']})"
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The summary in words, for the API, the admin and the report."""
+    lines = []
+    for arm in summary["arms"]:
+        line = f"{_label(arm)}: {arm['requests']} requests, {arm['with_feedback']} with feedback"
+        if arm["accuracy"] is not None:
+            low, high = arm["ci_95"]
+            line += (
+                f", {arm['correct']} correct: accuracy {arm['accuracy']:.1%} "
+                f"(95% CI {low:.1%} to {high:.1%})"
+            )
+        lines.append(line + ".")
+    comparison, alpha = summary["comparison"], summary["alpha"]
+    if comparison is not None:
+        verdict = "significant" if comparison["significant"] else "not significant"
+        method = comparison["method"].replace("_", " ")
+        lines.append(
+            f"Difference (arm 2 - arm 1): {comparison['difference'] * 100:+.1f} points; "
+            f"{method}, two-sided p = {comparison['p_value']:.3g}: {verdict} at alpha {alpha:g}."
+        )
+    lines.append(_OUTCOMES[summary.get("outcome", "running")].format(
+        statuses=", ".join(f"algorithm {pk} -> {s or 'no status'}"
+                           for pk, s in summary.get("statuses", {}).items())
+    ))
+    return "\n".join(lines)
+
+
+_OUTCOMES = {
+    "running": "The test is running; these numbers are provisional.",
+    "arm_1_promoted": "Arm 1 was more accurate and goes to production, arm 2 to testing "
+    "({statuses}).",
+    "arm_2_promoted": "Arm 2 was more accurate and goes to production, arm 1 to testing "
+    "({statuses}).",
+    "arm_1_kept": "require_significance is set and arm 2 was not significantly better: arm 1 "
+    "stays in production, arm 2 goes to testing ({statuses}).",
+    "tie": "Both arms were equally accurate: nothing is promoted and both previous statuses "
+    "are restored ({statuses}).",
+    "aborted": "Ended with force without enough feedback: nothing is promoted and both "
+    "previous statuses are restored ({statuses}).",
+}

@@ -1,0 +1,74 @@
+"""The report page of an A/B test: server-rendered HTML with an inline SVG, no JavaScript.
+
+A dot-and-whisker chart (accuracy and 95 % Wilson interval per arm) rather than bars: the
+axis is zoomed to the intervals, and bars on a zoomed axis would exaggerate the gap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from apps.endpoints import ab_testing
+from apps.endpoints.models import ABTest
+
+WIDTH, LEFT, RIGHT, ROW, TOP = 720, 220, 40, 56, 28
+
+
+def abtest_report(request: HttpRequest, abtest_id: int) -> HttpResponse:
+    abtest = get_object_or_404(
+        ABTest.objects.select_related("parent_mlalgorithm_1", "parent_mlalgorithm_2"),
+        pk=abtest_id,
+    )
+    # An ended test shows the numbers it was decided on; a running one, the numbers so far.
+    summary = abtest.summary_json or ab_testing.evaluate(abtest)
+    running = abtest.state == ABTest.State.RUNNING
+    context = {
+        "abtest": abtest,
+        "summary": summary,
+        "running": running,
+        "text": abtest.summary if not running else ab_testing.summary_text(summary),
+        "chart": chart(summary["arms"]),
+    }
+    return render(request, "endpoints/abtest_report.html", context)
+
+
+def chart(arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """Coordinates of the SVG: one row per arm, an x axis in accuracy points."""
+    low, high = axis_range([a["ci_95"] for a in arms if a["ci_95"]])
+    plot = WIDTH - LEFT - RIGHT
+
+    def x(value: float) -> float:
+        return round(LEFT + (value - low) / (high - low) * plot, 1)
+
+    step = 0.05 if high - low <= 0.5 else 0.1
+    ticks = [low + i * step for i in range(round((high - low) / step) + 1)]
+    rows = []
+    for i, arm in enumerate(arms):
+        y = TOP + ROW // 2 + i * ROW
+        row: dict[str, Any] = {"y": y, "arm": arm, "label": f"Arm {arm['arm']}: "
+                               f"{arm['algorithm']['name']} {arm['algorithm']['version']}"}
+        if arm["ci_95"]:
+            row.update(x_low=x(arm["ci_95"][0]), x_high=x(arm["ci_95"][1]),
+                       x_acc=x(arm["accuracy"]))
+        rows.append(row)
+    axis_y = TOP + ROW * len(arms)
+    return {
+        "width": WIDTH, "height": axis_y + 40, "left": LEFT, "right": WIDTH - RIGHT,
+        "axis_y": axis_y, "rows": rows,
+        "ticks": [{"x": x(t), "label": f"{t * 100:.0f}%"} for t in ticks],
+    }
+
+
+def axis_range(intervals: list[list[float]]) -> tuple[float, float]:
+    """The intervals' span widened to whole 5-point steps (at least 10 points), in [0, 1]."""
+    if not intervals:
+        return 0.0, 1.0
+    low = math.floor(min(i[0] for i in intervals) * 20) / 20
+    high = math.ceil(max(i[1] for i in intervals) * 20) / 20
+    if high - low < 0.1:
+        low, high = max(0.0, high - 0.1), max(high, 0.1)
+    return max(0.0, low), min(1.0, high)
