@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import random
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,12 +29,12 @@ from django.db import transaction
 
 from apps.endpoints import bulk, selectors, services
 from apps.endpoints.errors import InvalidInput, PayloadTooLarge
-from apps.endpoints.models import MLAlgorithm
+from apps.endpoints.models import ABTest, MLAlgorithm, MLAlgorithmStatus
 from apps.ml import registry as ml_registry
 from apps.ml.income_classifier import IncomeClassifier
 
-# Picks, for n rows, the index of the arm (0..arms-1) that serves each row.
-AssignArms = Callable[[int, int], np.ndarray]
+# Picks, for n rows, the index of the arm that serves each row, given each arm's share.
+AssignArms = Callable[[int, Sequence[float]], np.ndarray]
 
 _SNIFF_BYTES = 64 * 1024
 _BLOCK_BYTES = 4 * 1024 * 1024
@@ -43,9 +42,9 @@ _NEEDS_JSON_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 _OTHER_DELIMITERS = (";", "\t", "|")
 
 
-def random_arms(rows: int, arms: int) -> np.ndarray:
-    """Each row to one of the arms uniformly at random (50/50 for an A/B test)."""
-    return np.asarray(random.SystemRandom().choices(range(arms), k=rows), dtype=np.int64)
+def random_arms(rows: int, shares: Sequence[float]) -> np.ndarray:
+    """Each row to an arm at random, arm i with probability ``shares[i]``."""
+    return np.random.default_rng().choice(len(shares), size=rows, p=shares)
 
 
 @dataclass
@@ -56,6 +55,7 @@ class BatchResult:
     algorithms: list[MLAlgorithm]
     ignored_columns: list[str]
     label_column: str | None
+    abtest: ABTest | None = None  # the A/B test that routed the rows, if any
     request_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     probabilities: np.ndarray = field(default_factory=lambda: np.empty(0))
     labels: list[str] = field(default_factory=list)
@@ -87,9 +87,7 @@ def score_csv(
     registry = ml_registry.get_registry()
     registry.ensure_declared()
     endpoint_name = endpoint_name or selectors.sole_endpoint_name()
-    algorithms = services.candidate_algorithms(
-        endpoint_name=endpoint_name, status=status, version=version
-    )
+    abtest, algorithms, shares = _arms(endpoint_name, status, version)
     wrappers = [registry.get(a) for a in algorithms]
     label_column = settings.BATCH_LABEL_COLUMNS.get(endpoint_name)
     header = _read_header(upload)
@@ -100,12 +98,31 @@ def score_csv(
         algorithms=algorithms,
         ignored_columns=[c for c in header if c not in features and c != label_column],
         label_column=label_column if label_column in header else None,
+        abtest=abtest,
     )
+    assign = assign_arms or random_arms
     with transaction.atomic():
-        _score_chunks(upload, result, wrappers, assign_arms or random_arms)
+        _score_chunks(upload, result, wrappers, lambda n: assign(n, shares))
     if result.count == 0:
         raise InvalidInput("The file has a header but no rows.")
     return result
+
+
+def _arms(
+    endpoint_name: str, status: str, version: str | None
+) -> tuple[ABTest | None, list[MLAlgorithm], list[float]]:
+    """The algorithms that serve the file and each one's share of the rows: with status
+    ``ab_testing``, the arms of the endpoint's running test at its traffic split (as
+    ``ab_testing.route`` does for single predictions); otherwise as predict selects."""
+    if status == MLAlgorithmStatus.Status.AB_TESTING and version is None:
+        abtest = selectors.running_abtest(endpoint_name=endpoint_name)
+        if abtest is not None:
+            arms = [abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2]
+            return abtest, arms, [1 - abtest.arm_2_share, abtest.arm_2_share]
+    algorithms = services.candidate_algorithms(
+        endpoint_name=endpoint_name, status=status, version=version
+    )
+    return None, algorithms, [1 / len(algorithms)] * len(algorithms)
 
 
 @dataclass
@@ -120,7 +137,10 @@ class _Chunk:
 
 
 def _score_chunks(
-    upload: IO[bytes], result: BatchResult, wrappers: list[IncomeClassifier], assign_arms: AssignArms
+    upload: IO[bytes],
+    result: BatchResult,
+    wrappers: list[IncomeClassifier],
+    assign_arms: Callable[[int], np.ndarray],
 ) -> None:
     """Encode chunk k+1 and write chunk k while the model scores chunk k+1 in a thread:
     scikit-learn's tree code releases the GIL, so on two cores the model call overlaps
@@ -135,7 +155,7 @@ def _score_chunks(
                     f"The file has more than {settings.BATCH_MAX_ROWS} rows (BATCH_MAX_ROWS); "
                     "split it into smaller files."
                 )
-            chunk.arms = assign_arms(chunk.size, len(wrappers)) if len(wrappers) > 1 else None
+            chunk.arms = assign_arms(chunk.size) if len(wrappers) > 1 else None
             _encode(chunk, wrappers)
             scoring = model.submit(_predict, chunk, wrappers)
             if pending is not None:
@@ -186,8 +206,9 @@ def _persist(
     labels = [wrapper.label_for(p) for p in chunk_probabilities.tolist()]
     feedback = _feedback(chunk, result, wrapper, labels)
     inputs = _input_json(chunk, wrapper.features)
+    abtest_id = result.abtest.pk if result.abtest else None
     rows = [
-        (inputs[i], _response_json(p, labels[i], chunk.imputed[i]), labels[i], feedback[i], a)
+        (inputs[i], _response_json(p, labels[i], chunk.imputed[i]), labels[i], feedback[i], a, abtest_id)
         for i, (p, a) in enumerate(zip(chunk_probabilities.tolist(), algorithm_ids))
     ]
     probabilities.append(chunk_probabilities)

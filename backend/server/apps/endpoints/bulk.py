@@ -22,12 +22,15 @@ from django.utils import timezone
 
 from apps.endpoints.models import MLRequest
 
-# (input_data JSON, full_response JSON, response label, feedback or None, algorithm id)
-Row = tuple[str, str, str, str | None, int]
+# (input_data JSON, full_response JSON, response label, feedback or None, algorithm id,
+#  id of the A/B test that routed the row or None)
+Row = tuple[str, str, str, str | None, int, int | None]
 
 _TABLE = MLRequest._meta.db_table
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
-_COLUMNS = "input_data, full_response, response, feedback, parent_mlalgorithm_id, created_at, id"
+_COLUMNS = (
+    "input_data, full_response, response, feedback, parent_mlalgorithm_id, ab_test_id, created_at, id"
+)
 
 
 def insert_requests(rows: Sequence[Row]) -> np.ndarray:
@@ -44,7 +47,7 @@ def insert_requests(rows: Sequence[Row]) -> np.ndarray:
                 copy.write(_copy_text(rows, ids, created_at.isoformat()))
         else:
             cursor.executemany(
-                f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                 [(*row, created_at, pk) for row, pk in zip(rows, ids.tolist())],
             )
     return ids
@@ -76,12 +79,12 @@ def _copy_text(rows: Sequence[Row], ids: np.ndarray, created_at: str) -> str:
     """Rows in COPY's text format: tab-separated, \\N for NULL, backslashes doubled.
     JSON text never holds a raw tab or newline (JSON escapes them), but feedback comes from
     clients, so the chunk is escaped whenever any of its text needs it."""
-    text = "".join(f"{i}{r}{label}{fb or ''}" for i, r, label, fb, _ in rows)
+    text = "".join(f"{i}{r}{label}{fb or ''}" for i, r, label, fb, *_ in rows)
     esc = _escape if _NEEDS_ESCAPE.search(text) else str
     return "".join(
         f"{esc(i)}\t{esc(r)}\t{esc(label)}\t{_NULL if fb is None else esc(fb)}\t"
-        f"{algorithm}\t{created_at}\t{pk}\n"
-        for (i, r, label, fb, algorithm), pk in zip(rows, ids.tolist())
+        f"{algorithm}\t{_NULL if abtest is None else abtest}\t{created_at}\t{pk}\n"
+        for (i, r, label, fb, algorithm, abtest), pk in zip(rows, ids.tolist())
     )
 
 

@@ -150,22 +150,38 @@ def test_a_bad_cell_on_the_last_line_rolls_back_every_chunk(
 def test_ab_testing_splits_rows_between_the_arms_and_logs_each_to_its_arm(
     api: APIClient, demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rf, et = MLAlgorithm.objects.get(name="random forest"), MLAlgorithm.objects.get(name="extra trees")
-    for algorithm in (rf, et):
-        services.set_algorithm_status(algorithm=algorithm, status="ab_testing", created_by="t")
-    from apps.endpoints import batch
+    from apps.endpoints import ab_testing, batch
 
-    monkeypatch.setattr(batch, "random_arms", lambda n, arms: np.arange(n) % arms)
+    rf, et = MLAlgorithm.objects.get(name="random forest"), MLAlgorithm.objects.get(name="extra trees")
+    test = ab_testing.create(
+        title="t", created_by="t", parent_mlalgorithm_1=rf, parent_mlalgorithm_2=et, arm_2_share=0.3
+    )
+    shares_seen: list[list[float]] = []
+
+    def alternate(n: int, shares: list[float]) -> np.ndarray:
+        shares_seen.append(list(shares))
+        return np.arange(n) % 2
+
+    monkeypatch.setattr(batch, "random_arms", alternate)
     body = stream_json(upload(api, adult_csv(10), URL + "?status=ab_testing"))
+    assert shares_seen == [[pytest.approx(0.7), pytest.approx(0.3)]]
     assert [a["rows"] for a in body["algorithms"]] == [5, 5]
-    arms = [MLRequest.objects.get(pk=p["request_id"]).parent_mlalgorithm_id for p in body["predictions"]]
-    assert arms == [rf.pk, et.pk] * 5
-    for prediction, arm in zip(body["predictions"], arms, strict=True):
-        record = MLRequest.objects.get(pk=prediction["request_id"]).input_data
-        wrapper = demo_registry.get(MLAlgorithm.objects.get(pk=arm))
-        assert wrapper.compute_prediction(record)["probability"] == pytest.approx(
+    logged = [MLRequest.objects.get(pk=p["request_id"]) for p in body["predictions"]]
+    assert [r.parent_mlalgorithm_id for r in logged] == [rf.pk, et.pk] * 5
+    assert {r.ab_test_id for r in logged} == {test.pk}
+    for prediction, row in zip(body["predictions"], logged, strict=True):
+        wrapper = demo_registry.get(row.parent_mlalgorithm)
+        assert wrapper.compute_prediction(row.input_data)["probability"] == pytest.approx(
             prediction["probability"], abs=1e-12
         )
+
+
+def test_random_arms_follow_the_shares() -> None:
+    from apps.endpoints.batch import random_arms
+
+    arms = random_arms(20_000, [0.8, 0.2])
+    assert set(arms.tolist()) == {0, 1}
+    assert abs(arms.mean() - 0.2) < 0.02  # 0.2 +- 7 standard errors
 
 
 def test_the_csv_download_round_trips(api: APIClient, demo_registry: MLRegistry) -> None:

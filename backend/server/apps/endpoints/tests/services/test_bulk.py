@@ -19,9 +19,9 @@ def test_rows_come_back_exactly_as_written(registry: MLRegistry) -> None:
     alg = algorithm(registry)
     awkward = {"occupation": 'Tab\there "quoted" back\\slash\nnew line', "age": "37"}
     rows: list[bulk.Row] = [
-        (json.dumps(awkward), '{"label":"<=50K"}', "<=50K", "a\tb\\c\nd", alg.pk),
-        ('{"age":"1"}', '{"label":">50K"}', ">50K", None, alg.pk),
-        ('{"age":"2"}', '{"label":">50K"}', ">50K", "\\N", alg.pk),
+        (json.dumps(awkward), '{"label":"<=50K"}', "<=50K", "a\tb\\c\nd", alg.pk, None),
+        ('{"age":"1"}', '{"label":">50K"}', ">50K", None, alg.pk, None),
+        ('{"age":"2"}', '{"label":">50K"}', ">50K", "\\N", alg.pk, None),
     ]
     with transaction.atomic():
         ids = bulk.insert_requests(rows)
@@ -38,7 +38,7 @@ def test_ids_continue_after_rows_made_elsewhere_and_are_never_reused(
     registry: MLRegistry,
 ) -> None:
     alg = algorithm(registry)
-    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk)
+    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None)
     with transaction.atomic():
         first = bulk.insert_requests([row, row]).tolist()
     made = MLRequest.objects.create(
@@ -59,5 +59,5 @@ def test_ids_continue_after_rows_made_elsewhere_and_are_never_reused(
 def test_it_refuses_to_run_outside_a_transaction(registry: MLRegistry) -> None:
     alg = algorithm(registry)
     with pytest.raises(RuntimeError, match="must run inside transaction.atomic"):
-        bulk.insert_requests([("{}", "{}", "<=50K", None, alg.pk)])
+        bulk.insert_requests([("{}", "{}", "<=50K", None, alg.pk, None)])
     assert MLRequest.objects.count() == 0
