@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from server.env import env_bool, env_int, env_json, env_list, env_str
+from server.env import env_bool, env_float, env_int, env_json, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # backend/server
 REPO_DIR = BASE_DIR.parent.parent
@@ -124,6 +124,11 @@ ML_COMPILED_INFERENCE = env_bool("ML_COMPILED_INFERENCE", True)
 # The status predict uses when the client does not pass ?status=. The upstream design
 # used "production": a client that names nothing gets the production model.
 PREDICT_DEFAULT_STATUS = env_str("PREDICT_DEFAULT_STATUS", "production")
+
+# How long a worker may reuse its answer to "which algorithm serves this endpoint and
+# status": a status change reaches the other workers within this many seconds (the worker
+# that made it, at once). 0 looks it up on every request.
+PREDICT_CACHE_SECONDS = env_float("PREDICT_CACHE_SECONDS", 1.0)
 
 # Batch predictions (POST /api/v1/batch-predict). The defaults admit the 1M-row benchmark
 # file (about 120 MB); lower them where uploads come from untrusted clients.

@@ -19,5 +19,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 # Tests register the models they need (fixtures in conftest.py), not the demo models.
 ML_DEMO_MODELS = False
+# Every test builds its own catalogue; a selection cached by one must not leak to the next.
+PREDICT_CACHE_SECONDS = 0.0
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user creation

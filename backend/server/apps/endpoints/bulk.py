@@ -53,6 +53,21 @@ def insert_requests(rows: Sequence[Row]) -> np.ndarray:
     return ids
 
 
+def insert_request(row: Row) -> int:
+    """Insert one row; returns its id. One statement (INSERT ... RETURNING), no
+    transaction needed: the single-prediction path, where ORM overhead is most of the cost."""
+    created_at = connection.ops.adapt_datetimefield_value(timezone.now())
+    json_value = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
+    columns = _COLUMNS.removesuffix(", id")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_TABLE} ({columns}) VALUES "
+            f"({json_value}, {json_value}, %s, %s, %s, %s, %s) RETURNING id",
+            [*row, created_at],
+        )
+        return int(cursor.fetchone()[0])
+
+
 def _reserve_ids(count: int) -> np.ndarray:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":

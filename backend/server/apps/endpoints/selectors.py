@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import time
+
+from django.conf import settings
 from django.db.models import Count, F, Prefetch, Q, QuerySet
 
 from apps.endpoints.errors import AlgorithmNotFound, EndpointNotFound, InvalidInput
@@ -26,11 +29,38 @@ def current_status(algorithm: MLAlgorithm) -> MLAlgorithmStatus | None:
     return algorithm.statuses.filter(active=True).first()
 
 
+# (endpoint, status, version) -> (expiry on time.monotonic(), algorithms)
+_selection_cache: dict[tuple[str, str, str | None], tuple[float, list[MLAlgorithm]]] = {}
+
+
 def algorithms_for_prediction(
     *, endpoint_name: str, status: str, version: str | None = None
 ) -> list[MLAlgorithm]:
-    """The algorithms of ``endpoint_name`` whose active status is ``status`` (one query when
-    there are some); raises a 404 error that says which part did not match."""
+    """The algorithms of ``endpoint_name`` whose active status is ``status``; raises a 404
+    error that says which part did not match.
+
+    Remembered for ``PREDICT_CACHE_SECONDS`` per process: building and running this query
+    cost more than the compiled model itself. A status change made in this process clears
+    the cache at once (``forget_selections``); other workers see it within the TTL."""
+    key = (endpoint_name, status, version)
+    ttl = settings.PREDICT_CACHE_SECONDS
+    if ttl > 0:
+        cached = _selection_cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+    found = _algorithms_for_prediction(endpoint_name=endpoint_name, status=status, version=version)
+    if ttl > 0:
+        _selection_cache[key] = (time.monotonic() + ttl, found)
+    return found
+
+
+def forget_selections() -> None:
+    _selection_cache.clear()
+
+
+def _algorithms_for_prediction(
+    *, endpoint_name: str, status: str, version: str | None
+) -> list[MLAlgorithm]:
     candidates = MLAlgorithm.objects.filter(
         parent_endpoint__name=endpoint_name, statuses__status=status, statuses__active=True
     )

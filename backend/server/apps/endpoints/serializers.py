@@ -122,11 +122,6 @@ class StopABTestSerializer(serializers.Serializer):
     force = serializers.BooleanField(default=False)
 
 
-class PredictQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=MLAlgorithmStatus.Status.choices, required=False)
-    version = serializers.CharField(max_length=128, required=False)
-
-
 class BatchPredictSerializer(serializers.Serializer):
     """The upload form (multipart); ``endpoint``, ``status`` and ``version`` may also be
     given as query parameters."""
@@ -135,9 +130,3 @@ class BatchPredictSerializer(serializers.Serializer):
     endpoint = serializers.SlugField(max_length=128, required=False)
     status = serializers.ChoiceField(choices=MLAlgorithmStatus.Status.choices, required=False)
     version = serializers.CharField(max_length=128, required=False)
-
-
-class AssignmentKeySerializer(serializers.Serializer):
-    """The ``X-Assignment-Key`` header: the same key gets the same arm of an A/B test."""
-
-    key = serializers.CharField(max_length=256, required=False, allow_blank=True)

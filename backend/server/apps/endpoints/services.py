@@ -8,13 +8,14 @@ Keyword-only functions, each one transaction where its writes belong together. T
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
 from django.db import IntegrityError, transaction
 
-from apps.endpoints import ab_testing, selectors
+from apps.endpoints import ab_testing, bulk, selectors
 from apps.endpoints.errors import AmbiguousAlgorithm, InvalidInput
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 from apps.ml import registry as ml_registry
@@ -95,9 +96,13 @@ def set_algorithm_status(
     MLAlgorithmStatus.objects.filter(parent_mlalgorithm=algorithm, active=True).update(
         active=False
     )
-    return MLAlgorithmStatus.objects.create(
+    created = MLAlgorithmStatus.objects.create(
         status=status, active=True, created_by=created_by, parent_mlalgorithm=algorithm
     )
+    # Now, and again once committed, so that no request in between caches the old state.
+    selectors.forget_selections()
+    transaction.on_commit(selectors.forget_selections)
+    return created
 
 
 # -- predictions -------------------------------------------------------------------------
@@ -154,8 +159,8 @@ def predict(
 ) -> list[ServedPrediction]:
     """Serve ``records`` with one algorithm and log each as an ``MLRequest``.
 
-    Batched by construction: one model call for all records, one INSERT statement for all
-    log rows. With status ``ab_testing`` (and no version) the endpoint's running A/B test
+    Batched by construction: one model call for all records, one bulk write for all log
+    rows (``bulk.py``: the ORM cost more than the compiled model per row). With status ``ab_testing`` (and no version) the endpoint's running A/B test
     routes the whole batch (``ab_testing.route``, by ``assignment_key`` when given) and each
     row records the test. ``rng`` draws the A/B arm (injectable for tests)."""
     registry = ml_registry.get_registry()
@@ -172,20 +177,20 @@ def predict(
             choose=(rng or random).choice,
         )
     predictions = registry.get(algorithm).compute_predictions(records)
-    rows = MLRequest.objects.bulk_create(
-        MLRequest(
-            input_data=dict(record),
-            full_response=prediction,
-            response=prediction["label"],
-            parent_mlalgorithm=algorithm,
-            ab_test=abtest,
-        )
+    abtest_id = abtest.pk if abtest else None
+    rows: list[bulk.Row] = [
+        (json.dumps(record), json.dumps(prediction), prediction["label"], None, algorithm.pk, abtest_id)
         for record, prediction in zip(records, predictions, strict=True)
-    )
+    ]
+    if len(rows) == 1:
+        ids = [bulk.insert_request(rows[0])]
+    else:
+        with transaction.atomic():
+            ids = bulk.insert_requests(rows).tolist()
     ref = _ref(algorithm)
     return [
-        ServedPrediction(**prediction, request_id=row.pk, algorithm=ref)
-        for prediction, row in zip(predictions, rows, strict=True)
+        ServedPrediction(**prediction, request_id=pk, algorithm=ref)
+        for prediction, pk in zip(predictions, ids, strict=True)
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -106,21 +107,41 @@ def test_each_prediction_is_logged_as_json(registry: MLRegistry) -> None:
     assert row.feedback is None
 
 
-def test_a_batch_is_one_model_call_and_one_insert(
-    registry: MLRegistry, django_assert_num_queries: object
-) -> None:
+def test_a_batch_is_one_model_call_and_a_constant_number_of_queries(registry: MLRegistry) -> None:
     alg = algorithm(registry)
     wrapper = registry.get(alg)
     calls = []
     original = wrapper.predict_proba
     wrapper.predict_proba = lambda m: calls.append(len(m)) or original(m)  # type: ignore[method-assign]
-    with django_assert_num_queries(1 + 1):  # select the algorithm, insert all rows
-        served = services.predict(
-            endpoint_name="income_classifier", records=[SAMPLE_RECORD] * 25, status="production"
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for n in (25, 3):
+        # select the algorithm; savepoint, reserve ids, insert all rows (COPY on
+        # PostgreSQL, which the query log does not show), release
+        with CaptureQueriesContext(connection) as queries:
+            served = services.predict(
+                endpoint_name="income_classifier", records=[SAMPLE_RECORD] * n, status="production"
+            )
+        counts.append(len(queries))
+    assert counts[0] == counts[1] <= 5
+    assert calls == [25, 3]
+    assert MLRequest.objects.count() == 28
+    assert len(set(MLRequest.objects.values_list("pk", flat=True))) == 28
+
+
+def test_a_single_prediction_costs_two_queries(
+    registry: MLRegistry, django_assert_num_queries: Any
+) -> None:
+    algorithm(registry)
+    registry.get(MLAlgorithm.objects.get())  # loaded, as in a warm worker
+    with django_assert_num_queries(2):  # select the algorithm, INSERT ... RETURNING
+        [served] = services.predict(
+            endpoint_name="income_classifier", records=[SAMPLE_RECORD], status="production"
         )
-    assert calls == [25]
-    assert len({s["request_id"] for s in served}) == 25
-    assert MLRequest.objects.count() == 25
+    row = MLRequest.objects.get(pk=served["request_id"])
+    assert row.input_data == SAMPLE_RECORD and row.response == served["label"]
 
 
 def test_invalid_input_logs_nothing(registry: MLRegistry) -> None:
@@ -131,3 +152,33 @@ def test_invalid_input_logs_nothing(registry: MLRegistry) -> None:
             status="production",
         )
     assert MLRequest.objects.count() == 0
+
+
+def test_selections_are_cached_for_the_ttl_and_cleared_by_status_changes(
+    registry: MLRegistry, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from apps.endpoints import selectors
+    from apps.endpoints.models import MLAlgorithmStatus
+
+    settings.PREDICT_CACHE_SECONDS = 5
+    selectors.forget_selections()
+    try:
+        alg = algorithm(registry, status="production")
+        assert predict("production")["algorithm"]["id"] == alg.pk
+        # Another worker demotes it behind this process's back: cached until the TTL ends.
+        MLAlgorithmStatus.objects.filter(parent_mlalgorithm=alg).update(status="testing")
+        assert predict("production")["algorithm"]["id"] == alg.pk
+        later = time.monotonic() + 6
+        monkeypatch.setattr(selectors.time, "monotonic", lambda: later)
+        with pytest.raises(AlgorithmNotFound):
+            predict("production")
+        monkeypatch.undo()
+        predict("testing")  # cached now
+        # A change through the service in this process is seen at once.
+        services.set_algorithm_status(algorithm=alg, status="staging", created_by="t")
+        with pytest.raises(AlgorithmNotFound):
+            predict("testing")
+    finally:
+        selectors.forget_selections()

@@ -1,0 +1,251 @@
+"""Single-prediction benchmark: the wrapper in process, and the service over HTTP.
+
+    .venv/bin/python bench/predict_bench.py [--seconds 20] [--no-postgres]
+
+Needs wrk (Debian: ``apt-get install wrk``) as the load generator: a C program, so the
+client takes little of the two cores the server needs. In one run, on the same random
+forest and the same 200 records of ``adult.test``:
+
+  (a) the bare wrapper call, one row, in process: compiled (ONNX Runtime) and scikit-learn;
+  (b) POST /api/v1/income_classifier/predict under gunicorn (2 sync workers), 1 and 8
+      connections, ``--seconds`` each, on SQLite and PostgreSQL, with the compiled path on
+      and off: req/s, p50, p99, errors (non-2xx or socket errors);
+  (c) each worker's peak RSS after the load, and the time from starting gunicorn to the
+      first answered prediction;
+  (d) MLflow's ``models serve``: not run here (no MLflow in this environment); the row is
+      printed as skipped.
+
+Ratios between variants measured in the same run are the numbers to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER = REPO / "backend" / "server"
+OUT = REPO / "bench" / "out"
+ARTIFACTS = Path(os.environ.get("MODEL_ARTIFACTS_PATH") or REPO / "research" / "artifacts")
+PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
+PATH = "/api/v1/income_classifier/predict"
+sys.path[:0] = [str(SERVER), str(REPO / "research")]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def records(n: int = 200) -> list[dict[str, object]]:
+    from adult import load_split, schema
+
+    frame = load_split("adult.test").head(n)[list(schema.FEATURES)]
+    return json.loads(frame.to_json(orient="records"))
+
+
+def in_process(records: list[dict[str, object]]) -> dict[str, float]:
+    """Median microseconds of one ``compute_prediction``, compiled and scikit-learn."""
+    from apps.ml.income_classifier import RandomForestClassifier
+
+    wrapper = RandomForestClassifier.from_artifact(ARTIFACTS, compile=True)
+    timings: dict[str, float] = {}
+    for variant in ("compiled", "sklearn"):
+        if variant == "sklearn":
+            wrapper.compiled = None
+        runs = []
+        for record in records * (5 if variant == "compiled" else 1):
+            started = time.perf_counter()
+            wrapper.compute_prediction(record)
+            runs.append(time.perf_counter() - started)
+        timings[variant] = statistics.median(runs) * 1e6
+    return timings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def lua_script(records: list[dict[str, object]], folder: Path) -> Path:
+    bodies = ",\n".join("[[" + json.dumps(r) + "]]" for r in records)
+    path = folder / "predict.lua"
+    path.write_text(
+        "local bodies = {" + bodies + "}\n"
+        "local i = 0\n"
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        "request = function()\n"
+        "  i = i % #bodies + 1\n"
+        "  return wrk.format(nil, nil, nil, bodies[i])\n"
+        "end\n"
+    )
+    return path
+
+
+class Server:
+    """gunicorn with 2 sync workers on a fresh database."""
+
+    def __init__(self, database_url: str, compiled: bool) -> None:
+        self.env = dict(
+            os.environ,
+            DATABASE_URL=database_url,
+            SECRET_KEY="benchmark-only",
+            MODEL_ARTIFACTS_PATH=str(ARTIFACTS),
+            ML_COMPILED_INFERENCE="1" if compiled else "0",
+            LOG_LEVEL="WARNING",
+        )
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=SERVER, env=self.env, check=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        body = json.dumps(records(1)[0]).encode()
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "server.wsgi:application", "--bind",
+             f"127.0.0.1:{self.port}", "--workers", "2", "--log-level", "warning"],
+            cwd=SERVER, env=self.env, start_new_session=True,
+        )
+        while True:  # poll until a prediction is answered
+            try:
+                request = urllib.request.Request(self.url + PATH, body, {"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.02)
+            if time.perf_counter() - started > 120:
+                raise RuntimeError("the server did not answer within 120 s")
+        self.first_prediction_s = time.perf_counter() - started
+        return self
+
+    def worker_rss_mb(self) -> list[float]:
+        pids = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        peaks = []
+        for pid in pids.stdout.split():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        return peaks
+
+    def __exit__(self, *exc: object) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+    done = subprocess.run(
+        ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s",
+         "--latency", "-s", str(script), url + PATH],
+        capture_output=True, text=True, check=True,
+    )
+    out = done.stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "errors": errors + (int(non2xx.group(1)) if non2xx else 0),
+        "requests": requests,
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    command = "python bench/predict_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 2
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not (ARTIFACTS / "random_forest.joblib").exists():
+        subprocess.run([sys.executable, str(REPO / "research" / "train.py"), "--out", str(ARTIFACTS)], check=True)
+    tmp = Path(tempfile.mkdtemp(prefix="predict-bench-"))
+    script = lua_script(records(), tmp)
+    log("(a) in process, one row")
+    bare = in_process(records())
+    rows = [
+        f"| (a) in process, compiled | | {1e6 / bare['compiled']:,.0f} | {bare['compiled'] / 1e3:.3f} | | | | |",
+        f"| (a) in process, scikit-learn | | {1e6 / bare['sklearn']:,.0f} | {bare['sklearn'] / 1e3:.3f} | | | | |",
+    ]
+    databases = [("SQLite", lambda n: f"sqlite:///{tmp / f'db{n}.sqlite3'}")]
+    if not args.no_postgres:
+        databases.append(("PostgreSQL", lambda n: _pg(n)))
+    results: dict[tuple[str, bool, int], dict[str, float]] = {}
+    n = 0
+    try:
+        for db_name, make_url in databases:
+            for compiled in (True, False):
+                n += 1
+                variant = "compiled" if compiled else "scikit-learn"
+                with Server(make_url(n), compiled) as server:
+                    log(f"(b) {db_name}, {variant}: first prediction after {server.first_prediction_s:.2f} s")
+                    for connections in (1, 8):
+                        log(f"(b) {db_name}, {variant}, {connections} connection(s), {args.seconds} s")
+                        r = wrk(server.url, script, connections, args.seconds)
+                        results[(db_name, compiled, connections)] = r
+                        rows.append(
+                            f"| (b) HTTP {db_name}, {variant} | {connections} | {r['rps']:,.0f} | "
+                            f"{r['p50']:.2f} | {r['p99']:.2f} | {r['errors']:.0f} | "
+                            + (f"{max(server.worker_rss_mb()):.0f} | {server.first_prediction_s:.2f} |"
+                               if connections == 8 else "| |")
+                        )
+    finally:
+        for name in _pg.created:
+            subprocess.run(["psql", "-q", PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"])
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows.append("| (d) MLflow `models serve` | | skipped: MLflow is not installed here | | | | | |")
+    ratios = []
+    for db_name, _ in databases:
+        for connections in (1, 8):
+            on, off = results[(db_name, True, connections)], results[(db_name, False, connections)]
+            ratios.append(f"{db_name}, {connections} conn.: compiled/scikit-learn req/s = {on['rps'] / off['rps']:.1f}x")
+    table = "\n".join([
+        f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load generator: wrk)",
+        "",
+        "| variant | connections | req/s | p50 ms | p99 ms | errors | worker peak RSS MB | start to first prediction s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        *[f"- {r}" for r in ratios],
+    ])
+    print("\n" + table)
+    (OUT / "predict_results.md").write_text(table + "\n")
+    return 0
+
+
+def _pg(n: int) -> str:
+    name = f"predict_bench_{os.getpid()}_{n}"
+    subprocess.run(["psql", "-q", PG_ADMIN, "-c", f"CREATE DATABASE {name}"], check=True)
+    _pg.created.append(name)  # type: ignore[attr-defined]
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+_pg.created = []  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
