@@ -112,7 +112,7 @@ def abtest_arm_counts(*, abtest: ABTest) -> tuple[ArmCounts, ArmCounts]:
     has_feedback = Q(feedback__isnull=False)
     rows = {
         row["parent_mlalgorithm"]: row
-        for row in abtest.requests.values("parent_mlalgorithm").annotate(
+        for row in abtest.requests.order_by().values("parent_mlalgorithm").annotate(
             requests=Count("id"),
             with_feedback=Count("id", filter=has_feedback),
             correct=Count("id", filter=has_feedback & Q(feedback=F("response"))),

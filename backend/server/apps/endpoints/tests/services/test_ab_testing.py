@@ -68,6 +68,26 @@ def test_creating_a_test_puts_both_arms_in_ab_testing_and_remembers_their_status
     assert rf.statuses.filter(active=True).get().created_by == "ana"
 
 
+def test_create_is_one_transaction_so_a_failure_leaves_both_statuses_alone(
+    rf: MLAlgorithm, et: MLAlgorithm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = services.set_algorithm_status
+    calls: list[int] = []
+
+    def fail_on_second_arm(**kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("database went away")
+        return original(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(services, "set_algorithm_status", fail_on_second_arm)
+    with pytest.raises(RuntimeError):
+        start(rf, et)
+    assert len(calls) == 2
+    assert (status(rf), status(et)) == ("production", "testing")
+    assert ABTest.objects.count() == 0
+
+
 @pytest.mark.parametrize(
     ("options", "field"), [({"arm_2_share": 0.0}, "arm_2_share"), ({"arm_2_share": 1.0}, "arm_2_share"),
                            ({"alpha": 0.0}, "alpha"), ({"alpha": 1.5}, "alpha")],
