@@ -110,6 +110,13 @@ class MLRegistry:
                 logger.warning("Demo models not registered yet (database not ready: %s).", exc)
 
     def _register(self, spec: AlgorithmSpec) -> bool:
+        registered = MLAlgorithm.objects.filter(
+            parent_endpoint__name=spec.endpoint_name, name=spec.name, version=spec.version
+        )
+        if registered.exists():
+            # Loaded on first use like any other algorithm (hash checked then): a worker
+            # does not load, at start, models that no request has asked for yet.
+            return True
         try:
             wrapper = spec.wrapper.from_artifact(self.artifacts_root, compile=self.compile)
         except ModelUnavailable as exc:
