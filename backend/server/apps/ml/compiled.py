@@ -120,6 +120,9 @@ def _load_or_convert(
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
         tmp.write_bytes(onnx_bytes)
         os.replace(tmp, cache)
+        for stale in artifact.parent.glob(f"{artifact.name}.*.onnx"):
+            if stale != cache:  # compiled from an earlier file of the same name
+                stale.unlink(missing_ok=True)
     except OSError as exc:
         logger.warning("%s: cannot cache the compiled form (%s); compiling again next start.", artifact.name, exc)
     logger.info("%s: compiled to ONNX in %.1f s.", artifact.name, time.perf_counter() - started)

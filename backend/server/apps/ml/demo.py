@@ -16,7 +16,7 @@ DEMO_MODELS = (
         version="0.0.1",
         status=MLAlgorithmStatus.Status.PRODUCTION,
         owner="ML_PipeLine",
-        description="Random forest (100 trees, min 5 samples a leaf) on Adult census data.",
+        description="Random forest (100 trees, min 10 samples a leaf) on Adult census data.",
     ),
     AlgorithmSpec(
         endpoint_name=ENDPOINT,
