@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def train(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]:
         estimator.set_params(n_jobs=1)
         bundle = make_bundle(estimator, preprocessing, metrics=metrics, sample=sample)
         path = out_dir / file_name
-        write_atomically(path, lambda tmp: joblib.dump(bundle, tmp))
+        write_atomically(path, partial(joblib.dump, bundle))
         print(
             f"[{min(step, 4)}/4] {key}: accuracy on adult.test {accuracy:.4f} "
             f"({time.perf_counter() - tick:.1f} s) -> {path}",

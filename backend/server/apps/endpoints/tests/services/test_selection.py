@@ -121,7 +121,7 @@ def test_a_batch_is_one_model_call_and_a_constant_number_of_queries(registry: ML
         # select the algorithm; savepoint, reserve ids, insert all rows (COPY on
         # PostgreSQL, which the query log does not show), release
         with CaptureQueriesContext(connection) as queries:
-            served = services.predict(
+            services.predict(
                 endpoint_name="income_classifier", records=[SAMPLE_RECORD] * n, status="production"
             )
         counts.append(len(queries))
