@@ -41,6 +41,8 @@ def register_algorithm(
     artifact: str,
     artifact_sha256: str,
     sklearn_version: str,
+    features: Sequence[Mapping[str, str]] = (),
+    metrics: Mapping[str, float] | None = None,
 ) -> tuple[MLAlgorithm, bool]:
     """The algorithm row for (endpoint, name, version), created with an initial active
     status when missing; returns it and whether it was created.
@@ -67,6 +69,8 @@ def register_algorithm(
                 artifact=artifact,
                 artifact_sha256=artifact_sha256,
                 sklearn_version=sklearn_version,
+                features=[dict(f) for f in features],
+                metrics=dict(metrics or {}),
             )
             MLAlgorithmStatus.objects.create(
                 status=status, active=True, created_by=owner, parent_mlalgorithm=algorithm
@@ -74,6 +78,18 @@ def register_algorithm(
     except IntegrityError:
         return MLAlgorithm.objects.get(**identity), False
     return algorithm, True
+
+
+def record_model_card(
+    *, algorithm: MLAlgorithm, features: Sequence[Mapping[str, str]], metrics: Mapping[str, float]
+) -> None:
+    """Fill the card of a row registered before cards existed, from its verified artifact.
+    The card describes the recorded file, so it can be written once and never changes."""
+    algorithm.features = [dict(f) for f in features]
+    algorithm.metrics = dict(metrics)
+    MLAlgorithm.objects.filter(pk=algorithm.pk).update(
+        features=algorithm.features, metrics=algorithm.metrics
+    )
 
 
 def _check_status(status: str) -> None:
