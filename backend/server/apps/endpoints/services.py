@@ -20,6 +20,7 @@ from apps.endpoints.errors import AmbiguousAlgorithm, InvalidInput
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 from apps.ml import registry as ml_registry
 from apps.ml.income_classifier.base import Prediction
+from apps.ops import metrics as ops_metrics
 
 Status = MLAlgorithmStatus.Status
 ChooseArm = Callable[[Sequence[MLAlgorithm]], MLAlgorithm]
@@ -203,6 +204,9 @@ def predict(
     else:
         with transaction.atomic():
             ids = bulk.insert_requests(rows).tolist()
+    ops_metrics.count_predictions(
+        endpoint=endpoint_name, algorithm=algorithm, status=status, records=len(ids)
+    )
     ref = _ref(algorithm)
     return [
         ServedPrediction(**prediction, request_id=pk, algorithm=ref)
