@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import multiprocess
+# Nothing from prometheus_client here at the top: it picks its value storage (files or
+# memory) when first imported, so PROMETHEUS_MULTIPROC_DIR must be set before that.
 
 bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
 # WEB_CONCURRENCY is the convention of Heroku-style platforms; gunicorn reads it too.
@@ -60,4 +61,6 @@ for _stale in _metrics_dir.glob("*.db"):
 
 
 def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(worker.pid)

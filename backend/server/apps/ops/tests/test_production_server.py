@@ -82,10 +82,12 @@ def server(registry: MLRegistry, artifacts_dir: Path, tmp_path: Path) -> Iterato
         SECRET_KEY="production-test-key", DEBUG="0", DATABASE_URL=database_url(),
         MODEL_ARTIFACTS_PATH=str(artifacts_dir), ML_DEMO_MODELS="0",
         HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2", GUNICORN_THREADS="2",
-        STATIC_ROOT=str(tmp_path / "static"), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
-        PYTHON=sys.executable,
+        STATIC_ROOT=str(tmp_path / "static"), PYTHON=sys.executable,
     )
-    env.pop("DJANGO_SETTINGS_MODULE", None)  # the production settings, not the tests'
+    # The production settings, not the tests'; and the metrics folder gunicorn.conf.py
+    # picks itself, as in a plain `make serve`.
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(SERVE)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
