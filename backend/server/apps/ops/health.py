@@ -45,7 +45,7 @@ def readiness(registry: MLRegistry) -> Readiness:
     registry.ensure_declared()
     if not registry.declared_registered:
         result.problems.append("the demo models are not registered (artifacts missing?)")
-    result.checks["algorithms"] = [_check(registry, a) for a in _servable(registry)]
+    result.checks["algorithms"] = [_check(registry, a) for a in _servable()]
     for check in result.checks["algorithms"]:
         if not check["ok"]:
             result.problems.append(
@@ -59,7 +59,7 @@ def _ping_database() -> None:
         cursor.execute("SELECT 1")
 
 
-def _servable(registry: MLRegistry) -> list[MLAlgorithm]:
+def _servable() -> list[MLAlgorithm]:
     return [
         a for a in selectors.algorithms_with_current_status().order_by("id")
         if selectors.current_status(a) is not None
