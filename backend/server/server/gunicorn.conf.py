@@ -5,6 +5,7 @@ environment; see README.md, "Production"."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,11 @@ logconfig_dict: dict[str, Any] = {
 # Prometheus multiprocess mode: each worker writes its counters to files in this folder and
 # /metrics adds them up. It must be set before a worker imports prometheus_client, and be
 # emptied of its metric files at each start, or counts of an earlier run would be added in.
+# The default is one folder per port, removed again when the server stops.
+_default_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
 _metrics_dir = Path(os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR",
-    str(Path(tempfile.gettempdir()) / f"ml_pipeline_metrics_{os.getpid()}"),
+    str(Path(tempfile.gettempdir()) / f"ml_pipeline_metrics_{os.environ.get('PORT', '8000')}"),
 ))
 _metrics_dir.mkdir(parents=True, exist_ok=True)
 for _stale in _metrics_dir.glob("*.db"):
@@ -64,3 +67,8 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _default_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
