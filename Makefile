@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with Python 3.11+:
 #   make run    set up .venv, train the demo models if missing, migrate, serve on 127.0.0.1:$PORT
 #   make test   set up .venv and run the test suite (SQLite unless DATABASE_URL says otherwise)
+#   make serve  production: gunicorn after migrate and collectstatic (needs SECRET_KEY)
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +13,7 @@ MANAGE := cd backend/server && $(PY) manage.py
 # The development server runs with DEBUG on unless the caller sets DEBUG itself.
 DEV_ENV := export DEBUG=$${DEBUG:-1} MODEL_ARTIFACTS_PATH=$(ARTIFACTS);
 
-.PHONY: run test train venv migrate superuser clean
+.PHONY: run serve test train venv migrate superuser clean
 
 $(INSTALLED): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -35,6 +36,13 @@ migrate: $(INSTALLED) $(ARTIFACTS)/random_forest.joblib $(ARTIFACTS)/extra_trees
 
 run: migrate
 	$(DEV_ENV) cd backend/server && exec $(PY) manage.py runserver --noreload 127.0.0.1:$(PORT)
+
+# Production: DEBUG off, SECRET_KEY from the environment, gunicorn on $(HOST):$(PORT) with
+# WEB_CONCURRENCY workers of GUNICORN_THREADS threads (backend/server/bin/serve).
+serve: $(INSTALLED) $(ARTIFACTS)/random_forest.joblib $(ARTIFACTS)/extra_trees.joblib
+	@test -n "$$SECRET_KEY" || { echo "make serve needs SECRET_KEY in the environment."; exit 1; }
+	export MODEL_ARTIFACTS_PATH=$(ARTIFACTS) PORT=$(PORT) PYTHON=$(PY); \
+		exec backend/server/bin/serve
 
 superuser: migrate
 	$(DEV_ENV) $(MANAGE) createsuperuser

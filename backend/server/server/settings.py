@@ -38,10 +38,17 @@ INSTALLED_APPS = [
     "rest_framework",
     "apps.endpoints",
     "apps.ml",
+    "apps.ops",
 ]
 
 MIDDLEWARE = [
+    "server.request_id.RequestIdMiddleware",  # first: the id is on every log line after it
+    "apps.ops.middleware.ProbeMiddleware",  # /healthz, /readyz, /metrics; before host checks
+    "apps.ops.middleware.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's static files (collected by `collectstatic`) in production, where
+    # Django itself does not; right after SecurityMiddleware, as whitenoise documents.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -106,7 +113,13 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Compressed copies, but no hashed names: a manifest would make every admin page fail
+    # with DEBUG off until collectstatic has run (tests, `DEBUG=0 make run`).
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # -- Machine learning --------------------------------------------------------------------
 _artifacts = os.environ.get("MODEL_ARTIFACTS_PATH") or str(REPO_DIR / "research" / "artifacts")
@@ -156,12 +169,24 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
-# -- Logging: everything to stdout, one line each ----------------------------------------
+# -- Logging: everything to stdout, one line each, with the request id -------------------
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "server.request_id.RequestIdFilter"}},
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
+        }
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",  # StreamHandler's default is stderr
+            "filters": ["request_id"],
+            "formatter": "plain",
+        }
+    },
     "root": {"handlers": ["stdout"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

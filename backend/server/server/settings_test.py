@@ -23,3 +23,7 @@ ML_DEMO_MODELS = False
 PREDICT_CACHE_SECONDS = 0.0
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast user creation
+
+# Tests run without collectstatic; autorefresh makes whitenoise look for files per request
+# instead of warning, at start-up, that STATIC_ROOT does not exist.
+WHITENOISE_AUTOREFRESH = True

@@ -6,10 +6,12 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from apps.endpoints import ab_testing, selectors, services
 from apps.endpoints.errors import ServiceError
+from apps.ml import registry as ml_registry
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 
 
@@ -39,7 +41,11 @@ class MLAlgorithmAdmin(admin.ModelAdmin):
     list_display = ["name", "version", "parent_endpoint", "current_status", "owner", "created_at"]
     list_filter = ["parent_endpoint", "statuses__status"]
     search_fields = ["name", "version", "description", "owner"]
-    readonly_fields = ["wrapper", "artifact", "artifact_sha256", "sklearn_version", "created_at"]
+    readonly_fields = [
+        "wrapper", "artifact", "artifact_sha256", "sklearn_version", "created_at",
+        "feature_types", "training_metrics", "loaded_in_this_process",
+    ]
+    exclude = ["features", "metrics"]  # shown formatted by the read-only fields above
     inlines = [StatusHistoryInline]
     actions = ["promote_to_production"]
 
@@ -50,6 +56,20 @@ class MLAlgorithmAdmin(admin.ModelAdmin):
     def current_status(self, algorithm: MLAlgorithm) -> str:
         status = selectors.current_status(algorithm)
         return status.status if status else "-"
+
+    @admin.display(description="features")
+    def feature_types(self, algorithm: MLAlgorithm) -> SafeString:
+        rows = ((f["name"], f["type"]) for f in algorithm.features)
+        return format_html_join(", ", "{} ({})", rows)
+
+    @admin.display(description="training metrics")
+    def training_metrics(self, algorithm: MLAlgorithm) -> SafeString:
+        return format_html_join(", ", "{}: {}", sorted(algorithm.metrics.items()))
+
+    @admin.display(description="loaded in this process at")
+    def loaded_in_this_process(self, algorithm: MLAlgorithm) -> str:
+        loaded = ml_registry.get_registry().loaded_at.get(algorithm.pk)
+        return loaded.isoformat(timespec="seconds") if loaded else "not loaded"
 
     @admin.action(description="Promote selected algorithms to production")
     def promote_to_production(self, request: HttpRequest, queryset: QuerySet[MLAlgorithm]) -> None:

@@ -32,6 +32,7 @@ from apps.endpoints.errors import InvalidInput, PayloadTooLarge
 from apps.endpoints.models import ABTest, MLAlgorithm, MLAlgorithmStatus
 from apps.ml import registry as ml_registry
 from apps.ml.income_classifier import IncomeClassifier
+from apps.ops import metrics as ops_metrics
 
 # Picks, for n rows, the index of the arm that serves each row, given each arm's share.
 AssignArms = Callable[[int, Sequence[float]], np.ndarray]
@@ -105,6 +106,9 @@ def score_csv(
         _score_chunks(upload, result, wrappers, lambda n: assign(n, shares))
     if result.count == 0:
         raise InvalidInput("The file has a header but no rows.")
+    ops_metrics.count_batch_predictions(
+        endpoint=endpoint_name, algorithms=algorithms, arms=result.arms, status=status
+    )
     return result
 
 

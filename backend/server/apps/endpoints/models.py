@@ -39,6 +39,12 @@ class MLAlgorithm(models.Model):
     artifact = models.CharField(max_length=255)
     artifact_sha256 = models.CharField(max_length=64)
     sklearn_version = models.CharField(max_length=32)
+    # The model card, copied from the artifact at registration so the API and admin can show
+    # it without loading the model: [{"name", "type"}, ...] in the model's column order (a
+    # list, because PostgreSQL's jsonb does not keep object key order) and the metrics
+    # measured in training, e.g. {"accuracy_adult_test": 0.86}.
+    features = models.JSONField(default=list, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["parent_endpoint_id", "name", "version"]

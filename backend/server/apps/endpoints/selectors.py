@@ -138,3 +138,9 @@ def abtests_with_live_counts() -> QuerySet[ABTest]:
     return ABTest.objects.select_related(
         "parent_mlalgorithm_1", "parent_mlalgorithm_2"
     ).annotate(**counts)
+
+
+def find_algorithm(*, endpoint_name: str, name: str, version: str) -> MLAlgorithm | None:
+    return MLAlgorithm.objects.filter(
+        parent_endpoint__name=endpoint_name, name=name, version=version
+    ).first()

@@ -8,6 +8,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from apps.endpoints import ab_testing, selectors, services
+from apps.ml import registry as ml_registry
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 
 
@@ -20,15 +21,22 @@ class EndpointSerializer(serializers.ModelSerializer):
 
 class MLAlgorithmSerializer(serializers.ModelSerializer):
     current_status = serializers.SerializerMethodField()
+    loaded_at = serializers.SerializerMethodField()
 
     class Meta:
         model = MLAlgorithm
         fields = [
             "id", "name", "description", "code", "version", "owner", "created_at",
             "parent_endpoint", "current_status", "wrapper", "artifact", "artifact_sha256",
-            "sklearn_version",
+            "sklearn_version", "features", "metrics", "loaded_at",
         ]
         read_only_fields = fields
+
+    def get_loaded_at(self, algorithm: MLAlgorithm) -> str | None:
+        """When this server process loaded the model (each worker has its own); null when it
+        has not served it yet."""
+        loaded = ml_registry.get_registry().loaded_at.get(algorithm.pk)
+        return loaded.isoformat() if loaded else None
 
     def get_current_status(self, algorithm: MLAlgorithm) -> str | None:
         status = selectors.current_status(algorithm)

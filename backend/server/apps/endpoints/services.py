@@ -20,6 +20,7 @@ from apps.endpoints.errors import AmbiguousAlgorithm, InvalidInput
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 from apps.ml import registry as ml_registry
 from apps.ml.income_classifier.base import Prediction
+from apps.ops import metrics as ops_metrics
 
 Status = MLAlgorithmStatus.Status
 ChooseArm = Callable[[Sequence[MLAlgorithm]], MLAlgorithm]
@@ -41,6 +42,8 @@ def register_algorithm(
     artifact: str,
     artifact_sha256: str,
     sklearn_version: str,
+    features: Sequence[Mapping[str, str]] = (),
+    metrics: Mapping[str, float] | None = None,
 ) -> tuple[MLAlgorithm, bool]:
     """The algorithm row for (endpoint, name, version), created with an initial active
     status when missing; returns it and whether it was created.
@@ -67,6 +70,8 @@ def register_algorithm(
                 artifact=artifact,
                 artifact_sha256=artifact_sha256,
                 sklearn_version=sklearn_version,
+                features=[dict(f) for f in features],
+                metrics=dict(metrics or {}),
             )
             MLAlgorithmStatus.objects.create(
                 status=status, active=True, created_by=owner, parent_mlalgorithm=algorithm
@@ -74,6 +79,18 @@ def register_algorithm(
     except IntegrityError:
         return MLAlgorithm.objects.get(**identity), False
     return algorithm, True
+
+
+def record_model_card(
+    *, algorithm: MLAlgorithm, features: Sequence[Mapping[str, str]], metrics: Mapping[str, float]
+) -> None:
+    """Fill the card of a row registered before cards existed, from its verified artifact.
+    The card describes the recorded file, so it can be written once and never changes."""
+    algorithm.features = [dict(f) for f in features]
+    algorithm.metrics = dict(metrics)
+    MLAlgorithm.objects.filter(pk=algorithm.pk).update(
+        features=algorithm.features, metrics=algorithm.metrics
+    )
 
 
 def _check_status(status: str) -> None:
@@ -187,6 +204,9 @@ def predict(
     else:
         with transaction.atomic():
             ids = bulk.insert_requests(rows).tolist()
+    ops_metrics.count_predictions(
+        endpoint=endpoint_name, algorithm=algorithm, status=status, records=len(ids)
+    )
     ref = _ref(algorithm)
     return [
         ServedPrediction(**prediction, request_id=pk, algorithm=ref)

@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from django.db import DatabaseError
@@ -50,6 +51,8 @@ class MLRegistry:
         self.artifacts_root = artifacts_root
         self.compile = compile  # build the verified ONNX form of each model (compiled.py)
         self.endpoints: dict[int, IncomeClassifier] = {}  # MLAlgorithm id -> wrapper
+        # When each algorithm started serving in this process (the model card shows it).
+        self.loaded_at: dict[int, datetime] = {}
         self._declared = tuple(declared)
         self._synced = not self._declared
         self._lock = threading.RLock()
@@ -81,6 +84,8 @@ class MLRegistry:
             artifact=algorithm_object.artifact_name,
             artifact_sha256=algorithm_object.artifact_sha256,
             sklearn_version=algorithm_object.sklearn_version,
+            features=algorithm_object.feature_card,
+            metrics=algorithm_object.metrics,
         )
         if algorithm.artifact_sha256 != algorithm_object.artifact_sha256:
             # Never serve, under an existing version, a model other than the one recorded:
@@ -92,9 +97,32 @@ class MLRegistry:
                 algorithm_object.artifact_name, algorithm_object.artifact_sha256,
             )
         else:
+            self._record_card_if_missing(algorithm, algorithm_object)
             with self._lock:
-                self.endpoints[algorithm.pk] = algorithm_object
+                self._serve(algorithm.pk, algorithm_object)
         return algorithm
+
+    def _serve(self, pk: int, wrapper: IncomeClassifier) -> None:
+        self.endpoints[pk] = wrapper
+        self.loaded_at[pk] = datetime.now(timezone.utc)
+
+    @staticmethod
+    def _record_card_if_missing(algorithm: MLAlgorithm, wrapper: IncomeClassifier) -> None:
+        # Rows registered before model cards existed get theirs from the verified artifact
+        # the first time any process loads it. Serving must not fail for want of a card.
+        if algorithm.features:
+            return
+        try:
+            services.record_model_card(
+                algorithm=algorithm, features=wrapper.feature_card, metrics=wrapper.metrics
+            )
+        except DatabaseError as exc:
+            logger.warning("Model card of algorithm %s not recorded: %s", algorithm.pk, exc)
+
+    @property
+    def declared_registered(self) -> bool:
+        """Whether the declared (demo) algorithms are all in the database."""
+        return self._synced
 
     def ensure_declared(self) -> None:
         """Register the declared algorithms once per process; retried until it succeeds
@@ -145,7 +173,8 @@ class MLRegistry:
             wrapper = self.endpoints.get(algorithm.pk)
             if wrapper is None:
                 wrapper = self._load(algorithm)
-                self.endpoints[algorithm.pk] = wrapper
+                self._serve(algorithm.pk, wrapper)
+        self._record_card_if_missing(algorithm, wrapper)
         return wrapper
 
     def _load(self, algorithm: MLAlgorithm) -> IncomeClassifier:

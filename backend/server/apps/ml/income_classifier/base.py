@@ -136,6 +136,12 @@ class IncomeClassifier:
         label = schema.normalise_label(value)
         return label if label in self.classes else None
 
+    @property
+    def feature_card(self) -> list[dict[str, str]]:
+        """The features in column order with their types, as the model card shows them."""
+        types = self.preprocessing.feature_types()
+        return [{"name": name, "type": types[name]} for name in self.features]
+
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """P(>50K) for an encoded matrix: one model call for all its rows, through the
         compiled form when there is one and it is the faster path for this many rows."""

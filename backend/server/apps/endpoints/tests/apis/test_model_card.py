@@ -1,0 +1,77 @@
+"""The model card of each algorithm, in the API and the admin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from apps.endpoints.models import MLAlgorithm
+from apps.ml.registry import MLRegistry, set_registry
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_api_shows_features_metrics_library_hash_and_load_time(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    [forest, _] = api.get("/api/v1/mlalgorithms").json()["results"][::-1]
+    assert forest["name"] == "random forest"
+    assert forest["features"][:2] == [
+        {"name": "age", "type": "number"}, {"name": "workclass", "type": "category"},
+    ]
+    assert len(forest["features"]) == 14
+    assert forest["metrics"] == {"rows": 3000}  # the tiny stand-in's; the demo's has accuracy
+    assert forest["sklearn_version"] and len(forest["artifact_sha256"]) == 64
+    assert forest["loaded_at"] == demo_registry.loaded_at[forest["id"]].isoformat()
+
+
+def test_the_load_time_is_null_until_this_process_loads_the_model(
+    api: APIClient, demo_registry: MLRegistry, artifacts_dir: Path
+) -> None:
+    fresh = MLRegistry(artifacts_dir)
+    previous = set_registry(fresh)
+    try:
+        [algorithm] = [a for a in api.get("/api/v1/mlalgorithms").json()["results"]
+                       if a["name"] == "random forest"]
+        assert algorithm["loaded_at"] is None
+        fresh.get(MLAlgorithm.objects.get(pk=algorithm["id"]))
+        assert api.get(f"/api/v1/mlalgorithms/{algorithm['id']}").json()["loaded_at"]
+    finally:
+        set_registry(previous)
+
+
+def test_the_demo_models_record_their_accuracy_on_adult_test(
+    demo_artifacts: Path, registry: MLRegistry
+) -> None:
+    from apps.ml.income_classifier import RandomForestClassifier
+
+    wrapper = RandomForestClassifier.from_artifact(demo_artifacts)
+    algorithm = registry.add_algorithm(
+        "income_classifier", wrapper, "random forest", "production", "0.0.1", "t", "", ""
+    )
+    assert 0.8 < algorithm.metrics["accuracy_adult_test"] < 0.95
+
+
+def test_a_row_registered_before_model_cards_gets_its_card_when_loaded(
+    demo_registry: MLRegistry, artifacts_dir: Path
+) -> None:
+    MLAlgorithm.objects.update(features=[], metrics={})  # as migration 0002 leaves old rows
+    algorithm = MLAlgorithm.objects.get(name="extra trees")
+    MLRegistry(artifacts_dir).get(algorithm)
+    algorithm.refresh_from_db()
+    assert len(algorithm.features) == 14 and algorithm.metrics == {"rows": 3000}
+
+
+def test_the_admin_change_page_shows_the_card(
+    client: Client, django_user_model: type, demo_registry: MLRegistry
+) -> None:
+    client.force_login(django_user_model.objects.create_superuser("admin", "a@b.c", "pw"))
+    forest = MLAlgorithm.objects.get(name="random forest")
+    page = client.get(f"/admin/endpoints/mlalgorithm/{forest.pk}/change/").content.decode()
+    assert "age (number), workclass (category)" in page
+    assert "rows: 3000" in page
+    assert forest.artifact_sha256 in page
+    assert "loaded in this process at" in page.lower()

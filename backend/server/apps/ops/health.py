@@ -1,0 +1,111 @@
+"""Liveness and readiness, as a load balancer or an orchestrator asks for them.
+
+Liveness says only that the process answers. Readiness says this process can serve every
+algorithm in the catalogue: the database answers, and each algorithm with an active status
+is loaded (loading it now if needed, which also warms a fresh worker up) from an artifact
+that still has its recorded sha256.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+
+from apps.endpoints import selectors
+from apps.endpoints.errors import ModelUnavailable
+from apps.endpoints.models import MLAlgorithm
+from apps.ml import artifacts
+from apps.ml.registry import MLRegistry
+
+
+@dataclass
+class Readiness:
+    problems: list[str] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return not self.problems
+
+
+def readiness(registry: MLRegistry) -> Readiness:
+    result = Readiness()
+    try:
+        _ping_database()
+    except DatabaseError as exc:
+        result.checks["database"] = f"unavailable: {exc}".strip()
+        result.checks["algorithms"] = "not checked: the database is unavailable"
+        result.problems.append(f"database unavailable: {exc}".strip())
+        return result
+    result.checks["database"] = "ok"
+    registry.ensure_declared()
+    if not registry.declared_registered:
+        result.problems.append("the demo models are not registered (artifacts missing?)")
+    result.checks["algorithms"] = [_check(registry, a) for a in _servable()]
+    for check in result.checks["algorithms"]:
+        if not check["ok"]:
+            result.problems.append(
+                f"algorithm {check['id']} ({check['name']} {check['version']}): {check['error']}"
+            )
+    return result
+
+
+def _ping_database() -> None:
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _servable() -> list[MLAlgorithm]:
+    return [
+        a for a in selectors.algorithms_with_current_status().order_by("id")
+        if selectors.current_status(a) is not None
+    ]
+
+
+def _check(registry: MLRegistry, algorithm: MLAlgorithm) -> dict[str, Any]:
+    status = selectors.current_status(algorithm)
+    check: dict[str, Any] = {
+        "id": algorithm.pk, "name": algorithm.name, "version": algorithm.version,
+        "status": status.status if status else None, "ok": True,
+    }
+    try:
+        registry.get(algorithm)
+        # Loaded earlier, the model still serves from memory; but a worker that restarts
+        # must find the same file, so the file on disk is checked too.
+        _verify_on_disk(registry.artifacts_root, algorithm)
+    except ModelUnavailable as exc:
+        check.update(ok=False, error=exc.message)
+    loaded = registry.loaded_at.get(algorithm.pk)
+    check["loaded_at"] = loaded.isoformat() if loaded else None
+    return check
+
+
+# (path, sha256) -> the file's (inode, size, mtime) when it last hashed to that sha256, so
+# a probe every few seconds re-reads an 18 MB artifact only after the file changed.
+_verified: dict[tuple[Path, str], tuple[int, int, int]] = {}
+_verified_lock = threading.Lock()
+
+
+def _verify_on_disk(root: Path, algorithm: MLAlgorithm) -> None:
+    path = artifacts.resolve(root, algorithm.artifact)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ModelUnavailable(
+            f"Artifact '{algorithm.artifact}' cannot be read: {exc.strerror}."
+        ) from exc
+    key, signature = (path, algorithm.artifact_sha256), (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _verified_lock:
+        if _verified.get(key) == signature:
+            return
+    if artifacts.sha256_of(path) != algorithm.artifact_sha256:
+        raise ModelUnavailable(
+            f"Artifact '{algorithm.artifact}' no longer matches its recorded sha256 "
+            f"({algorithm.artifact_sha256[:12]}...)."
+        )
+    with _verified_lock:
+        _verified[key] = signature

@@ -1,0 +1,115 @@
+"""/healthz and /readyz in good and broken states, as a load balancer sees them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from django.db import OperationalError, connection
+from rest_framework.test import APIClient
+
+from apps.endpoints.tests.factories import algorithm
+from apps.ml.registry import MLRegistry
+from apps.ml.tests.factories import train_tiny_artifact
+
+
+def test_healthz_answers_without_touching_the_database(api: APIClient) -> None:
+    # No django_db mark: any query would fail this test.
+    response = api.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_probes_answer_a_load_balancer_that_addresses_the_server_by_ip(api: APIClient) -> None:
+    # 10.0.0.7 is not in ALLOWED_HOSTS; every other path answers 400 to it.
+    assert api.get("/healthz", HTTP_HOST="10.0.0.7:8000").status_code == 200
+    assert api.get("/api/v1/endpoints", HTTP_HOST="10.0.0.7:8000").status_code == 400
+
+
+def test_probes_refuse_other_methods_in_the_one_error_shape(api: APIClient) -> None:
+    response = api.post("/healthz")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.django_db
+def test_readyz_is_ready_and_loads_every_algorithm_with_an_active_status(
+    api: APIClient, demo_registry: MLRegistry, artifacts_dir: Path
+) -> None:
+    fresh = MLRegistry(artifacts_dir)  # a worker that has served nothing yet
+    with mock.patch("apps.ops.views.get_registry", return_value=fresh):
+        response = api.get("/readyz")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["status"] == "ready" and body["database"] == "ok"
+    assert [(a["name"], a["status"], a["ok"]) for a in body["algorithms"]] == [
+        ("random forest", "production", True), ("extra trees", "testing", True),
+    ]
+    assert set(fresh.endpoints) == {a["id"] for a in body["algorithms"]}  # warmed up
+    assert all(a["loaded_at"] for a in body["algorithms"])
+
+
+@pytest.mark.django_db
+def test_readyz_names_an_algorithm_whose_artifact_is_missing(
+    api: APIClient, registry: MLRegistry, artifacts_dir: Path
+) -> None:
+    algorithm(registry, name="forest", artifact="random_forest.joblib")
+    algorithm(registry, name="trees", artifact="extra_trees.joblib", status="testing")
+    (artifacts_dir / "extra_trees.joblib").unlink()
+    response = api.get("/readyz")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "not_ready"
+    assert "(trees 0.0.1)" in error["message"] and "cannot be read" in error["message"]
+    assert "forest" not in error["message"]
+    assert [a["ok"] for a in error["details"]["algorithms"]] == [True, False]
+
+
+@pytest.mark.django_db
+def test_readyz_fails_when_a_loaded_models_file_no_longer_matches_its_hash(
+    api: APIClient, registry: MLRegistry, artifacts_dir: Path
+) -> None:
+    served = algorithm(registry)
+    assert api.get("/readyz").status_code == 200  # loaded and verified
+    train_tiny_artifact(artifacts_dir, served.artifact, seed=42)  # replaced behind our back
+    response = api.get("/readyz")
+    assert response.status_code == 503
+    assert "no longer matches its recorded sha256" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_readyz_refuses_to_load_an_artifact_with_a_wrong_hash(
+    api: APIClient, registry: MLRegistry, artifacts_dir: Path
+) -> None:
+    served = algorithm(registry)
+    path = artifacts_dir / served.artifact
+    path.write_bytes(path.read_bytes() + b"tampered")
+    response = api.get("/readyz")
+    assert response.status_code == 503
+    assert "does not match its recorded sha256" in response.json()["error"]["message"]
+    assert served.pk not in registry.endpoints
+
+
+@pytest.mark.django_db
+def test_readyz_reports_the_database_down(api: APIClient, registry: MLRegistry) -> None:
+    refused = OperationalError("connection to server at 127.0.0.1, port 5432 failed")
+    with mock.patch.object(connection, "cursor", side_effect=refused):
+        response = api.get("/readyz")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["message"].startswith("Not ready: database unavailable: connection to server")
+    assert error["details"]["algorithms"] == "not checked: the database is unavailable"
+
+
+@pytest.mark.django_db
+def test_readyz_is_not_ready_while_the_demo_models_cannot_be_registered(
+    api: APIClient, tmp_path: Path
+) -> None:
+    from apps.ml.demo import DEMO_MODELS
+
+    untrained = MLRegistry(tmp_path, DEMO_MODELS)
+    with mock.patch("apps.ops.views.get_registry", return_value=untrained):
+        response = api.get("/readyz")
+    assert response.status_code == 503
+    assert "demo models are not registered" in response.json()["error"]["message"]

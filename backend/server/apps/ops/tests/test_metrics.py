@@ -1,0 +1,94 @@
+"""/metrics: Prometheus text whose counters move with traffic."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from django.db import OperationalError
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.test import APIClient
+
+from apps.endpoints.models import MLAlgorithm
+from apps.ml.registry import MLRegistry
+from apps.ml.tests.factories import SAMPLE_RECORD
+
+pytestmark = pytest.mark.django_db
+
+PREDICT = "/api/v1/income_classifier/predict"
+FOREST = {"endpoint": "income_classifier", "algorithm": "random forest", "version": "0.0.1"}
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def scrape(api: APIClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = api.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for s in family.samples
+    }
+
+
+def test_predictions_are_counted_by_endpoint_algorithm_version_and_status(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    labels = {**FOREST, "status": "production"}
+    before = value("ml_predictions_total", **labels)
+    for _ in range(3):
+        assert api.post(PREDICT, SAMPLE_RECORD, format="json").status_code == 200
+    assert value("ml_predictions_total", **labels) == before + 3
+    assert scrape(api)[("ml_predictions_total", tuple(sorted(labels.items())))] == before + 3
+
+
+def test_predict_latency_is_a_histogram_labelled_by_view(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    before = value("ml_http_request_duration_seconds_count", view="predict", method="POST")
+    api.post(PREDICT, SAMPLE_RECORD, format="json")
+    after = value("ml_http_request_duration_seconds_count", view="predict", method="POST")
+    assert after == before + 1
+    assert value(
+        "ml_http_request_duration_seconds_bucket", view="predict", method="POST", le="+Inf"
+    ) == after
+
+
+def test_errors_are_counted_by_their_code(api: APIClient, demo_registry: MLRegistry) -> None:
+    invalid = {"view": "predict", "code": "invalid_input"}
+    missing = {"view": "unmatched", "code": "not_found"}
+    before = value("ml_http_errors_total", **invalid), value("ml_http_errors_total", **missing)
+    assert api.post(PREDICT, {"age": "abc"}, format="json").status_code == 400
+    assert api.get("/no/such/page").status_code == 404
+    after = value("ml_http_errors_total", **invalid), value("ml_http_errors_total", **missing)
+    assert after == (before[0] + 1, before[1] + 1)
+
+
+def test_feedback_counts_and_running_accuracy_come_from_the_database(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    ids = [api.post(PREDICT, SAMPLE_RECORD, format="json").json()["request_id"] for _ in "abc"]
+    predicted = MLAlgorithm.objects.get(name="random forest").requests.first().response
+    wrong = ">50K" if predicted == "<=50K" else "<=50K"
+    for request_id, truth in zip(ids, [predicted, predicted, wrong], strict=True):
+        assert api.put(f"/api/v1/mlrequests/{request_id}", {"feedback": truth}).status_code == 200
+    samples = scrape(api)
+    key = tuple(sorted(FOREST.items()))
+    assert samples[("ml_feedback_total", key)] == 3
+    assert samples[("ml_feedback_correct_total", key)] == 2
+    assert samples[("ml_running_accuracy", key)] == pytest.approx(2 / 3)
+
+
+def test_a_scrape_still_answers_while_the_database_is_down(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    failing = mock.patch(
+        "apps.ops.metrics.MLRequest.objects.filter", side_effect=OperationalError("down")
+    )
+    with failing:
+        samples = scrape(api)
+    assert not any(name.startswith("ml_feedback") for name, _ in samples)

@@ -1,0 +1,32 @@
+"""The probe and scrape views. Plain Django, no DRF: no authentication, sessions or content
+negotiation on paths a load balancer and Prometheus call every few seconds."""
+
+from __future__ import annotations
+
+import os
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from apps.endpoints.exception_handler import error_body
+from apps.ml.registry import get_registry
+from apps.ops import health, metrics
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Alive: the process answers. Touches nothing else, the database least of all."""
+    return JsonResponse({"status": "ok", "pid": os.getpid()})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    result = health.readiness(get_registry())
+    if result.ready:
+        return JsonResponse({"status": "ready", "pid": os.getpid(), **result.checks})
+    message = "Not ready: " + "; ".join(result.problems)
+    return JsonResponse(error_body("not_ready", message, result.checks), status=503)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(
+        generate_latest(metrics.scrape_registry()), content_type=CONTENT_TYPE_LATEST
+    )

@@ -1,0 +1,74 @@
+"""gunicorn settings for production: ``gunicorn -c server/gunicorn.conf.py server.wsgi``
+from backend/server (``bin/serve`` does that after migrating). Everything from the
+environment; see README.md, "Production"."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+# Nothing from prometheus_client here at the top: it picks its value storage (files or
+# memory) when first imported, so PROMETHEUS_MULTIPROC_DIR must be set before that.
+
+bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
+# WEB_CONCURRENCY is the convention of Heroku-style platforms; gunicorn reads it too.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads overlap a request's database wait with another's model call; the model calls
+# themselves hold the GIL for most of their time, so processes bring the parallelism.
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+worker_class = "gthread"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))  # a large batch may take seconds
+graceful_timeout = 30
+# Import Django (and pandas, scikit-learn) once in the master and fork the workers from it:
+# they start in a fraction of the time and share those pages. Safe because importing the
+# app opens no database connection and loads no model (MlConfig.ready() touches neither);
+# each worker connects and loads the models it serves on first use or first /readyz.
+preload_app = True
+# gunicorn's runtime control socket (gunicornc) is not used here, and its default path is
+# one per user: a second server on the same host would take it over.
+control_socket_disable = True
+
+# Logs: our own access line with the request id comes from Django (server/request_id.py);
+# gunicorn's access log would repeat it without the id.
+accesslog = None
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [-] gunicorn: %(message)s"}},
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
+                   "formatter": "plain"},
+    },
+    # Django configures the root logger in each worker (settings.LOGGING).
+    "root": {"level": "WARNING", "handlers": []},
+    "loggers": {"gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(),
+                                   "propagate": False}},
+}
+
+# Prometheus multiprocess mode: each worker writes its counters to files in this folder and
+# /metrics adds them up. It must be set before a worker imports prometheus_client, and be
+# emptied of its metric files at each start, or counts of an earlier run would be added in.
+# The default is one folder per port, removed again when the server stops.
+_default_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+_metrics_dir = Path(os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    str(Path(tempfile.gettempdir()) / f"ml_pipeline_metrics_{os.environ.get('PORT', '8000')}"),
+))
+_metrics_dir.mkdir(parents=True, exist_ok=True)
+for _stale in _metrics_dir.glob("*.db"):
+    _stale.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _default_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
