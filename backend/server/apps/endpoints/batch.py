@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import IO
 
 import numpy as np
-import pandas as pd
 from django.conf import settings
 from django.db import transaction
 
@@ -377,6 +376,8 @@ def _check_field_counts_with_csv(upload: IO[bytes], width: int) -> None:
 
 def _chunks(upload: IO[bytes], header: list[str]) -> Iterator[_Chunk]:
     """The rows after the header, ``BATCH_CHUNK_ROWS`` at a time, as text columns."""
+    import pandas as pd  # here: single-prediction workers need not load pandas
+
     upload.seek(0)
     first_line = 2
     try:

@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from scipy.stats import fisher_exact
 
 # Below this expected count in any cell of the 2x2 table the normal approximation of the
 # z-test is poor (Cochran's rule), so the comparison uses Fisher's exact test instead.
@@ -46,6 +45,9 @@ def two_proportion_z_test(correct_1: int, n_1: int, correct_2: int, n_2: int) ->
 
 def fisher_exact_test(correct_1: int, n_1: int, correct_2: int, n_2: int) -> float:
     """Two-sided p-value of Fisher's exact test on [[right, wrong] per arm]."""
+    from scipy.stats import fisher_exact  # imported here: scipy is slow to import and
+    # most workers never run a test's stop
+
     _check_counts(correct_1, n_1)
     _check_counts(correct_2, n_2)
     table = [[correct_1, n_1 - correct_1], [correct_2, n_2 - correct_2]]

@@ -13,8 +13,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-import joblib
-
 from apps.endpoints.errors import ModelUnavailable
 
 _CHUNK = 1 << 20
@@ -37,6 +35,25 @@ def resolve(root: Path, name: str) -> Path:
     return path
 
 
+def verify_hash(root: Path, name: str, expected_sha256: str) -> Path:
+    """Check, without unpickling, that artifact ``name`` still has the recorded hash."""
+    path = resolve(root, name)
+    try:
+        actual = sha256_of(path)
+    except OSError as exc:
+        raise ModelUnavailable(f"Artifact '{name}' cannot be read: {exc.strerror}.") from exc
+    if actual != expected_sha256:
+        raise ModelUnavailable(_mismatch(name, expected_sha256, actual))
+    return path
+
+
+def _mismatch(name: str, expected: str, actual: str) -> str:
+    return (
+        f"Artifact '{name}' does not match its recorded sha256 "
+        f"(recorded {expected[:12]}..., file {actual[:12]}...); refusing to load it."
+    )
+
+
 def load_verified(root: Path, name: str, expected_sha256: str | None) -> tuple[Any, str]:
     """Unpickle artifact ``name`` from ``root``; returns the object and the file's sha256.
 
@@ -52,8 +69,7 @@ def load_verified(root: Path, name: str, expected_sha256: str | None) -> tuple[A
         raise ModelUnavailable(f"Artifact '{name}' cannot be read: {exc.strerror}.") from exc
     actual = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and actual != expected_sha256:
-        raise ModelUnavailable(
-            f"Artifact '{name}' does not match its recorded sha256 "
-            f"(recorded {expected_sha256[:12]}..., file {actual[:12]}...); refusing to load it."
-        )
+        raise ModelUnavailable(_mismatch(name, expected_sha256, actual))
+    import joblib  # here: a worker serving a verified compiled form never unpickles
+
     return joblib.load(io.BytesIO(data)), actual

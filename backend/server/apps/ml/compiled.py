@@ -14,6 +14,7 @@ call picks the faster path for its size, from timings taken when the model is co
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -27,6 +28,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-6
+_ALWAYS = 2**62  # max_rows when ONNX Runtime was the faster path at every size measured
 THRESHOLD = 0.5
 
 Converter = Callable[[Any, np.ndarray], bytes]
@@ -62,6 +64,44 @@ def cache_path(artifact: Path, sha256: str) -> Path:
     return artifact.with_name(f"{artifact.name}.{sha256[:16]}.onnx")
 
 
+def card_path(artifact: Path, sha256: str) -> Path:
+    """Beside the ONNX cache: what serving needs without unpickling the artifact (the
+    preprocessing, metrics, the verification sample and scikit-learn's probabilities on
+    it). A plain .npz read with allow_pickle=False: loading it runs no code."""
+    return artifact.with_name(f"{artifact.name}.{sha256[:16]}.serving.npz")
+
+
+@dataclass
+class CachedForm:
+    model: CompiledModel
+    card: dict[str, Any]  # preprocessing, metrics, sklearn_version, positive
+    sample: np.ndarray
+
+
+def load_cached(artifact: Path, sha256: str) -> CachedForm | None:
+    """The compiled form and card cached for the artifact with this sha256, verified
+    again against the scikit-learn probabilities recorded when it was first verified; None
+    when there is none (or it fails), so the caller loads the artifact instead."""
+    try:
+        with np.load(card_path(artifact, sha256), allow_pickle=False) as stored:
+            card = json.loads(str(stored["card"]))
+            sample, expected = stored["sample"], stored["expected"]
+        if card.get("sha256") != sha256:
+            return None
+        session = _session(cache_path(artifact, sha256).read_bytes())
+        model = CompiledModel(session, session.get_inputs()[0].name, card["positive"], card["max_rows"])
+        problem = disagreement(expected, model.predict_proba(sample))
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - a damaged cache only means loading the artifact
+        logger.warning("%s: cached compiled form unusable (%s: %s).", artifact.name, type(exc).__name__, exc)
+        return None
+    if problem:
+        logger.warning("%s: cached compiled form rejected (%s).", artifact.name, problem)
+        return None
+    return CachedForm(model, card, sample)
+
+
 def compile_model(
     *,
     estimator: Any,
@@ -70,9 +110,11 @@ def compile_model(
     sample: np.ndarray | None,
     artifact: Path,
     sha256: str,
+    card: dict[str, Any] | None = None,
     converter: Converter = skl2onnx_converter,
 ) -> CompiledModel | None:
-    """The verified compiled form of ``estimator``, or None (and a log line saying why)."""
+    """The verified compiled form of ``estimator``, or None (and a log line saying why).
+    With ``card``, also writes what ``load_cached`` needs to serve without the artifact."""
     if sample is None or len(sample) == 0:
         logger.warning("%s: no verification sample in the bundle; serving with scikit-learn.", artifact.name)
         return None
@@ -88,10 +130,32 @@ def compile_model(
     if problem:
         logger.warning("%s: compiled form rejected (%s); serving with scikit-learn.", artifact.name, problem)
         cache_path(artifact, sha256).unlink(missing_ok=True)
+        card_path(artifact, sha256).unlink(missing_ok=True)
         return None
     compiled.max_rows = _crossover(reference, compiled.predict_proba, sample)
-    logger.info("%s: serving batches of up to %s rows with ONNX Runtime.", artifact.name, compiled.max_rows)
+    sizes = "of any size" if compiled.max_rows >= _ALWAYS else f"of up to {compiled.max_rows} rows"
+    logger.info("%s: serving batches %s with ONNX Runtime.", artifact.name, sizes)
+    if card is not None:
+        _save_card(artifact, sha256, card, compiled, sample, reference(sample))
     return compiled
+
+
+def _save_card(
+    artifact: Path,
+    sha256: str,
+    card: dict[str, Any],
+    model: CompiledModel,
+    sample: np.ndarray,
+    expected: np.ndarray,
+) -> None:
+    full = {**card, "sha256": sha256, "positive": model.positive, "max_rows": model.max_rows}
+    path = card_path(artifact, sha256)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, card=np.array(json.dumps(full)), sample=sample, expected=expected)
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("%s: cannot cache the serving card (%s).", artifact.name, exc)
 
 
 def disagreement(expected: np.ndarray, got: np.ndarray) -> str | None:
@@ -123,6 +187,7 @@ def _load_or_convert(
         for stale in artifact.parent.glob(f"{artifact.name}.*.onnx"):
             if stale != cache:  # compiled from an earlier file of the same name
                 stale.unlink(missing_ok=True)
+                stale.with_suffix(".serving.npz").unlink(missing_ok=True)
     except OSError as exc:
         logger.warning("%s: cannot cache the compiled form (%s); compiling again next start.", artifact.name, exc)
     logger.info("%s: compiled to ONNX in %.1f s.", artifact.name, time.perf_counter() - started)
@@ -155,9 +220,9 @@ def _crossover(
     one_slow, one_fast = timed(slow, sample[:1]), timed(fast, sample[:1])
     big_slow, big_fast = timed(slow, sample), timed(fast, sample)
     if big_fast <= big_slow or big <= 1:
-        return 2**62  # ONNX wins at every size measured
+        return _ALWAYS
     per_row_slow = (big_slow - one_slow) / (big - 1)
     per_row_fast = (big_fast - one_fast) / (big - 1)
     if per_row_fast <= per_row_slow:
-        return 2**62
+        return _ALWAYS
     return max(1, int((one_slow - one_fast) / (per_row_fast - per_row_slow)))

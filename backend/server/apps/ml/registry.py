@@ -182,12 +182,18 @@ class MLRegistry:
         try:
             if wrapper_class is None:
                 raise ModelUnavailable(f"Unknown wrapper '{algorithm.wrapper}'.")
-            wrapper = wrapper_class.from_artifact(
-                self.artifacts_root,
-                algorithm.artifact,
-                sha256=algorithm.artifact_sha256,
-                compile=self.compile,
-            )
+            wrapper = None
+            if self.compile:  # a verified compiled cache serves without unpickling
+                wrapper = wrapper_class.from_compiled_cache(
+                    self.artifacts_root, algorithm.artifact, sha256=algorithm.artifact_sha256
+                )
+            if wrapper is None:
+                wrapper = wrapper_class.from_artifact(
+                    self.artifacts_root,
+                    algorithm.artifact,
+                    sha256=algorithm.artifact_sha256,
+                    compile=self.compile,
+                )
         except ModelUnavailable as exc:
             logger.error("Algorithm %s cannot be loaded: %s", algorithm.pk, exc.message)
             raise ModelUnavailable(

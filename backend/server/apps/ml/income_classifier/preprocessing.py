@@ -20,10 +20,12 @@ import math
 from itertools import repeat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from apps.endpoints.errors import InvalidInput
 from apps.ml.income_classifier import schema
@@ -96,6 +98,8 @@ class Preprocessing:
 
     def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
         """Vectorised encoding of a frame whose missing values are NaN (training, files)."""
+        import pandas as pd  # here: serving single records never needs pandas
+
         matrix = np.empty((len(frame), len(self.features)), dtype=np.float64)
         for j, name in enumerate(self.features):
             column = frame[name]

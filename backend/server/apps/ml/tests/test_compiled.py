@@ -168,3 +168,75 @@ def test_disagreement_reports_gaps_and_flips_but_ignores_ties() -> None:
     assert "differ by up to" in (compiled.disagreement(expected, expected + 2e-6) or "")
     assert compiled.disagreement(np.array([0.5000004]), np.array([0.4999999])) is None  # at the threshold
     assert "differ" in (compiled.disagreement(expected, np.array([0.1, 0.5, np.nan])) or "")
+
+
+def test_a_verified_cache_serves_without_unpickling_the_artifact(tiny: tuple[Path, str]) -> None:
+    folder, name = tiny
+    full = IncomeClassifier.from_artifact(folder, name, compile=True)
+    assert compiled.card_path(folder / name, full.artifact_sha256).exists()
+    cached = IncomeClassifier.from_compiled_cache(folder, name, sha256=full.artifact_sha256)
+    assert cached is not None and cached.compiled is not None
+    assert cached.compute_prediction(SAMPLE_RECORD) == full.compute_prediction(SAMPLE_RECORD)
+    assert cached._estimator is None  # one row never needed scikit-learn
+    assert cached.metrics == full.metrics and cached.feature_card == full.feature_card
+    cached.compiled.max_rows = full.compiled.max_rows = 0  # force the scikit-learn path  # type: ignore[union-attr]
+    assert cached.compute_predictions([SAMPLE_RECORD] * 3) == full.compute_predictions([SAMPLE_RECORD] * 3)
+    assert cached._estimator is not None  # unpickled on demand, hash-checked
+
+
+def test_serving_from_the_cache_imports_no_scikit_learn(tiny: tuple[Path, str]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    folder, name = tiny
+    sha = IncomeClassifier.from_artifact(folder, name, compile=True).artifact_sha256
+    script = (
+        "import json, sys; from pathlib import Path;"
+        "from apps.ml.income_classifier import IncomeClassifier;"
+        f"w = IncomeClassifier.from_compiled_cache(Path({str(folder)!r}), {name!r}, sha256={sha!r});"
+        f"p = w.compute_prediction({SAMPLE_RECORD!r});"
+        "print(json.dumps([p['label'], [m for m in ('sklearn', 'pandas', 'scipy') if m in sys.modules]]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    label, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+    assert label in schema.CLASSES and heavy == []
+
+
+def test_a_changed_artifact_is_refused_even_with_its_cache_intact(tiny: tuple[Path, str]) -> None:
+    from apps.endpoints.errors import ModelUnavailable
+
+    folder, name = tiny
+    sha = IncomeClassifier.from_artifact(folder, name, compile=True).artifact_sha256
+    (folder / name).write_bytes((folder / name).read_bytes() + b"x")
+    with pytest.raises(ModelUnavailable, match="does not match its recorded sha256"):
+        IncomeClassifier.from_compiled_cache(folder, name, sha256=sha)
+
+
+def test_a_tampered_card_is_not_used(tiny: tuple[Path, str], caplog: pytest.LogCaptureFixture) -> None:
+    folder, name = tiny
+    sha = IncomeClassifier.from_artifact(folder, name, compile=True).artifact_sha256
+    path = compiled.card_path(folder / name, sha)
+    with np.load(path) as stored:
+        card, sample, expected = str(stored["card"]), stored["sample"], stored["expected"]
+    np.savez(path, card=np.array(card), sample=sample, expected=1 - expected)
+    with caplog.at_level(logging.WARNING):
+        assert IncomeClassifier.from_compiled_cache(folder, name, sha256=sha) is None
+    assert "cached compiled form rejected" in caplog.text
+
+
+@pytest.mark.django_db
+def test_the_registry_prefers_the_verified_cache(tiny: tuple[Path, str]) -> None:
+    from apps.endpoints.tests.factories import algorithm as make_algorithm
+
+    folder, name = tiny
+    IncomeClassifier.from_artifact(folder, name, compile=True)  # as make train does
+    registry = MLRegistry(folder, compile=True)
+    alg = make_algorithm(registry, artifact=name)
+    wrapper = registry.get(alg)
+    assert wrapper.compiled is not None and wrapper._estimator is None
