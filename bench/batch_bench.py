@@ -7,8 +7,8 @@ measures, in one run:
 
   (a) the bare vectorised model call (``predict_proba`` on the encoded rows), in process,
       best of three;
-  (b) the whole upload through a real server: gunicorn (one sync worker, started fresh for
-      each measurement), ``curl -F file=@...`` to the last byte of the JSON answer, on
+  (b) the whole upload through a real server: gunicorn with the production configuration
+      and one worker, started fresh for each measurement, ``curl -F file=@...`` to the last byte of the JSON answer, on
       SQLite and on PostgreSQL, with the worker's peak RSS (VmHWM) after the upload;
   (c) the row-by-row way of the design this project replaces (one scikit-learn call and
       one INSERT a row), up to 10k rows.
@@ -91,9 +91,11 @@ def http_upload(path: Path, database_url: str) -> tuple[float, float]:
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=SERVER, env=env, check=True)
     port = free_port()
+    # The production configuration (server/gunicorn.conf.py) with one worker, so that its
+    # peak memory is the upload's, and a timeout long enough for a million rows.
+    env.update(HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="1", GUNICORN_TIMEOUT="1200")
     server = subprocess.Popen(
-        [python, "-m", "gunicorn", "server.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--timeout", "1200", "--log-level", "warning"],
+        [python, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi"],
         cwd=SERVER, env=env, start_new_session=True,
     )
     try:

@@ -86,6 +86,7 @@ class PredictView(APIView):
     object (or form fields). Answers the prediction and the ``request_id`` it is logged as."""
 
     permission_classes = [AllowAny]
+    authentication_classes: list[type] = []  # open route: no session or Basic lookup
 
     def post(self, request: Request, endpoint_name: str) -> Response:
         params = request.query_params
