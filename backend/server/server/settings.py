@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "apps.endpoints",
     "apps.ml",
     "apps.ops",
@@ -151,9 +152,30 @@ BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 10_000)
 # Per endpoint, the CSV column holding the true label: stored as feedback, scored.
 BATCH_LABEL_COLUMNS: dict[str, str] = env_json("BATCH_LABEL_COLUMNS", {"income_classifier": "income"})
 
+# Who may predict, batch-predict and send feedback: "open" (anyone who can reach the
+# service, the default: it usually sits behind a gateway that decides that) or "token"
+# (an authenticated user: a DRF token, HTTP Basic or a session). See README "Access".
+PREDICT_ACCESS = env_str("PREDICT_ACCESS", "open")
+if PREDICT_ACCESS not in ("open", "token"):
+    raise ImproperlyConfigured(f"PREDICT_ACCESS must be 'open' or 'token'; got {PREDICT_ACCESS!r}.")
+
+# -- HTTPS and cookies: off by default (make run serves plain HTTP on localhost); set them
+# behind TLS. With them, `manage.py check --deploy` passes (README "Production").
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if env_bool("SECURE_PROXY_SSL_HEADER", False):  # only behind a proxy that sets it
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+X_FRAME_OPTIONS = "DENY"
+
 # -- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # Token first: an anonymous request is answered 401 with "WWW-Authenticate: Token",
+    # which tells API clients what to send and makes no browser pop up a login dialog.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse, QueryDict, 
 from rest_framework import mixins, viewsets
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
+from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from apps.endpoints import ab_testing, batch, batch_output, selectors, services
 from apps.endpoints.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceError
 from apps.endpoints.exception_handler import error_body
+from apps.endpoints.permissions import PredictAccess, PredictAccessMixin
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithmStatus, MLRequest
 from apps.endpoints.serializers import (
     ABTestSerializer,
@@ -67,7 +68,7 @@ class MLRequestViewSet(
 
     def get_permissions(self) -> list[BasePermission]:
         if self.action in ("update", "partial_update"):
-            return [AllowAny()]
+            return [PredictAccess()]
         return [IsAuthenticated()]
 
 
@@ -81,12 +82,11 @@ class ABTestViewSet(
     serializer_class = ABTestSerializer
 
 
-class PredictView(APIView):
+class PredictView(PredictAccessMixin, APIView):
     """``POST /api/v1/<endpoint_name>/predict?status=&version=`` with one record as a JSON
     object (or form fields). Answers the prediction and the ``request_id`` it is logged as."""
 
-    permission_classes = [AllowAny]
-    authentication_classes: list[type] = []  # open route: no session or Basic lookup
+    permission_classes = [PredictAccess]
 
     def post(self, request: Request, endpoint_name: str) -> Response:
         params = request.query_params
@@ -112,13 +112,13 @@ class CSVRenderer(BaseRenderer):
         return JSONRenderer().render(data)
 
 
-class BatchPredictView(GenericAPIView):
+class BatchPredictView(PredictAccessMixin, GenericAPIView):
     """``POST /api/v1/batch-predict``: a CSV file (multipart field ``file``) scored row by
     row in one pass; ``endpoint`` (optional with one endpoint), ``status``, ``version`` as
     form fields or query parameters. Answers JSON, or with ``Accept: text/csv`` the uploaded
     rows plus ``request_id``, ``label`` and ``probability``."""
 
-    permission_classes = [AllowAny]
+    permission_classes = [PredictAccess]
     parser_classes = [MultiPartParser, FormParser]
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer, CSVRenderer]
     serializer_class = BatchPredictSerializer

@@ -122,7 +122,7 @@ def test_a_running_server_serves_a_version_registered_with_the_command_without_r
                     headers={"X-Request-ID": f"live-{i}"})
         for i in range(6)  # two workers: both get some of them
     ]
-    for status, headers, body in answers:
+    for status, _headers, body in answers:
         assert status == 200, body
         assert json.loads(body)["algorithm"]["name"] == "decision tree"
     assert [h["X-Request-ID"] for _, h, _ in answers] == [f"live-{i}" for i in range(6)]

@@ -1,0 +1,119 @@
+"""Who may call what: PREDICT_ACCESS, DRF tokens, and the deployment checks."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from apps.endpoints.models import MLAlgorithm, MLRequest
+from apps.ml.registry import MLRegistry
+from apps.ml.tests.factories import SAMPLE_RECORD
+
+PREDICT = "/api/v1/income_classifier/predict"
+CSV = ",".join(SAMPLE_RECORD) + "\n" + ",".join(str(v) for v in SAMPLE_RECORD.values()) + "\n"
+
+
+def token_for(django_user_model: Any, username: str, *, staff: bool = False) -> str:
+    django_user_model.objects.create_user(username, password="pw", is_staff=staff)
+    out = io.StringIO()
+    call_command("drf_create_token", username, stdout=out)  # DRF's own command
+    return out.getvalue().split()[2]  # "Generated token <key> for user <name>"
+
+
+def calls(client: APIClient, request_id: int) -> dict[str, int]:
+    return {
+        "predict": client.post(PREDICT, json.dumps(SAMPLE_RECORD), content_type="application/json").status_code,
+        "batch": client.post(
+            "/api/v1/batch-predict", {"file": SimpleUploadedFile("f.csv", CSV.encode())}
+        ).status_code,
+        "feedback": client.patch(f"/api/v1/mlrequests/{request_id}", {"feedback": ">50K"}, format="json").status_code,
+    }
+
+
+@pytest.mark.django_db
+def test_open_access_lets_anyone_predict_and_send_feedback(
+    api: APIClient, demo_registry: MLRegistry, settings: Any
+) -> None:
+    settings.PREDICT_ACCESS = "open"
+    request_id = api.post(PREDICT, SAMPLE_RECORD, format="json").json()["request_id"]
+    assert calls(api, request_id) == {"predict": 200, "batch": 200, "feedback": 200}
+
+
+@pytest.mark.django_db
+def test_token_access_needs_a_token_for_predict_batch_and_feedback(
+    api: APIClient, demo_registry: MLRegistry, settings: Any, django_user_model: Any
+) -> None:
+    settings.PREDICT_ACCESS = "token"
+    key = token_for(django_user_model, "client")
+    denied = calls(api, 1)
+    assert denied == {"predict": 401, "batch": 401, "feedback": 401}
+    assert MLRequest.objects.count() == 0
+    response = api.post(PREDICT, json.dumps(SAMPLE_RECORD), content_type="application/json")
+    assert response.json()["error"]["code"] == "not_authenticated"
+    assert response["WWW-Authenticate"]  # tells the client how to authenticate
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    request_id = api.post(PREDICT, SAMPLE_RECORD, format="json").json()["request_id"]
+    assert calls(api, request_id) == {"predict": 200, "batch": 200, "feedback": 200}
+    api.credentials(HTTP_AUTHORIZATION="Token not-a-real-key")
+    assert api.post(PREDICT, SAMPLE_RECORD, format="json").status_code == 401
+
+
+@pytest.mark.django_db
+def test_a_staff_token_may_change_statuses_and_a_user_token_may_not(
+    api: APIClient, demo_registry: MLRegistry, django_user_model: Any
+) -> None:
+    rf = MLAlgorithm.objects.get(name="random forest")
+    body = {"status": "staging", "parent_mlalgorithm": rf.pk}
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token_for(django_user_model, 'user')}")
+    assert api.post("/api/v1/mlalgorithmstatuses", body, format="json").status_code == 403
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token_for(django_user_model, 'ops', staff=True)}")
+    assert api.post("/api/v1/mlalgorithmstatuses", body, format="json").status_code == 201
+
+
+def test_a_nonsense_predict_access_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import runpy
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.setenv("SECRET_KEY", "x")
+    monkeypatch.setenv("PREDICT_ACCESS", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="PREDICT_ACCESS"):
+        runpy.run_path(str(django_settings.BASE_DIR / "server" / "settings.py"))
+
+
+def _check_deploy(**env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "DJANGO_SETTINGS_MODULE")}
+    environment.update(env, DJANGO_SETTINGS_MODULE="server.settings")
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=django_settings.BASE_DIR, env=environment, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_check_deploy_passes_with_the_production_settings() -> None:
+    production = {
+        "SECRET_KEY": "k3y-" + "".join(chr(97 + (i * 7) % 26) for i in range(60)),
+        "ALLOWED_HOSTS": "api.example.com",
+        "SECURE_SSL_REDIRECT": "1",
+        "SECURE_COOKIES": "1",
+        "SECURE_HSTS_SECONDS": "31536000",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+        "SECURE_HSTS_PRELOAD": "1",
+    }
+    done = _check_deploy(**production)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no issues" in done.stdout
+    # and it does flag what a careless deployment would get wrong
+    careless = _check_deploy(**{**production, "SECURE_COOKIES": "0", "SECURE_HSTS_SECONDS": "0"})
+    assert careless.returncode != 0
+    assert "SESSION_COOKIE_SECURE" in careless.stderr + careless.stdout
