@@ -152,6 +152,10 @@ BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 10_000)
 # Per endpoint, the CSV column holding the true label: stored as feedback, scored.
 BATCH_LABEL_COLUMNS: dict[str, str] = env_json("BATCH_LABEL_COLUMNS", {"income_classifier": "income"})
 
+# The largest request body outside file uploads (Django's DATA_UPLOAD_MAX_MEMORY_SIZE): a
+# predict record is under 1 KB; more is a 413. Batch files have their own limit below.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 256 * 1024)
+
 # Who may predict, batch-predict and send feedback: "open" (anyone who can reach the
 # service, the default: it usually sits behind a gateway that decides that) or "token"
 # (an authenticated user: a DRF token, HTTP Basic or a session). See README "Access".

@@ -9,5 +9,7 @@ urlpatterns = [
     path("", include("apps.endpoints.urls")),
 ]
 
+handler400 = "apps.endpoints.views.bad_request"
+handler403 = "apps.endpoints.views.permission_denied"
 handler404 = "apps.endpoints.views.not_found"
 handler500 = "apps.endpoints.views.server_error"

@@ -27,6 +27,20 @@ class ServiceError(Exception):
         super().__init__(self.message)
 
 
+class BadRequest(ServiceError):
+    """A request refused before any view saw it (Django's own 400s, e.g. a bad Host)."""
+
+    status_code = 400
+    code = "bad_request"
+    default_message = "The request was refused."
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "permission_denied"
+    default_message = "You do not have permission to do this."
+
+
 class InvalidInput(ServiceError):
     """The request is well-formed but its content is not acceptable (a field names what)."""
 

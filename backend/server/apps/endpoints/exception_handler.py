@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DatabaseError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from apps.endpoints.errors import ServiceError
+from apps.endpoints.errors import PayloadTooLarge, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,11 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 
 def handle(exc: Exception, context: dict[str, Any]) -> Response:
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = PayloadTooLarge(f"The body is larger than {limit} bytes (MAX_BODY_BYTES).")
+    elif isinstance(exc, SuspiciousOperation):  # e.g. too many fields; Django's own 400s
+        exc = exceptions.ParseError(f"The request was refused: {exc}")
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
     if isinstance(exc, RecursionError):

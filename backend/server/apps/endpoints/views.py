@@ -17,7 +17,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.endpoints import ab_testing, batch, batch_output, selectors, services
-from apps.endpoints.errors import InvalidInput, NotFound, PayloadTooLarge, ServiceError
+from apps.endpoints.errors import (
+    BadRequest,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+)
 from apps.endpoints.exception_handler import error_body
 from apps.endpoints.permissions import PredictAccess, PredictAccessMixin
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithmStatus, MLRequest
@@ -215,3 +222,13 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonR
 
 def server_error(request: HttpRequest) -> JsonResponse:
     return _json_error(ServiceError())
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    # Django's own 400s (a Host header not in ALLOWED_HOSTS, a suspicious request): in the
+    # same shape as every other error, not an HTML page.
+    return _json_error(BadRequest("The request was refused (check the Host header and body)."))
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _json_error(Forbidden())

@@ -142,3 +142,23 @@ def test_the_browsable_api_renders_the_predict_form(
     response = api.get(URL, HTTP_ACCEPT="text/html")
     assert response.status_code == 405
     assert b"<html" in response.content.lower()
+
+
+def test_a_body_over_the_limit_is_a_413_not_a_500(
+    api: APIClient, demo_registry: MLRegistry, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    body = json.dumps(dict(SAMPLE_RECORD, occupation="x" * 20_000))
+    error = assert_error(
+        api.post(URL, data=body, content_type="application/json"), 413, "too_large"
+    )
+    assert "10000 bytes" in error["message"]
+    assert MLRequest.objects.count() == 0
+
+
+def test_django_level_errors_answer_json_too(client: Any, settings: Any) -> None:
+    from django.test import Client
+
+    settings.ALLOWED_HOSTS = ["localhost"]
+    response = Client(HTTP_HOST="evil.example").get("/api/v1/endpoints")
+    assert_error(response, 400, "bad_request")
