@@ -192,6 +192,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "apps.endpoints.exception_handler.handle",
+    # Per-client request rates ("100/second", "6000/minute"), by the view's throttle_scope;
+    # unset means no limit. Clients are users, else IP addresses; counts are kept in the
+    # cache, which is per process unless CACHES says otherwise (README "Access").
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "predict": os.environ.get("PREDICT_THROTTLE_RATE") or None,
+        "management": os.environ.get("MANAGEMENT_THROTTLE_RATE") or None,
+    },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 

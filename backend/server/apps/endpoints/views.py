@@ -57,6 +57,7 @@ class MLAlgorithmStatusViewSet(
 ):
     """Creating a status makes it the algorithm's active one (staff only)."""
 
+    throttle_scope = "management"
     queryset = MLAlgorithmStatus.objects.all()
     serializer_class = MLAlgorithmStatusSerializer
 
@@ -70,6 +71,7 @@ class MLRequestViewSet(
     """The prediction log. Reading it needs a login (it holds what clients sent);
     ``feedback`` can be PUT/PATCHed by the client that got the ``request_id``."""
 
+    throttle_scope = "predict"  # feedback arrives at the rate of predictions
     queryset = MLRequest.objects.all()
     serializer_class = MLRequestSerializer
 
@@ -85,6 +87,7 @@ class ABTestViewSet(
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
+    throttle_scope = "management"
     queryset = ABTest.objects.select_related("parent_mlalgorithm_1", "parent_mlalgorithm_2")
     serializer_class = ABTestSerializer
 
@@ -94,6 +97,7 @@ class PredictView(PredictAccessMixin, APIView):
     object (or form fields). Answers the prediction and the ``request_id`` it is logged as."""
 
     permission_classes = [PredictAccess]
+    throttle_scope = "predict"
 
     def post(self, request: Request, endpoint_name: str) -> Response:
         params = request.query_params
@@ -126,6 +130,7 @@ class BatchPredictView(PredictAccessMixin, GenericAPIView):
     rows plus ``request_id``, ``label`` and ``probability``."""
 
     permission_classes = [PredictAccess]
+    throttle_scope = "predict"
     parser_classes = [MultiPartParser, FormParser]
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer, CSVRenderer]
     serializer_class = BatchPredictSerializer
@@ -187,6 +192,8 @@ def _short(name: str, value: str | None, limit: int) -> str | None:
 class StopABTestView(APIView):
     """``POST /api/v1/stop_ab_test/<id>`` (staff): evaluate the test, set the statuses it
     decides and answer the test with its summary. Body: ``{"force": false}``."""
+
+    throttle_scope = "management"
 
     def post(self, request: Request, abtest_id: int) -> Response:
         body = StopABTestSerializer(data=request.data)

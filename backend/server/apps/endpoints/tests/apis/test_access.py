@@ -117,3 +117,34 @@ def test_check_deploy_passes_with_the_production_settings() -> None:
     careless = _check_deploy(**{**production, "SECURE_COOKIES": "0", "SECURE_HSTS_SECONDS": "0"})
     assert careless.returncode != 0
     assert "SESSION_COOKIE_SECURE" in careless.stderr + careless.stdout
+
+
+@pytest.mark.django_db
+def test_a_client_over_its_rate_gets_429_with_retry_after(
+    api: APIClient, demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.core.cache import cache
+    from rest_framework.throttling import ScopedRateThrottle
+
+    # DRF reads the rates when the class is defined; set them as a deployment would.
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"predict": "2/minute"})
+    cache.clear()
+    try:
+        answers = [api.post(PREDICT, SAMPLE_RECORD, format="json") for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        assert answers[2].json()["error"]["code"] == "throttled"
+        assert int(answers[2]["Retry-After"]) > 0
+        assert MLRequest.objects.count() == 2
+        other = APIClient(REMOTE_ADDR="10.9.8.7")  # another client has its own allowance
+        assert other.post(PREDICT, SAMPLE_RECORD, format="json").status_code == 200
+    finally:
+        cache.clear()
+
+
+@pytest.mark.django_db
+def test_without_a_rate_nothing_is_throttled(api: APIClient, demo_registry: MLRegistry) -> None:
+    from django.conf import settings
+
+    assert settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["predict"] is None
+    codes = {api.post(PREDICT, SAMPLE_RECORD, format="json").status_code for _ in range(30)}
+    assert codes == {200}
