@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here rather than a CDN
     "apps.endpoints",
     "apps.ml",
     "apps.ops",
@@ -192,6 +194,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "apps.endpoints.exception_handler.handle",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Per-client request rates ("100/second", "6000/minute"), by the view's throttle_scope;
     # unset means no limit. Clients are users, else IP addresses; counts are kept in the
     # cache, which is per process unless CACHES says otherwise (README "Access").
@@ -201,6 +204,17 @@ REST_FRAMEWORK = {
         "management": os.environ.get("MANAGEMENT_THROTTLE_RATE") or None,
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+# OpenAPI schema at /api/v1/schema, Swagger UI at /api/v1/docs (drf-spectacular).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ML_PipeLine API",
+    "DESCRIPTION": "Prediction endpoints for trained scikit-learn models (README.md).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # -- Logging: everything to stdout, one line each, with the request id -------------------

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, QueryDict, StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -16,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.endpoints import ab_testing, batch, batch_output, selectors, services
+from apps.endpoints import ab_testing, batch, batch_output, openapi, selectors, services
 from apps.endpoints.errors import (
     BadRequest,
     Forbidden,
@@ -99,6 +100,7 @@ class PredictView(PredictAccessMixin, APIView):
     permission_classes = [PredictAccess]
     throttle_scope = "predict"
 
+    @openapi.predict_schema
     def post(self, request: Request, endpoint_name: str) -> Response:
         params = request.query_params
         [prediction] = services.predict(
@@ -135,6 +137,7 @@ class BatchPredictView(PredictAccessMixin, GenericAPIView):
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer, CSVRenderer]
     serializer_class = BatchPredictSerializer
 
+    @openapi.batch_schema
     def post(self, request: Request) -> HttpResponseBase:
         limit = settings.BATCH_MAX_UPLOAD_BYTES
         # Refuse before reading the body when the client says how big it is.
@@ -195,6 +198,7 @@ class StopABTestView(APIView):
 
     throttle_scope = "management"
 
+    @extend_schema(request=StopABTestSerializer, responses={200: ABTestSerializer})
     def post(self, request: Request, abtest_id: int) -> Response:
         body = StopABTestSerializer(data=request.data)
         body.is_valid(raise_exception=True)

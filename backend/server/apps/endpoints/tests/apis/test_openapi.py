@@ -1,0 +1,62 @@
+"""The OpenAPI schema describes every route as it behaves."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from apps.ml.income_classifier import schema as adult
+
+
+@pytest.fixture(scope="module")
+def spec(django_db_blocker: Any) -> dict[str, Any]:
+    with django_db_blocker.unblock():
+        response = APIClient().get("/api/v1/schema", {"format": "json"})
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_the_schema_generates_without_warnings() -> None:
+    call_command("spectacular", "--validate", "--fail-on-warn", stdout=io.StringIO())
+
+
+def test_the_predict_body_has_the_14_features_with_their_types(spec: dict[str, Any]) -> None:
+    record = spec["components"]["schemas"]["IncomeRecordRequest"]["properties"]
+    assert list(record) == list(adult.FEATURES)
+    assert record["age"]["type"] == "number"
+    workclass = record["workclass"]
+    refs = [item["$ref"] for item in workclass.get("oneOf", workclass.get("allOf", [])) if "$ref" in item]
+    enum = spec["components"]["schemas"][refs[0].split("/")[-1]]["enum"]
+    assert set(enum) == set(adult.CATEGORY_DOMAINS["workclass"])
+    post = spec["paths"]["/api/v1/{endpoint_name}/predict"]["post"]
+    assert {"application/json", "application/x-www-form-urlencoded"} <= set(post["requestBody"]["content"])
+    assert {p["name"] for p in post["parameters"]} >= {"endpoint_name", "status", "version", "X-Assignment-Key"}
+
+
+def test_errors_are_documented_in_the_one_shape(spec: dict[str, Any]) -> None:
+    post = spec["paths"]["/api/v1/{endpoint_name}/predict"]["post"]
+    for code in ("400", "404", "503"):
+        ref = post["responses"][code]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith("/ErrorSchema")
+    body = spec["components"]["schemas"]["ErrorBodySchema"]["properties"]
+    assert set(body) == {"code", "message", "details"}
+
+
+def test_the_batch_upload_is_multipart_with_a_file(spec: dict[str, Any]) -> None:
+    post = spec["paths"]["/api/v1/batch-predict"]["post"]
+    form = post["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].split("/")[-1]
+    file_field = spec["components"]["schemas"][form]["properties"]["file"]
+    assert file_field["format"] == "binary"
+    assert {"application/json", "text/csv"} <= set(post["responses"]["200"]["content"])
+
+
+@pytest.mark.django_db
+def test_swagger_ui_is_served_without_a_cdn(api: APIClient) -> None:
+    page = api.get("/api/v1/docs")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "swagger" in html.lower() and "cdn.jsdelivr" not in html
