@@ -45,8 +45,8 @@ def two_proportion_z_test(correct_1: int, n_1: int, correct_2: int, n_2: int) ->
 
 def fisher_exact_test(correct_1: int, n_1: int, correct_2: int, n_2: int) -> float:
     """Two-sided p-value of Fisher's exact test on [[right, wrong] per arm]."""
-    from scipy.stats import fisher_exact  # imported here: scipy is slow to import and
-    # most workers never run a test's stop
+    # Imported here: scipy is slow to import, and most workers never stop a test.
+    from scipy.stats import fisher_exact
 
     _check_counts(correct_1, n_1)
     _check_counts(correct_2, n_2)

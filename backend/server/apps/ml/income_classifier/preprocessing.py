@@ -17,18 +17,18 @@ outside the domain is a client error.
 from __future__ import annotations
 
 import math
-from itertools import repeat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 from apps.endpoints.errors import InvalidInput
 from apps.ml.income_classifier import schema
+
+if TYPE_CHECKING:  # pandas is imported where a frame is actually handled
+    import pandas as pd
 
 _MISSING_STRINGS = frozenset({"", schema.MISSING_MARKER})
 
