@@ -1,0 +1,132 @@
+"""PostgreSQL goes away under a running server and comes back: predict answers 503 JSON,
+/readyz says why, and the same workers serve again once the database is back, no restart.
+
+The server reaches PostgreSQL through a TCP relay that the test can cut: closing it drops
+every open connection and refuses new ones, which is what the workers see when PostgreSQL
+stops (stopping the machine's real PostgreSQL would take the test database with it).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from apps.ml.registry import MLRegistry
+from apps.ml.tests.factories import SAMPLE_RECORD
+from apps.endpoints.tests.factories import algorithm
+from apps.ops.tests.live_server import current_database_url, free_port, serving
+
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="a PostgreSQL outage needs PostgreSQL (CI's second run sets DATABASE_URL)",
+)
+
+PREDICT = "/api/v1/income_classifier/predict"
+
+
+class Relay:
+    """Forwards 127.0.0.1:<port> to the database server until ``cut()``; ``restore()``
+    listens on the same port again."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream, self.port = upstream, free_port()
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+
+    def restore(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        assert self._listener is not None
+        # shutdown() wakes the thread blocked in accept(); close() alone would leave the
+        # port listening until that call returns.
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+            self._sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # cut
+                return
+            server = socket.create_connection(self.upstream)
+            with self._lock:
+                self._sockets |= {client, server}
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_predict_answers_503_while_postgresql_is_down_and_recovers_without_restart(
+    registry: MLRegistry, artifacts_dir: Path, tmp_path: Path
+) -> None:
+    algorithm(registry, name="forest")
+    db = connection.settings_dict
+    relay = Relay((db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
+    relay.restore()
+    through_relay = current_database_url().replace(
+        f"@{db['HOST']}:{db['PORT']}/", f"@127.0.0.1:{relay.port}/"
+    )
+    assert str(relay.port) in through_relay
+
+    # Persistent connections (DB_CONN_MAX_AGE) as in production: the outage breaks
+    # connections the workers hold open, the hard case for recovery.
+    with serving(artifacts_dir, tmp_path, database_url=through_relay, DB_CONN_MAX_AGE="600",
+                 PREDICT_CACHE_SECONDS="0") as server:
+        for _ in range(4):  # both workers open their connection
+            status, _, body = server.call("POST", PREDICT, SAMPLE_RECORD)
+            assert status == 200, body
+        assert server.call("GET", "/readyz")[0] == 200
+
+        relay.cut()
+        for _ in range(4):
+            status, headers, body = server.call("POST", PREDICT, SAMPLE_RECORD)
+            assert status == 503, body
+            assert headers["Content-Type"] == "application/json"
+            assert json.loads(body)["error"]["code"] == "database_unavailable"
+        status, _, body = server.call("GET", "/readyz")
+        assert status == 503
+        error = json.loads(body)["error"]
+        assert error["message"].startswith("Not ready: database unavailable")
+        assert error["details"]["database"].startswith("unavailable")
+        assert server.call("GET", "/healthz")[0] == 200  # alive: no reason to restart it
+
+        relay.restore()
+        answers = [server.call("POST", PREDICT, SAMPLE_RECORD) for _ in range(4)]
+        assert [status for status, _, _ in answers] == [200] * 4, answers
+        status, _, body = server.call("GET", "/readyz")
+        assert status == 200, body
+
+    logged = connection.cursor()
+    logged.execute("SELECT count(*) FROM endpoints_mlrequest")
+    assert logged.fetchone()[0] == 8  # the refused predictions left no rows, the rest did
