@@ -2,7 +2,9 @@
 
     {"error": {"code": "<stable machine code>", "message": "<what to fix>", "details": ...}}
 
-``details`` is present when there is more to say, e.g. per-field messages.
+``details`` is present when there is more to say, e.g. per-field messages. Messages quote
+what the client sent (a wrong category, an unknown field) so it can be found; every string
+in an error, keys included, is clipped so an error never echoes a long input back.
 """
 
 from __future__ import annotations
@@ -24,11 +26,28 @@ from apps.endpoints.errors import PayloadTooLarge, ServiceError
 logger = logging.getLogger(__name__)
 
 
+# Characters. Our longest message lists the 41 native countries (about 600); a longer
+# string can only be client input, kept to its first 200 characters.
+MAX_ERROR_STRING = 1000
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
+    error: dict[str, Any] = {"code": code, "message": _clip(message)}
     if details is not None:
-        error["details"] = details
+        error["details"] = _clip(details)
     return {"error": error}
+
+
+def _clip(value: Any) -> Any:
+    if isinstance(value, str):
+        if len(value) <= MAX_ERROR_STRING:
+            return value
+        return f"{value[:200]}...({len(value)} characters)"
+    if isinstance(value, dict):
+        return {_clip(str(k)): _clip(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clip(v) for v in value]
+    return value
 
 
 def handle(exc: Exception, context: dict[str, Any]) -> Response:
