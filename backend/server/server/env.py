@@ -66,3 +66,23 @@ def env_json(name: str, default: Any) -> Any:
     if type(value) is not type(default):
         raise ImproperlyConfigured(f"{name} must be a JSON {type(default).__name__}; got {raw!r}.")
     return value
+
+
+def env_cache(name: str) -> dict[str, Any]:
+    """``CACHES["default"]`` from a URL: ``locmem://`` (the default: per process),
+    ``redis://host:6379/0`` (shared; Django's Redis backend), or ``db://[table]`` (shared
+    through the database, no other service; the table is created by ``migrate``)."""
+    raw = (os.environ.get(name) or "locmem://").strip()
+    scheme, _, rest = raw.partition("://")
+    if scheme == "locmem":
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if scheme in ("redis", "rediss"):
+        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": raw}
+    if scheme == "db":
+        table = rest.strip("/") or "ml_pipeline_cache"
+        if not table.replace("_", "").isalnum():
+            raise ImproperlyConfigured(f"{name}: the table name must be a plain identifier; got {raw!r}.")
+        return {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": table}
+    raise ImproperlyConfigured(
+        f"{name} must be locmem://, redis://host:port/db or db://[table]; got {raw!r}."
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from server.env import env_bool, env_float, env_int, env_json, env_list, env_str
+from server.env import env_bool, env_cache, env_float, env_int, env_json, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # backend/server
 REPO_DIR = BASE_DIR.parent.parent
@@ -102,6 +102,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# -- Cache -------------------------------------------------------------------------------
+# Holds the throttling counts. The default is per process; CACHE_URL=redis://... or db://
+# shares them between workers and machines, so a rate means the same with any number of
+# workers (README "Access").
+CACHES = {"default": env_cache("CACHE_URL")}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

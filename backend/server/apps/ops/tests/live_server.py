@@ -75,14 +75,14 @@ def serving(
     """``bin/serve`` on a free port until the block ends; ``database_url`` defaults to the
     test database."""
     port, log = free_port(), tmp_path / "server.log"
-    env = dict(
-        os.environ,
-        SECRET_KEY="production-test-key", DEBUG="0",
-        DATABASE_URL=database_url or current_database_url(),
-        MODEL_ARTIFACTS_PATH=str(artifacts_dir), ML_DEMO_MODELS="0",
-        HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="2", GUNICORN_THREADS="2",
-        STATIC_ROOT=str(tmp_path / "static"), PYTHON=sys.executable, **env_overrides,
-    )
+    env = {
+        **os.environ,
+        "SECRET_KEY": "production-test-key", "DEBUG": "0",
+        "DATABASE_URL": database_url or current_database_url(),
+        "MODEL_ARTIFACTS_PATH": str(artifacts_dir), "ML_DEMO_MODELS": "0",
+        "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "2",
+        "STATIC_ROOT": str(tmp_path / "static"), "PYTHON": sys.executable, **env_overrides,
+    }
     # The production settings, not the tests'; and the metrics folder gunicorn.conf.py
     # picks itself, as in a plain `make serve`.
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -96,5 +96,11 @@ def serving(
         running.wait_until_alive(process)
         yield running
     finally:
-        os.killpg(process.pid, signal.SIGINT)  # gunicorn and its workers, quick shutdown
-        process.wait(timeout=30)
+        # gunicorn and its workers: a graceful stop (SIGTERM), as an orchestrator does; a
+        # worker that does not finish in time is killed so a test never hangs on it.
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)

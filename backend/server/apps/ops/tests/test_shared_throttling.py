@@ -1,0 +1,100 @@
+"""CACHE_URL shares the throttling counts between server processes: two servers on one
+database allow a client its rate once in all, not once each. The per-process default
+(locmem) is the control: there each server counts alone."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from apps.endpoints.tests.factories import algorithm
+from apps.ml.registry import MLRegistry
+from apps.ml.tests.factories import SAMPLE_RECORD
+from apps.ops.tests.live_server import serving
+from server.env import env_cache
+
+PREDICT = "/api/v1/income_classifier/predict"
+REDIS = ("127.0.0.1", 6379)
+
+
+def redis_answers() -> bool:
+    try:
+        socket.create_connection(REDIS, timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_cache_urls_pick_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    for url, backend in [
+        (None, "locmem.LocMemCache"), ("redis://127.0.0.1:6379/1", "redis.RedisCache"),
+        ("db://", "db.DatabaseCache"),
+    ]:
+        if url is None:
+            monkeypatch.delenv("CACHE_URL", raising=False)
+        else:
+            monkeypatch.setenv("CACHE_URL", url)
+        assert env_cache("CACHE_URL")["BACKEND"].endswith(backend)
+    monkeypatch.setenv("CACHE_URL", "db://throttle")
+    assert env_cache("CACHE_URL")["LOCATION"] == "throttle"
+    for wrong in ("memcached://x", "db://a;drop table b"):
+        monkeypatch.setenv("CACHE_URL", wrong)
+        with pytest.raises(ImproperlyConfigured):
+            env_cache("CACHE_URL")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["locmem", "db", "redis"])
+def test_two_servers_share_a_rate_through_a_shared_cache(
+    kind: str, registry: MLRegistry, artifacts_dir: Path, tmp_path: Path
+) -> None:
+    if kind == "redis" and not redis_answers():
+        pytest.skip("no Redis at 127.0.0.1:6379 (every machine of this project has one)")
+    algorithm(registry, name="forest")
+    table = f"throttle_{secrets.token_hex(4)}"  # a fresh count, whatever ran before
+    cache_url = {
+        "locmem": "locmem://", "db": f"db://{table}", "redis": f"redis://127.0.0.1:6379/0",
+    }[kind]
+    env = {"CACHE_URL": cache_url, "PREDICT_THROTTLE_RATE": "3/minute", "WEB_CONCURRENCY": "1"}
+    if kind == "redis":
+        _forget_redis_counts()
+    try:
+        with ExitStack() as stack:
+            first, second = (
+                stack.enter_context(serving(artifacts_dir, _folder(tmp_path / name), **env))
+                for name in ("a", "b")
+            )
+            statuses = [
+                server.call("POST", PREDICT, SAMPLE_RECORD)[0]
+                for server in (first, first, second, second)
+            ]
+    finally:
+        if kind == "redis":
+            _forget_redis_counts()
+        elif kind == "db":
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {table}")
+    if kind == "locmem":
+        assert statuses == [200, 200, 200, 200]  # each server allowed 3
+    else:
+        assert statuses == [200, 200, 200, 429]  # 3 in all
+
+
+def _forget_redis_counts() -> None:
+    import redis
+
+    client = redis.Redis(*REDIS)
+    for key in client.scan_iter(match="*throttle_predict_127.0.0.1"):
+        client.delete(key)
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
