@@ -143,7 +143,9 @@ class BatchPredictView(PredictAccessMixin, GenericAPIView):
         # Refuse before reading the body when the client says how big it is.
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
             raise _too_large(limit)
-        form = self.get_serializer(data={**request.query_params.dict(), **request.data.dict()})
+        # Without a body, DRF's request.data is a plain {} rather than a QueryDict.
+        fields = request.data.dict() if isinstance(request.data, QueryDict) else {}
+        form = self.get_serializer(data={**request.query_params.dict(), **fields})
         form.is_valid(raise_exception=True)
         upload = form.validated_data["file"]
         if upload.size > limit:

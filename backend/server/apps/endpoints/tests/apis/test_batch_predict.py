@@ -285,3 +285,15 @@ def test_the_browsable_api_offers_an_upload_form(api: APIClient, demo_registry: 
     page = api.get(URL, HTTP_ACCEPT="text/html")
     assert page.status_code == 405
     assert b'type="file"' in page.content and b'name="file"' in page.content
+
+
+@pytest.mark.parametrize("how", [{}, {"QUERY_STRING": "format=csv"}, {"HTTP_ACCEPT": "text/csv"}])
+def test_a_post_without_a_body_is_a_400_in_json(
+    api: APIClient, demo_registry: MLRegistry, how: dict[str, str]
+) -> None:
+    # Found by schemathesis (.ci/fuzz): with no body DRF's request.data is a plain dict,
+    # not a QueryDict, and the view answered 500.
+    response = api.generic("POST", URL, **how)
+    assert response.status_code == 400, response.content[:500]
+    assert response["Content-Type"] == "application/json"
+    assert "file" in response.json()["error"]["details"]
