@@ -82,6 +82,8 @@ class MLRequestSerializer(serializers.ModelSerializer):
         read_only_fields = [f for f in fields if f != "feedback"]
 
     def update(self, instance: MLRequest, validated_data: dict[str, Any]) -> MLRequest:
+        if "feedback" not in validated_data:  # a PATCH without it: nothing to change
+            return instance
         return services.record_feedback(request=instance, feedback=validated_data["feedback"])
 
 

@@ -54,6 +54,17 @@ def test_feedback_can_be_put_and_patched_but_nothing_else_changes(
     assert MLRequest.objects.get(pk=request_id).feedback == "<=50K"
 
 
+def test_a_patch_without_feedback_changes_nothing(api: APIClient, demo_registry: MLRegistry) -> None:
+    # Found by schemathesis (.ci/fuzz): PATCH {} was a 500 (KeyError on "feedback").
+    request_id = predicted(api)
+    url = f"/api/v1/mlrequests/{request_id}"
+    assert api.patch(url, {"feedback": ">50K"}, format="json").status_code == 200
+    response = api.patch(url, {}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["feedback"] == ">50K"
+    assert MLRequest.objects.get(pk=request_id).feedback == ">50K"
+
+
 def test_feedback_is_validated(api: APIClient, demo_registry: MLRegistry) -> None:
     url = f"/api/v1/mlrequests/{predicted(api)}"
     response = api.put(url, {"feedback": "x" * 500}, format="json")
