@@ -221,6 +221,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation also documents the errors the framework answers around its view
+    # (401, 404, 406, 503; 400, 403, 413, 415 with a body; 429 when throttled).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",  # the default
+        "apps.endpoints.openapi.add_error_responses",
+    ],
 }
 
 # -- Logging: everything to stdout, one line each, with the request id -------------------

@@ -60,3 +60,29 @@ def test_swagger_ui_is_served_without_a_cdn(api: APIClient) -> None:
     assert page.status_code == 200
     html = page.content.decode()
     assert "swagger" in html.lower() and "cdn.jsdelivr" not in html
+
+
+def test_every_operation_documents_the_errors_around_its_view(spec: dict[str, Any]) -> None:
+    # What the fuzzer (.ci/fuzz) receives besides successes: each in the one error shape.
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            expected = {"401", "404", "406", "503"}
+            if method in ("post", "put", "patch"):
+                expected |= {"400", "403", "413", "415"}
+            responses = operation["responses"]
+            assert expected <= set(responses), (method, path, sorted(responses))
+            for code in expected:
+                content = responses[code]["content"]
+                assert list(content) == ["application/json"], (method, path, code)
+                assert content["application/json"]["schema"]["$ref"].endswith("/ErrorSchema")
+                assert responses[code]["description"]
+            for code in ("414", "431"):  # gunicorn's own pages
+                assert list(responses[code]["content"]) == ["text/html"], (method, path, code)
+    assert "429" in spec["paths"]["/api/v1/abtests"]["post"]["responses"]  # throttled
+    assert "429" not in spec["paths"]["/api/v1/endpoints"]["get"]["responses"]  # never
+    assert "409" in spec["paths"]["/api/v1/stop_ab_test/{abtest_id}"]["post"]["responses"]
+
+
+def test_the_predict_record_is_closed_and_not_empty(spec: dict[str, Any]) -> None:
+    record = spec["components"]["schemas"]["IncomeRecordRequest"]
+    assert record["additionalProperties"] is False and record["minProperties"] == 1
