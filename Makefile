@@ -13,7 +13,7 @@ MANAGE := cd backend/server && $(PY) manage.py
 # The development server runs with DEBUG on unless the caller sets DEBUG itself.
 DEV_ENV := export DEBUG=$${DEBUG:-1} MODEL_ARTIFACTS_PATH=$(ARTIFACTS);
 
-.PHONY: run serve test train venv migrate superuser clean
+.PHONY: run serve test fuzz train venv migrate superuser clean
 
 $(INSTALLED): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -49,6 +49,10 @@ superuser: migrate
 
 test: $(INSTALLED)
 	$(PY) -m pytest
+
+# schemathesis against the OpenAPI schema and a live gunicorn on a temp database (.ci/fuzz).
+fuzz: $(INSTALLED) $(ARTIFACTS)/random_forest.joblib $(ARTIFACTS)/extra_trees.joblib
+	MODEL_ARTIFACTS_PATH=$(ARTIFACTS) PY=$(PY) .ci/fuzz
 
 clean:
 	rm -rf $(VENV) research/artifacts backend/server/db.sqlite3*
