@@ -33,10 +33,21 @@ def summary(result: BatchResult) -> dict[str, Any]:
     }
 
 
+def _answers(result: BatchResult) -> Iterator[tuple[int, str, float]]:
+    """Each row's (request_id, label, probability), made Python objects a piece at a time:
+    converting whole arrays at once cost about 70 MB at a million rows."""
+    if not len(result.request_ids) == len(result.labels) == len(result.probabilities):
+        raise ValueError("a BatchResult's arrays differ in length")
+    for start in range(0, result.count, _ROWS_PER_PIECE):
+        piece = slice(start, start + _ROWS_PER_PIECE)
+        yield from zip(
+            result.request_ids[piece].tolist(), result.labels[piece],
+            result.probabilities[piece].tolist(),
+        )
+
+
 def _predictions(result: BatchResult) -> Iterator[str]:
-    for pk, label, p in zip(
-        result.request_ids.tolist(), result.labels, result.probabilities.tolist(), strict=True
-    ):
+    for pk, label, p in _answers(result):
         yield f'{{"request_id":{pk},"label":"{label}","probability":{p!r}}}'
 
 
@@ -67,9 +78,7 @@ def csv_stream(result: BatchResult, upload: IO[bytes]) -> Iterator[str]:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow([*next(reader), *APPENDED_COLUMNS])
-        answers = zip(
-            result.request_ids.tolist(), result.labels, result.probabilities.tolist(), strict=True
-        )
+        answers = _answers(result)
         for n, row in enumerate(row for row in reader if row):  # blank lines were skipped
             writer.writerow([*row, *next(answers)])
             if n % _ROWS_PER_PIECE == _ROWS_PER_PIECE - 1:
