@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -73,16 +74,35 @@ def env_cache(name: str) -> dict[str, Any]:
     ``redis://host:6379/0`` (shared; Django's Redis backend), or ``db://[table]`` (shared
     through the database, no other service; the table is created by ``migrate``)."""
     raw = (os.environ.get(name) or "locmem://").strip()
-    scheme, _, rest = raw.partition("://")
-    if scheme == "locmem":
+    scheme, separator, rest = raw.partition("://")
+    if scheme == "locmem" and separator:
         return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    if scheme in ("redis", "rediss"):
-        return {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": raw}
-    if scheme == "db":
+    if scheme in ("redis", "rediss") and separator:
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": raw,
+            # A Redis that does not answer must not hold a request for long: throttling
+            # fails open (apps/endpoints/throttling.py) after this.
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    if scheme == "db" and separator:
         table = rest.strip("/") or "ml_pipeline_cache"
-        if not table.replace("_", "").isalnum():
-            raise ImproperlyConfigured(f"{name}: the table name must be a plain identifier; got {raw!r}.")
-        return {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": table}
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", table):
+            raise ImproperlyConfigured(
+                f"{name}: the table name must be lower-case letters, digits and _; got {table!r}."
+            )
+        # Django's default of 300 entries would cull live counts once 300 clients are seen.
+        return {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": table,
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
     raise ImproperlyConfigured(
-        f"{name} must be locmem://, redis://host:port/db or db://[table]; got {raw!r}."
+        f"{name} must be locmem://, redis://host:port/db or db://[table]; got "
+        f"{_without_password(raw)!r}."
     )
+
+
+def _without_password(url: str) -> str:
+    # A mistyped URL is quoted in the error; its password must not reach the logs.
+    return re.sub(r"//[^/@]*@", "//***@", url)

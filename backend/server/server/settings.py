@@ -105,9 +105,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # -- Cache -------------------------------------------------------------------------------
 # Holds the throttling counts. The default is per process; CACHE_URL=redis://... or db://
-# shares them between workers and machines, so a rate means the same with any number of
-# workers (README "Access").
-CACHES = {"default": env_cache("CACHE_URL")}
+# shares them between workers and machines (README "Access"). CACHE_KEY_PREFIX keeps two
+# services on one Redis apart.
+CACHES = {"default": {**env_cache("CACHE_URL"), "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "")}}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -203,8 +203,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Per-client request rates ("100/second", "6000/minute"), by the view's throttle_scope;
     # unset means no limit. Clients are users, else IP addresses; counts are kept in the
-    # cache, which is per process unless CACHES says otherwise (README "Access").
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.ScopedRateThrottle"],
+    # cache (CACHE_URL), and requests are let through while it is down (README "Access").
+    "DEFAULT_THROTTLE_CLASSES": ["apps.endpoints.throttling.FailOpenScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "predict": os.environ.get("PREDICT_THROTTLE_RATE") or None,
         "management": os.environ.get("MANAGEMENT_THROTTLE_RATE") or None,

@@ -27,3 +27,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast use
 # Tests run without collectstatic; autorefresh makes whitenoise look for files per request
 # instead of warning, at start-up, that STATIC_ROOT does not exist.
 WHITENOISE_AUTOREFRESH = True
+
+# Whatever CACHE_URL the shell exports: tests clear the cache, which on a shared Redis would
+# be FLUSHDB. Tests that need another cache set it themselves.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
-from apps.endpoints import selectors
+from apps.endpoints import selectors, throttling
 from apps.endpoints.errors import ModelUnavailable
 from apps.endpoints.models import MLAlgorithm
 from apps.ml import artifacts
@@ -34,6 +34,8 @@ class Readiness:
 
 def readiness(registry: MLRegistry) -> Readiness:
     result = Readiness()
+    # Reported, never a reason to be unready: throttling fails open (endpoints/throttling.py).
+    result.checks["cache"] = throttling.cache_state()
     try:
         _ping_database()
     except DatabaseError as exc:

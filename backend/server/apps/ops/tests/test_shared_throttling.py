@@ -44,10 +44,14 @@ def test_cache_urls_pick_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
         assert env_cache("CACHE_URL")["BACKEND"].endswith(backend)
     monkeypatch.setenv("CACHE_URL", "db://throttle")
     assert env_cache("CACHE_URL")["LOCATION"] == "throttle"
-    for wrong in ("memcached://x", "db://a;drop table b"):
+    for wrong in ("memcached://x", "redis", "db://a;drop table b", "db://Auth-User"):
         monkeypatch.setenv("CACHE_URL", wrong)
         with pytest.raises(ImproperlyConfigured):
             env_cache("CACHE_URL")
+    monkeypatch.setenv("CACHE_URL", "memcached://user:s3cret@cache:11211")
+    with pytest.raises(ImproperlyConfigured) as refused:
+        env_cache("CACHE_URL")
+    assert "s3cret" not in str(refused.value)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -58,13 +62,16 @@ def test_two_servers_share_a_rate_through_a_shared_cache(
     if kind == "redis" and not redis_answers():
         pytest.skip("no Redis at 127.0.0.1:6379 (every machine of this project has one)")
     algorithm(registry, name="forest")
-    table = f"throttle_{secrets.token_hex(4)}"  # a fresh count, whatever ran before
+    # A fresh count, whatever ran before, and nobody else's keys touched on a shared Redis.
+    run = secrets.token_hex(4)
+    table, prefix = f"throttle_{run}", f"throttle-test-{run}"
     cache_url = {
-        "locmem": "locmem://", "db": f"db://{table}", "redis": f"redis://127.0.0.1:6379/0",
+        "locmem": "locmem://", "db": f"db://{table}", "redis": "redis://127.0.0.1:6379/0",
     }[kind]
-    env = {"CACHE_URL": cache_url, "PREDICT_THROTTLE_RATE": "3/minute", "WEB_CONCURRENCY": "1"}
-    if kind == "redis":
-        _forget_redis_counts()
+    env = {
+        "CACHE_URL": cache_url, "CACHE_KEY_PREFIX": prefix,
+        "PREDICT_THROTTLE_RATE": "3/minute", "WEB_CONCURRENCY": "1",
+    }
     try:
         with ExitStack() as stack:
             first, second = (
@@ -77,7 +84,7 @@ def test_two_servers_share_a_rate_through_a_shared_cache(
             ]
     finally:
         if kind == "redis":
-            _forget_redis_counts()
+            _forget_redis_keys(prefix)
         elif kind == "db":
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
@@ -87,12 +94,13 @@ def test_two_servers_share_a_rate_through_a_shared_cache(
         assert statuses == [200, 200, 200, 429]  # 3 in all
 
 
-def _forget_redis_counts() -> None:
+def _forget_redis_keys(prefix: str) -> None:
     import redis
 
     client = redis.Redis(*REDIS)
-    for key in client.scan_iter(match="*throttle_predict_127.0.0.1"):
-        client.delete(key)
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    assert keys, "the servers kept no count in Redis"
+    client.delete(*keys)
 
 
 def _folder(path: Path) -> Path:

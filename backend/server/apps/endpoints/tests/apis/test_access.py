@@ -148,3 +148,25 @@ def test_without_a_rate_nothing_is_throttled(api: APIClient, demo_registry: MLRe
     assert settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["predict"] is None
     codes = {api.post(PREDICT, SAMPLE_RECORD, format="json").status_code for _ in range(30)}
     assert codes == {200}
+
+
+@pytest.mark.django_db
+def test_throttling_fails_open_while_its_cache_is_down(
+    api: APIClient, demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch,
+    settings: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from rest_framework.throttling import ScopedRateThrottle
+
+    from server.env import env_cache
+
+    # A Redis that is not there (nothing listens on port 1): the counts cannot be read.
+    # (Changing CACHES makes Django drop its cache handles: django.test.signals.)
+    monkeypatch.setenv("CACHE_URL", "redis://127.0.0.1:1/0")
+    settings.CACHES = {"default": env_cache("CACHE_URL")}
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"predict": "1/minute"})
+    answers = [api.post(PREDICT, SAMPLE_RECORD, format="json") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]  # served, not limited
+    assert "Throttling is off: the cache is unavailable" in caplog.text
+    ready = api.get("/readyz")
+    assert ready.status_code == 200, ready.content  # predictions still work
+    assert ready.json()["cache"].startswith("unavailable")
