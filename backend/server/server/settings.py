@@ -91,6 +91,12 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A host that drops packets (rather than refusing) must not hold a request until
+    # gunicorn's timeout: connecting gives up after DB_CONNECT_TIMEOUT seconds -> 503.
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
+        "DB_CONNECT_TIMEOUT", 5
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Every prediction writes a row, and several worker processes write at once: WAL lets
     # readers and a writer overlap, IMMEDIATE takes the write lock at BEGIN (no deadlock

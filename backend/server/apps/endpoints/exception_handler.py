@@ -4,7 +4,8 @@
 
 ``details`` is present when there is more to say, e.g. per-field messages. Messages quote
 what the client sent (a wrong category, an unknown field) so it can be found; every string
-in an error, keys included, is clipped so an error never echoes a long input back.
+in an error, keys included, is clipped past 1,000 characters, so an error never echoes a
+long input back whole.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,19 +41,23 @@ class Relay:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
+        self._silent = False
 
-    def restore(self) -> None:
+    def restore(self, *, silent: bool = False) -> None:
+        """Listen again: forwarding, or ``silent``ly accepting and never answering (a host
+        that drops packets, the case a connect timeout is for)."""
         listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        self._listener = listener
+        self._listener, self._silent = listener, silent
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def cut(self) -> None:
         assert self._listener is not None
-        # shutdown() wakes the thread blocked in accept(); close() alone would leave the
-        # port listening until that call returns.
-        self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
         with self._lock:
+            if self._listener.fileno() != -1:
+                # shutdown() wakes the thread blocked in accept(); close() alone would leave
+                # the port listening until that call returns.
+                self._listener.shutdown(socket.SHUT_RDWR)
+                self._listener.close()
             for sock in self._sockets:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
@@ -65,8 +72,21 @@ class Relay:
                 client, _ = listener.accept()
             except OSError:  # cut
                 return
-            server = socket.create_connection(self.upstream)
+            if self._silent:
+                with self._lock:
+                    self._sockets.add(client)
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:  # the database itself is down: refuse this one, keep listening
+                client.close()
+                continue
+            server.settimeout(None)
             with self._lock:
+                if listener.fileno() == -1:  # cut while this one was being accepted
+                    client.close()
+                    server.close()
+                    return
                 self._sockets |= {client, server}
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
@@ -86,6 +106,14 @@ class Relay:
                     pass
 
 
+@contextmanager
+def relay_until_done(relay: Relay) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        relay.cut()  # no listener or pump thread outlives the test
+
+
 @pytest.mark.django_db(transaction=True)
 def test_predict_answers_503_while_postgresql_is_down_and_recovers_without_restart(
     registry: MLRegistry, artifacts_dir: Path, tmp_path: Path
@@ -101,8 +129,8 @@ def test_predict_answers_503_while_postgresql_is_down_and_recovers_without_resta
 
     # Persistent connections (DB_CONN_MAX_AGE) as in production: the outage breaks
     # connections the workers hold open, the hard case for recovery.
-    with serving(artifacts_dir, tmp_path, database_url=through_relay, DB_CONN_MAX_AGE="600",
-                 PREDICT_CACHE_SECONDS="0") as server:
+    with relay_until_done(relay), serving(artifacts_dir, tmp_path, database_url=through_relay, DB_CONN_MAX_AGE="600",
+                 PREDICT_CACHE_SECONDS="0", DB_CONNECT_TIMEOUT="2") as server:
         for _ in range(4):  # both workers open their connection
             status, _, body = server.call("POST", PREDICT, SAMPLE_RECORD)
             assert status == 200, body
@@ -127,6 +155,18 @@ def test_predict_answers_503_while_postgresql_is_down_and_recovers_without_resta
         status, _, body = server.call("GET", "/readyz")
         assert status == 200, body
 
+        # A database host that takes the connection and never answers: DB_CONNECT_TIMEOUT,
+        # not gunicorn's 60 s timeout, decides when the client hears 503.
+        relay.cut()
+        relay.restore(silent=True)
+        started = time.monotonic()
+        status, _, body = server.call("POST", PREDICT, SAMPLE_RECORD)
+        assert status == 503, body
+        assert time.monotonic() - started < 10
+        relay.cut()
+        relay.restore()
+        assert server.call("POST", PREDICT, SAMPLE_RECORD)[0] == 200
+
     logged = connection.cursor()
     logged.execute("SELECT count(*) FROM endpoints_mlrequest")
-    assert logged.fetchone()[0] == 8  # the refused predictions left no rows, the rest did
+    assert logged.fetchone()[0] == 9  # the refused predictions left no rows, the rest did
