@@ -140,8 +140,6 @@ GUNICORN_ERRORS = {
 }
 # Routes with a body: validation, permissions and CSRF, size, media type.
 WRITE_ERRORS = (400, 403, 413, 415)
-# Peculiar to one view, by class name.
-VIEW_ERRORS: dict[str, tuple[int, ...]] = {"StopABTestView": (409,)}
 _WRITE_METHODS = {"post", "put", "patch", "delete"}
 ERROR_SCHEMA_REF = "#/components/schemas/ErrorSchema"
 
@@ -154,7 +152,7 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
     """drf-spectacular postprocessing hook: document, on every operation, the error answers
     (in the one ``ErrorSchema`` shape) that the framework gives around the view:
     ``ANY_ROUTE_ERRORS``, ``WRITE_ERRORS`` for methods with a body, 429 on throttled views
-    (those with a ``throttle_scope``) and ``VIEW_ERRORS``; and ``GUNICORN_ERRORS``. What a
+    (those with a ``throttle_scope``) and a view's own ``openapi_error_codes``; and ``GUNICORN_ERRORS``. What a
     view documents itself is kept."""
     views = {
         (_template(path), method.lower()): getattr(callback, "cls", None)
@@ -168,7 +166,7 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
                 codes.update(WRITE_ERRORS)
             if getattr(view, "throttle_scope", None):
                 codes.add(429)
-            codes.update(VIEW_ERRORS.get(getattr(view, "__name__", ""), ()))
+            codes.update(getattr(view, "openapi_error_codes", ()))
             responses = operation.setdefault("responses", {})
             for code in sorted(codes):
                 responses.setdefault(str(code), {

@@ -199,6 +199,7 @@ class StopABTestView(APIView):
     decides and answer the test with its summary. Body: ``{"force": false}``."""
 
     throttle_scope = "management"
+    openapi_error_codes = (409,)  # the test has already ended (openapi.add_error_responses)
 
     @extend_schema(request=StopABTestSerializer, responses={200: ABTestSerializer})
     def post(self, request: Request, abtest_id: int) -> Response:
