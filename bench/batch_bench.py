@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import results  # bench/results.py
+
 REPO = Path(__file__).resolve().parent.parent
 SERVER = REPO / "backend" / "server"
 OUT = REPO / "bench" / "out"
@@ -238,7 +240,7 @@ def main() -> int:
         *lines,
     ])
     print("\n" + table)
-    (OUT / "batch_results.md").write_text(table + "\n")
+    results.save("batch_results", table)
     return 0
 
 

@@ -48,6 +48,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import results  # bench/results.py
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
@@ -374,7 +376,7 @@ def main() -> int:
         f"Result: {'FAILED' if failed else 'all checks passed'}",
     ])
     print("\n" + table)
-    (OUT / "load_results.md").write_text(table + "\n")
+    results.save("load_results", table)
     return 1 if failed else 0
 
 

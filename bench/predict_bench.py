@@ -38,6 +38,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import results  # bench/results.py
+
 REPO = Path(__file__).resolve().parent.parent
 SERVER = REPO / "backend" / "server"
 OUT = REPO / "bench" / "out"
@@ -241,7 +243,7 @@ def main() -> int:
         *[f"- {r}" for r in ratios],
     ])
     print("\n" + table)
-    (OUT / "predict_results.md").write_text(table + "\n")
+    results.save("predict_results", table)
     return 0
 
 
