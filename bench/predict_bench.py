@@ -202,7 +202,7 @@ def main() -> int:
     databases = [("SQLite", lambda n: f"sqlite:///{tmp / f'db{n}.sqlite3'}")]
     if not args.no_postgres:
         databases.append(("PostgreSQL", lambda n: _pg(n)))
-    results: dict[tuple[str, bool, int], dict[str, float]] = {}
+    measured: dict[tuple[str, bool, int], dict[str, float]] = {}
     n = 0
     try:
         for db_name, make_url in databases:
@@ -216,7 +216,7 @@ def main() -> int:
                     for connections in (1, 8):
                         log(f"(b) {db_name}, {variant}, {connections} connection(s), {args.seconds} s")
                         r = wrk(server.url, script, connections, args.seconds)
-                        results[(db_name, compiled, connections)] = r
+                        measured[(db_name, compiled, connections)] = r
                         rows.append(
                             f"| (b) HTTP {db_name}, {variant} | {connections} | {r['rps']:,.0f} | "
                             f"{r['p50']:.2f} | {r['p99']:.2f} | {r['errors']:.0f} | "
@@ -231,7 +231,7 @@ def main() -> int:
     ratios = []
     for db_name, _ in databases:
         for connections in (1, 8):
-            on, off = results[(db_name, True, connections)], results[(db_name, False, connections)]
+            on, off = measured[(db_name, True, connections)], measured[(db_name, False, connections)]
             ratios.append(f"{db_name}, {connections} conn.: compiled/scikit-learn req/s = {on['rps'] / off['rps']:.1f}x")
     table = "\n".join([
         f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load generator: wrk)",
