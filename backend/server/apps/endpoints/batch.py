@@ -18,6 +18,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
+from itertools import repeat
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO
@@ -136,7 +137,8 @@ class _Chunk:
     # Filled in by _encode: per arm, its rows and their encoded matrix.
     arms: np.ndarray | None = None
     work: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-    imputed: list[list[str]] = field(default_factory=list)
+    # Row offset -> the features filled with the training mode, for the few rows with any.
+    imputed: dict[int, list[str]] = field(default_factory=dict)
 
 
 def _score_chunks(
@@ -174,7 +176,6 @@ def _score_chunks(
 
 
 def _encode(chunk: _Chunk, wrappers: list[IncomeClassifier]) -> None:
-    chunk.imputed = [[] for _ in range(chunk.size)]
     for arm, wrapper in enumerate(wrappers):
         # Every arm validates the whole chunk, so a bad cell is reported with its line
         # whichever arm its row went to; then each arm predicts its own rows in one call.
@@ -184,7 +185,7 @@ def _encode(chunk: _Chunk, wrappers: list[IncomeClassifier]) -> None:
         rows = np.arange(chunk.size) if chunk.arms is None else np.flatnonzero(chunk.arms == arm)
         chunk.work.append((rows, matrix[rows]))
         for i, j in zip(*np.nonzero(filled[rows])):
-            chunk.imputed[rows[i]].append(wrapper.features[j])
+            chunk.imputed.setdefault(int(rows[i]), []).append(wrapper.features[j])
 
 
 def _predict(chunk: _Chunk, wrappers: list[IncomeClassifier]) -> np.ndarray:
@@ -206,14 +207,12 @@ def _persist(
     chunk_probabilities = scoring.result()
     arms = chunk.arms if chunk.arms is not None else np.zeros(chunk.size, np.int64)
     algorithm_ids = np.array([a.pk for a in result.algorithms])[arms].tolist()
-    labels = [wrapper.label_for(p) for p in chunk_probabilities.tolist()]
+    labels = wrapper.labels_for(chunk_probabilities)
     feedback = _feedback(chunk, result, wrapper, labels)
     inputs = _input_json(chunk, wrapper.features)
     abtest_id = result.abtest.pk if result.abtest else None
-    rows = [
-        (inputs[i], _response_json(p, labels[i], chunk.imputed[i]), labels[i], feedback[i], a, abtest_id)
-        for i, (p, a) in enumerate(zip(chunk_probabilities.tolist(), algorithm_ids))
-    ]
+    responses = _responses_json(chunk_probabilities.tolist(), labels, chunk.imputed)
+    rows = list(zip(inputs, responses, labels, feedback, algorithm_ids, repeat(abtest_id)))
     probabilities.append(chunk_probabilities)
     result.arm_chunks.append(arms)
     result.labels.extend(labels)
@@ -254,10 +253,19 @@ def _input_json(chunk: _Chunk, features: Sequence[str]) -> list[str]:
     return [template % row for row in zip(*columns)]
 
 
-def _response_json(probability: float, label: str, filled: list[str]) -> str:
-    # The ``Prediction`` shape (income_classifier/base.py), as JSON text.
-    imputed = json.dumps(filled) if filled else "[]"
-    return f'{{"probability":{probability!r},"label":"{label}","status":"OK","imputed":{imputed}}}'
+def _responses_json(
+    probabilities: list[float], labels: list[str], imputed: dict[int, list[str]]
+) -> list[str]:
+    """Each row's ``Prediction`` (income_classifier/base.py) as JSON text: a template per
+    label (labels never need escaping), the few rows with imputed features patched after."""
+    templates = {
+        label: f'{{"probability":%r,"label":"{label}","status":"OK","imputed":[]}}'
+        for label in set(labels)
+    }
+    responses = [templates[label] % p for p, label in zip(probabilities, labels)]
+    for i, filled in imputed.items():
+        responses[i] = responses[i].removesuffix("[]}") + json.dumps(filled) + "}"
+    return responses
 
 
 # -- reading the file --------------------------------------------------------------------

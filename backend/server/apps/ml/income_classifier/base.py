@@ -196,6 +196,12 @@ class IncomeClassifier:
     def label_for(probability: float) -> str:
         return schema.POSITIVE_LABEL if probability > THRESHOLD else schema.NEGATIVE_LABEL
 
+    @staticmethod
+    def labels_for(probabilities: np.ndarray) -> list[str]:
+        """``label_for`` on every row, vectorised; the labels are the two shared strings."""
+        classes = (schema.NEGATIVE_LABEL, schema.POSITIVE_LABEL)
+        return [classes[positive] for positive in (probabilities > THRESHOLD).tolist()]
+
     def normalise_label(self, value: str) -> str | None:
         """A ground-truth label as the model names it (``adult.test`` writes ">50K."), or
         None when ``value`` is not one of the classes."""
