@@ -193,12 +193,9 @@ class IncomeClassifier:
     classes: tuple[str, ...] = schema.CLASSES
 
     @staticmethod
-    def label_for(probability: float) -> str:
-        return schema.POSITIVE_LABEL if probability > THRESHOLD else schema.NEGATIVE_LABEL
-
-    @staticmethod
     def labels_for(probabilities: np.ndarray) -> list[str]:
-        """``label_for`` on every row, vectorised; the labels are the two shared strings."""
+        """The label of every row (positive above ``THRESHOLD``), from one vectorised
+        comparison; the labels are the two shared strings, not a copy per row."""
         classes = (schema.NEGATIVE_LABEL, schema.POSITIVE_LABEL)
         return [classes[positive] for positive in (probabilities > THRESHOLD).tolist()]
 
@@ -228,13 +225,10 @@ class IncomeClassifier:
         matrix, imputed = self.preprocessing.encode_records(records)
         probabilities = self.predict_proba(matrix)
         return [
-            Prediction(
-                probability=float(p),
-                label=self.label_for(p),
-                status="OK",
-                imputed=filled,
+            Prediction(probability=p, label=label, status="OK", imputed=filled)
+            for p, label, filled in zip(
+                probabilities.tolist(), self.labels_for(probabilities), imputed, strict=True
             )
-            for p, filled in zip(probabilities.tolist(), imputed, strict=True)
         ]
 
     def compute_prediction(self, record: Mapping[str, Any]) -> Prediction:
