@@ -147,13 +147,17 @@ def _score_chunks(
     wrappers: list[IncomeClassifier],
     assign_arms: Callable[[int], np.ndarray],
 ) -> None:
-    """Encode chunk k+1 and write chunk k while the model scores chunk k+1 in a thread:
-    scikit-learn's tree code releases the GIL, so on two cores the model call overlaps
-    the Python and database work instead of adding to it."""
-    ids: list[np.ndarray] = []
+    """Three things run at once: the model scores chunk k+1 on one thread, this thread
+    labels chunk k and builds its log rows, and the writer thread writes chunk k-1.
+    scikit-learn's tree code, ONNX Runtime and the database (see bulk.py) release the GIL,
+    so on two cores their work overlaps the Python work instead of adding to it."""
+    ids: list[Future[np.ndarray]] = []
     probabilities: list[np.ndarray] = []
     pending: tuple[_Chunk, Future[np.ndarray]] | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-model") as model:
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-model") as model,
+        bulk.BackgroundWriter() as writer,
+    ):
         for chunk in _chunks(upload, result.header):
             if result.count_rows + chunk.size > settings.BATCH_MAX_ROWS:
                 raise PayloadTooLarge(
@@ -164,13 +168,13 @@ def _score_chunks(
             _encode(chunk, wrappers)
             scoring = model.submit(_predict, chunk, wrappers)
             if pending is not None:
-                ids.append(_persist(*pending, result, wrappers[0], probabilities))
+                ids.append(writer.submit(_log_rows(*pending, result, wrappers[0], probabilities)))
             pending = (chunk, scoring)
             result.count_rows += chunk.size
         if pending is not None:
-            ids.append(_persist(*pending, result, wrappers[0], probabilities))
+            ids.append(writer.submit(_log_rows(*pending, result, wrappers[0], probabilities)))
     if ids:
-        result.request_ids = np.concatenate(ids)
+        result.request_ids = np.concatenate([written.result() for written in ids])
         result.probabilities = np.concatenate(probabilities)
         result.arms = np.concatenate(result.arm_chunks)
 
@@ -196,14 +200,14 @@ def _predict(chunk: _Chunk, wrappers: list[IncomeClassifier]) -> np.ndarray:
     return probabilities
 
 
-def _persist(
+def _log_rows(
     chunk: _Chunk,
     scoring: Future[np.ndarray],
     result: BatchResult,
     wrapper: IncomeClassifier,
     probabilities: list[np.ndarray],
-) -> np.ndarray:
-    """Label, attach feedback and write one chunk's log rows; returns their ids."""
+) -> list[bulk.Row]:
+    """Label one chunk, attach feedback and build its log rows."""
     chunk_probabilities = scoring.result()
     arms = chunk.arms if chunk.arms is not None else np.zeros(chunk.size, np.int64)
     algorithm_ids = np.array([a.pk for a in result.algorithms])[arms].tolist()
@@ -216,7 +220,7 @@ def _persist(
     probabilities.append(chunk_probabilities)
     result.arm_chunks.append(arms)
     result.labels.extend(labels)
-    return bulk.insert_requests(rows)
+    return rows
 
 
 def _feedback(

@@ -1,11 +1,16 @@
-"""The fast log writer: exact values back, ids that are never reused."""
+"""The fast log writer: exact values back, ids that are never reused, writes on a thread
+of their own inside the caller's transaction."""
 
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import pytest
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from apps.endpoints import bulk
 from apps.endpoints.models import MLRequest
@@ -61,3 +66,79 @@ def test_it_refuses_to_run_outside_a_transaction(registry: MLRegistry) -> None:
     with pytest.raises(RuntimeError, match="must run inside transaction.atomic"):
         bulk.insert_requests([("{}", "{}", "<=50K", None, alg.pk, None)])
     assert MLRequest.objects.count() == 0
+
+
+def test_rows_beyond_one_statement_are_all_written_in_order(
+    registry: MLRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alg = algorithm(registry)
+    monkeypatch.setattr(bulk, "_MAX_ROWS_PER_STATEMENT", 3)  # 10 rows: 3 + 3 + 3 + 1
+    rows: list[bulk.Row] = [
+        (json.dumps({"n": str(n)}), "{}", "<=50K", None, alg.pk, None) for n in range(10)
+    ]
+    with transaction.atomic():
+        ids = bulk.insert_requests(rows).tolist()
+    assert ids == sorted(ids) and len(set(ids)) == 10
+    stored = dict(MLRequest.objects.values_list("pk", "input_data"))
+    assert [stored[pk] for pk in ids] == [{"n": str(n)} for n in range(10)]
+
+
+def test_the_background_writer_writes_in_the_callers_transaction(registry: MLRegistry) -> None:
+    alg = algorithm(registry)
+    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None)
+    with transaction.atomic(), bulk.BackgroundWriter() as writer:
+        futures = [writer.submit([row] * 3) for _ in range(4)]
+    ids = [pk for future in futures for pk in future.result().tolist()]
+    assert sorted(ids) == ids and len(set(ids)) == 12
+    assert MLRequest.objects.count() == 12
+
+    class Stop(Exception):
+        pass
+
+    with pytest.raises(Stop), transaction.atomic(), bulk.BackgroundWriter() as writer:
+        writer.submit([row] * 5)
+        raise Stop  # the caller fails while the write may still be running
+    assert MLRequest.objects.count() == 12  # the writer finished first, then all rolled back
+
+
+@pytest.mark.django_db(transaction=True)  # SQLite checks foreign keys at the real COMMIT
+def test_a_failed_background_write_raises_a_django_error_and_writes_nothing(
+    registry: MLRegistry,
+) -> None:
+    alg = algorithm(registry)
+    good: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None)
+    orphan: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk + 1000, None)  # no such algorithm
+    with pytest.raises(IntegrityError), transaction.atomic(), bulk.BackgroundWriter() as writer:
+        writer.submit([good] * 3)
+        writer.submit([good, orphan])
+    assert MLRequest.objects.count() == 0
+
+
+def test_submit_waits_while_too_many_writes_are_pending(
+    registry: MLRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backpressure: a slow database must not let chunks pile up in memory."""
+    release = threading.Event()
+    written: list[int] = []
+
+    def slow_insert(rows: Sequence[bulk.Row], *, using: Any) -> np.ndarray:
+        release.wait(timeout=10)
+        written.append(len(rows))
+        return np.arange(len(rows))
+
+    monkeypatch.setattr(bulk, "insert_requests", slow_insert)
+    submitted: list[int] = []
+    with transaction.atomic(), bulk.BackgroundWriter(max_pending=1) as writer:
+
+        def caller() -> None:
+            for n in (1, 2):
+                writer.submit([("{}", "{}", "x", None, 1, None)] * n)
+                submitted.append(n)
+
+        thread = threading.Thread(target=caller)
+        thread.start()
+        thread.join(timeout=0.5)
+        assert submitted == [1] and thread.is_alive()  # the second waits for the first
+        release.set()
+        thread.join(timeout=10)
+    assert submitted == [1, 2] and written == [1, 2]
