@@ -8,8 +8,9 @@ measures, in one run:
   (a) the bare vectorised model call (``predict_proba`` on the encoded rows), in process,
       best of three;
   (b) the whole upload through a real server: gunicorn with the production configuration
-      and one worker, started fresh for each measurement, ``curl -F file=@...`` to the last byte of the JSON answer, on
-      SQLite and on PostgreSQL, with the worker's peak RSS (VmHWM) after the upload;
+      and one worker, started fresh for each size, ``curl -F file=@...`` to the last byte
+      of the JSON answer, on SQLite and on PostgreSQL, best of three uploads (of one, past
+      ``--repeat-max`` rows), with the worker's peak RSS (VmHWM) after the uploads;
   (c) the row-by-row way of the design this project replaces (one scikit-learn call and
       one INSERT a row), up to 10k rows.
 
@@ -87,8 +88,9 @@ def server_env(database_url: str) -> dict[str, str]:
     )
 
 
-def http_upload(path: Path, database_url: str) -> tuple[float, float]:
-    """(rows/s, worker peak RSS in MB) for one upload to a fresh gunicorn."""
+def http_upload(path: Path, database_url: str, repeat: int) -> tuple[float, float]:
+    """(rows/s, worker peak RSS in MB) for the best of ``repeat`` uploads to a fresh
+    gunicorn: the same treatment as the bare model's best of three."""
     env = server_env(database_url)
     python = sys.executable
     subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=SERVER, env=env, check=True)
@@ -111,18 +113,20 @@ def http_upload(path: Path, database_url: str) -> tuple[float, float]:
         subprocess.run(["curl", "-sf", "-o", "/dev/null", "-F", f"file=@{make_csv(1000)}",
                         f"{base}/batch-predict"], check=True)
         rows = sum(1 for _ in path.open()) - 1
-        started = time.perf_counter()
-        done = subprocess.run(
-            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-F", f"file=@{path}",
-             f"{base}/batch-predict"],
-            capture_output=True, text=True, check=True,
-        )
-        elapsed = time.perf_counter() - started
-        if done.stdout != "200":
-            raise RuntimeError(f"upload of {path.name} answered {done.stdout}")
+        best = float("inf")
+        for _ in range(repeat):
+            started = time.perf_counter()
+            done = subprocess.run(
+                ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-F", f"file=@{path}",
+                 f"{base}/batch-predict"],
+                capture_output=True, text=True, check=True,
+            )
+            best = min(best, time.perf_counter() - started)
+            if done.stdout != "200":
+                raise RuntimeError(f"upload of {path.name} answered {done.stdout}")
         worker = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True)
         rss = worker_peak_rss_mb(int(worker.stdout.split()[0]))
-        return rows / elapsed, rss
+        return rows / best, rss
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -197,6 +201,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
     parser.add_argument("--row-by-row-max", type=int, default=10_000)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--repeat-max", type=int, default=100_000,
+                        help="files up to this many rows are uploaded three times (best kept)")
     args = parser.parse_args()
     command = "python bench/batch_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     OUT.mkdir(parents=True, exist_ok=True)
@@ -214,11 +220,12 @@ def main() -> int:
             log(f"{size} rows: {path.stat().st_size / 1e6:.1f} MB; bare model call")
             bare = bare_model(path)
             log(f"{size} rows: HTTP upload, SQLite")
-            sqlite_rate, sqlite_rss = http_upload(path, dbs.sqlite())
+            repeat = 3 if size <= args.repeat_max else 1
+            sqlite_rate, sqlite_rss = http_upload(path, dbs.sqlite(), repeat)
             pg_rate = pg_rss = float("nan")
             if dbs.postgres:
                 log(f"{size} rows: HTTP upload, PostgreSQL")
-                pg_rate, pg_rss = http_upload(path, dbs.pg())
+                pg_rate, pg_rss = http_upload(path, dbs.pg(), repeat)
             slow = float("nan")
             if size <= args.row_by_row_max:
                 log(f"{size} rows: row by row (SQLite)")
