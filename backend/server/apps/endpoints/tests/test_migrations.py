@@ -1,0 +1,34 @@
+"""The migrations: in step with the models, and the hand-written one reverses."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+from apps.endpoints.models import MLRequest
+
+
+@pytest.mark.django_db  # makemigrations reads the applied migrations
+def test_the_migrations_record_every_model_change() -> None:
+    call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # SystemExit(1) if not
+
+
+def _indexes_on_ab_test() -> dict[str, dict]:
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, MLRequest._meta.db_table)
+    return {
+        name: c for name, c in constraints.items() if c["index"] and c["columns"] == ["ab_test_id"]
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ab_test_index_is_partial_and_its_migration_reverses() -> None:
+    assert list(_indexes_on_ab_test()) == ["mlrequest_ab_test_routed"]
+    executor = MigrationExecutor(connection)
+    executor.migrate([("endpoints", "0003_model_card")])
+    assert list(_indexes_on_ab_test()) == ["endpoints_mlrequest_ab_test_id_732c578e"]
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert list(_indexes_on_ab_test()) == ["mlrequest_ab_test_routed"]
