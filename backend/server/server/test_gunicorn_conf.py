@@ -1,0 +1,45 @@
+"""server/gunicorn.conf.py: what it does to the process that loads it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CONF = Path(__file__).with_name("gunicorn.conf.py")
+
+# Eight threads allocate at once, then glibc's malloc_stats() lists the arenas on stderr.
+_ARENAS = """
+import ctypes, runpy, sys, threading
+if sys.argv[1] == "conf":
+    runpy.run_path(sys.argv[2])
+def work():
+    for _ in range(200):
+        blocks = [bytearray(4096) for _ in range(200)]
+        del blocks
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL("libc.so.6").malloc_stats()
+"""
+
+
+def _arenas(tmp_path: Path, *args: str, **env: str) -> int:
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    environ |= {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), **env}
+    done = subprocess.run([sys.executable, "-c", _ARENAS, *args], env=environ,
+                          capture_output=True, text=True, timeout=60, check=True)
+    return sum(line.startswith("Arena ") for line in done.stderr.splitlines())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_the_configuration_caps_malloc_arenas_at_two(tmp_path: Path) -> None:
+    """Threads allocating at once get arenas of their own; the configuration caps them so
+    a worker's peak memory does not jump from one upload to the next."""
+    assert _arenas(tmp_path, "bare") > 2  # the control: glibc's default
+    assert _arenas(tmp_path, "conf", str(CONF)) <= 2
+    # An operator's MALLOC_ARENA_MAX wins.
+    assert _arenas(tmp_path, "conf", str(CONF), MALLOC_ARENA_MAX="4") > 2
