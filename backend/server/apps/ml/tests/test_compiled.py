@@ -240,3 +240,21 @@ def test_the_registry_prefers_the_verified_cache(tiny: tuple[Path, str]) -> None
     alg = make_algorithm(registry, artifact=name)
     wrapper = registry.get(alg)
     assert wrapper.compiled is not None and wrapper._estimator is None
+
+
+def test_the_crossover_is_timed_once_per_artifact_not_at_every_load(
+    tiny: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: every load that compiled (each `migrate` on a fresh database registers
+    the demo models that way) timed the crossover again and rewrote the card. One noisy
+    timing then sent the next server's 10k-row batch chunks to scikit-learn, slower beside
+    other threads and 117 MB larger, from one run of the benchmark to the next."""
+    folder, name = tiny
+    timings = iter([5, 7])
+    monkeypatch.setattr(compiled, "_crossover", lambda *args: next(timings))
+    first = IncomeClassifier.from_artifact(folder, name, compile=True)
+    again = IncomeClassifier.from_artifact(folder, name, compile=True)
+    assert first.compiled is not None and again.compiled is not None
+    assert first.compiled.max_rows == again.compiled.max_rows == 5
+    cached = IncomeClassifier.from_compiled_cache(folder, name, sha256=first.artifact_sha256)
+    assert cached is not None and cached.compiled is not None and cached.compiled.max_rows == 5
