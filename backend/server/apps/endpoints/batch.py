@@ -93,7 +93,9 @@ def score_csv(
     label_column = settings.BATCH_LABEL_COLUMNS.get(endpoint_name)
     header = _read_header(upload)
     features = _check_columns(header, wrappers)
-    _check_field_counts(upload, len(header))
+    rows = _check_field_counts(upload, len(header))
+    if rows > settings.BATCH_MAX_ROWS:  # refused before any work; checked again as read
+        raise _too_many_rows()
     result = BatchResult(
         header=header,
         algorithms=algorithms,
@@ -160,10 +162,7 @@ def _score_chunks(
     ):
         for chunk in _chunks(upload, result.header):
             if result.count_rows + chunk.size > settings.BATCH_MAX_ROWS:
-                raise PayloadTooLarge(
-                    f"The file has more than {settings.BATCH_MAX_ROWS} rows (BATCH_MAX_ROWS); "
-                    "split it into smaller files."
-                )
+                raise _too_many_rows()
             chunk.arms = assign_arms(chunk.size) if len(wrappers) > 1 else None
             _encode(chunk, wrappers)
             scoring = model.submit(_predict, chunk, wrappers)
@@ -334,13 +333,14 @@ def _looks_like_data(header: list[str]) -> bool:
     return True
 
 
-def _check_field_counts(upload: IO[bytes], width: int) -> None:
-    """Refuse ragged rows. pandas' parser refuses a row with too many fields but pads one
-    with too few with empty cells, which would shift nothing but silently blank features.
-    Without quotes a line's fields are its commas plus one, counted with numpy per block;
-    a file with quotes is checked by the csv module instead (slower, exact)."""
+def _check_field_counts(upload: IO[bytes], width: int) -> int:
+    """Refuse ragged rows; returns the number of rows after the header. pandas' parser
+    refuses a row with too many fields but pads one with too few with empty cells, which
+    would shift nothing but silently blank features. Without quotes a line's fields are its
+    commas plus one, counted with numpy per block; a file with quotes is checked by the csv
+    module instead (slower, exact)."""
     upload.seek(0)
-    line, tail = 0, b""
+    line, tail, rows = 0, b"", 0
     while True:
         data = upload.read(_BLOCK_BYTES)
         if data:  # whole lines only; the rest waits for the next block
@@ -350,7 +350,7 @@ def _check_field_counts(upload: IO[bytes], width: int) -> None:
         elif tail:  # a last line without a newline
             block, tail = tail + b"\n", b""
         else:
-            return
+            return max(rows - 1, 0)  # less the header
         if b"\0" in block:
             raise InvalidInput(f"The file holds a NUL character after line {line}.")
         if b'"' in block:
@@ -368,18 +368,22 @@ def _check_field_counts(upload: IO[bytes], width: int) -> None:
                 f"Line {line + first + 1} has {fields[first]} fields; the header has {width}."
             )
         line += len(ends)
+        rows += int(np.count_nonzero(~blank))
 
 
-def _check_field_counts_with_csv(upload: IO[bytes], width: int) -> None:
+def _check_field_counts_with_csv(upload: IO[bytes], width: int) -> int:
     upload.seek(0)
     text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
     reader = csv.reader(text, strict=True)
+    rows = 0
     try:
         for row in reader:
             if row and len(row) != width:
                 raise InvalidInput(
                     f"Line {reader.line_num} has {len(row)} fields; the header has {width}."
                 )
+            rows += bool(row)
+        return max(rows - 1, 0)  # less the header
     except (csv.Error, UnicodeDecodeError) as exc:
         raise _unreadable(exc) from exc
     finally:
@@ -407,6 +411,13 @@ def _chunks(upload: IO[bytes], header: list[str]) -> Iterator[_Chunk]:
             first_line += len(frame)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise _unreadable(exc) from exc
+
+
+def _too_many_rows() -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The file has more than {settings.BATCH_MAX_ROWS} rows (BATCH_MAX_ROWS); "
+        "split it into smaller files."
+    )
 
 
 def _unreadable(exc: Exception) -> InvalidInput:

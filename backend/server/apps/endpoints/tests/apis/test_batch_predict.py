@@ -297,3 +297,22 @@ def test_a_post_without_a_body_is_a_400_in_json(
     assert response.status_code == 400, response.content[:500]
     assert response["Content-Type"] == "application/json"
     assert "file" in response.json()["error"]["details"]
+
+
+def test_a_file_past_the_row_limit_is_refused_before_any_row_is_scored(
+    api: APIClient, demo_registry: MLRegistry, settings: Any
+) -> None:
+    settings.BATCH_MAX_ROWS = 29
+    settings.BATCH_CHUNK_ROWS = 10  # the limit is crossed in the third chunk
+    wrapper = demo_registry.get(
+        MLAlgorithm.objects.get(statuses__status="production", statuses__active=True)
+    )
+    calls: list[int] = []
+    original = wrapper.predict_proba
+    wrapper.predict_proba = lambda m: calls.append(len(m)) or original(m)  # type: ignore[method-assign]
+    assert_error(upload(api, adult_csv(30)), 413, "more than 29 rows")
+    quoted = adult_csv(30).replace(",Private,", ',"Private",')  # counted by the csv module
+    assert '"Private"' in quoted
+    assert_error(upload(api, quoted), 413, "more than 29 rows")
+    assert calls == []
+    assert stream_json(upload(api, adult_csv(29)))["count"] == 29  # the limit itself is fine
