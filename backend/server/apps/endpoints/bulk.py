@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
@@ -112,6 +112,7 @@ class BackgroundWriter:
         self._max_pending = max_pending
         self._pending: list[Future[np.ndarray]] = []
         self._pool: ThreadPoolExecutor | None = None
+        self._failed = False  # set by the writer thread; later writes must not run
 
     def __enter__(self) -> Self:
         if self._db.get_autocommit():
@@ -130,9 +131,24 @@ class BackgroundWriter:
         assert self._pool is not None, "use BackgroundWriter in a with block"
         while len(self._pending) >= self._max_pending:
             self._pending.pop(0).result()  # raises the write's error, if it failed
-        future = self._pool.submit(insert_requests, rows, using=self._db)
+        future = self._pool.submit(self._write, rows)
         self._pending.append(future)
         return future
+
+    def _write(self, rows: Sequence[Row]) -> np.ndarray:
+        # Once a write has failed, none may follow: on some errors (disk full, I/O) SQLite
+        # rolls the whole transaction back by itself, and a later write would then run in
+        # autocommit and stay, whatever the caller's rollback does.
+        if self._failed:
+            raise DatabaseError("An earlier write of this batch failed.")
+        if self._db.vendor == "sqlite" and not self._db.connection.in_transaction:
+            self._failed = True
+            raise DatabaseError("The batch's transaction ended before its rows were written.")
+        try:
+            return insert_requests(rows, using=self._db)
+        except BaseException:
+            self._failed = True
+            raise
 
     def __exit__(
         self,
@@ -141,7 +157,9 @@ class BackgroundWriter:
         traceback: TracebackType | None,
     ) -> None:
         assert self._pool is not None
-        self._pool.shutdown(wait=True)  # every write done before the transaction ends
+        # Every write started is done before the transaction ends; those not started are
+        # dropped when the caller failed.
+        self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
         self._db.dec_thread_sharing()
         if exc_type is None:
             for future in self._pending:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 
 from apps.endpoints import bulk
 from apps.endpoints.models import MLRequest
@@ -142,3 +142,31 @@ def test_submit_waits_while_too_many_writes_are_pending(
         release.set()
         thread.join(timeout=10)
     assert submitted == [1, 2] and written == [1, 2]
+
+
+@pytest.mark.django_db(transaction=True)  # a real transaction, for SQLite to end by itself
+def test_no_write_runs_after_one_has_failed(
+    registry: MLRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (found in review): on some errors (disk full, I/O) SQLite rolls the whole
+    transaction back by itself. The next queued write then ran outside any transaction,
+    in autocommit, and its rows stayed after the upload was answered with a 503."""
+    alg = algorithm(registry)
+    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None)
+    real = bulk.insert_requests
+    calls: list[int] = []
+
+    def full_disk_on_second_write(rows: Sequence[bulk.Row], *, using: Any) -> np.ndarray:
+        calls.append(len(rows))
+        if len(calls) == 2:
+            if using.vendor == "sqlite":
+                using.connection.execute("ROLLBACK")  # what SQLite does on SQLITE_FULL
+            raise OperationalError("database or disk is full")
+        return real(rows, using=using)
+
+    monkeypatch.setattr(bulk, "insert_requests", full_disk_on_second_write)
+    with pytest.raises(OperationalError), transaction.atomic(), bulk.BackgroundWriter() as writer:
+        for _ in range(3):
+            writer.submit([row] * 10)
+    assert calls == [10, 10]  # the third write never ran
+    assert MLRequest.objects.count() == 0
