@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,14 +25,15 @@ def _cap_malloc_arenas(arenas: int = 2) -> None:
     stayed at 216-228 (bench/batch_bench.py). Set here, in the master before it forks the
     workers, so every way of starting the server gets it. MALLOC_ARENA_MAX in the
     environment wins: glibc reads it itself."""
-    if "MALLOC_ARENA_MAX" in os.environ:
+    if "MALLOC_ARENA_MAX" in os.environ or platform.libc_ver()[0] != "glibc":
         return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to cap
+    try:  # a libc.so.6 without mallopt (musl's compatibility layer) must not stop gunicorn
+        mallopt = getattr(ctypes.CDLL("libc.so.6"), "mallopt", None)
+    except OSError:
         return
-    m_arena_max = -8  # from glibc's malloc.h
-    libc.mallopt(m_arena_max, arenas)
+    if mallopt is not None:
+        m_arena_max = -8  # from glibc's malloc.h
+        mallopt(m_arena_max, arenas)
 
 
 _cap_malloc_arenas()

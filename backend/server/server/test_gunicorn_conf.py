@@ -43,3 +43,22 @@ def test_the_configuration_caps_malloc_arenas_at_two(tmp_path: Path) -> None:
     assert _arenas(tmp_path, "conf", str(CONF)) <= 2
     # An operator's MALLOC_ARENA_MAX wins.
     assert _arenas(tmp_path, "conf", str(CONF), MALLOC_ARENA_MAX="4") > 2
+
+
+def test_a_libc_without_mallopt_does_not_stop_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: on a libc.so.6 without mallopt (musl's glibc compatibility layer)
+    loading the configuration raised AttributeError, and gunicorn would not start."""
+    import ctypes
+    import runpy
+
+    class NoMallopt:
+        def __getattr__(self, name: str) -> None:
+            raise AttributeError(f"undefined symbol: {name}")
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: NoMallopt())
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    config = runpy.run_path(str(CONF))
+    assert config["worker_class"] == "gthread"
