@@ -28,7 +28,6 @@ import argparse
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,18 +35,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import results  # bench/results.py
+from common import ARTIFACTS, OUT, PG_ADMIN, REPO, SERVER, free_port, log, save
 
-REPO = Path(__file__).resolve().parent.parent
-SERVER = REPO / "backend" / "server"
-OUT = REPO / "bench" / "out"
-ARTIFACTS = Path(os.environ.get("MODEL_ARTIFACTS_PATH") or REPO / "research" / "artifacts")
-PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 sys.path[:0] = [str(SERVER), str(REPO / "research")]
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def make_csv(rows: int) -> Path:
@@ -85,12 +75,6 @@ class BareModel:
     @property
     def rate(self) -> float:
         return len(self.matrix) / self.best
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_env(database_url: str) -> dict[str, str]:
@@ -303,7 +287,7 @@ def main() -> int:
         *lines,
     ])
     print("\n" + table)
-    results.save("batch_results", table)
+    save("batch_results", table)
     return 0
 
 

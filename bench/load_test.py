@@ -40,7 +40,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,22 +48,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import results  # bench/results.py
+from common import ARTIFACTS, OUT, PG_ADMIN, REPO, SERVER, free_port, log, save
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-SERVER = REPO / "backend" / "server"
-OUT = REPO / "bench" / "out"
-ARTIFACTS = Path(os.environ.get("MODEL_ARTIFACTS_PATH") or REPO / "research" / "artifacts")
-PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 PREDICT = "/api/v1/income_classifier/predict"
 JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 STAFF = "loadtest"
 sys.path[:0] = [str(REPO / "research")]
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def records() -> list[tuple[str, str]]:
@@ -147,12 +137,6 @@ def run_load(port: int, clients: int, seconds: float,
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)  # nearest rank
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -376,7 +360,7 @@ def main() -> int:
         f"Result: {'FAILED' if failed else 'all checks passed'}",
     ])
     print("\n" + table)
-    results.save("load_results", table)
+    save("load_results", table)
     return 1 if failed else 0
 
 

@@ -29,7 +29,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,19 +37,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import results  # bench/results.py
+from common import ARTIFACTS, OUT, PG_ADMIN, REPO, SERVER, free_port, log, save
 
-REPO = Path(__file__).resolve().parent.parent
-SERVER = REPO / "backend" / "server"
-OUT = REPO / "bench" / "out"
-ARTIFACTS = Path(os.environ.get("MODEL_ARTIFACTS_PATH") or REPO / "research" / "artifacts")
-PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 PATH = "/api/v1/income_classifier/predict"
 sys.path[:0] = [str(SERVER), str(REPO / "research")]
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def records(n: int = 200) -> list[dict[str, object]]:
@@ -76,12 +66,6 @@ def in_process(records: list[dict[str, object]]) -> dict[str, float]:
             runs.append(time.perf_counter() - started)
         timings[variant] = statistics.median(runs) * 1e6
     return timings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def lua_script(records: list[dict[str, object]], folder: Path) -> Path:
@@ -243,7 +227,7 @@ def main() -> int:
         *[f"- {r}" for r in ratios],
     ])
     print("\n" + table)
-    results.save("predict_results", table)
+    save("predict_results", table)
     return 0
 
 

@@ -1,0 +1,37 @@
+"""What the benchmarks share: the repository's paths, a timestamped progress line, a free
+port for a server of their own, and where their tables go (``save``: ``bench/out/<name>.md``
+for the latest run, appended to ``bench/out/history.md`` with its time, so every table
+quoted in the README can be traced to the run that printed it; ``bench/out/`` is not
+committed)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER = REPO / "backend" / "server"
+OUT = REPO / "bench" / "out"
+ARTIFACTS = Path(os.environ.get("MODEL_ARTIFACTS_PATH") or REPO / "research" / "artifacts")
+PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def save(name: str, table: str) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    latest = OUT / f"{name}.md"
+    latest.write_text(table + "\n")
+    with (OUT / "history.md").open("a") as history:
+        history.write(f"\n## {name}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n\n{table}\n")
+    return latest
