@@ -83,11 +83,10 @@ def load_cached(artifact: Path, sha256: str) -> CachedForm | None:
     again against the scikit-learn probabilities recorded when it was first verified; None
     when there is none (or it fails), so the caller loads the artifact instead."""
     try:
-        with np.load(card_path(artifact, sha256), allow_pickle=False) as stored:
-            card = json.loads(str(stored["card"]))
-            sample, expected = stored["sample"], stored["expected"]
-        if card.get("sha256") != sha256:
+        stored = _read_card(artifact, sha256)
+        if stored is None:
             return None
+        card, sample, expected = stored
         session = _session(cache_path(artifact, sha256).read_bytes())
         model = CompiledModel(session, session.get_inputs()[0].name, card["positive"], card["max_rows"])
         problem = disagreement(expected, model.predict_proba(sample))
@@ -145,16 +144,27 @@ def compile_model(
     return compiled
 
 
-def _recorded_max_rows(artifact: Path, sha256: str) -> int | None:
-    """The crossover recorded in the artifact's card, if it has one for this sha256."""
+def _read_card(artifact: Path, sha256: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray] | None:
+    """The card cached for the artifact with this sha256, with its verification sample and
+    scikit-learn's probabilities on it; None when there is none for this sha256. A damaged
+    file raises."""
     try:
         with np.load(card_path(artifact, sha256), allow_pickle=False) as stored:
             card = json.loads(str(stored["card"]))
-    except Exception:  # noqa: BLE001 - no card, or a damaged one: time it afresh
+            sample, expected = stored["sample"], stored["expected"]
+    except FileNotFoundError:
         return None
-    if card.get("sha256") != sha256 or not isinstance(card.get("max_rows"), int):
+    return (card, sample, expected) if card.get("sha256") == sha256 else None
+
+
+def _recorded_max_rows(artifact: Path, sha256: str) -> int | None:
+    """The crossover recorded in the artifact's card, if it has one for this sha256."""
+    try:
+        stored = _read_card(artifact, sha256)
+    except Exception:  # noqa: BLE001 - a damaged card: time it afresh
         return None
-    return int(card["max_rows"])
+    max_rows = stored[0].get("max_rows") if stored else None
+    return max_rows if isinstance(max_rows, int) else None
 
 
 def _save_card(
