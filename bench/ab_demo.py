@@ -24,9 +24,20 @@ from typing import Any
 
 ADULT_TEST = Path(__file__).resolve().parent.parent / "research" / "data" / "adult" / "adult.test"
 FEATURES = [
-    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
-    "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
-    "hours-per-week", "native-country",
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
 ]
 
 
@@ -36,13 +47,25 @@ class Client:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self.staff = {"Authorization": f"Basic {token}"}
 
-    def call(self, method: str, path: str, body: Any = None, *, staff: bool = False,
-             headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        staff: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         request = urllib.request.Request(
-            self.base_url + path, method=method,
+            self.base_url + path,
+            method=method,
             data=json.dumps(body).encode() if body is not None else None,
-            headers={"Content-Type": "application/json", "Accept": "application/json",
-                     **(self.staff if staff else {}), **(headers or {})},
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                **(self.staff if staff else {}),
+                **(headers or {}),
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -84,17 +107,30 @@ def main() -> None:
     page = expect(*api.call("GET", "/api/v1/mlalgorithms"), 200, "Listing algorithms")
     by_name = {a["name"]: a for a in page["results"]}
     rf, et = by_name["random forest"], by_name["extra trees"]
-    body = {"title": f"random forest vs extra trees, {args.n} records of adult.test",
-            "parent_mlalgorithm_1": rf["id"], "parent_mlalgorithm_2": et["id"]}
+    body = {
+        "title": f"random forest vs extra trees, {args.n} records of adult.test",
+        "parent_mlalgorithm_1": rf["id"],
+        "parent_mlalgorithm_2": et["id"],
+    }
     test = expect(*api.call("POST", "/api/v1/abtests", body, staff=True), 201, "Create")
     print(f"A/B test {test['id']} created; report: {test['report_url']}")
 
     for i, (record, label) in enumerate(records(args.n)):
-        served = expect(*api.call("POST", "/api/v1/income_classifier/predict?status=ab_testing",
-                                  record, headers={"X-Assignment-Key": f"person-{i}"}),
-                        200, "Predict")
-        expect(*api.call("PUT", f"/api/v1/mlrequests/{served['request_id']}",
-                         {"feedback": label}), 200, "Feedback")
+        served = expect(
+            *api.call(
+                "POST",
+                "/api/v1/income_classifier/predict?status=ab_testing",
+                record,
+                headers={"X-Assignment-Key": f"person-{i}"},
+            ),
+            200,
+            "Predict",
+        )
+        expect(
+            *api.call("PUT", f"/api/v1/mlrequests/{served['request_id']}", {"feedback": label}),
+            200,
+            "Feedback",
+        )
     print(f"{args.n} predictions sent, each with its true label as feedback")
 
     status, stopped = api.call("POST", f"/api/v1/stop_ab_test/{test['id']}", {}, staff=True)

@@ -71,8 +71,9 @@ def setup_django(folder: str) -> None:
 
 class StubModel:
     def compute_predictions(self, records: list[Any]) -> list[dict[str, Any]]:
-        return [{"probability": 0.9, "label": ">50K", "status": "OK", "imputed": []}
-                for _ in records]
+        return [
+            {"probability": 0.9, "label": ">50K", "status": "OK", "imputed": []} for _ in records
+        ]
 
 
 class StubRegistry:
@@ -91,9 +92,17 @@ def arms() -> tuple[Any, Any]:
     made = []
     for name in ("incumbent", "challenger"):
         algorithm, _ = services.register_algorithm(
-            endpoint_name="simulation", name=name, version="1", status="testing",
-            owner="simulation", description="", code="", wrapper="stub", artifact="stub",
-            artifact_sha256="0" * 64, sklearn_version="-",
+            endpoint_name="simulation",
+            name=name,
+            version="1",
+            status="testing",
+            owner="simulation",
+            description="",
+            code="",
+            wrapper="stub",
+            artifact="stub",
+            artifact_sha256="0" * 64,
+            sklearn_version="-",
         )
         made.append(algorithm)
     return made[0], made[1]
@@ -106,15 +115,19 @@ def run_test(
 
     accuracy = {arm_1.pk: scenario.accuracy_1, arm_2.pk: scenario.accuracy_2}
     abtest = ab_testing.create(
-        title="simulation", created_by="simulation", parent_mlalgorithm_1=arm_1,
-        parent_mlalgorithm_2=arm_2, require_significance=scenario.require_significance,
+        title="simulation",
+        created_by="simulation",
+        parent_mlalgorithm_1=arm_1,
+        parent_mlalgorithm_2=arm_2,
+        require_significance=scenario.require_significance,
     )
     (serve_one_by_one if full else serve_in_bulk)(abtest, scenario.requests, accuracy, rng)
     return ab_testing.stop(abtest_id=abtest.pk, stopped_by="simulation", force=True).summary_json
 
 
-def serve_one_by_one(abtest: Any, requests: int, accuracy: dict[int, float],
-                     rng: random.Random) -> None:
+def serve_one_by_one(
+    abtest: Any, requests: int, accuracy: dict[int, float], rng: random.Random
+) -> None:
     """Every request through services.predict and services.record_feedback (--full)."""
     from django.db import transaction
 
@@ -131,8 +144,9 @@ def serve_one_by_one(abtest: Any, requests: int, accuracy: dict[int, float],
             services.record_feedback(request=row, feedback=served["label"] if right else "<=50K")
 
 
-def serve_in_bulk(abtest: Any, requests: int, accuracy: dict[int, float],
-                  rng: random.Random) -> None:
+def serve_in_bulk(
+    abtest: Any, requests: int, accuracy: dict[int, float], rng: random.Random
+) -> None:
     """The same rows written with one executemany: each request is routed by
     ``ab_testing.pick_arm`` (what predict uses) and logged with its feedback. Some 100
     times faster than --full (about 3 ms a request on SQLite, and the ORM's bulk_create
@@ -176,8 +190,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=400, help="simulated tests per scenario")
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--full", action="store_true",
-                        help="every request through services.predict (slow: use --reps 10)")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="every request through services.predict (slow: use --reps 10)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         setup_django(folder)
@@ -188,14 +205,19 @@ def main() -> None:
         started = time.monotonic()
         print(f"$ {shlex.join(['python', 'bench/ab_simulation.py', *sys.argv[1:]])}")
         print(f"{args.reps} simulated tests per row, alpha 0.05, traffic 50/50, seed {args.seed}\n")
-        print("| true accuracy arm 1 / arm 2 | requests per test | require_significance "
-              "| significant | arm 2 promoted |")
+        print(
+            "| true accuracy arm 1 / arm 2 | requests per test | require_significance "
+            "| significant | arm 2 promoted |"
+        )
         print("| --- | --- | --- | --- | --- |")
         for i, scenario in enumerate(SCENARIOS):
             result = simulate(scenario, args.reps, arm_1, arm_2, args.seed + i, full=args.full)
-            print(f"| {scenario.accuracy_1:.2f} / {scenario.accuracy_2:.2f} | {scenario.requests} "
-                  f"| {'yes' if scenario.require_significance else 'no'} "
-                  f"| {result['significant']:.3f} | {result['promoted_2']:.3f} |", flush=True)
+            print(
+                f"| {scenario.accuracy_1:.2f} / {scenario.accuracy_2:.2f} | {scenario.requests} "
+                f"| {'yes' if scenario.require_significance else 'no'} "
+                f"| {result['significant']:.3f} | {result['promoted_2']:.3f} |",
+                flush=True,
+            )
         print(f"\n{time.monotonic() - started:.0f} s")
 
 

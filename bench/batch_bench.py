@@ -62,7 +62,9 @@ class BareModel:
         from apps.ml.income_classifier import RandomForestClassifier
 
         self.wrapper = RandomForestClassifier.from_artifact(ARTIFACTS)
-        self.matrix = self.wrapper.preprocessing.encode_frame(pd.read_csv(path, keep_default_na=True))
+        self.matrix = self.wrapper.preprocessing.encode_frame(
+            pd.read_csv(path, keep_default_na=True)
+        )
         self.best = float("inf")
         for _ in range(3):
             self.time_once()
@@ -106,7 +108,9 @@ def http_upload(path: Path, database_url: str, repeat: int, bare: BareModel) -> 
     env.update(HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY="1", GUNICORN_TIMEOUT="1200")
     server = subprocess.Popen(
         [python, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi"],
-        cwd=SERVER, env=env, start_new_session=True,
+        cwd=SERVER,
+        env=env,
+        start_new_session=True,
     )
     try:
         base = f"http://127.0.0.1:{port}/api/v1"
@@ -116,20 +120,44 @@ def http_upload(path: Path, database_url: str, repeat: int, bare: BareModel) -> 
                 break
             time.sleep(0.1)
         # Warm up: load the model in the worker (as a running service would have).
-        subprocess.run(["curl", "-sf", "-o", "/dev/null", "-F", f"file=@{make_csv(1000)}",
-                        f"{base}/batch-predict"], check=True)
+        subprocess.run(
+            [
+                "curl",
+                "-sf",
+                "-o",
+                "/dev/null",
+                "-F",
+                f"file=@{make_csv(1000)}",
+                f"{base}/batch-predict",
+            ],
+            check=True,
+        )
         rows = sum(1 for _ in path.open()) - 1
-        worker = int(subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
-                                    text=True, check=True).stdout.split()[0])
+        worker = int(
+            subprocess.run(
+                ["pgrep", "-P", str(server.pid)], capture_output=True, text=True, check=True
+            ).stdout.split()[0]
+        )
         best, best_cpu = float("inf"), float("nan")
         for _ in range(repeat):
             bare.time_once()
             cpu = cpu_seconds(worker, postgres="postgres" in database_url)
             started = time.perf_counter()
             done = subprocess.run(
-                ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-F", f"file=@{path}",
-                 f"{base}/batch-predict"],
-                capture_output=True, text=True, check=True,
+                [
+                    "curl",
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-F",
+                    f"file=@{path}",
+                    f"{base}/batch-predict",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             elapsed = time.perf_counter() - started
             if done.stdout != "200":
@@ -198,8 +226,14 @@ print(len(rows) / (time.perf_counter() - started))
         "DJANGO_SETTINGS_MODULE": "server.settings",
         "ML_COMPILED_INFERENCE": "0",
     }
-    done = subprocess.run([sys.executable, "-c", script], cwd=SERVER, env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=SERVER,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(done.stdout.strip().splitlines()[-1])
 
 
@@ -224,7 +258,9 @@ class Databases:
 
     def drop(self) -> None:
         for name in getattr(self, "pg_names", []):
-            subprocess.run(["psql", "-q", PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"])
+            subprocess.run(
+                ["psql", "-q", PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]
+            )
         subprocess.run(["rm", "-rf", str(self.tmp)])
 
 
@@ -233,13 +269,20 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
     parser.add_argument("--row-by-row-max", type=int, default=10_000)
     parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--repeat-max", type=int, default=100_000,
-                        help="files up to this many rows are uploaded three times (best kept)")
+    parser.add_argument(
+        "--repeat-max",
+        type=int,
+        default=100_000,
+        help="files up to this many rows are uploaded three times (best kept)",
+    )
     args = parser.parse_args()
     command = "python bench/batch_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     OUT.mkdir(parents=True, exist_ok=True)
     if not (ARTIFACTS / "random_forest.joblib").exists():
-        subprocess.run([sys.executable, str(REPO / "research" / "train.py"), "--out", str(ARTIFACTS)], check=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "research" / "train.py"), "--out", str(ARTIFACTS)],
+            check=True,
+        )
     import django
 
     os.environ.update(server_env("sqlite://:memory:"), DJANGO_SETTINGS_MODULE="server.settings")
@@ -271,21 +314,24 @@ def main() -> int:
                     f"{u.rate:,.0f} | {u.rate / bare:.2f} | {u.cpu_s:.2f} | {u.rss_mb:.0f}"
                     for u in (lite, pg)
                 )
-                + " | " + (f"{slow:,.0f} |" if slow == slow else "- |")
+                + " | "
+                + (f"{slow:,.0f} |" if slow == slow else "- |")
             )
             log(lines[-1])
     finally:
         dbs.drop()
-    table = "\n".join([
-        f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
-        "",
-        "| rows | (a) bare model rows/s | CPU s at b/a = 0.5 |"
-        " (b) HTTP SQLite rows/s | b/a | CPU s | worker peak RSS MB |"
-        " (b) HTTP PostgreSQL rows/s | b/a | CPU s | worker peak RSS MB |"
-        " (c) row by row rows/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *lines,
-    ])
+    table = "\n".join(
+        [
+            f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores)",
+            "",
+            "| rows | (a) bare model rows/s | CPU s at b/a = 0.5 |"
+            " (b) HTTP SQLite rows/s | b/a | CPU s | worker peak RSS MB |"
+            " (b) HTTP PostgreSQL rows/s | b/a | CPU s | worker peak RSS MB |"
+            " (c) row by row rows/s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *lines,
+        ]
+    )
     print("\n" + table)
     save("batch_results", table)
     return 0

@@ -47,9 +47,9 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common import ARTIFACTS, OUT, PG_ADMIN, REPO, SERVER, free_port, log, save
-from typing import Any
 
 PREDICT = "/api/v1/income_classifier/predict"
 JSON = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -80,8 +80,14 @@ class Sample:
         return 200 <= self.status < 300
 
 
-def client(port: int, first: int, data: list[tuple[str, str]], start: threading.Barrier,
-           stop_at: list[float], out: list[Sample]) -> None:
+def client(
+    port: int,
+    first: int,
+    data: list[tuple[str, str]],
+    start: threading.Barrier,
+    stop_at: list[float],
+    out: list[Sample],
+) -> None:
     """One client: requests back to back on one keep-alive connection until the deadline."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     pending: collections.deque[tuple[int, str]] = collections.deque()
@@ -114,16 +120,20 @@ def client(port: int, first: int, data: list[tuple[str, str]], start: threading.
     connection.close()
 
 
-def run_load(port: int, clients: int, seconds: float,
-             data: list[tuple[str, str]]) -> tuple[list[Sample], float]:
+def run_load(
+    port: int, clients: int, seconds: float, data: list[tuple[str, str]]
+) -> tuple[list[Sample], float]:
     """All samples of ``clients`` threads running for ``seconds``, and the wall time from
     the start to the last answer (the requests in flight at the deadline are waited for)."""
     outs: list[list[Sample]] = [[] for _ in range(clients)]
     start = threading.Barrier(clients + 1)
     stop_at = [math.inf]
-    threads = [threading.Thread(target=client,
-                                args=(port, i * len(data) // clients, data, start, stop_at, outs[i]))
-               for i in range(clients)]
+    threads = [
+        threading.Thread(
+            target=client, args=(port, i * len(data) // clients, data, start, stop_at, outs[i])
+        )
+        for i in range(clients)
+    ]
     for t in threads:
         t.start()
     start.wait()
@@ -146,22 +156,35 @@ class Server:
         self.port = free_port()
         self.log_path = tmp / f"server-{self.port}.log"
         self.env = dict(
-            os.environ, PYTHON=sys.executable, DATABASE_URL=database_url, SECRET_KEY="load-test-only",
-            MODEL_ARTIFACTS_PATH=str(ARTIFACTS), HOST="127.0.0.1", PORT=str(self.port),
-            WEB_CONCURRENCY=str(workers), GUNICORN_THREADS="4", LOG_LEVEL="WARNING",
+            os.environ,
+            PYTHON=sys.executable,
+            DATABASE_URL=database_url,
+            SECRET_KEY="load-test-only",
+            MODEL_ARTIFACTS_PATH=str(ARTIFACTS),
+            HOST="127.0.0.1",
+            PORT=str(self.port),
+            WEB_CONCURRENCY=str(workers),
+            GUNICORN_THREADS="4",
+            LOG_LEVEL="WARNING",
             # Open prediction routes and no throttling whatever the caller's environment says;
             # static files and metrics in our temp dir, not in the repository or /tmp.
             PREDICT_ACCESS="open",
-            STATIC_ROOT=str(tmp / "static"), PROMETHEUS_MULTIPROC_DIR=str(tmp / f"metrics-{self.port}"),
+            STATIC_ROOT=str(tmp / "static"),
+            PROMETHEUS_MULTIPROC_DIR=str(tmp / f"metrics-{self.port}"),
         )
         for name in ("PREDICT_THROTTLE_RATE", "MANAGEMENT_THROTTLE_RATE"):
             self.env.pop(name, None)
 
     def __enter__(self) -> Server:
         self.log_file = self.log_path.open("w")
-        self.process = subprocess.Popen([str(SERVER / "bin" / "serve")], cwd=SERVER, env=self.env,
-                                        stdout=self.log_file, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [str(SERVER / "bin" / "serve")],
+            cwd=SERVER,
+            env=self.env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 180
         while True:  # /readyz logs no prediction, so the row accounting starts at zero
             try:
@@ -171,12 +194,17 @@ class Server:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.__exit__()  # __exit__ is not called when __enter__ raises
-                raise RuntimeError("the server did not become ready:\n" + self.log_path.read_text()[-2000:])
+                raise RuntimeError(
+                    "the server did not become ready:\n" + self.log_path.read_text()[-2000:]
+                )
             time.sleep(0.2)
 
     def log_errors(self) -> list[str]:
-        return [line for line in self.log_path.read_text().splitlines()
-                if " ERROR " in line or " CRITICAL " in line or "Traceback" in line]
+        return [
+            line
+            for line in self.log_path.read_text().splitlines()
+            if " ERROR " in line or " CRITICAL " in line or "Traceback" in line
+        ]
 
     def __exit__(self, *exc: object) -> None:
         if self.process.poll() is None:
@@ -186,17 +214,25 @@ class Server:
 
     def shell(self, code: str) -> Any:
         """Run ``code`` in ``manage.py shell`` against the server's database; its last line is JSON."""
-        done = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=SERVER,
-                              env=self.env, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=SERVER,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def call(port: int, method: str, path: str, body: Any = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def call(
+    port: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        connection.request(method, path, None if body is None else json.dumps(body),
-                           {**JSON, **(headers or {})})
+        connection.request(
+            method, path, None if body is None else json.dumps(body), {**JSON, **(headers or {})}
+        )
         answer = connection.getresponse()
         return answer.status, json.loads(answer.read() or b"null")
     finally:
@@ -233,8 +269,11 @@ def check_rows(server: Server, samples: list[Sample]) -> tuple[int, int, bool, b
     sent = {s.request_id: s.label for s in samples if s.kind == "feedback" and s.ok}
     logged = server.shell(ROWS)
     ids = logged["ids"]
-    rows_match = (len(ids) == len(answered) and len(set(answered)) == len(answered)
-                  and set(ids) == set(answered))
+    rows_match = (
+        len(ids) == len(answered)
+        and len(set(answered)) == len(answered)
+        and set(ids) == set(answered)
+    )
     feedback = {int(k): v for k, v in logged["feedback"].items()}
     return len(ids), len(answered), rows_match, feedback == sent
 
@@ -245,17 +284,33 @@ def ab_stops(server: Server, data: list[tuple[str, str]], n: int = 300) -> tuple
     staff = {"Authorization": f"Token {server.shell(TOKEN)}"}
     status, page = call(port, "GET", "/api/v1/mlalgorithms")
     by_name = {a["name"]: a["id"] for a in page["results"]}
-    status, test = call(port, "POST", "/api/v1/abtests", {
-        "title": "load test", "parent_mlalgorithm_1": by_name["random forest"],
-        "parent_mlalgorithm_2": by_name["extra trees"]}, staff)
+    status, test = call(
+        port,
+        "POST",
+        "/api/v1/abtests",
+        {
+            "title": "load test",
+            "parent_mlalgorithm_1": by_name["random forest"],
+            "parent_mlalgorithm_2": by_name["extra trees"],
+        },
+        staff,
+    )
     if status != 201:
         return f"creating the A/B test answered {status}: {test}", False
-    for i, (body, label) in enumerate(data[-n:]):  # one assignment key per person, as a client would
-        status, served = call(port, "POST", PREDICT + "?status=ab_testing", json.loads(body),
-                              {"X-Assignment-Key": f"person-{i}"})
+    for i, (body, label) in enumerate(
+        data[-n:]
+    ):  # one assignment key per person, as a client would
+        status, served = call(
+            port,
+            "POST",
+            PREDICT + "?status=ab_testing",
+            json.loads(body),
+            {"X-Assignment-Key": f"person-{i}"},
+        )
         if status == 200:
-            status, served = call(port, "PATCH", f"/api/v1/mlrequests/{served['request_id']}",
-                                  {"feedback": label})
+            status, served = call(
+                port, "PATCH", f"/api/v1/mlrequests/{served['request_id']}", {"feedback": label}
+            )
         if status != 200:
             return f"feeding the A/B test: HTTP {status}: {served}", False
 
@@ -280,13 +335,20 @@ def ab_stops(server: Server, data: list[tuple[str, str]], n: int = 300) -> tuple
         t.join()
     counts = collections.Counter(answers)
     after = server.shell(AB_STATE % (test["id"], STAFF))
-    passed = (counts == {(200, after["state"]): 1, (409, "ab_test_stopped"): 7}
-              and after["ended"] and after["state"] in ("stopped", "aborted") and after["production"] == 1
-              and sorted(after["stop_rows"]) == ["production", "testing"])
-    line = ("8 concurrent stops: " + ", ".join(f"{k} x {s} ({c})" for (s, c), k in sorted(counts.items()))
-            + f"; test {after['state']} ({after['outcome']}), production algorithms: {after['production']},"
-            f" status rows written by the stops: {len(after['stop_rows'])}"
-            f" ({after['stop_rows'].count('production')} production)")
+    passed = (
+        counts == {(200, after["state"]): 1, (409, "ab_test_stopped"): 7}
+        and after["ended"]
+        and after["state"] in ("stopped", "aborted")
+        and after["production"] == 1
+        and sorted(after["stop_rows"]) == ["production", "testing"]
+    )
+    line = (
+        "8 concurrent stops: "
+        + ", ".join(f"{k} x {s} ({c})" for (s, c), k in sorted(counts.items()))
+        + f"; test {after['state']} ({after['outcome']}), production algorithms: {after['production']},"
+        f" status rows written by the stops: {len(after['stop_rows'])}"
+        f" ({after['stop_rows'].count('production')} production)"
+    )
     return line, passed
 
 
@@ -300,8 +362,10 @@ def main() -> int:
     command = "python bench/load_test.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     OUT.mkdir(parents=True, exist_ok=True)
     if not (ARTIFACTS / "random_forest.joblib").exists():
-        subprocess.run([sys.executable, str(REPO / "research" / "train.py"), "--out", str(ARTIFACTS)],
-                       check=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "research" / "train.py"), "--out", str(ARTIFACTS)],
+            check=True,
+        )
     data = records()
     tmp = Path(tempfile.mkdtemp(prefix="load-test-"))
     databases = [("SQLite", f"sqlite:///{tmp / 'load.sqlite3'}")]
@@ -313,7 +377,9 @@ def main() -> int:
     try:
         for name, url in databases:
             with Server(url, args.workers, tmp) as server:
-                log(f"{name}: server ready on port {server.port}; {args.clients} clients, 3 s warm-up")
+                log(
+                    f"{name}: server ready on port {server.port}; {args.clients} clients, 3 s warm-up"
+                )
                 warm, _ = run_load(server.port, args.clients, 3, data)
                 log(f"{name}: measuring {args.seconds:g} s")
                 samples, elapsed = run_load(server.port, args.clients, args.seconds, data)
@@ -326,39 +392,51 @@ def main() -> int:
             predict = [s.seconds * 1e3 for s in samples if s.kind == "predict"]
             feedback = [s for s in samples if s.kind == "feedback"]
             every = [s.seconds * 1e3 for s in samples]
-            rates = " | ".join(f"{n / elapsed:,.0f}" for n in (len(predict), len(feedback), len(samples)))
-            times = " | ".join(f"{percentile(v, q):.1f}" for v in (predict, every) for q in (0.5, 0.99))
+            rates = " | ".join(
+                f"{n / elapsed:,.0f}" for n in (len(predict), len(feedback), len(samples))
+            )
+            times = " | ".join(
+                f"{percentile(v, q):.1f}" for v in (predict, every) for q in (0.5, 0.99)
+            )
             lines.append(
                 f"| {name} | {args.clients} | {args.seconds:g} | {len(samples):,} | {rates} | {times} | "
                 f"{len(errors)} | {rows:,} | {answered:,} | {'yes' if rows_ok else 'NO'} | "
-                f"{'yes' if feedback_ok else 'NO'} |")
+                f"{'yes' if feedback_ok else 'NO'} |"
+            )
             log(lines[-1])
             notes.append(f"- {name}: {ab_line}{'' if ab_ok else ' -- FAILED'}")
-            notes.append(f"- {name}: {len(warm):,} warm-up requests; "
-                         f"server log ERROR/Traceback lines: {len(server_errors)}")
+            notes.append(
+                f"- {name}: {len(warm):,} warm-up requests; "
+                f"server log ERROR/Traceback lines: {len(server_errors)}"
+            )
             for item in [e.error for e in errors[:5]] + server_errors[:5]:
                 notes.append(f"  - `{item}`")
-            failed |= bool(errors) or not rows_ok or not feedback_ok or not ab_ok or bool(server_errors)
+            failed |= (
+                bool(errors) or not rows_ok or not feedback_ok or not ab_ok or bool(server_errors)
+            )
     finally:
         if not args.no_postgres:
-            subprocess.run(["psql", "-q", PG_ADMIN, "-c",
-                            f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"])
+            subprocess.run(
+                ["psql", "-q", PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"]
+            )
         shutil.rmtree(tmp, ignore_errors=True)
-    table = "\n".join([
-        f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, gunicorn {args.workers}"
-        " workers x 4 threads, load generator: Python threads)",
-        "",
-        "| database | clients | seconds | requests | predict req/s | feedback req/s | total req/s |"
-        " predict p50 ms | predict p99 ms | all p50 ms | all p99 ms | errors* | MLRequest rows |"
-        " 2xx predictions* | rows match | feedback rows match |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
-        *lines,
-        "",
-        *notes,
-        "- *: warm-up included (rates and latencies are of the measured seconds only)",
-        "",
-        f"Result: {'FAILED' if failed else 'all checks passed'}",
-    ])
+    table = "\n".join(
+        [
+            f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, gunicorn {args.workers}"
+            " workers x 4 threads, load generator: Python threads)",
+            "",
+            "| database | clients | seconds | requests | predict req/s | feedback req/s | total req/s |"
+            " predict p50 ms | predict p99 ms | all p50 ms | all p99 ms | errors* | MLRequest rows |"
+            " 2xx predictions* | rows match | feedback rows match |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+            *lines,
+            "",
+            *notes,
+            "- *: warm-up included (rates and latencies are of the measured seconds only)",
+            "",
+            f"Result: {'FAILED' if failed else 'all checks passed'}",
+        ]
+    )
     print("\n" + table)
     save("load_results", table)
     return 1 if failed else 0

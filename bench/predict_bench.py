@@ -100,7 +100,9 @@ class Server:
             GUNICORN_THREADS="4",
             LOG_LEVEL="WARNING",
         )
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=SERVER, env=self.env, check=True)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=SERVER, env=self.env, check=True
+        )
         self.port = free_port()
         self.env.update(HOST="127.0.0.1", PORT=str(self.port))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -110,11 +112,15 @@ class Server:
         started = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi"],
-            cwd=SERVER, env=self.env, start_new_session=True,
+            cwd=SERVER,
+            env=self.env,
+            start_new_session=True,
         )
         while True:  # poll until a prediction is answered
             try:
-                request = urllib.request.Request(self.url + PATH, body, {"Content-Type": "application/json"})
+                request = urllib.request.Request(
+                    self.url + PATH, body, {"Content-Type": "application/json"}
+                )
                 with urllib.request.urlopen(request, timeout=30) as answer:
                     if answer.status == 200:
                         break
@@ -126,7 +132,9 @@ class Server:
         return self
 
     def worker_rss_mb(self) -> list[float]:
-        pids = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        pids = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
+        )
         peaks = []
         for pid in pids.stdout.split():
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -141,9 +149,22 @@ class Server:
 
 def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
     done = subprocess.run(
-        ["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{seconds}s",
-         "--latency", "-s", str(script), url + PATH],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t",
+            str(min(connections, 2)),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url + PATH,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     out = done.stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -174,7 +195,10 @@ def main() -> int:
         return 2
     OUT.mkdir(parents=True, exist_ok=True)
     if not (ARTIFACTS / "random_forest.joblib").exists():
-        subprocess.run([sys.executable, str(REPO / "research" / "train.py"), "--out", str(ARTIFACTS)], check=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "research" / "train.py"), "--out", str(ARTIFACTS)],
+            check=True,
+        )
     tmp = Path(tempfile.mkdtemp(prefix="predict-bench-"))
     script = lua_script(records(), tmp)
     log("(a) in process, one row")
@@ -194,38 +218,54 @@ def main() -> int:
                 n += 1
                 variant = "compiled" if compiled else "scikit-learn"
                 with Server(make_url(n), compiled) as server:
-                    log(f"(b) {db_name}, {variant}: first prediction after {server.first_prediction_s:.2f} s")
+                    log(
+                        f"(b) {db_name}, {variant}: first prediction after {server.first_prediction_s:.2f} s"
+                    )
                     # Steady state: every worker loads its model on its first request.
                     wrk(server.url, script, 8, 3)
                     for connections in (1, 8):
-                        log(f"(b) {db_name}, {variant}, {connections} connection(s), {args.seconds} s")
+                        log(
+                            f"(b) {db_name}, {variant}, {connections} connection(s), {args.seconds} s"
+                        )
                         r = wrk(server.url, script, connections, args.seconds)
                         measured[(db_name, compiled, connections)] = r
                         rows.append(
                             f"| (b) HTTP {db_name}, {variant} | {connections} | {r['rps']:,.0f} | "
                             f"{r['p50']:.2f} | {r['p99']:.2f} | {r['errors']:.0f} | "
-                            + (f"{max(server.worker_rss_mb()):.0f} | {server.first_prediction_s:.2f} |"
-                               if connections == 8 else "| |")
+                            + (
+                                f"{max(server.worker_rss_mb()):.0f} | {server.first_prediction_s:.2f} |"
+                                if connections == 8
+                                else "| |"
+                            )
                         )
     finally:
         for name in _pg.created:
-            subprocess.run(["psql", "-q", PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"])
+            subprocess.run(
+                ["psql", "-q", PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]
+            )
         shutil.rmtree(tmp, ignore_errors=True)
     rows.append("| (d) MLflow `models serve` | | skipped: MLflow is not installed here | | | | | |")
     ratios = []
     for db_name, _ in databases:
         for connections in (1, 8):
-            on, off = measured[(db_name, True, connections)], measured[(db_name, False, connections)]
-            ratios.append(f"{db_name}, {connections} conn.: compiled/scikit-learn req/s = {on['rps'] / off['rps']:.1f}x")
-    table = "\n".join([
-        f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load generator: wrk)",
-        "",
-        "| variant | connections | req/s | p50 ms | p99 ms | errors | worker peak RSS MB | start to first prediction s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-        *rows,
-        "",
-        *[f"- {r}" for r in ratios],
-    ])
+            on, off = (
+                measured[(db_name, True, connections)],
+                measured[(db_name, False, connections)],
+            )
+            ratios.append(
+                f"{db_name}, {connections} conn.: compiled/scikit-learn req/s = {on['rps'] / off['rps']:.1f}x"
+            )
+    table = "\n".join(
+        [
+            f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load generator: wrk)",
+            "",
+            "| variant | connections | req/s | p50 ms | p99 ms | errors | worker peak RSS MB | start to first prediction s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            *rows,
+            "",
+            *[f"- {r}" for r in ratios],
+        ]
+    )
     print("\n" + table)
     save("predict_results", table)
     return 0

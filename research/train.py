@@ -27,7 +27,12 @@ import numpy as np
 import sklearn
 from sklearn import ensemble
 
-from adult import RESEARCH_DIR, load_split, verify_hashes, schema  # also puts the service on sys.path
+from adult import (
+    RESEARCH_DIR,
+    load_split,
+    schema,
+    verify_hashes,
+)  # also puts the service on sys.path
 from apps.ml import artifacts
 from apps.ml.income_classifier import WRAPPERS
 from apps.ml.income_classifier.base import make_bundle
@@ -93,7 +98,9 @@ def train(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]:
     x_train, y_train = preprocessing.encode_frame(train_frame), labels(train_frame)
     x_test, y_test = preprocessing.encode_frame(test_frame), labels(test_frame)
 
-    sample = x_train[np.random.default_rng(SEED).choice(len(x_train), VERIFICATION_ROWS, replace=False)]
+    sample = x_train[
+        np.random.default_rng(SEED).choice(len(x_train), VERIFICATION_ROWS, replace=False)
+    ]
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {"sklearn_version": sklearn.__version__, "artifacts": {}}
     for step, (key, (file_name, estimator)) in enumerate(MODELS.items(), start=3):
@@ -102,8 +109,8 @@ def train(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]:
         accuracy = float((estimator.predict(x_test) == y_test).mean())
         metrics = {
             "accuracy_adult_test": round(accuracy, 4),
-            "n_train": int(len(y_train)),
-            "n_test": int(len(y_test)),
+            "n_train": len(y_train),
+            "n_test": len(y_test),
         }
         estimator.set_params(n_jobs=1)
         bundle = make_bundle(estimator, preprocessing, metrics=metrics, sample=sample)
@@ -119,7 +126,9 @@ def train(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]:
             tick = time.perf_counter()
             compiled = WRAPPERS[key].from_artifact(out_dir, file_name, compile=True).compiled
             state = "verified" if compiled else "REJECTED, scikit-learn will serve (see log)"
-            print(f"      {key}: ONNX form {state} ({time.perf_counter() - tick:.1f} s)", flush=True)
+            print(
+                f"      {key}: ONNX form {state} ({time.perf_counter() - tick:.1f} s)", flush=True
+            )
         manifest["artifacts"][key] = {
             "file": file_name,
             "sha256": artifacts.sha256_of(path),

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from adult import DATA_DIR, DataIntegrityError, load_split, verify_hashes
 
 

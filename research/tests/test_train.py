@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+
 from train import fit_with_progress
 
 
@@ -17,7 +18,11 @@ def test_a_forest_reports_its_trees_as_they_grow_and_ends_as_one_fit_would(
     grown = fit_with_progress(RandomForestClassifier(n_estimators=10, random_state=3), x, y, "rf")
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(": ")[1].split(" trees")[0] for line in lines] == [
-        "2/10", "4/10", "6/10", "8/10", "10/10",
+        "2/10",
+        "4/10",
+        "6/10",
+        "8/10",
+        "10/10",
     ]
     once = RandomForestClassifier(n_estimators=10, random_state=3).fit(x, y)
     assert np.array_equal(grown.predict_proba(x), once.predict_proba(x))

@@ -16,7 +16,6 @@ from typing import Any
 # memory) when first imported, so PROMETHEUS_MULTIPROC_DIR must be set before that.
 
 
-
 def _cap_malloc_arenas(arenas: int = 2) -> None:
     """glibc gives threads that allocate at the same time malloc arenas of their own, up to
     eight per core, and memory freed into one serves no other. With gthread workers and
@@ -65,13 +64,17 @@ logconfig_dict: dict[str, Any] = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [-] gunicorn: %(message)s"}},
     "handlers": {
-        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
-                   "formatter": "plain"},
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "plain",
+        },
     },
     # Django configures the root logger in each worker (settings.LOGGING).
     "root": {"level": "WARNING", "handlers": []},
-    "loggers": {"gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(),
-                                   "propagate": False}},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": loglevel.upper(), "propagate": False}
+    },
 }
 
 # Prometheus multiprocess mode: each worker writes its counters to files in this folder and
@@ -79,10 +82,12 @@ logconfig_dict: dict[str, Any] = {
 # emptied of its metric files at each start, or counts of an earlier run would be added in.
 # The default is one folder per port, removed again when the server stops.
 _default_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-_metrics_dir = Path(os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR",
-    str(Path(tempfile.gettempdir()) / f"ml_pipeline_metrics_{os.environ.get('PORT', '8000')}"),
-))
+_metrics_dir = Path(
+    os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR",
+        str(Path(tempfile.gettempdir()) / f"ml_pipeline_metrics_{os.environ.get('PORT', '8000')}"),
+    )
+)
 _metrics_dir.mkdir(parents=True, exist_ok=True)
 for _stale in _metrics_dir.glob("*.db"):
     _stale.unlink()

@@ -52,8 +52,11 @@ class RequestIdMiddleware:
             response = self.get_response(request)
             response[HEADER] = request_id
             access_log.info(
-                '"%s %s" %s %.1fms', request.method, request.get_full_path(),
-                response.status_code, (time.perf_counter() - started) * 1000,
+                '"%s %s" %s %.1fms',
+                request.method,
+                request.get_full_path(),
+                response.status_code,
+                (time.perf_counter() - started) * 1000,
             )
             return response
         finally:

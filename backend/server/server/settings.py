@@ -139,7 +139,9 @@ STORAGES = {
 # -- Machine learning --------------------------------------------------------------------
 _artifacts = os.environ.get("MODEL_ARTIFACTS_PATH") or str(REPO_DIR / "research" / "artifacts")
 if not os.path.isabs(_artifacts):
-    raise ImproperlyConfigured(f"MODEL_ARTIFACTS_PATH must be an absolute path; got {_artifacts!r}.")
+    raise ImproperlyConfigured(
+        f"MODEL_ARTIFACTS_PATH must be an absolute path; got {_artifacts!r}."
+    )
 MODEL_ARTIFACTS_PATH = Path(_artifacts).resolve()
 
 # Register the demo classifiers (random forest, extra trees) on endpoint income_classifier.
@@ -164,7 +166,9 @@ BATCH_MAX_UPLOAD_BYTES = env_int("BATCH_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)
 BATCH_MAX_ROWS = env_int("BATCH_MAX_ROWS", 2_000_000)
 BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 10_000)
 # Per endpoint, the CSV column holding the true label: stored as feedback, scored.
-BATCH_LABEL_COLUMNS: dict[str, str] = env_json("BATCH_LABEL_COLUMNS", {"income_classifier": "income"})
+BATCH_LABEL_COLUMNS: dict[str, str] = env_json(
+    "BATCH_LABEL_COLUMNS", {"income_classifier": "income"}
+)
 
 # The largest request body outside file uploads (Django's DATA_UPLOAD_MAX_MEMORY_SIZE): a
 # predict record is under 1 KB; more is a 413. Batch files have their own limit below.
@@ -241,9 +245,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "server.request_id.RequestIdFilter"}},
     "formatters": {
-        "plain": {
-            "format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"
-        }
+        "plain": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"}
     },
     "handlers": {
         "stdout": {

@@ -9,8 +9,8 @@ import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 
-from server.settings import *  # noqa: E402,F403
-from server.settings import DATABASES  # noqa: E402
+from server.settings import *  # noqa: F403
+from server.settings import DATABASES
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {

@@ -30,8 +30,14 @@ ctypes.CDLL("libc.so.6").malloc_stats()
 def _arenas(tmp_path: Path, *args: str, **env: str) -> int:
     environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     environ |= {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), **env}
-    done = subprocess.run([sys.executable, "-c", _ARENAS, *args], env=environ,
-                          capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _ARENAS, *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return sum(line.startswith("Arena ") for line in done.stderr.splitlines())
 
 

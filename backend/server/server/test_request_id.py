@@ -36,7 +36,9 @@ def test_log_lines_written_during_a_request_carry_its_id(
     caplog.handler.addFilter(RequestIdFilter())
     with caplog.at_level(logging.INFO):
         response = api.post(
-            "/api/v1/income_classifier/predict", SAMPLE_RECORD, format="json",
+            "/api/v1/income_classifier/predict",
+            SAMPLE_RECORD,
+            format="json",
             HTTP_X_REQUEST_ID="trace-42",
         )
     assert response["X-Request-ID"] == "trace-42"

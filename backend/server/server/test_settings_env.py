@@ -61,7 +61,9 @@ def test_allowed_hosts_and_artifacts_path(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert {"localhost", "127.0.0.1"} <= set(settings["ALLOWED_HOSTS"])
     assert settings["MODEL_ARTIFACTS_PATH"].is_absolute()
     settings = load(
-        monkeypatch, SECRET_KEY="x", ALLOWED_HOSTS="api.example, 10.0.0.1",
+        monkeypatch,
+        SECRET_KEY="x",
+        ALLOWED_HOSTS="api.example, 10.0.0.1",
         MODEL_ARTIFACTS_PATH=str(tmp_path),
     )
     assert settings["ALLOWED_HOSTS"] == ["api.example", "10.0.0.1"]

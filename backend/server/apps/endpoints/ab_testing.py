@@ -60,7 +60,9 @@ def create(
         previous_status_2=_status_of(arm_2),
     )
     for arm in (arm_1, arm_2):
-        services.set_algorithm_status(algorithm=arm, status=Status.AB_TESTING, created_by=created_by)
+        services.set_algorithm_status(
+            algorithm=arm, status=Status.AB_TESTING, created_by=created_by
+        )
     return abtest
 
 
@@ -141,7 +143,9 @@ def pick_arm(abtest: ABTest, *, assignment_key: str | None, rng: random.Random) 
         point = assignment_point(abtest_id=abtest.pk, assignment_key=assignment_key)
     else:
         point = rng.random()
-    return abtest.parent_mlalgorithm_2 if point < abtest.arm_2_share else abtest.parent_mlalgorithm_1
+    return (
+        abtest.parent_mlalgorithm_2 if point < abtest.arm_2_share else abtest.parent_mlalgorithm_1
+    )
 
 
 def assignment_point(*, abtest_id: int, assignment_key: str) -> float:
@@ -168,12 +172,17 @@ def evaluate(abtest: ABTest) -> dict[str, Any]:
     comparison = None
     if all(c.with_feedback for c in counts):
         result = stats.compare(
-            counts[0].correct, counts[0].with_feedback, counts[1].correct,
-            counts[1].with_feedback, alpha=abtest.alpha,
+            counts[0].correct,
+            counts[0].with_feedback,
+            counts[1].correct,
+            counts[1].with_feedback,
+            alpha=abtest.alpha,
         )
         comparison = {
-            "difference": result.difference, "p_value": result.p_value,
-            "method": result.method, "significant": result.significant,
+            "difference": result.difference,
+            "p_value": result.p_value,
+            "method": result.method,
+            "significant": result.significant,
         }
     return {
         "alpha": abtest.alpha,
@@ -228,16 +237,23 @@ def stop(*, abtest_id: int, stopped_by: str, force: bool = False) -> ABTest:
             f"{names} {'has' if len(starved) == 1 else 'have'} no request with feedback in this "
             "test, so there is nothing to compare. Send feedback (PUT /api/v1/mlrequests/<id>) "
             "and stop again, or pass force to end the test and restore the previous statuses.",
-            details={"arms": [{k: a[k] for k in ("arm", "requests", "with_feedback")}
-                              for a in summary["arms"]]},
+            details={
+                "arms": [
+                    {k: a[k] for k in ("arm", "requests", "with_feedback")} for a in summary["arms"]
+                ]
+            },
         )
     outcome, production = _decide(summary) if not starved else ("aborted", None)
     _apply(abtest, production, stopped_by)
     abtest.state = State.ABORTED if production is None else State.STOPPED
     abtest.ended_at = timezone.now()
     abtest.stopped_by = stopped_by
-    summary.update(outcome=outcome, statuses=_statuses(abtest), stopped_by=stopped_by,
-                   ended_at=abtest.ended_at.isoformat())
+    summary.update(
+        outcome=outcome,
+        statuses=_statuses(abtest),
+        stopped_by=stopped_by,
+        ended_at=abtest.ended_at.isoformat(),
+    )
     abtest.summary_json = summary
     abtest.summary = summary_text(summary)
     abtest.save(update_fields=["state", "ended_at", "stopped_by", "summary", "summary_json"])
@@ -280,7 +296,8 @@ def _restore(algorithm: MLAlgorithm, previous: str, by: str) -> None:
 
 def _statuses(abtest: ABTest) -> dict[str, str]:
     return {
-        str(arm.pk): _status_of(arm) for arm in (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2)
+        str(arm.pk): _status_of(arm)
+        for arm in (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2)
     }
 
 
@@ -309,10 +326,14 @@ def summary_text(summary: dict[str, Any]) -> str:
             f"Difference (arm 2 - arm 1): {comparison['difference'] * 100:+.1f} points; "
             f"{method}, two-sided p = {comparison['p_value']:.3g}: {verdict} at alpha {alpha:g}."
         )
-    lines.append(_OUTCOMES[summary.get("outcome", "running")].format(
-        statuses=", ".join(f"algorithm {pk} -> {s or 'no status'}"
-                           for pk, s in summary.get("statuses", {}).items())
-    ))
+    lines.append(
+        _OUTCOMES[summary.get("outcome", "running")].format(
+            statuses=", ".join(
+                f"algorithm {pk} -> {s or 'no status'}"
+                for pk, s in summary.get("statuses", {}).items()
+            )
+        )
+    )
     return "\n".join(lines)
 
 

@@ -11,8 +11,8 @@ from django.utils.safestring import SafeString
 
 from apps.endpoints import ab_testing, selectors, services
 from apps.endpoints.errors import ServiceError
-from apps.ml import registry as ml_registry
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
+from apps.ml import registry as ml_registry
 
 
 @admin.register(Endpoint)
@@ -42,8 +42,14 @@ class MLAlgorithmAdmin(admin.ModelAdmin):
     list_filter = ["parent_endpoint", "statuses__status"]
     search_fields = ["name", "version", "description", "owner"]
     readonly_fields = [
-        "wrapper", "artifact", "artifact_sha256", "sklearn_version", "created_at",
-        "feature_types", "training_metrics", "loaded_in_this_process",
+        "wrapper",
+        "artifact",
+        "artifact_sha256",
+        "sklearn_version",
+        "created_at",
+        "feature_types",
+        "training_metrics",
+        "loaded_in_this_process",
     ]
     exclude = ["features", "metrics"]  # shown formatted by the read-only fields above
     inlines = [StatusHistoryInline]
@@ -106,7 +112,13 @@ class MLRequestAdmin(admin.ModelAdmin):
     list_filter = ["parent_mlalgorithm__parent_endpoint", "parent_mlalgorithm", "response"]
     search_fields = ["response", "feedback"]
     list_select_related = ["parent_mlalgorithm"]
-    readonly_fields = ["input_data", "full_response", "response", "created_at", "parent_mlalgorithm"]
+    readonly_fields = [
+        "input_data",
+        "full_response",
+        "response",
+        "created_at",
+        "parent_mlalgorithm",
+    ]
     date_hierarchy = "created_at"
 
 
@@ -117,16 +129,36 @@ class ABTestAdmin(admin.ModelAdmin):
     ``ab_testing.stop`` as the API."""
 
     list_display = [
-        "title", "state", "parent_mlalgorithm_1", "accuracy_1", "parent_mlalgorithm_2",
-        "accuracy_2", "p_value", "created_at", "ended_at", "report",
+        "title",
+        "state",
+        "parent_mlalgorithm_1",
+        "accuracy_1",
+        "parent_mlalgorithm_2",
+        "accuracy_2",
+        "p_value",
+        "created_at",
+        "ended_at",
+        "report",
     ]
     list_filter = ["state", "parent_mlalgorithm_1__parent_endpoint"]
     search_fields = ["title", "created_by"]
     readonly_fields = ["report", "summary"]
     fields = [
-        "title", "state", "report", "parent_mlalgorithm_1", "parent_mlalgorithm_2",
-        "arm_2_share", "alpha", "require_significance", "previous_status_1",
-        "previous_status_2", "created_by", "created_at", "stopped_by", "ended_at", "summary",
+        "title",
+        "state",
+        "report",
+        "parent_mlalgorithm_1",
+        "parent_mlalgorithm_2",
+        "arm_2_share",
+        "alpha",
+        "require_significance",
+        "previous_status_1",
+        "previous_status_2",
+        "created_by",
+        "created_at",
+        "stopped_by",
+        "ended_at",
+        "summary",
         "summary_json",
     ]
     actions = ["stop_tests", "force_stop_tests"]
@@ -174,8 +206,9 @@ class ABTestAdmin(admin.ModelAdmin):
     def stop_tests(self, request: HttpRequest, queryset: QuerySet[ABTest]) -> None:
         self._stop(request, queryset, force=False)
 
-    @admin.action(description="End selected A/B tests with force (restore statuses if an arm "
-                  "has no feedback)")
+    @admin.action(
+        description="End selected A/B tests with force (restore statuses if an arm has no feedback)"
+    )
     def force_stop_tests(self, request: HttpRequest, queryset: QuerySet[ABTest]) -> None:
         self._stop(request, queryset, force=True)
 

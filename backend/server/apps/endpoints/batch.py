@@ -18,9 +18,9 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
-from itertools import repeat
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import IO
 
 import numpy as np
@@ -293,7 +293,9 @@ def _read_header(upload: IO[bytes]) -> list[str]:
         try:
             first = next(csv.reader([head.split(b"\n", 1)[0].decode("utf-8-sig")]))
         except UnicodeDecodeError:
-            raise InvalidInput("The file is not UTF-8 text (undecodable bytes in line 1).") from None
+            raise InvalidInput(
+                "The file is not UTF-8 text (undecodable bytes in line 1)."
+            ) from None
     header = [name.strip() for name in first]
     if len(header) == 1:
         for delimiter in _OTHER_DELIMITERS:

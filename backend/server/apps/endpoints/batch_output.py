@@ -41,7 +41,8 @@ def _answers(result: BatchResult) -> Iterator[tuple[int, str, float]]:
     for start in range(0, result.count, _ROWS_PER_PIECE):
         piece = slice(start, start + _ROWS_PER_PIECE)
         yield from zip(
-            result.request_ids[piece].tolist(), result.labels[piece],
+            result.request_ids[piece].tolist(),
+            result.labels[piece],
             result.probabilities[piece].tolist(),
         )
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
@@ -41,9 +41,7 @@ Row = tuple[str, str, str, str | None, int, int | None]
 
 _TABLE = MLRequest._meta.db_table
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
-_COLUMNS = (
-    "input_data, full_response, response, feedback, parent_mlalgorithm_id, ab_test_id, created_at, id"
-)
+_COLUMNS = "input_data, full_response, response, feedback, parent_mlalgorithm_id, ab_test_id, created_at, id"
 # Past a few thousand rows a statement gains nothing (measured: 4,000 rows a statement
 # overlap the caller's work about as well as one statement per chunk).
 _MAX_ROWS_PER_STATEMENT = 4_000
@@ -88,9 +86,11 @@ def _insert_values(
     pks = ids.tolist()
     for start in range(0, len(rows), per_statement):
         part = rows[start : start + per_statement]
-        params = list(chain.from_iterable(
-            (*row, created_at, pk) for row, pk in zip(part, pks[start : start + per_statement])
-        ))
+        params = list(
+            chain.from_iterable(
+                (*row, created_at, pk) for row, pk in zip(part, pks[start : start + per_statement])
+            )
+        )
         sqlite.execute(insert + ",".join([group] * len(part)), params)
 
 

@@ -106,7 +106,11 @@ class MLRequest(models.Model):
     # The A/B test that routed this request (None when no test chose the algorithm); only
     # these requests count when the test is evaluated.
     ab_test = models.ForeignKey(
-        "ABTest", on_delete=models.PROTECT, null=True, blank=True, related_name="requests",
+        "ABTest",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="requests",
         db_index=False,  # indexed below, for the few rows that have one
     )
 
@@ -118,7 +122,8 @@ class MLRequest(models.Model):
             # a request updates one index fewer, and still serves every lookup by test
             # (ab_test_id = X implies NOT NULL, on PostgreSQL and SQLite alike).
             models.Index(
-                fields=["ab_test"], condition=models.Q(ab_test__isnull=False),
+                fields=["ab_test"],
+                condition=models.Q(ab_test__isnull=False),
                 name="mlrequest_ab_test_routed",
             ),
         ]

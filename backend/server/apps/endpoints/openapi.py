@@ -29,7 +29,9 @@ def _record_fields() -> dict[str, serializers.Field]:
                 choices=domain, required=False, allow_null=True, help_text=help_text
             )
         else:
-            fields[name] = serializers.FloatField(required=False, allow_null=True, help_text=help_text)
+            fields[name] = serializers.FloatField(
+                required=False, allow_null=True, help_text=help_text
+            )
     return fields
 
 
@@ -94,18 +96,29 @@ predict_schema = extend_schema(
     request={"application/json": IncomeRecord, "application/x-www-form-urlencoded": IncomeRecord},
     responses={200: PredictionSchema, **_errors(400, 401, 404, 413, 429, 503)},
     parameters=[
-        OpenApiParameter("status", enum=MLAlgorithmStatus.Status.values, required=False,
-                         description="Default: PREDICT_DEFAULT_STATUS (production)."),
+        OpenApiParameter(
+            "status",
+            enum=MLAlgorithmStatus.Status.values,
+            required=False,
+            description="Default: PREDICT_DEFAULT_STATUS (production).",
+        ),
         OpenApiParameter("version", str, required=False),
-        OpenApiParameter("X-Assignment-Key", str, OpenApiParameter.HEADER, required=False,
-                         description="Sticky A/B arm: the same key gets the same arm."),
+        OpenApiParameter(
+            "X-Assignment-Key",
+            str,
+            OpenApiParameter.HEADER,
+            required=False,
+            description="Sticky A/B arm: the same key gets the same arm.",
+        ),
     ],
 )
 
 batch_schema = extend_schema(
     responses={
         (200, "application/json"): BatchResultSchema,
-        (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="The rows plus request_id, label, probability."),
+        (200, "text/csv"): OpenApiResponse(
+            OpenApiTypes.STR, description="The rows plus request_id, label, probability."
+        ),
         **_json_errors(400, 401, 404, 413, 429, 503),
     },
 )
@@ -169,15 +182,21 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
             codes.update(getattr(view, "openapi_error_codes", ()))
             responses = operation.setdefault("responses", {})
             for code in sorted(codes):
-                responses.setdefault(str(code), {
-                    "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}},
-                    "description": ERROR_DESCRIPTIONS[code],
-                })
+                responses.setdefault(
+                    str(code),
+                    {
+                        "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}},
+                        "description": ERROR_DESCRIPTIONS[code],
+                    },
+                )
             for code, description in GUNICORN_ERRORS.items():
-                responses.setdefault(str(code), {
-                    "content": {"text/html": {"schema": {"type": "string"}}},
-                    "description": description,
-                })
+                responses.setdefault(
+                    str(code),
+                    {
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                        "description": description,
+                    },
+                )
             for code, response in responses.items():  # what views documented without one
                 if int(code) >= 400 and not response.get("description"):
                     response["description"] = ERROR_DESCRIPTIONS.get(int(code), "")

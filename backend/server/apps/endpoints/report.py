@@ -49,16 +49,24 @@ def chart(arms: list[dict[str, Any]]) -> dict[str, Any]:
     rows = []
     for i, arm in enumerate(arms):
         y = TOP + ROW // 2 + i * ROW
-        row: dict[str, Any] = {"y": y, "arm": arm, "label": f"Arm {arm['arm']}: "
-                               f"{arm['algorithm']['name']} {arm['algorithm']['version']}"}
+        row: dict[str, Any] = {
+            "y": y,
+            "arm": arm,
+            "label": f"Arm {arm['arm']}: {arm['algorithm']['name']} {arm['algorithm']['version']}",
+        }
         if arm["ci_95"]:
-            row.update(x_low=x(arm["ci_95"][0]), x_high=x(arm["ci_95"][1]),
-                       x_acc=x(arm["accuracy"]))
+            row.update(
+                x_low=x(arm["ci_95"][0]), x_high=x(arm["ci_95"][1]), x_acc=x(arm["accuracy"])
+            )
         rows.append(row)
     axis_y = TOP + ROW * len(arms)
     return {
-        "width": WIDTH, "height": axis_y + 40, "left": LEFT, "right": WIDTH - RIGHT,
-        "axis_y": axis_y, "rows": rows,
+        "width": WIDTH,
+        "height": axis_y + 40,
+        "left": LEFT,
+        "right": WIDTH - RIGHT,
+        "axis_y": axis_y,
+        "rows": rows,
         "ticks": [{"x": x(t), "label": f"{t * 100:.0f}%"} for t in ticks],
     }
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Count, F, Prefetch, Q, QuerySet
@@ -95,7 +94,9 @@ def running_abtest(*, endpoint_name: str) -> ABTest | None:
     """The endpoint's running A/B test with both arms (there is at most one)."""
     return (
         ABTest.objects.select_related("parent_mlalgorithm_1", "parent_mlalgorithm_2")
-        .filter(state=ABTest.State.RUNNING, parent_mlalgorithm_1__parent_endpoint__name=endpoint_name)
+        .filter(
+            state=ABTest.State.RUNNING, parent_mlalgorithm_1__parent_endpoint__name=endpoint_name
+        )
         .first()
     )
 
@@ -112,7 +113,9 @@ def abtest_arm_counts(*, abtest: ABTest) -> tuple[ArmCounts, ArmCounts]:
     has_feedback = Q(feedback__isnull=False)
     rows = {
         row["parent_mlalgorithm"]: row
-        for row in abtest.requests.order_by().values("parent_mlalgorithm").annotate(
+        for row in abtest.requests.order_by()
+        .values("parent_mlalgorithm")
+        .annotate(
             requests=Count("id"),
             with_feedback=Count("id", filter=has_feedback),
             correct=Count("id", filter=has_feedback & Q(feedback=F("response"))),
@@ -135,9 +138,9 @@ def abtests_with_live_counts() -> QuerySet[ABTest]:
         on_arm = Q(requests__parent_mlalgorithm=F(f"parent_mlalgorithm_{arm}"))
         counts[f"feedback_{arm}"] = Count("requests", filter=has_feedback & on_arm)
         counts[f"correct_{arm}"] = Count("requests", filter=right & on_arm)
-    return ABTest.objects.select_related(
-        "parent_mlalgorithm_1", "parent_mlalgorithm_2"
-    ).annotate(**counts)
+    return ABTest.objects.select_related("parent_mlalgorithm_1", "parent_mlalgorithm_2").annotate(
+        **counts
+    )
 
 
 def find_algorithm(*, endpoint_name: str, name: str, version: str) -> MLAlgorithm | None:

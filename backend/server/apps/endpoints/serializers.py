@@ -8,8 +8,8 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from apps.endpoints import ab_testing, selectors, services
-from apps.ml import registry as ml_registry
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
+from apps.ml import registry as ml_registry
 
 
 class EndpointSerializer(serializers.ModelSerializer):
@@ -26,9 +26,22 @@ class MLAlgorithmSerializer(serializers.ModelSerializer):
     class Meta:
         model = MLAlgorithm
         fields = [
-            "id", "name", "description", "code", "version", "owner", "created_at",
-            "parent_endpoint", "current_status", "wrapper", "artifact", "artifact_sha256",
-            "sklearn_version", "features", "metrics", "loaded_at",
+            "id",
+            "name",
+            "description",
+            "code",
+            "version",
+            "owner",
+            "created_at",
+            "parent_endpoint",
+            "current_status",
+            "wrapper",
+            "artifact",
+            "artifact_sha256",
+            "sklearn_version",
+            "features",
+            "metrics",
+            "loaded_at",
         ]
         read_only_fields = fields
 
@@ -76,7 +89,12 @@ class MLRequestSerializer(serializers.ModelSerializer):
     class Meta:
         model = MLRequest
         fields = [
-            "id", "input_data", "full_response", "response", "feedback", "created_at",
+            "id",
+            "input_data",
+            "full_response",
+            "response",
+            "feedback",
+            "created_at",
             "parent_mlalgorithm",
         ]
         read_only_fields = [f for f in fields if f != "feedback"]
@@ -97,14 +115,34 @@ class ABTestSerializer(serializers.ModelSerializer):
     class Meta:
         model = ABTest
         fields = [
-            "id", "title", "created_by", "created_at", "state", "ended_at", "stopped_by",
-            "parent_mlalgorithm_1", "parent_mlalgorithm_2", "arm_2_share", "alpha",
-            "require_significance", "previous_status_1", "previous_status_2", "summary",
-            "summary_json", "report_url",
+            "id",
+            "title",
+            "created_by",
+            "created_at",
+            "state",
+            "ended_at",
+            "stopped_by",
+            "parent_mlalgorithm_1",
+            "parent_mlalgorithm_2",
+            "arm_2_share",
+            "alpha",
+            "require_significance",
+            "previous_status_1",
+            "previous_status_2",
+            "summary",
+            "summary_json",
+            "report_url",
         ]
         read_only_fields = [
-            "id", "created_at", "state", "ended_at", "stopped_by", "previous_status_1",
-            "previous_status_2", "summary", "summary_json",
+            "id",
+            "created_at",
+            "state",
+            "ended_at",
+            "stopped_by",
+            "previous_status_1",
+            "previous_status_2",
+            "summary",
+            "summary_json",
         ]
 
     def get_report_url(self, abtest: ABTest) -> str:

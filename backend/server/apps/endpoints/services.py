@@ -110,9 +110,7 @@ def set_algorithm_status(
     # Lock the algorithm so two concurrent changes serialise instead of both deactivating
     # the old status and tripping the one-active-status constraint.
     MLAlgorithm.objects.select_for_update().only("pk").get(pk=algorithm.pk)
-    MLAlgorithmStatus.objects.filter(parent_mlalgorithm=algorithm, active=True).update(
-        active=False
-    )
+    MLAlgorithmStatus.objects.filter(parent_mlalgorithm=algorithm, active=True).update(active=False)
     created = MLAlgorithmStatus.objects.create(
         status=status, active=True, created_by=created_by, parent_mlalgorithm=algorithm
     )
@@ -190,13 +188,22 @@ def predict(
         )
     else:
         algorithm = select_algorithm(
-            endpoint_name=endpoint_name, status=status, version=version,
+            endpoint_name=endpoint_name,
+            status=status,
+            version=version,
             choose=(rng or random).choice,
         )
     predictions = registry.get(algorithm).compute_predictions(records)
     abtest_id = abtest.pk if abtest else None
     rows: list[bulk.Row] = [
-        (json.dumps(record), json.dumps(prediction), prediction["label"], None, algorithm.pk, abtest_id)
+        (
+            json.dumps(record),
+            json.dumps(prediction),
+            prediction["label"],
+            None,
+            algorithm.pk,
+            abtest_id,
+        )
         for record, prediction in zip(records, predictions, strict=True)
     ]
     if len(rows) == 1:

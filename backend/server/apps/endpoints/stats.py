@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-
 # Below this expected count in any cell of the 2x2 table the normal approximation of the
 # z-test is poor (Cochran's rule), so the comparison uses Fisher's exact test instead.
 MIN_EXPECTED_COUNT = 5.0
@@ -77,8 +76,9 @@ def compare(correct_1: int, n_1: int, correct_2: int, n_2: int, *, alpha: float)
     if small_counts(correct_1, n_1, correct_2, n_2):
         method, p_value = "fisher_exact_test", fisher_exact_test(correct_1, n_1, correct_2, n_2)
     else:
-        method, p_value = "two_proportion_z_test", two_proportion_z_test(
-            correct_1, n_1, correct_2, n_2
+        method, p_value = (
+            "two_proportion_z_test",
+            two_proportion_z_test(correct_1, n_1, correct_2, n_2),
         )
     return Comparison(
         difference=correct_2 / n_2 - correct_1 / n_1,

@@ -6,7 +6,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponseBase, JsonResponse, QueryDict, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponseBase,
+    JsonResponse,
+    QueryDict,
+    StreamingHttpResponse,
+)
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.generics import GenericAPIView
@@ -27,8 +33,8 @@ from apps.endpoints.errors import (
     ServiceError,
 )
 from apps.endpoints.exception_handler import error_body
-from apps.endpoints.permissions import PredictAccess, PredictAccessMixin
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithmStatus, MLRequest
+from apps.endpoints.permissions import PredictAccess, PredictAccessMixin
 from apps.endpoints.serializers import (
     ABTestSerializer,
     BatchPredictSerializer,
@@ -121,7 +127,9 @@ class CSVRenderer(BaseRenderer):
     format = "csv"
     charset = "utf-8"
 
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
         return JSONRenderer().render(data)
 
 
@@ -161,12 +169,19 @@ class BatchPredictView(PredictAccessMixin, GenericAPIView):
                 batch_output.csv_stream(result, upload), content_type="text/csv; charset=utf-8"
             )
         if request.accepted_renderer.format == "api":  # a person in the browsable API
-            return Response({**batch_output.summary(result), "predictions": batch_output.predictions(result)})
-        return StreamingHttpResponse(batch_output.json_stream(result), content_type="application/json")
+            return Response(
+                {**batch_output.summary(result), "predictions": batch_output.predictions(result)}
+            )
+        return StreamingHttpResponse(
+            batch_output.json_stream(result), content_type="application/json"
+        )
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
-        if getattr(self.request, "accepted_renderer", None) and self.request.accepted_renderer.format == "csv":
+        if (
+            getattr(self.request, "accepted_renderer", None)
+            and self.request.accepted_renderer.format == "csv"
+        ):
             self.request.accepted_renderer = JSONRenderer()
             self.request.accepted_media_type = JSONRenderer.media_type
         return response

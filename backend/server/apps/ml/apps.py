@@ -20,7 +20,9 @@ class MlConfig(AppConfig):
 
         declared = DEMO_MODELS if settings.ML_DEMO_MODELS else ()
         set_registry(
-            MLRegistry(settings.MODEL_ARTIFACTS_PATH, declared, compile=settings.ML_COMPILED_INFERENCE)
+            MLRegistry(
+                settings.MODEL_ARTIFACTS_PATH, declared, compile=settings.ML_COMPILED_INFERENCE
+            )
         )
         post_migrate.connect(_register_declared, dispatch_uid="ml_register_declared")
 

@@ -88,12 +88,16 @@ def load_cached(artifact: Path, sha256: str) -> CachedForm | None:
             return None
         card, sample, expected = stored
         session = _session(cache_path(artifact, sha256).read_bytes())
-        model = CompiledModel(session, session.get_inputs()[0].name, card["positive"], card["max_rows"])
+        model = CompiledModel(
+            session, session.get_inputs()[0].name, card["positive"], card["max_rows"]
+        )
         problem = disagreement(expected, model.predict_proba(sample))
     except FileNotFoundError:
         return None
-    except Exception as exc:  # noqa: BLE001 - a damaged cache only means loading the artifact
-        logger.warning("%s: cached compiled form unusable (%s: %s).", artifact.name, type(exc).__name__, exc)
+    except Exception as exc:
+        logger.warning(
+            "%s: cached compiled form unusable (%s: %s).", artifact.name, type(exc).__name__, exc
+        )
         return None
     if problem:
         logger.warning("%s: cached compiled form rejected (%s).", artifact.name, problem)
@@ -115,19 +119,27 @@ def compile_model(
     """The verified compiled form of ``estimator``, or None (and a log line saying why).
     With ``card``, also writes what ``load_cached`` needs to serve without the artifact."""
     if sample is None or len(sample) == 0:
-        logger.warning("%s: no verification sample in the bundle; serving with scikit-learn.", artifact.name)
+        logger.warning(
+            "%s: no verification sample in the bundle; serving with scikit-learn.", artifact.name
+        )
         return None
     try:
         onnx_bytes = _load_or_convert(estimator, sample, artifact, sha256, converter)
         session = _session(onnx_bytes)
         compiled = CompiledModel(session, session.get_inputs()[0].name, positive, max_rows=0)
         problem = disagreement(reference(sample), compiled.predict_proba(sample))
-    except Exception as exc:  # noqa: BLE001 - any converter or runtime failure means fallback
-        logger.warning("%s: compiled form unavailable (%s: %s); serving with scikit-learn.",
-                       artifact.name, type(exc).__name__, exc)
+    except Exception as exc:
+        logger.warning(
+            "%s: compiled form unavailable (%s: %s); serving with scikit-learn.",
+            artifact.name,
+            type(exc).__name__,
+            exc,
+        )
         return None
     if problem:
-        logger.warning("%s: compiled form rejected (%s); serving with scikit-learn.", artifact.name, problem)
+        logger.warning(
+            "%s: compiled form rejected (%s); serving with scikit-learn.", artifact.name, problem
+        )
         cache_path(artifact, sha256).unlink(missing_ok=True)
         card_path(artifact, sha256).unlink(missing_ok=True)
         return None
@@ -161,7 +173,7 @@ def _recorded_max_rows(artifact: Path, sha256: str) -> int | None:
     """The crossover recorded in the artifact's card, if it has one for this sha256."""
     try:
         stored = _read_card(artifact, sha256)
-    except Exception:  # noqa: BLE001 - a damaged card: time it afresh
+    except Exception:
         return None
     max_rows = stored[0].get("max_rows") if stored else None
     return max_rows if isinstance(max_rows, int) else None
@@ -216,7 +228,11 @@ def _load_or_convert(
                 stale.unlink(missing_ok=True)
                 stale.with_suffix(".serving.npz").unlink(missing_ok=True)
     except OSError as exc:
-        logger.warning("%s: cannot cache the compiled form (%s); compiling again next start.", artifact.name, exc)
+        logger.warning(
+            "%s: cannot cache the compiled form (%s); compiling again next start.",
+            artifact.name,
+            exc,
+        )
     logger.info("%s: compiled to ONNX in %.1f s.", artifact.name, time.perf_counter() - started)
     return onnx_bytes
 
@@ -232,7 +248,9 @@ def _session(onnx_bytes: bytes) -> Any:
 
 
 def _crossover(
-    slow: Callable[[np.ndarray], np.ndarray], fast: Callable[[np.ndarray], np.ndarray], sample: np.ndarray
+    slow: Callable[[np.ndarray], np.ndarray],
+    fast: Callable[[np.ndarray], np.ndarray],
+    sample: np.ndarray,
 ) -> int:
     """The batch size up to which ``fast`` (ONNX) beats ``slow`` (scikit-learn), from a
     straight line through timings at one row and at the whole sample.

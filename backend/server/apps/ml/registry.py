@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from django.db import DatabaseError
@@ -93,8 +93,12 @@ class MLRegistry:
             logger.error(
                 "Algorithm %s (%s %s) is recorded with artifact sha256 %s but %s now has %s; "
                 "not serving it. Register the new file as a new version.",
-                algorithm.pk, algorithm_name, algorithm_version, algorithm.artifact_sha256,
-                algorithm_object.artifact_name, algorithm_object.artifact_sha256,
+                algorithm.pk,
+                algorithm_name,
+                algorithm_version,
+                algorithm.artifact_sha256,
+                algorithm_object.artifact_name,
+                algorithm_object.artifact_sha256,
             )
         else:
             self._record_card_if_missing(algorithm, algorithm_object)
@@ -104,7 +108,7 @@ class MLRegistry:
 
     def _serve(self, pk: int, wrapper: IncomeClassifier) -> None:
         self.endpoints[pk] = wrapper
-        self.loaded_at[pk] = datetime.now(timezone.utc)
+        self.loaded_at[pk] = datetime.now(UTC)
 
     @staticmethod
     def _record_card_if_missing(algorithm: MLAlgorithm, wrapper: IncomeClassifier) -> None:
@@ -226,4 +230,3 @@ def set_registry(registry: MLRegistry | None) -> MLRegistry | None:
     global _registry
     previous, _registry = _registry, registry
     return previous
-

@@ -63,7 +63,8 @@ def _ping_database() -> None:
 
 def _servable() -> list[MLAlgorithm]:
     return [
-        a for a in selectors.algorithms_with_current_status().order_by("id")
+        a
+        for a in selectors.algorithms_with_current_status().order_by("id")
         if selectors.current_status(a) is not None
     ]
 
@@ -71,8 +72,11 @@ def _servable() -> list[MLAlgorithm]:
 def _check(registry: MLRegistry, algorithm: MLAlgorithm) -> dict[str, Any]:
     status = selectors.current_status(algorithm)
     check: dict[str, Any] = {
-        "id": algorithm.pk, "name": algorithm.name, "version": algorithm.version,
-        "status": status.status if status else None, "ok": True,
+        "id": algorithm.pk,
+        "name": algorithm.name,
+        "version": algorithm.version,
+        "status": status.status if status else None,
+        "ok": True,
     }
     try:
         registry.get(algorithm)
@@ -100,7 +104,10 @@ def _verify_on_disk(root: Path, algorithm: MLAlgorithm) -> None:
         raise ModelUnavailable(
             f"Artifact '{algorithm.artifact}' cannot be read: {exc.strerror}."
         ) from exc
-    key, signature = (path, algorithm.artifact_sha256), (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    key, signature = (
+        (path, algorithm.artifact_sha256),
+        (stat.st_ino, stat.st_size, stat.st_mtime_ns),
+    )
     with _verified_lock:
         if _verified.get(key) == signature:
             return

@@ -17,7 +17,6 @@ import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-
 from django.db import DatabaseError
 from django.db.models import Count, F, Q
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -37,9 +36,7 @@ REQUEST_LATENCY = Histogram(
     ["view", "method"],
     buckets=LATENCY_BUCKETS,
 )
-ERRORS = Counter(
-    "ml_http_errors", "Error answers by view and error code.", ["view", "code"]
-)
+ERRORS = Counter("ml_http_errors", "Error answers by view and error code.", ["view", "code"])
 PREDICTIONS = Counter(
     "ml_predictions",
     "Records predicted, by endpoint, algorithm, version and the status it was selected by.",
@@ -76,7 +73,8 @@ class FeedbackCollector:
             "ml_feedback_correct", "Feedback equal to the predicted label.", labels=labels
         )
         accuracy = GaugeMetricFamily(
-            "ml_running_accuracy", "Share of feedback equal to the predicted label.",
+            "ml_running_accuracy",
+            "Share of feedback equal to the predicted label.",
             labels=labels,
         )
         try:
@@ -84,7 +82,8 @@ class FeedbackCollector:
                 MLRequest.objects.filter(feedback__isnull=False)
                 .values(
                     "parent_mlalgorithm__parent_endpoint__name",
-                    "parent_mlalgorithm__name", "parent_mlalgorithm__version",
+                    "parent_mlalgorithm__name",
+                    "parent_mlalgorithm__version",
                 )
                 .annotate(n=Count("id"), right=Count("id", filter=Q(feedback=F("response"))))
                 .order_by()
@@ -95,7 +94,8 @@ class FeedbackCollector:
         for row in rows:
             values = [
                 row["parent_mlalgorithm__parent_endpoint__name"],
-                row["parent_mlalgorithm__name"], row["parent_mlalgorithm__version"],
+                row["parent_mlalgorithm__name"],
+                row["parent_mlalgorithm__version"],
             ]
             received.add_metric(values, row["n"])
             correct.add_metric(values, row["right"])

@@ -35,7 +35,8 @@ class ProbeMiddleware:
         if request.method not in ("GET", "HEAD"):
             return JsonResponse(
                 error_body("method_not_allowed", f'Method "{request.method}" not allowed.'),
-                status=405, headers={"Allow": "GET, HEAD"},
+                status=405,
+                headers={"Allow": "GET, HEAD"},
             )
         return view(request)
 

@@ -5,103 +5,179 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Endpoint',
+            name="Endpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=128, unique=True)),
-                ('owner', models.CharField(max_length=128)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=128, unique=True)),
+                ("owner", models.CharField(max_length=128)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='MLAlgorithm',
+            name="MLAlgorithm",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=128)),
-                ('description', models.CharField(blank=True, max_length=1000)),
-                ('code', models.TextField(blank=True)),
-                ('version', models.CharField(max_length=128)),
-                ('owner', models.CharField(max_length=128)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('wrapper', models.CharField(max_length=64)),
-                ('artifact', models.CharField(max_length=255)),
-                ('artifact_sha256', models.CharField(max_length=64)),
-                ('sklearn_version', models.CharField(max_length=32)),
-                ('parent_endpoint', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='algorithms', to='endpoints.endpoint')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=128)),
+                ("description", models.CharField(blank=True, max_length=1000)),
+                ("code", models.TextField(blank=True)),
+                ("version", models.CharField(max_length=128)),
+                ("owner", models.CharField(max_length=128)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("wrapper", models.CharField(max_length=64)),
+                ("artifact", models.CharField(max_length=255)),
+                ("artifact_sha256", models.CharField(max_length=64)),
+                ("sklearn_version", models.CharField(max_length=32)),
+                (
+                    "parent_endpoint",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="algorithms",
+                        to="endpoints.endpoint",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['parent_endpoint_id', 'name', 'version'],
+                "ordering": ["parent_endpoint_id", "name", "version"],
             },
         ),
         migrations.CreateModel(
-            name='ABTest',
+            name="ABTest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(max_length=256)),
-                ('created_by', models.CharField(max_length=128)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
-                ('summary', models.TextField(blank=True)),
-                ('parent_mlalgorithm_1', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='endpoints.mlalgorithm')),
-                ('parent_mlalgorithm_2', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='endpoints.mlalgorithm')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("title", models.CharField(max_length=256)),
+                ("created_by", models.CharField(max_length=128)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("ended_at", models.DateTimeField(blank=True, null=True)),
+                ("summary", models.TextField(blank=True)),
+                (
+                    "parent_mlalgorithm_1",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="endpoints.mlalgorithm",
+                    ),
+                ),
+                (
+                    "parent_mlalgorithm_2",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="endpoints.mlalgorithm",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'A/B test',
-                'ordering': ['-created_at', '-id'],
+                "verbose_name": "A/B test",
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='MLAlgorithmStatus',
+            name="MLAlgorithmStatus",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('testing', 'Testing'), ('staging', 'Staging'), ('production', 'Production'), ('ab_testing', 'Ab Testing')], max_length=32)),
-                ('active', models.BooleanField(default=True)),
-                ('created_by', models.CharField(max_length=128)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('parent_mlalgorithm', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='statuses', to='endpoints.mlalgorithm')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("testing", "Testing"),
+                            ("staging", "Staging"),
+                            ("production", "Production"),
+                            ("ab_testing", "Ab Testing"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("active", models.BooleanField(default=True)),
+                ("created_by", models.CharField(max_length=128)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "parent_mlalgorithm",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="statuses",
+                        to="endpoints.mlalgorithm",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'ML algorithm statuses',
-                'ordering': ['-created_at', '-id'],
+                "verbose_name_plural": "ML algorithm statuses",
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='MLRequest',
+            name="MLRequest",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('input_data', models.JSONField()),
-                ('full_response', models.JSONField()),
-                ('response', models.CharField(max_length=128)),
-                ('feedback', models.CharField(blank=True, max_length=128, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('parent_mlalgorithm', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='requests', to='endpoints.mlalgorithm')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("input_data", models.JSONField()),
+                ("full_response", models.JSONField()),
+                ("response", models.CharField(max_length=128)),
+                ("feedback", models.CharField(blank=True, max_length=128, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "parent_mlalgorithm",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="requests",
+                        to="endpoints.mlalgorithm",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'ML request',
-                'ordering': ['-id'],
+                "verbose_name": "ML request",
+                "ordering": ["-id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='mlalgorithm',
-            constraint=models.UniqueConstraint(fields=('parent_endpoint', 'name', 'version'), name='unique_algorithm_version_per_endpoint'),
+            model_name="mlalgorithm",
+            constraint=models.UniqueConstraint(
+                fields=("parent_endpoint", "name", "version"),
+                name="unique_algorithm_version_per_endpoint",
+            ),
         ),
         migrations.AddIndex(
-            model_name='mlalgorithmstatus',
-            index=models.Index(fields=['status', 'active'], name='endpoints_m_status_55bda5_idx'),
+            model_name="mlalgorithmstatus",
+            index=models.Index(fields=["status", "active"], name="endpoints_m_status_55bda5_idx"),
         ),
         migrations.AddConstraint(
-            model_name='mlalgorithmstatus',
-            constraint=models.UniqueConstraint(condition=models.Q(('active', True)), fields=('parent_mlalgorithm',), name='one_active_status_per_algorithm'),
+            model_name="mlalgorithmstatus",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("active", True)),
+                fields=("parent_mlalgorithm",),
+                name="one_active_status_per_algorithm",
+            ),
         ),
     ]

@@ -17,72 +17,95 @@ def close_legacy_tests(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('endpoints', '0001_initial'),
+        ("endpoints", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='abtest',
-            name='alpha',
+            model_name="abtest",
+            name="alpha",
             field=models.FloatField(default=0.05),
         ),
         migrations.AddField(
-            model_name='abtest',
-            name='arm_2_share',
+            model_name="abtest",
+            name="arm_2_share",
             field=models.FloatField(default=0.5),
         ),
         migrations.AddField(
-            model_name='abtest',
-            name='previous_status_1',
+            model_name="abtest",
+            name="previous_status_1",
             field=models.CharField(blank=True, max_length=32),
         ),
         migrations.AddField(
-            model_name='abtest',
-            name='previous_status_2',
+            model_name="abtest",
+            name="previous_status_2",
             field=models.CharField(blank=True, max_length=32),
         ),
         migrations.AddField(
-            model_name='abtest',
-            name='require_significance',
+            model_name="abtest",
+            name="require_significance",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='abtest',
-            name='state',
-            field=models.CharField(choices=[('running', 'Running'), ('stopped', 'Stopped'), ('aborted', 'Aborted')], default='running', max_length=16),
+            model_name="abtest",
+            name="state",
+            field=models.CharField(
+                choices=[("running", "Running"), ("stopped", "Stopped"), ("aborted", "Aborted")],
+                default="running",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='abtest',
-            name='stopped_by',
+            model_name="abtest",
+            name="stopped_by",
             field=models.CharField(blank=True, max_length=128),
         ),
         migrations.AddField(
-            model_name='abtest',
-            name='summary_json',
+            model_name="abtest",
+            name="summary_json",
             field=models.JSONField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='mlrequest',
-            name='ab_test',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='requests', to='endpoints.abtest'),
+            model_name="mlrequest",
+            name="ab_test",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="requests",
+                to="endpoints.abtest",
+            ),
         ),
         migrations.RunPython(close_legacy_tests, migrations.RunPython.noop),
         migrations.AddIndex(
-            model_name='abtest',
-            index=models.Index(fields=['state'], name='endpoints_a_state_3d76f2_idx'),
+            model_name="abtest",
+            index=models.Index(fields=["state"], name="endpoints_a_state_3d76f2_idx"),
         ),
         migrations.AddConstraint(
-            model_name='abtest',
-            constraint=models.CheckConstraint(condition=models.Q(('arm_2_share__gt', 0), ('arm_2_share__lt', 1)), name='ab_share_in_0_1'),
+            model_name="abtest",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("arm_2_share__gt", 0), ("arm_2_share__lt", 1)),
+                name="ab_share_in_0_1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='abtest',
-            constraint=models.CheckConstraint(condition=models.Q(('alpha__gt', 0), ('alpha__lt', 1)), name='ab_alpha_in_0_1'),
+            model_name="abtest",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("alpha__gt", 0), ("alpha__lt", 1)), name="ab_alpha_in_0_1"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='abtest',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('ended_at__isnull', True), ('state', 'running')), models.Q(models.Q(('state', 'running'), _negated=True), ('ended_at__isnull', False)), _connector='OR'), name='ab_ended_iff_not_running'),
+            model_name="abtest",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("ended_at__isnull", True), ("state", "running")),
+                    models.Q(
+                        models.Q(("state", "running"), _negated=True), ("ended_at__isnull", False)
+                    ),
+                    _connector="OR",
+                ),
+                name="ab_ended_iff_not_running",
+            ),
         ),
     ]

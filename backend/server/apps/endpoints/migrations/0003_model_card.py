@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('endpoints', '0002_ab_testing'),
+        ("endpoints", "0002_ab_testing"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='mlalgorithm',
-            name='features',
+            model_name="mlalgorithm",
+            name="features",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='mlalgorithm',
-            name='metrics',
+            model_name="mlalgorithm",
+            name="metrics",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

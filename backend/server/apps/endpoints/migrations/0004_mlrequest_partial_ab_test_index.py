@@ -13,7 +13,6 @@ OLD_INDEX = "endpoints_mlrequest_ab_test_id_732c578e"
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("endpoints", "0003_model_card"),
     ]
@@ -25,8 +24,11 @@ class Migration(migrations.Migration):
                     model_name="mlrequest",
                     name="ab_test",
                     field=models.ForeignKey(
-                        blank=True, db_index=False, null=True,
-                        on_delete=django.db.models.deletion.PROTECT, related_name="requests",
+                        blank=True,
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="requests",
                         to="endpoints.abtest",
                     ),
                 ),
@@ -41,7 +43,8 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="mlrequest",
             index=models.Index(
-                condition=models.Q(("ab_test__isnull", False)), fields=["ab_test"],
+                condition=models.Q(("ab_test__isnull", False)),
+                fields=["ab_test"],
                 name="mlrequest_ab_test_routed",
             ),
         ),

@@ -9,8 +9,7 @@ from apps.ml.income_classifier.extra_trees import ExtraTreesClassifier
 from apps.ml.income_classifier.random_forest import RandomForestClassifier
 
 WRAPPERS: dict[str, type[IncomeClassifier]] = {
-    cls.wrapper_key: cls
-    for cls in (IncomeClassifier, RandomForestClassifier, ExtraTreesClassifier)
+    cls.wrapper_key: cls for cls in (IncomeClassifier, RandomForestClassifier, ExtraTreesClassifier)
 }
 
 __all__ = ["WRAPPERS", "ExtraTreesClassifier", "IncomeClassifier", "RandomForestClassifier"]

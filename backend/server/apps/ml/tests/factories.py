@@ -9,9 +9,9 @@ from typing import Any
 
 import joblib
 import pandas as pd
-from adult import load_split  # research/adult.py (on pytest's pythonpath)
 from sklearn.ensemble import RandomForestClassifier
 
+from adult import load_split  # research/adult.py (on pytest's pythonpath)
 from apps.ml import artifacts
 from apps.ml.income_classifier import schema
 from apps.ml.income_classifier.base import make_bundle

@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from apps.ml import compiled
-from apps.ml.income_classifier import ExtraTreesClassifier, IncomeClassifier, RandomForestClassifier, schema
+from apps.ml.income_classifier import (
+    ExtraTreesClassifier,
+    IncomeClassifier,
+    RandomForestClassifier,
+    schema,
+)
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD, adult_frame, train_tiny_artifact
 
@@ -41,7 +46,9 @@ def test_the_compiled_form_agrees_with_scikit_learn_on_all_of_adult_test(
     assert np.array_equal((expected > 0.5)[away], (got > 0.5)[away])
 
 
-def test_one_row_is_served_by_the_compiled_form(demo_compiled: IncomeClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_row_is_served_by_the_compiled_form(
+    demo_compiled: IncomeClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_sklearn(matrix: Any) -> Any:
         raise AssertionError("scikit-learn was called for one row")
 
@@ -120,7 +127,9 @@ def test_the_cache_is_reused_and_rebuilt_when_the_artifact_hash_changes(
     )
 
 
-def test_a_corrupt_cache_file_falls_back(tiny: tuple[Path, str], caplog: pytest.LogCaptureFixture) -> None:
+def test_a_corrupt_cache_file_falls_back(
+    tiny: tuple[Path, str], caplog: pytest.LogCaptureFixture
+) -> None:
     folder, name = tiny
     wrapper = IncomeClassifier.from_artifact(folder, name)
     compiled.cache_path(folder / name, wrapper.artifact_sha256).write_bytes(b"not onnx")
@@ -166,7 +175,9 @@ def test_disagreement_reports_gaps_and_flips_but_ignores_ties() -> None:
     expected = np.array([0.1, 0.5, 0.9])
     assert compiled.disagreement(expected, expected + 5e-7) is None
     assert "differ by up to" in (compiled.disagreement(expected, expected + 2e-6) or "")
-    assert compiled.disagreement(np.array([0.5000004]), np.array([0.4999999])) is None  # at the threshold
+    assert (
+        compiled.disagreement(np.array([0.5000004]), np.array([0.4999999])) is None
+    )  # at the threshold
     assert "differ" in (compiled.disagreement(expected, np.array([0.1, 0.5, np.nan])) or "")
 
 
@@ -180,7 +191,9 @@ def test_a_verified_cache_serves_without_unpickling_the_artifact(tiny: tuple[Pat
     assert cached._estimator is None  # one row never needed scikit-learn
     assert cached.metrics == full.metrics and cached.feature_card == full.feature_card
     cached.compiled.max_rows = full.compiled.max_rows = 0  # force the scikit-learn path  # type: ignore[union-attr]
-    assert cached.compute_predictions([SAMPLE_RECORD] * 3) == full.compute_predictions([SAMPLE_RECORD] * 3)
+    assert cached.compute_predictions([SAMPLE_RECORD] * 3) == full.compute_predictions(
+        [SAMPLE_RECORD] * 3
+    )
     assert cached._estimator is not None  # unpickled on demand, hash-checked
 
 
@@ -201,7 +214,11 @@ def test_serving_from_the_cache_imports_no_scikit_learn(tiny: tuple[Path, str]) 
         "print(json.dumps([p['label'], [m for m in ('sklearn', 'pandas', 'scipy') if m in sys.modules]]))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script],
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     label, heavy = json.loads(done.stdout.strip().splitlines()[-1])
@@ -218,7 +235,9 @@ def test_a_changed_artifact_is_refused_even_with_its_cache_intact(tiny: tuple[Pa
         IncomeClassifier.from_compiled_cache(folder, name, sha256=sha)
 
 
-def test_a_tampered_card_is_not_used(tiny: tuple[Path, str], caplog: pytest.LogCaptureFixture) -> None:
+def test_a_tampered_card_is_not_used(
+    tiny: tuple[Path, str], caplog: pytest.LogCaptureFixture
+) -> None:
     folder, name = tiny
     sha = IncomeClassifier.from_artifact(folder, name, compile=True).artifact_sha256
     path = compiled.card_path(folder / name, sha)

@@ -107,7 +107,7 @@ def test_concurrent_registration_creates_one_row(registry: MLRegistry) -> None:
         try:
             barrier.wait()
             results.append(register(registry).pk)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
@@ -223,8 +223,12 @@ def test_a_second_process_serves_an_algorithm_registered_here(
         ML_DEMO_MODELS="0",
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=SERVER_DIR, env=env, capture_output=True,
-        text=True, timeout=60,
+        [sys.executable, "-c", script],
+        cwd=SERVER_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     here = registry.get(algorithm).compute_prediction(SAMPLE_RECORD)

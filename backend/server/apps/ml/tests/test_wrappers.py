@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from apps.ml.income_classifier import ExtraTreesClassifier, IncomeClassifier, RandomForestClassifier, schema
+from apps.ml.income_classifier import (
+    ExtraTreesClassifier,
+    IncomeClassifier,
+    RandomForestClassifier,
+    schema,
+)
 from apps.ml.tests.factories import SAMPLE_RECORD, adult_frame
 
 

@@ -46,7 +46,9 @@ class Server:
     ) -> tuple[int, dict[str, str], bytes]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            self.base + path, data=data, method=method,
+            self.base + path,
+            data=data,
+            method=method,
             headers={"Content-Type": "application/json", **(headers or {})},
         )
         try:
@@ -77,11 +79,18 @@ def serving(
     port, log = free_port(), tmp_path / "server.log"
     env = {
         **os.environ,
-        "SECRET_KEY": "production-test-key", "DEBUG": "0",
+        "SECRET_KEY": "production-test-key",
+        "DEBUG": "0",
         "DATABASE_URL": database_url or current_database_url(),
-        "MODEL_ARTIFACTS_PATH": str(artifacts_dir), "ML_DEMO_MODELS": "0",
-        "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "2", "GUNICORN_THREADS": "2",
-        "STATIC_ROOT": str(tmp_path / "static"), "PYTHON": sys.executable, **env_overrides,
+        "MODEL_ARTIFACTS_PATH": str(artifacts_dir),
+        "ML_DEMO_MODELS": "0",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "GUNICORN_THREADS": "2",
+        "STATIC_ROOT": str(tmp_path / "static"),
+        "PYTHON": sys.executable,
+        **env_overrides,
     }
     # The production settings, not the tests'; and the metrics folder gunicorn.conf.py
     # picks itself, as in a plain `make serve`.

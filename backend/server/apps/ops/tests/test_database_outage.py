@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from apps.endpoints.tests.factories import algorithm
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
-from apps.endpoints.tests.factories import algorithm
 from apps.ops.tests.live_server import current_database_url, free_port, serving
 
 pytestmark = pytest.mark.skipif(
@@ -129,8 +129,17 @@ def test_predict_answers_503_while_postgresql_is_down_and_recovers_without_resta
 
     # Persistent connections (DB_CONN_MAX_AGE) as in production: the outage breaks
     # connections the workers hold open, the hard case for recovery.
-    with relay_until_done(relay), serving(artifacts_dir, tmp_path, database_url=through_relay, DB_CONN_MAX_AGE="600",
-                 PREDICT_CACHE_SECONDS="0", DB_CONNECT_TIMEOUT="2") as server:
+    with (
+        relay_until_done(relay),
+        serving(
+            artifacts_dir,
+            tmp_path,
+            database_url=through_relay,
+            DB_CONN_MAX_AGE="600",
+            PREDICT_CACHE_SECONDS="0",
+            DB_CONNECT_TIMEOUT="2",
+        ) as server,
+    ):
         for _ in range(4):  # both workers open their connection
             status, _, body = server.call("POST", PREDICT, SAMPLE_RECORD)
             assert status == 200, body

@@ -44,7 +44,8 @@ def test_readyz_is_ready_and_loads_every_algorithm_with_an_active_status(
     body = response.json()
     assert body["status"] == "ready" and body["database"] == "ok"
     assert [(a["name"], a["status"], a["ok"]) for a in body["algorithms"]] == [
-        ("random forest", "production", True), ("extra trees", "testing", True),
+        ("random forest", "production", True),
+        ("extra trees", "testing", True),
     ]
     assert set(fresh.endpoints) == {a["id"] for a in body["algorithms"]}  # warmed up
     assert all(a["loaded_at"] for a in body["algorithms"])

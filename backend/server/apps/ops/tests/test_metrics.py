@@ -53,9 +53,10 @@ def test_predict_latency_is_a_histogram_labelled_by_view(
     api.post(PREDICT, SAMPLE_RECORD, format="json")
     after = value("ml_http_request_duration_seconds_count", view="predict", method="POST")
     assert after == before + 1
-    assert value(
-        "ml_http_request_duration_seconds_bucket", view="predict", method="POST", le="+Inf"
-    ) == after
+    assert (
+        value("ml_http_request_duration_seconds_bucket", view="predict", method="POST", le="+Inf")
+        == after
+    )
 
 
 def test_errors_are_counted_by_their_code(api: APIClient, demo_registry: MLRegistry) -> None:

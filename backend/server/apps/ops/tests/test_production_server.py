@@ -31,17 +31,28 @@ def test_a_running_server_serves_a_version_registered_with_the_command_without_r
     assert status == 404 and json.loads(body)["error"]["code"] == "endpoint_not_found"
 
     trained, _ = train_tiny_artifact(
-        tmp_path / "handed_over", "tree.joblib",
+        tmp_path / "handed_over",
+        "tree.joblib",
         estimator=DecisionTreeClassifier(max_depth=4, random_state=0),
     )
     call_command(
-        "register_model", str(trained), "--name", "decision tree", "--version", "2.0.0",
-        "--status", "production",
+        "register_model",
+        str(trained),
+        "--name",
+        "decision tree",
+        "--version",
+        "2.0.0",
+        "--status",
+        "production",
     )
 
     answers = [
-        server.call("POST", "/api/v1/income_classifier/predict", SAMPLE_RECORD,
-                    headers={"X-Request-ID": f"live-{i}"})
+        server.call(
+            "POST",
+            "/api/v1/income_classifier/predict",
+            SAMPLE_RECORD,
+            headers={"X-Request-ID": f"live-{i}"},
+        )
         for i in range(6)  # two workers: both get some of them
     ]
     for status, _headers, body in answers:
@@ -58,7 +69,8 @@ def test_a_running_server_serves_a_version_registered_with_the_command_without_r
     counted = {
         s.labels["algorithm"]: s.value
         for family in text_string_to_metric_families(body.decode())
-        for s in family.samples if s.name == "ml_predictions_total"
+        for s in family.samples
+        if s.name == "ml_predictions_total"
     }
     assert counted == {"decision tree": 6}  # added up over both workers
 
@@ -67,6 +79,6 @@ def test_a_running_server_serves_a_version_registered_with_the_command_without_r
 
     lines = server.log.read_text().splitlines()
     assert any(
-        "[live-3] server.access" in line and '"POST /api/v1/income_classifier/predict" 200'
-        in line for line in lines
+        "[live-3] server.access" in line and '"POST /api/v1/income_classifier/predict" 200' in line
+        for line in lines
     )

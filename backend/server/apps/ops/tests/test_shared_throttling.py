@@ -34,7 +34,8 @@ def test_cache_urls_pick_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     from django.core.exceptions import ImproperlyConfigured
 
     for url, backend in [
-        (None, "locmem.LocMemCache"), ("redis://127.0.0.1:6379/1", "redis.RedisCache"),
+        (None, "locmem.LocMemCache"),
+        ("redis://127.0.0.1:6379/1", "redis.RedisCache"),
         ("db://", "db.DatabaseCache"),
     ]:
         if url is None:
@@ -66,11 +67,15 @@ def test_two_servers_share_a_rate_through_a_shared_cache(
     run = secrets.token_hex(4)
     table, prefix = f"throttle_{run}", f"throttle-test-{run}"
     cache_url = {
-        "locmem": "locmem://", "db": f"db://{table}", "redis": "redis://127.0.0.1:6379/0",
+        "locmem": "locmem://",
+        "db": f"db://{table}",
+        "redis": "redis://127.0.0.1:6379/0",
     }[kind]
     env = {
-        "CACHE_URL": cache_url, "CACHE_KEY_PREFIX": prefix,
-        "PREDICT_THROTTLE_RATE": "3/minute", "WEB_CONCURRENCY": "1",
+        "CACHE_URL": cache_url,
+        "CACHE_KEY_PREFIX": prefix,
+        "PREDICT_THROTTLE_RATE": "3/minute",
+        "WEB_CONCURRENCY": "1",
     }
     try:
         with ExitStack() as stack:

@@ -19,19 +19,26 @@ PREDICT = "/api/v1/income_classifier/predict?status=ab_testing"
 
 @pytest.fixture
 def arms(demo_registry: MLRegistry) -> tuple[MLAlgorithm, MLAlgorithm]:
-    return MLAlgorithm.objects.get(name="random forest"), MLAlgorithm.objects.get(name="extra trees")
+    return MLAlgorithm.objects.get(name="random forest"), MLAlgorithm.objects.get(
+        name="extra trees"
+    )
 
 
 def create(staff_api: APIClient, arms: tuple[MLAlgorithm, MLAlgorithm], **extra: Any) -> Any:
-    body = {"title": "rf vs et", "parent_mlalgorithm_1": arms[0].pk,
-            "parent_mlalgorithm_2": arms[1].pk, **extra}
+    body = {
+        "title": "rf vs et",
+        "parent_mlalgorithm_1": arms[0].pk,
+        "parent_mlalgorithm_2": arms[1].pk,
+        **extra,
+    }
     return staff_api.post("/api/v1/abtests", body, format="json")
 
 
 def predict(api: APIClient, key: str | None = None) -> dict[str, Any]:
     headers = {"HTTP_X_ASSIGNMENT_KEY": key} if key is not None else {}
-    response = api.post(PREDICT, data=json.dumps(SAMPLE_RECORD), content_type="application/json",
-                        **headers)
+    response = api.post(
+        PREDICT, data=json.dumps(SAMPLE_RECORD), content_type="application/json", **headers
+    )
     assert response.status_code == 200, response.content
     return dict(response.json())
 
@@ -81,14 +88,20 @@ def test_the_assignment_key_header_makes_the_arm_sticky_and_requests_record_the_
     everyone = {predict(api, f"user-{i}")["algorithm"]["id"] for i in range(30)}
     assert everyone == {a.pk for a in arms}
     assert set(MLRequest.objects.values_list("ab_test", flat=True)) == {test_id}
-    too_long = api.post(PREDICT, data=json.dumps(SAMPLE_RECORD), content_type="application/json",
-                        HTTP_X_ASSIGNMENT_KEY="k" * 257)
+    too_long = api.post(
+        PREDICT,
+        data=json.dumps(SAMPLE_RECORD),
+        content_type="application/json",
+        HTTP_X_ASSIGNMENT_KEY="k" * 257,
+    )
     assert too_long.status_code == 400
     assert "X-Assignment-Key" in too_long.json()["error"]["details"]
 
 
 def test_only_staff_may_stop_a_test(
-    api: APIClient, staff_api: APIClient, arms: tuple[MLAlgorithm, MLAlgorithm],
+    api: APIClient,
+    staff_api: APIClient,
+    arms: tuple[MLAlgorithm, MLAlgorithm],
     django_user_model: type,
 ) -> None:
     test_id = create(staff_api, arms).json()["id"]
@@ -109,8 +122,11 @@ def test_the_design_procedure_end_to_end(
     for i in range(40):
         served = predict(api, f"user-{i}")
         # Arm 1 is always right, arm 2 always wrong: the feedback decides the winner.
-        truth = served["label"] if served["algorithm"]["id"] == arms[0].pk else (
-            ">50K" if served["label"] == "<=50K" else "<=50K")
+        truth = (
+            served["label"]
+            if served["algorithm"]["id"] == arms[0].pk
+            else (">50K" if served["label"] == "<=50K" else "<=50K")
+        )
         url = f"/api/v1/mlrequests/{served['request_id']}"
         assert api.put(url, {"feedback": truth}, format="json").status_code == 200
     response = stop(staff_api, test_id)
@@ -155,16 +171,23 @@ def test_the_report_page_shows_the_arms_with_intervals_as_svg(
 ) -> None:
     test_id = create(staff_api, arms).json()["id"]
     served = predict(api, "a")
-    api.put(f"/api/v1/mlrequests/{served['request_id']}", {"feedback": served["label"]},
-            format="json")
+    api.put(
+        f"/api/v1/mlrequests/{served['request_id']}", {"feedback": served["label"]}, format="json"
+    )
     running = client.get(f"/abtests/{test_id}/report")
     assert running.status_code == 200 and running["Content-Type"].startswith("text/html")
     page = running.content.decode()
     assert "<svg" in page and "no feedback yet" in page and "numbers so far" in page
     assert page.count('class="arm"') == 1  # only the arm with feedback has an interval
     other = next(a for a in arms if a.pk != served["algorithm"]["id"])
-    MLRequest.objects.create(input_data={}, full_response={}, response="<=50K", feedback=">50K",
-                             parent_mlalgorithm=other, ab_test_id=test_id)
+    MLRequest.objects.create(
+        input_data={},
+        full_response={},
+        response="<=50K",
+        feedback=">50K",
+        parent_mlalgorithm=other,
+        ab_test_id=test_id,
+    )
     stop(staff_api, test_id)
     page = client.get(f"/abtests/{test_id}/report").content.decode()
     assert page.count('class="arm"') == 2 and "1/1" in page and "0/1" in page
@@ -185,13 +208,20 @@ def test_the_admin_lists_accuracy_links_the_report_and_stops_with_the_same_funct
     test_id = create(staff_api, arms).json()["id"]
     rows = [(arms[0], "<=50K", "<=50K"), (arms[0], "<=50K", ">50K"), (arms[1], ">50K", ">50K")]
     for arm, response, feedback in rows:
-        MLRequest.objects.create(input_data={}, full_response={}, response=response,
-                                 feedback=feedback, parent_mlalgorithm=arm, ab_test_id=test_id)
+        MLRequest.objects.create(
+            input_data={},
+            full_response={},
+            response=response,
+            feedback=feedback,
+            parent_mlalgorithm=arm,
+            ab_test_id=test_id,
+        )
     listing = admin_client_.get("/admin/endpoints/abtest/").content.decode()
     assert "50.0% (1/2)" in listing and "100.0% (1/1)" in listing
     assert f'href="/abtests/{test_id}/report"' in listing
     response = admin_client_.post(
-        "/admin/endpoints/abtest/", {"action": "stop_tests", "_selected_action": [test_id]},
+        "/admin/endpoints/abtest/",
+        {"action": "stop_tests", "_selected_action": [test_id]},
         follow=True,
     )
     assert response.status_code == 200
@@ -199,7 +229,8 @@ def test_the_admin_lists_accuracy_links_the_report_and_stops_with_the_same_funct
     assert stopped.state == "stopped" and stopped.stopped_by == "admin"
     assert [current(a) for a in arms] == ["testing", "production"]
     again = admin_client_.post(
-        "/admin/endpoints/abtest/", {"action": "stop_tests", "_selected_action": [test_id]},
+        "/admin/endpoints/abtest/",
+        {"action": "stop_tests", "_selected_action": [test_id]},
         follow=True,
     )
     assert "already ended" in again.content.decode()

@@ -32,11 +32,15 @@ def token_for(django_user_model: Any, username: str, *, staff: bool = False) -> 
 
 def calls(client: APIClient, request_id: int) -> dict[str, int]:
     return {
-        "predict": client.post(PREDICT, json.dumps(SAMPLE_RECORD), content_type="application/json").status_code,
+        "predict": client.post(
+            PREDICT, json.dumps(SAMPLE_RECORD), content_type="application/json"
+        ).status_code,
         "batch": client.post(
             "/api/v1/batch-predict", {"file": SimpleUploadedFile("f.csv", CSV.encode())}
         ).status_code,
-        "feedback": client.patch(f"/api/v1/mlrequests/{request_id}", {"feedback": ">50K"}, format="json").status_code,
+        "feedback": client.patch(
+            f"/api/v1/mlrequests/{request_id}", {"feedback": ">50K"}, format="json"
+        ).status_code,
     }
 
 
@@ -92,11 +96,17 @@ def test_a_nonsense_predict_access_fails_loudly(monkeypatch: pytest.MonkeyPatch)
 
 
 def _check_deploy(**env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "DJANGO_SETTINGS_MODULE")}
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("DEBUG", "DJANGO_SETTINGS_MODULE")
+    }
     environment.update(env, DJANGO_SETTINGS_MODULE="server.settings")
     return subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=django_settings.BASE_DIR, env=environment, capture_output=True, text=True, timeout=120,
+        cwd=django_settings.BASE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -152,8 +162,11 @@ def test_without_a_rate_nothing_is_throttled(api: APIClient, demo_registry: MLRe
 
 @pytest.mark.django_db
 def test_throttling_fails_open_while_its_cache_is_down(
-    api: APIClient, demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch,
-    settings: Any, caplog: pytest.LogCaptureFixture,
+    api: APIClient,
+    demo_registry: MLRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from rest_framework.throttling import ScopedRateThrottle
 

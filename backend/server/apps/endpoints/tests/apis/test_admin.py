@@ -18,13 +18,19 @@ def admin_client_(client: Client, django_user_model: type) -> Client:
     return client
 
 
-def test_every_admin_page_renders_for_staff(admin_client_: Client, demo_registry: MLRegistry) -> None:
+def test_every_admin_page_renders_for_staff(
+    admin_client_: Client, demo_registry: MLRegistry
+) -> None:
     rf, et = MLAlgorithm.objects.order_by("id")
     MLRequest.objects.create(
-        input_data={"age": 1}, full_response={"label": "<=50K"}, response="<=50K",
+        input_data={"age": 1},
+        full_response={"label": "<=50K"},
+        response="<=50K",
         parent_mlalgorithm=rf,
     )
-    ABTest.objects.create(title="t", created_by="x", parent_mlalgorithm_1=rf, parent_mlalgorithm_2=et)
+    ABTest.objects.create(
+        title="t", created_by="x", parent_mlalgorithm_1=rf, parent_mlalgorithm_2=et
+    )
     for model in ("endpoint", "mlalgorithm", "mlalgorithmstatus", "mlrequest", "abtest"):
         page = admin_client_.get(f"/admin/endpoints/{model}/")
         assert page.status_code == 200, model

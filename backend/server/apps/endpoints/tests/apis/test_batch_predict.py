@@ -74,12 +74,12 @@ def test_every_row_including_the_last_is_predicted_and_persisted(
         assert row.full_response["probability"] == prediction["probability"]
 
 
-def test_batch_answers_equal_single_predictions(
-    api: APIClient, demo_registry: MLRegistry
-) -> None:
+def test_batch_answers_equal_single_predictions(api: APIClient, demo_registry: MLRegistry) -> None:
     text = adult_csv(20)
     body = stream_json(upload(api, text))
-    for line, prediction in zip(csv.DictReader(io.StringIO(text)), body["predictions"], strict=True):
+    for line, prediction in zip(
+        csv.DictReader(io.StringIO(text)), body["predictions"], strict=True
+    ):
         record = {f: line[f] for f in schema.FEATURES}
         [single] = services.predict(
             endpoint_name="income_classifier", records=[record], status="production"
@@ -152,7 +152,10 @@ def test_ab_testing_splits_rows_between_the_arms_and_logs_each_to_its_arm(
 ) -> None:
     from apps.endpoints import ab_testing, batch
 
-    rf, et = MLAlgorithm.objects.get(name="random forest"), MLAlgorithm.objects.get(name="extra trees")
+    rf, et = (
+        MLAlgorithm.objects.get(name="random forest"),
+        MLAlgorithm.objects.get(name="extra trees"),
+    )
     test = ab_testing.create(
         title="t", created_by="t", parent_mlalgorithm_1=rf, parent_mlalgorithm_2=et, arm_2_share=0.3
     )
@@ -231,8 +234,12 @@ def test_undecodable_text_and_unknown_values_are_400s(
     api: APIClient, demo_registry: MLRegistry
 ) -> None:
     text = adult_csv(4)
-    assert_error(upload(api, text.replace("Private", "Priv\xe9").encode("latin-1")), 400, "not UTF-8")
-    assert_error(upload(api, text.replace("Private", "Mars")), 400, "'Mars' is not a valid category")
+    assert_error(
+        upload(api, text.replace("Private", "Priv\xe9").encode("latin-1")), 400, "not UTF-8"
+    )
+    assert_error(
+        upload(api, text.replace("Private", "Mars")), 400, "'Mars' is not a valid category"
+    )
     assert_error(upload(api, text.replace("<=50K.", "maybe")), 400, "'maybe' is not a label")
     assert_error(upload(api, 'age,"unclosed\n1,2\n'), 400, "header is not valid CSV")
     lines = text.splitlines()

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.django_db
 
 def predicted(api: APIClient) -> int:
     response = api.post(
-        "/api/v1/income_classifier/predict", data=json.dumps(SAMPLE_RECORD),
+        "/api/v1/income_classifier/predict",
+        data=json.dumps(SAMPLE_RECORD),
         content_type="application/json",
     )
     return int(response.json()["request_id"])
@@ -54,7 +55,9 @@ def test_feedback_can_be_put_and_patched_but_nothing_else_changes(
     assert MLRequest.objects.get(pk=request_id).feedback == "<=50K"
 
 
-def test_a_patch_without_feedback_changes_nothing(api: APIClient, demo_registry: MLRegistry) -> None:
+def test_a_patch_without_feedback_changes_nothing(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
     # Found by schemathesis (.ci/fuzz): PATCH {} was a 500 (KeyError on "feedback").
     request_id = predicted(api)
     url = f"/api/v1/mlrequests/{request_id}"
@@ -88,7 +91,8 @@ def test_staff_change_a_status_and_the_previous_one_is_deactivated(
 ) -> None:
     rf = MLAlgorithm.objects.get(name="random forest")
     response = staff_api.post(
-        "/api/v1/mlalgorithmstatuses", {"status": "staging", "parent_mlalgorithm": rf.pk},
+        "/api/v1/mlalgorithmstatuses",
+        {"status": "staging", "parent_mlalgorithm": rf.pk},
         format="json",
     )
     assert response.status_code == 201, response.content
@@ -102,7 +106,8 @@ def test_anonymous_users_cannot_change_the_catalogue(
 ) -> None:
     rf = MLAlgorithm.objects.get(name="random forest")
     response = api.post(
-        "/api/v1/mlalgorithmstatuses", {"status": "staging", "parent_mlalgorithm": rf.pk},
+        "/api/v1/mlalgorithmstatuses",
+        {"status": "staging", "parent_mlalgorithm": rf.pk},
         format="json",
     )
     assert response.status_code in (401, 403)
@@ -114,7 +119,8 @@ def test_anonymous_users_cannot_change_the_catalogue(
 def test_an_invalid_status_is_a_400(staff_api: APIClient, demo_registry: MLRegistry) -> None:
     rf = MLAlgorithm.objects.get(name="random forest")
     response = staff_api.post(
-        "/api/v1/mlalgorithmstatuses", {"status": "retired", "parent_mlalgorithm": rf.pk},
+        "/api/v1/mlalgorithmstatuses",
+        {"status": "retired", "parent_mlalgorithm": rf.pk},
         format="json",
     )
     assert response.status_code == 400
@@ -122,7 +128,10 @@ def test_an_invalid_status_is_a_400(staff_api: APIClient, demo_registry: MLRegis
 
 
 def test_staff_create_and_read_ab_tests(staff_api: APIClient, demo_registry: MLRegistry) -> None:
-    rf, et = MLAlgorithm.objects.get(name="random forest"), MLAlgorithm.objects.get(name="extra trees")
+    rf, et = (
+        MLAlgorithm.objects.get(name="random forest"),
+        MLAlgorithm.objects.get(name="extra trees"),
+    )
     response = staff_api.post(
         "/api/v1/abtests",
         {"title": "rf vs et", "parent_mlalgorithm_1": rf.pk, "parent_mlalgorithm_2": et.pk},

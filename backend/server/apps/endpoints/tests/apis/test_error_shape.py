@@ -43,18 +43,28 @@ CASES: dict[str, tuple[Callable[[APIClient], Any], int, str]] = {
     "validation": (lambda api: _post(api, {**SAMPLE_RECORD, "age": "old"}), 400, "invalid_input"),
     "parse": (
         lambda api: api.post(PREDICT, data="{nope", content_type="application/json"),
-        400, "parse_error",
+        400,
+        "parse_error",
     ),
     "not found": (lambda api: api.get("/api/v1/endpoints/999999"), 404, "not_found"),
     "unknown route": (lambda api: api.get("/api/v1/nothing-here"), 404, "not_found"),
     "method": (lambda api: api.get(PREDICT), 405, "method_not_allowed"),
-    "not acceptable": (lambda api: _post(api, HTTP_ACCEPT="application/xml"), 406, "not_acceptable"),
+    "not acceptable": (
+        lambda api: _post(api, HTTP_ACCEPT="application/xml"),
+        406,
+        "not_acceptable",
+    ),
     "media type": (
         lambda api: api.post(PREDICT, data="<a/>", content_type="application/xml"),
-        415, "unsupported_media_type",
+        415,
+        "unsupported_media_type",
     ),
     "not authenticated": (lambda api: api.get("/api/v1/mlrequests"), 401, "not_authenticated"),
-    "too large": (lambda api: _post(api, {**SAMPLE_RECORD, "pad": "x" * 300_000}), 413, "too_large"),
+    "too large": (
+        lambda api: _post(api, {**SAMPLE_RECORD, "pad": "x" * 300_000}),
+        413,
+        "too_large",
+    ),
     "throttled": (_throttled, 429, "throttled"),
     "unavailable": (_database_down, 503, "database_unavailable"),
 }

@@ -20,7 +20,8 @@ def test_the_api_shows_features_metrics_library_hash_and_load_time(
     [forest, _] = api.get("/api/v1/mlalgorithms").json()["results"][::-1]
     assert forest["name"] == "random forest"
     assert forest["features"][:2] == [
-        {"name": "age", "type": "number"}, {"name": "workclass", "type": "category"},
+        {"name": "age", "type": "number"},
+        {"name": "workclass", "type": "category"},
     ]
     assert len(forest["features"]) == 14
     assert forest["metrics"] == {"rows": 3000}  # the tiny stand-in's; the demo's has accuracy
@@ -34,8 +35,11 @@ def test_the_load_time_is_null_until_this_process_loads_the_model(
     fresh = MLRegistry(artifacts_dir)
     previous = set_registry(fresh)
     try:
-        [algorithm] = [a for a in api.get("/api/v1/mlalgorithms").json()["results"]
-                       if a["name"] == "random forest"]
+        [algorithm] = [
+            a
+            for a in api.get("/api/v1/mlalgorithms").json()["results"]
+            if a["name"] == "random forest"
+        ]
         assert algorithm["loaded_at"] is None
         fresh.get(MLAlgorithm.objects.get(pk=algorithm["id"]))
         assert api.get(f"/api/v1/mlalgorithms/{algorithm['id']}").json()["loaded_at"]

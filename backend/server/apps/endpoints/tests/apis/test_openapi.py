@@ -29,12 +29,23 @@ def test_the_predict_body_has_the_14_features_with_their_types(spec: dict[str, A
     assert list(record) == list(adult.FEATURES)
     assert record["age"]["type"] == "number"
     workclass = record["workclass"]
-    refs = [item["$ref"] for item in workclass.get("oneOf", workclass.get("allOf", [])) if "$ref" in item]
+    refs = [
+        item["$ref"]
+        for item in workclass.get("oneOf", workclass.get("allOf", []))
+        if "$ref" in item
+    ]
     enum = spec["components"]["schemas"][refs[0].split("/")[-1]]["enum"]
     assert set(enum) == set(adult.CATEGORY_DOMAINS["workclass"])
     post = spec["paths"]["/api/v1/{endpoint_name}/predict"]["post"]
-    assert {"application/json", "application/x-www-form-urlencoded"} <= set(post["requestBody"]["content"])
-    assert {p["name"] for p in post["parameters"]} >= {"endpoint_name", "status", "version", "X-Assignment-Key"}
+    assert {"application/json", "application/x-www-form-urlencoded"} <= set(
+        post["requestBody"]["content"]
+    )
+    assert {p["name"] for p in post["parameters"]} >= {
+        "endpoint_name",
+        "status",
+        "version",
+        "X-Assignment-Key",
+    }
 
 
 def test_errors_are_documented_in_the_one_shape(spec: dict[str, Any]) -> None:

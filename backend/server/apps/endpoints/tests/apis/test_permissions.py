@@ -44,10 +44,19 @@ def body_for(name: str, ids: dict[str, int]) -> dict[str, Any]:
     if name == "feedback":
         return {"data": {"feedback": ">50K"}, "format": "json"}
     if name == "change a status":
-        return {"data": {"status": "staging", "parent_mlalgorithm": ids["algorithm"]}, "format": "json"}
+        return {
+            "data": {"status": "staging", "parent_mlalgorithm": ids["algorithm"]},
+            "format": "json",
+        }
     if name == "create an A/B test":
-        return {"data": {"title": "t", "parent_mlalgorithm_1": ids["algorithm"],
-                         "parent_mlalgorithm_2": ids["other"]}, "format": "json"}
+        return {
+            "data": {
+                "title": "t",
+                "parent_mlalgorithm_1": ids["algorithm"],
+                "parent_mlalgorithm_2": ids["other"],
+            },
+            "format": "json",
+        }
     if name in ("stop an A/B test", "edit an algorithm"):
         return {"data": {}, "format": "json"}
     return {}
@@ -56,12 +65,20 @@ def body_for(name: str, ids: dict[str, int]) -> dict[str, Any]:
 @pytest.mark.parametrize(("name", "method", "path", "expected"), MATRIX, ids=[m[0] for m in MATRIX])
 @pytest.mark.parametrize("who", [0, 1, 2], ids=["anonymous", "user", "staff"])
 def test_the_permission_matrix(
-    demo_registry: MLRegistry, django_user_model: Any, who: int, name: str, method: str,
-    path: str, expected: tuple[int, int, int],
+    demo_registry: MLRegistry,
+    django_user_model: Any,
+    who: int,
+    name: str,
+    method: str,
+    path: str,
+    expected: tuple[int, int, int],
 ) -> None:
     from apps.endpoints import ab_testing
 
-    rf, et = MLAlgorithm.objects.get(name="random forest"), MLAlgorithm.objects.get(name="extra trees")
+    rf, et = (
+        MLAlgorithm.objects.get(name="random forest"),
+        MLAlgorithm.objects.get(name="extra trees"),
+    )
     request = MLRequest.objects.create(
         input_data=SAMPLE_RECORD, full_response={}, response="<=50K", parent_mlalgorithm=rf
     )
@@ -70,8 +87,13 @@ def test_the_permission_matrix(
         abtest_id = ab_testing.create(
             title="running", created_by="t", parent_mlalgorithm_1=rf, parent_mlalgorithm_2=et
         ).pk
-    ids = {"request": request.pk, "abtest": abtest_id, "endpoint": rf.parent_endpoint_id,
-           "algorithm": rf.pk, "other": et.pk}
+    ids = {
+        "request": request.pk,
+        "abtest": abtest_id,
+        "endpoint": rf.parent_endpoint_id,
+        "algorithm": rf.pk,
+        "other": et.pk,
+    }
     client = APIClient()
     if who:
         user = django_user_model.objects.create_user(f"u{who}", password="pw", is_staff=who == 2)

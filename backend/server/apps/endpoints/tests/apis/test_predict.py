@@ -42,9 +42,7 @@ def test_the_sample_record_gets_a_prediction_and_a_request_id(
     assert row.input_data == SAMPLE_RECORD and row.response == body["label"]
 
 
-def test_status_and_version_select_the_algorithm(
-    api: APIClient, demo_registry: MLRegistry
-) -> None:
+def test_status_and_version_select_the_algorithm(api: APIClient, demo_registry: MLRegistry) -> None:
     body = post_json(api, SAMPLE_RECORD, URL + "?status=testing&version=0.0.1").json()
     assert body["algorithm"]["name"] == "extra trees"
 

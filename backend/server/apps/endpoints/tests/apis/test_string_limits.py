@@ -53,7 +53,9 @@ def test_a_long_endpoint_name(api: APIClient, demo_registry: MLRegistry) -> None
 
 def test_a_long_assignment_key(api: APIClient, demo_registry: MLRegistry) -> None:
     response = api.post(
-        PREDICT, data=json.dumps(SAMPLE_RECORD), content_type="application/json",
+        PREDICT,
+        data=json.dumps(SAMPLE_RECORD),
+        content_type="application/json",
         HTTP_X_ASSIGNMENT_KEY="k" * 5_000,
     )
     assert_refused_briefly(response)
@@ -62,7 +64,8 @@ def test_a_long_assignment_key(api: APIClient, demo_registry: MLRegistry) -> Non
 def test_long_feedback(api: APIClient, demo_registry: MLRegistry) -> None:
     request_id = post_json(api, PREDICT, SAMPLE_RECORD).json()["request_id"]
     response = api.patch(
-        f"/api/v1/mlrequests/{request_id}", data=json.dumps({"feedback": LONG}),
+        f"/api/v1/mlrequests/{request_id}",
+        data=json.dumps({"feedback": LONG}),
         content_type="application/json",
     )
     assert_refused_briefly(response)
@@ -71,23 +74,46 @@ def test_long_feedback(api: APIClient, demo_registry: MLRegistry) -> None:
 
 def test_long_management_strings(staff_api: APIClient, demo_registry: MLRegistry) -> None:
     first, second = demo_registry.endpoints  # the two demo algorithms' ids
-    response = post_json(staff_api, "/api/v1/abtests", {
-        "title": LONG, "parent_mlalgorithm_1": first, "parent_mlalgorithm_2": second,
-    })
+    response = post_json(
+        staff_api,
+        "/api/v1/abtests",
+        {
+            "title": LONG,
+            "parent_mlalgorithm_1": first,
+            "parent_mlalgorithm_2": second,
+        },
+    )
     assert_refused_briefly(response)
-    response = post_json(staff_api, "/api/v1/abtests", {
-        "title": "ok", "created_by": LONG,
-        "parent_mlalgorithm_1": first, "parent_mlalgorithm_2": second,
-    })
+    response = post_json(
+        staff_api,
+        "/api/v1/abtests",
+        {
+            "title": "ok",
+            "created_by": LONG,
+            "parent_mlalgorithm_1": first,
+            "parent_mlalgorithm_2": second,
+        },
+    )
     assert_refused_briefly(response)
     assert not ABTest.objects.exists()
     before = MLAlgorithmStatus.objects.count()
-    response = post_json(staff_api, "/api/v1/mlalgorithmstatuses", {
-        "status": "testing", "created_by": LONG, "parent_mlalgorithm": first,
-    })
+    response = post_json(
+        staff_api,
+        "/api/v1/mlalgorithmstatuses",
+        {
+            "status": "testing",
+            "created_by": LONG,
+            "parent_mlalgorithm": first,
+        },
+    )
     assert_refused_briefly(response)
-    response = post_json(staff_api, "/api/v1/mlalgorithmstatuses", {
-        "status": LONG, "parent_mlalgorithm": first,
-    })
+    response = post_json(
+        staff_api,
+        "/api/v1/mlalgorithmstatuses",
+        {
+            "status": LONG,
+            "parent_mlalgorithm": first,
+        },
+    )
     assert_refused_briefly(response)
     assert MLAlgorithmStatus.objects.count() == before

@@ -31,20 +31,30 @@ def et(registry: MLRegistry) -> MLAlgorithm:
 
 def start(arm_1: MLAlgorithm, arm_2: MLAlgorithm, **options: object) -> ABTest:
     return ab_testing.create(
-        title="rf vs et", created_by="ana", parent_mlalgorithm_1=arm_1,
-        parent_mlalgorithm_2=arm_2, **options,  # type: ignore[arg-type]
+        title="rf vs et",
+        created_by="ana",
+        parent_mlalgorithm_1=arm_1,
+        parent_mlalgorithm_2=arm_2,
+        **options,  # type: ignore[arg-type]
     )
 
 
-def log(abtest: ABTest | None, arm: MLAlgorithm, *, correct: int, wrong: int = 0,
-        no_feedback: int = 0) -> None:
+def log(
+    abtest: ABTest | None, arm: MLAlgorithm, *, correct: int, wrong: int = 0, no_feedback: int = 0
+) -> None:
     """Requests served by ``arm`` (routed by ``abtest``): ``correct`` with the predicted
     label as feedback, ``wrong`` with the other label, ``no_feedback`` without any."""
     rows = [(">50K", ">50K")] * correct + [(">50K", "<=50K")] * wrong
     rows += [(">50K", None)] * no_feedback
     MLRequest.objects.bulk_create(
-        MLRequest(input_data={}, full_response={}, response=response, feedback=feedback,
-                  parent_mlalgorithm=arm, ab_test=abtest)
+        MLRequest(
+            input_data={},
+            full_response={},
+            response=response,
+            feedback=feedback,
+            parent_mlalgorithm=arm,
+            ab_test=abtest,
+        )
         for response, feedback in rows
     )
 
@@ -89,8 +99,13 @@ def test_create_is_one_transaction_so_a_failure_leaves_both_statuses_alone(
 
 
 @pytest.mark.parametrize(
-    ("options", "field"), [({"arm_2_share": 0.0}, "arm_2_share"), ({"arm_2_share": 1.0}, "arm_2_share"),
-                           ({"alpha": 0.0}, "alpha"), ({"alpha": 1.5}, "alpha")],
+    ("options", "field"),
+    [
+        ({"arm_2_share": 0.0}, "arm_2_share"),
+        ({"arm_2_share": 1.0}, "arm_2_share"),
+        ({"alpha": 0.0}, "alpha"),
+        ({"alpha": 1.5}, "alpha"),
+    ],
 )
 def test_a_split_or_alpha_outside_zero_and_one_is_refused(
     rf: MLAlgorithm, et: MLAlgorithm, options: dict[str, float], field: str
@@ -137,8 +152,12 @@ def test_predict_with_ab_testing_is_routed_by_the_running_test_and_records_it(
 ) -> None:
     abtest = start(rf, et)
     served = {
-        services.predict(endpoint_name="income_classifier", records=[SAMPLE_RECORD] * 2,
-                         status="ab_testing", rng=random.Random(seed))[0]["algorithm"]["id"]
+        services.predict(
+            endpoint_name="income_classifier",
+            records=[SAMPLE_RECORD] * 2,
+            status="ab_testing",
+            rng=random.Random(seed),
+        )[0]["algorithm"]["id"]
         for seed in range(12)
     }
     assert served == {rf.pk, et.pk}
@@ -148,8 +167,13 @@ def test_predict_with_ab_testing_is_routed_by_the_running_test_and_records_it(
 
 def test_requests_outside_the_test_do_not_record_it(rf: MLAlgorithm, et: MLAlgorithm) -> None:
     start(rf, et)
-    services.predict(endpoint_name="income_classifier", records=[SAMPLE_RECORD],
-                     status="ab_testing", version="0.0.1", rng=random.Random(0))
+    services.predict(
+        endpoint_name="income_classifier",
+        records=[SAMPLE_RECORD],
+        status="ab_testing",
+        version="0.0.1",
+        rng=random.Random(0),
+    )
     assert MLRequest.objects.get().ab_test is None  # the client chose the version itself
 
 
@@ -158,24 +182,32 @@ def test_the_traffic_split_is_applied(rf: MLAlgorithm, et: MLAlgorithm) -> None:
     _, abtest = ab_testing.route(endpoint_name="income_classifier")
     assert abtest is not None
     rng = random.Random(42)
-    arms = Counter(ab_testing.pick_arm(abtest, assignment_key=None, rng=rng).pk
-                   for _ in range(4000))
+    arms = Counter(
+        ab_testing.pick_arm(abtest, assignment_key=None, rng=rng).pk for _ in range(4000)
+    )
     assert 0.18 < arms[et.pk] / 4000 < 0.22  # seeded: deterministic; 0.5 would fail
-    keyed = Counter(ab_testing.pick_arm(abtest, assignment_key=f"user-{i}", rng=rng).pk
-                    for i in range(4000))
+    keyed = Counter(
+        ab_testing.pick_arm(abtest, assignment_key=f"user-{i}", rng=rng).pk for i in range(4000)
+    )
     assert 0.18 < keyed[et.pk] / 4000 < 0.22  # keys follow the split too
 
 
 def test_the_same_assignment_key_always_gets_the_same_arm(rf: MLAlgorithm, et: MLAlgorithm) -> None:
     start(rf, et)
     for key in ("user-1", "user-2", "user-3"):
-        arms = {ab_testing.route(endpoint_name="income_classifier", assignment_key=key,
-                                 rng=random.Random(seed))[0].pk for seed in range(6)}
+        arms = {
+            ab_testing.route(
+                endpoint_name="income_classifier", assignment_key=key, rng=random.Random(seed)
+            )[0].pk
+            for seed in range(6)
+        }
         assert len(arms) == 1, key
     _, abtest = ab_testing.route(endpoint_name="income_classifier")
     assert abtest is not None
-    by_key = {ab_testing.pick_arm(abtest, assignment_key=f"k{i}", rng=random.Random(0)).pk
-              for i in range(40)}
+    by_key = {
+        ab_testing.pick_arm(abtest, assignment_key=f"k{i}", rng=random.Random(0)).pk
+        for i in range(40)
+    }
     assert by_key == {rf.pk, et.pk}
 
 
@@ -269,7 +301,9 @@ def test_an_arm_without_feedback_is_a_409_and_changes_nothing(
     abtest = start(rf, et)
     log(abtest, rf, correct=5)
     log(abtest, et, correct=0, no_feedback=7)
-    with pytest.raises(NotEnoughData, match=r"arm 2 \(extra trees 0.0.1\) has no request") as caught:
+    with pytest.raises(
+        NotEnoughData, match=r"arm 2 \(extra trees 0.0.1\) has no request"
+    ) as caught:
         ab_testing.stop(abtest_id=abtest.pk, stopped_by="bo")
     assert caught.value.status_code == 409
     assert caught.value.details["arms"][1] == {"arm": 2, "requests": 7, "with_feedback": 0}
@@ -325,7 +359,7 @@ def test_concurrent_stops_of_one_test_have_exactly_one_winner(
             won.append(name)
         except ABTestStopped as exc:
             refused.append(exc)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

@@ -20,7 +20,10 @@ ROWS = 200_000
 def result() -> BatchResult:
     probabilities = np.random.default_rng(0).random(ROWS)
     return BatchResult(
-        header=["age"], algorithms=[], ignored_columns=[], label_column=None,
+        header=["age"],
+        algorithms=[],
+        ignored_columns=[],
+        label_column=None,
         request_ids=np.arange(1, ROWS + 1, dtype=np.int64),
         probabilities=probabilities,
         labels=[">50K" if p > 0.5 else "<=50K" for p in probabilities.tolist()],
@@ -47,7 +50,8 @@ def test_the_json_answer_streams_in_pieces(result: BatchResult) -> None:
     body = json.loads("".join(batch_output.json_stream(result)))
     assert len(body["predictions"]) == ROWS
     assert body["predictions"][-1] == {
-        "request_id": ROWS, "label": result.labels[-1],
+        "request_id": ROWS,
+        "label": result.labels[-1],
         "probability": float(result.probabilities[-1]),
     }
 

@@ -25,8 +25,11 @@ pytestmark = pytest.mark.django_db
 
 def predict(status: str, version: str | None = None, **kw: object) -> services.ServedPrediction:
     [served] = services.predict(
-        endpoint_name="income_classifier", records=[SAMPLE_RECORD], status=status,
-        version=version, **kw,  # type: ignore[arg-type]
+        endpoint_name="income_classifier",
+        records=[SAMPLE_RECORD],
+        status=status,
+        version=version,
+        **kw,  # type: ignore[arg-type]
     )
     return served
 
@@ -100,7 +103,8 @@ def test_each_prediction_is_logged_as_json(registry: MLRegistry) -> None:
     row = MLRequest.objects.get(pk=served["request_id"])
     assert row.input_data == SAMPLE_RECORD
     assert row.full_response == {
-        k: served[k] for k in ("probability", "label", "status", "imputed")  # type: ignore[literal-required]
+        k: served[k]
+        for k in ("probability", "label", "status", "imputed")  # type: ignore[literal-required]
     }
     assert isinstance(row.full_response["probability"], float)
     assert row.response == served["label"]
@@ -148,7 +152,8 @@ def test_invalid_input_logs_nothing(registry: MLRegistry) -> None:
     algorithm(registry)
     with pytest.raises(InvalidInput):
         services.predict(
-            endpoint_name="income_classifier", records=[dict(SAMPLE_RECORD, age="x")],
+            endpoint_name="income_classifier",
+            records=[dict(SAMPLE_RECORD, age="x")],
             status="production",
         )
     assert MLRequest.objects.count() == 0

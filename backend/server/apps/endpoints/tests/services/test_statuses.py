@@ -47,7 +47,7 @@ def test_concurrent_status_changes_leave_exactly_one_active(registry: MLRegistry
         try:
             barrier.wait()
             services.set_algorithm_status(algorithm=alg, status=status, created_by="t")
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

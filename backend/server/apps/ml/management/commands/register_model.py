@@ -44,7 +44,9 @@ class Command(BaseCommand):
         parser.add_argument("--version", required=True, dest="model_version", help="e.g. 1.0.0")
         parser.add_argument("--endpoint", default="income_classifier")
         parser.add_argument(
-            "--wrapper", default=IncomeClassifier.wrapper_key, choices=sorted(WRAPPERS),
+            "--wrapper",
+            default=IncomeClassifier.wrapper_key,
+            choices=sorted(WRAPPERS),
             help="the class that serves it (default: %(default)s, any Adult classifier)",
         )
         # A new version takes no default traffic until an operator promotes it.
@@ -52,7 +54,8 @@ class Command(BaseCommand):
         parser.add_argument("--description", default="")
         parser.add_argument("--owner", default=_user_name())
         parser.add_argument(
-            "--artifact-name", default="",
+            "--artifact-name",
+            default="",
             help="file name inside MODEL_ARTIFACTS_PATH (default: the artifact's own name)",
         )
 
@@ -75,24 +78,36 @@ class Command(BaseCommand):
                 (root / file_name).unlink()
             raise CommandError(f"Not registered: {exc.message}") from exc
         if wrapper.sklearn_version != sklearn.__version__:
-            self.stderr.write(self.style.WARNING(
-                f"The model was saved with scikit-learn {wrapper.sklearn_version}; this server "
-                f"runs {sklearn.__version__}. Pickles are only reliable on the same version."
-            ))
+            self.stderr.write(
+                self.style.WARNING(
+                    f"The model was saved with scikit-learn {wrapper.sklearn_version}; this server "
+                    f"runs {sklearn.__version__}. Pickles are only reliable on the same version."
+                )
+            )
         algorithm, created = services.register_algorithm(
-            endpoint_name=endpoint, name=name, version=version, status=options["status"],
-            owner=options["owner"], description=options["description"], code="",
-            wrapper=wrapper.wrapper_key, artifact=file_name, artifact_sha256=sha256,
-            sklearn_version=wrapper.sklearn_version, features=wrapper.feature_card,
+            endpoint_name=endpoint,
+            name=name,
+            version=version,
+            status=options["status"],
+            owner=options["owner"],
+            description=options["description"],
+            code="",
+            wrapper=wrapper.wrapper_key,
+            artifact=file_name,
+            artifact_sha256=sha256,
+            sklearn_version=wrapper.sklearn_version,
+            features=wrapper.feature_card,
             metrics=wrapper.metrics,
         )
         if not created:  # registered by someone else between our check and now
             self._refuse_duplicate(endpoint, name, version)
         self._warn_if_ambiguous(endpoint, options["status"], algorithm.pk)
-        self.stdout.write(self.style.SUCCESS(
-            f"Registered algorithm {algorithm.pk}: {endpoint} / {name} {version}, status "
-            f"{options['status']}, artifact {file_name} (sha256 {sha256[:12]}...)."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Registered algorithm {algorithm.pk}: {endpoint} / {name} {version}, status "
+                f"{options['status']}, artifact {file_name} (sha256 {sha256[:12]}...)."
+            )
+        )
         self.stdout.write(
             f"Running servers serve it now: POST /api/v1/{endpoint}/predict"
             f"?status={options['status']}&version={version}"
@@ -111,10 +126,12 @@ class Command(BaseCommand):
         others = selectors.algorithms_for_prediction(endpoint_name=endpoint, status=status)
         if len(others) > 1 and status != Status.AB_TESTING:
             ids = ", ".join(str(a.pk) for a in others if a.pk != pk)
-            self.stderr.write(self.style.WARNING(
-                f"Algorithm(s) {ids} of '{endpoint}' also have status '{status}': predict "
-                f"without ?version= answers 400 ambiguous_algorithm until one changes status."
-            ))
+            self.stderr.write(
+                self.style.WARNING(
+                    f"Algorithm(s) {ids} of '{endpoint}' also have status '{status}': predict "
+                    f"without ?version= answers 400 ambiguous_algorithm until one changes status."
+                )
+            )
 
 
 def _copy_into(root: Path, source: Path, file_name: str, sha256: str) -> bool:

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.django_db
 def trained(tmp_path: Path) -> Path:
     """A model trained outside the artifacts folder, as a data scientist hands it over."""
     path, _ = train_tiny_artifact(
-        tmp_path / "elsewhere", "logistic.joblib",
+        tmp_path / "elsewhere",
+        "logistic.joblib",
         estimator=DecisionTreeClassifier(max_depth=4, random_state=0),
     )
     return path
@@ -29,8 +30,17 @@ def trained(tmp_path: Path) -> Path:
 
 def register(path: Path, *extra: str, version: str = "1.0.0") -> None:
     call_command(
-        "register_model", str(path), "--name", "logistic", "--version", version,
-        "--description", "a single tree", "--owner", "ana", *extra,
+        "register_model",
+        str(path),
+        "--name",
+        "logistic",
+        "--version",
+        version,
+        "--description",
+        "a single tree",
+        "--owner",
+        "ana",
+        *extra,
     )
 
 
@@ -55,9 +65,7 @@ def test_the_registered_version_serves_predictions_in_this_process(
     registry: MLRegistry, trained: Path
 ) -> None:
     register(trained)  # default status: testing
-    [served] = predict(
-        endpoint_name="income_classifier", records=[SAMPLE_RECORD], status="testing"
-    )
+    [served] = predict(endpoint_name="income_classifier", records=[SAMPLE_RECORD], status="testing")
     assert served["algorithm"]["name"] == "logistic"
     assert 0.0 <= served["probability"] <= 1.0
 

@@ -17,7 +17,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--no-migrate", action="store_true",
+            "--no-migrate",
+            action="store_true",
             help="only collect static files (migrations run once elsewhere)",
         )
 
