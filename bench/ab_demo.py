@@ -81,7 +81,7 @@ def records(n: int) -> list[tuple[dict[str, str], str]]:
         for row in csv.reader(f, skipinitialspace=True):
             if len(row) != len(FEATURES) + 1:
                 continue  # the '|1x3 Cross validator' header and blank lines
-            rows.append((dict(zip(FEATURES, row[:-1])), row[-1].rstrip(".")))
+            rows.append((dict(zip(FEATURES, row[:-1], strict=True)), row[-1].rstrip(".")))
             if len(rows) == n:
                 break
     return rows

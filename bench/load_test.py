@@ -63,7 +63,7 @@ def records() -> list[tuple[str, str]]:
 
     frame = load_split("adult.test")
     rows = json.loads(frame[list(schema.FEATURES)].to_json(orient="records"))
-    return [(json.dumps(row), label) for row, label in zip(rows, frame[schema.LABEL])]
+    return [(json.dumps(row), label) for row, label in zip(rows, frame[schema.LABEL], strict=True)]
 
 
 @dataclass

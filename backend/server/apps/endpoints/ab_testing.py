@@ -166,7 +166,10 @@ def evaluate(abtest: ABTest) -> dict[str, Any]:
     arms = [
         _arm_numbers(number, algorithm, arm_counts)
         for number, algorithm, arm_counts in zip(
-            (1, 2), (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2), counts
+            (1, 2),
+            (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2),
+            counts,
+            strict=True,
         )
     ]
     comparison = None
@@ -279,7 +282,9 @@ def _decide(summary: dict[str, Any]) -> tuple[str, int | None]:
 def _apply(abtest: ABTest, production: int | None, by: str) -> None:
     arms = (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2)
     if production is None:
-        for arm, previous in zip(arms, (abtest.previous_status_1, abtest.previous_status_2)):
+        for arm, previous in zip(
+            arms, (abtest.previous_status_1, abtest.previous_status_2), strict=True
+        ):
             _restore(arm, previous, by)
         return
     for number, arm in enumerate(arms, start=1):

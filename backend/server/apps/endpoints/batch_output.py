@@ -44,6 +44,7 @@ def _answers(result: BatchResult) -> Iterator[tuple[int, str, float]]:
             result.request_ids[piece].tolist(),
             result.labels[piece],
             result.probabilities[piece].tolist(),
+            strict=True,
         )
 
 

@@ -88,7 +88,8 @@ def _insert_values(
         part = rows[start : start + per_statement]
         params = list(
             chain.from_iterable(
-                (*row, created_at, pk) for row, pk in zip(part, pks[start : start + per_statement])
+                (*row, created_at, pk)
+                for row, pk in zip(part, pks[start : start + per_statement], strict=True)
             )
         )
         sqlite.execute(insert + ",".join([group] * len(part)), params)
@@ -212,7 +213,7 @@ def _copy_text(rows: Sequence[Row], ids: np.ndarray, created_at: str) -> str:
     return "".join(
         f"{esc(i)}\t{esc(r)}\t{esc(label)}\t{_NULL if fb is None else esc(fb)}\t"
         f"{algorithm}\t{_NULL if abtest is None else abtest}\t{created_at}\t{pk}\n"
-        for (i, r, label, fb, algorithm, abtest), pk in zip(rows, ids.tolist())
+        for (i, r, label, fb, algorithm, abtest), pk in zip(rows, ids.tolist(), strict=True)
     )
 
 
