@@ -98,7 +98,8 @@ class MLRequest(models.Model):
     input_data = models.JSONField()
     full_response = models.JSONField()
     response = models.CharField(max_length=128)  # the predicted label
-    feedback = models.CharField(max_length=128, null=True, blank=True)
+    # None means "no feedback yet", distinct from "" (queries filter on feedback__isnull).
+    feedback = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     parent_mlalgorithm = models.ForeignKey(
         MLAlgorithm, on_delete=models.PROTECT, related_name="requests"
