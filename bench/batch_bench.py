@@ -253,7 +253,7 @@ class Databases:
         self.count += 1
         name = f"batch_bench_{os.getpid()}_{self.count}"
         subprocess.run(["psql", "-q", PG_ADMIN, "-c", f"CREATE DATABASE {name}"], check=True)
-        self.pg_names = getattr(self, "pg_names", []) + [name]
+        self.pg_names = [*getattr(self, "pg_names", []), name]
         return f"postgres://postgres@127.0.0.1:5432/{name}"
 
     def drop(self) -> None:

@@ -58,7 +58,7 @@ def test_one_row_is_served_by_the_compiled_form(
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> tuple[Path, str]:
-    path, _ = train_tiny_artifact(tmp_path, "tiny.joblib", sample_rows=300)
+    train_tiny_artifact(tmp_path, "tiny.joblib", sample_rows=300)
     return tmp_path, "tiny.joblib"
 
 

@@ -224,9 +224,9 @@ def test_bad_files_get_a_400_that_says_what_is_wrong(
 
 def test_ragged_rows_are_refused_with_their_line(api: APIClient, demo_registry: MLRegistry) -> None:
     lines = adult_csv(6).splitlines()
-    longer = lines[:3] + [lines[3] + ",surplus"] + lines[4:]
+    longer = [*lines[:3], lines[3] + ",surplus", *lines[4:]]
     assert_error(upload(api, "\n".join(longer)), 400, "Line 4 has 17 fields; the header has 16")
-    shorter = lines[:5] + [lines[5].rsplit(",", 2)[0]] + lines[6:]
+    shorter = [*lines[:5], lines[5].rsplit(",", 2)[0], *lines[6:]]
     assert_error(upload(api, "\n".join(shorter)), 400, "Line 6 has 14 fields")
 
 

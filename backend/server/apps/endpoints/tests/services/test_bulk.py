@@ -63,7 +63,7 @@ def test_ids_continue_after_rows_made_elsewhere_and_are_never_reused(
 @pytest.mark.django_db(transaction=True)
 def test_it_refuses_to_run_outside_a_transaction(registry: MLRegistry) -> None:
     alg = algorithm(registry)
-    with pytest.raises(RuntimeError, match="must run inside transaction.atomic"):
+    with pytest.raises(RuntimeError, match=r"must run inside transaction\.atomic"):
         bulk.insert_requests([("{}", "{}", "<=50K", None, alg.pk, None)])
     assert MLRequest.objects.count() == 0
 
