@@ -213,7 +213,8 @@ class Server:
         self.log_file.close()
 
     def shell(self, code: str) -> Any:
-        """Run ``code`` in ``manage.py shell`` against the server's database; its last line is JSON."""
+        """Run ``code`` in ``manage.py shell`` against the server's database; its last line
+        is JSON."""
         done = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", code],
             cwd=SERVER,
@@ -260,7 +261,7 @@ print(json.dumps({"state": test.state, "ended": test.ended_at is not None,
                   "outcome": (test.summary_json or {}).get("outcome"),
                   "production": active.filter(status="production").count(),
                   "stop_rows": list(MLAlgorithmStatus.objects.filter(created_by=%r)
-                                    .exclude(status="ab_testing").values_list("status", flat=True))}))"""
+                      .exclude(status="ab_testing").values_list("status", flat=True))}))"""
 
 
 def check_rows(server: Server, samples: list[Sample]) -> tuple[int, int, bool, bool]:
@@ -345,7 +346,8 @@ def ab_stops(server: Server, data: list[tuple[str, str]], n: int = 300) -> tuple
     line = (
         "8 concurrent stops: "
         + ", ".join(f"{k} x {s} ({c})" for (s, c), k in sorted(counts.items()))
-        + f"; test {after['state']} ({after['outcome']}), production algorithms: {after['production']},"
+        + f"; test {after['state']} ({after['outcome']}),"
+        f" production algorithms: {after['production']},"
         f" status rows written by the stops: {len(after['stop_rows'])}"
         f" ({after['stop_rows'].count('production')} production)"
     )
@@ -378,7 +380,8 @@ def main() -> int:
         for name, url in databases:
             with Server(url, args.workers, tmp) as server:
                 log(
-                    f"{name}: server ready on port {server.port}; {args.clients} clients, 3 s warm-up"
+                    f"{name}: server ready on port {server.port};"
+                    f" {args.clients} clients, 3 s warm-up"
                 )
                 warm, _ = run_load(server.port, args.clients, 3, data)
                 log(f"{name}: measuring {args.seconds:g} s")
@@ -399,7 +402,8 @@ def main() -> int:
                 f"{percentile(v, q):.1f}" for v in (predict, every) for q in (0.5, 0.99)
             )
             lines.append(
-                f"| {name} | {args.clients} | {args.seconds:g} | {len(samples):,} | {rates} | {times} | "
+                f"| {name} | {args.clients} | {args.seconds:g} | {len(samples):,} | "
+                f"{rates} | {times} | "
                 f"{len(errors)} | {rows:,} | {answered:,} | {'yes' if rows_ok else 'NO'} | "
                 f"{'yes' if feedback_ok else 'NO'} |"
             )
@@ -422,12 +426,12 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     table = "\n".join(
         [
-            f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, gunicorn {args.workers}"
-            " workers x 4 threads, load generator: Python threads)",
+            f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores,"
+            f" gunicorn {args.workers} workers x 4 threads, load generator: Python threads)",
             "",
-            "| database | clients | seconds | requests | predict req/s | feedback req/s | total req/s |"
-            " predict p50 ms | predict p99 ms | all p50 ms | all p99 ms | errors* | MLRequest rows |"
-            " 2xx predictions* | rows match | feedback rows match |",
+            "| database | clients | seconds | requests | predict req/s | feedback req/s |"
+            " total req/s | predict p50 ms | predict p99 ms | all p50 ms | all p99 ms | errors* |"
+            " MLRequest rows | 2xx predictions* | rows match | feedback rows match |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
             *lines,
             "",

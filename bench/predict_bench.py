@@ -204,8 +204,10 @@ def main() -> int:
     log("(a) in process, one row")
     bare = in_process(records())
     rows = [
-        f"| (a) in process, compiled | | {1e6 / bare['compiled']:,.0f} | {bare['compiled'] / 1e3:.3f} | | | | |",
-        f"| (a) in process, scikit-learn | | {1e6 / bare['sklearn']:,.0f} | {bare['sklearn'] / 1e3:.3f} | | | | |",
+        f"| (a) in process, compiled | | {1e6 / bare['compiled']:,.0f} |"
+        f" {bare['compiled'] / 1e3:.3f} | | | | |",
+        f"| (a) in process, scikit-learn | | {1e6 / bare['sklearn']:,.0f} |"
+        f" {bare['sklearn'] / 1e3:.3f} | | | | |",
     ]
     databases = [("SQLite", lambda n: f"sqlite:///{tmp / f'db{n}.sqlite3'}")]
     if not args.no_postgres:
@@ -219,13 +221,15 @@ def main() -> int:
                 variant = "compiled" if compiled else "scikit-learn"
                 with Server(make_url(n), compiled) as server:
                     log(
-                        f"(b) {db_name}, {variant}: first prediction after {server.first_prediction_s:.2f} s"
+                        f"(b) {db_name}, {variant}: first prediction after"
+                        f" {server.first_prediction_s:.2f} s"
                     )
                     # Steady state: every worker loads its model on its first request.
                     wrk(server.url, script, 8, 3)
                     for connections in (1, 8):
                         log(
-                            f"(b) {db_name}, {variant}, {connections} connection(s), {args.seconds} s"
+                            f"(b) {db_name}, {variant}, {connections} connection(s),"
+                            f" {args.seconds} s"
                         )
                         r = wrk(server.url, script, connections, args.seconds)
                         measured[(db_name, compiled, connections)] = r
@@ -233,7 +237,8 @@ def main() -> int:
                             f"| (b) HTTP {db_name}, {variant} | {connections} | {r['rps']:,.0f} | "
                             f"{r['p50']:.2f} | {r['p99']:.2f} | {r['errors']:.0f} | "
                             + (
-                                f"{max(server.worker_rss_mb()):.0f} | {server.first_prediction_s:.2f} |"
+                                f"{max(server.worker_rss_mb()):.0f} |"
+                                f" {server.first_prediction_s:.2f} |"
                                 if connections == 8
                                 else "| |"
                             )
@@ -253,13 +258,16 @@ def main() -> int:
                 measured[(db_name, False, connections)],
             )
             ratios.append(
-                f"{db_name}, {connections} conn.: compiled/scikit-learn req/s = {on['rps'] / off['rps']:.1f}x"
+                f"{db_name}, {connections} conn.: compiled/scikit-learn req/s ="
+                f" {on['rps'] / off['rps']:.1f}x"
             )
     table = "\n".join(
         [
-            f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load generator: wrk)",
+            f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores,"
+            " load generator: wrk)",
             "",
-            "| variant | connections | req/s | p50 ms | p99 ms | errors | worker peak RSS MB | start to first prediction s |",
+            "| variant | connections | req/s | p50 ms | p99 ms | errors | worker peak RSS MB |"
+            " start to first prediction s |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",

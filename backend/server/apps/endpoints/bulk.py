@@ -41,7 +41,10 @@ Row = tuple[str, str, str, str | None, int, int | None]
 
 _TABLE = MLRequest._meta.db_table
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
-_COLUMNS = "input_data, full_response, response, feedback, parent_mlalgorithm_id, ab_test_id, created_at, id"
+_COLUMNS = (
+    "input_data, full_response, response, feedback, parent_mlalgorithm_id, ab_test_id,"
+    " created_at, id"
+)
 # Past a few thousand rows a statement gains nothing (measured: 4,000 rows a statement
 # overlap the caller's work about as well as one statement per chunk).
 _MAX_ROWS_PER_STATEMENT = 4_000

@@ -139,7 +139,10 @@ ERROR_DESCRIPTIONS = {
     409: "The request conflicts with the current state (e.g. the A/B test has ended).",
     413: "The body is larger than MAX_BODY_BYTES (uploads: BATCH_MAX_UPLOAD_BYTES).",
     415: "The Content-Type is not one this route accepts.",
-    429: "Over this client's rate (PREDICT_THROTTLE_RATE, MANAGEMENT_THROTTLE_RATE); see Retry-After.",
+    429: (
+        "Over this client's rate (PREDICT_THROTTLE_RATE, MANAGEMENT_THROTTLE_RATE);"
+        " see Retry-After."
+    ),
     503: "The database or the model is unavailable; try again.",
 }
 # Any route: authentication (a bad token is a 401 even where reading is open), content
@@ -165,8 +168,8 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
     """drf-spectacular postprocessing hook: document, on every operation, the error answers
     (in the one ``ErrorSchema`` shape) that the framework gives around the view:
     ``ANY_ROUTE_ERRORS``, ``WRITE_ERRORS`` for methods with a body, 429 on throttled views
-    (those with a ``throttle_scope``) and a view's own ``openapi_error_codes``; and ``GUNICORN_ERRORS``. What a
-    view documents itself is kept."""
+    (those with a ``throttle_scope``) and a view's own ``openapi_error_codes``; and
+    ``GUNICORN_ERRORS``. What a view documents itself is kept."""
     views = {
         (_template(path), method.lower()): getattr(callback, "cls", None)
         for path, _regex, method, callback in generator.endpoints or ()

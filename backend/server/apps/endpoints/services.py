@@ -175,7 +175,8 @@ def predict(
     """Serve ``records`` with one algorithm and log each as an ``MLRequest``.
 
     Batched by construction: one model call for all records, one bulk write for all log
-    rows (``bulk.py``: the ORM cost more than the compiled model per row). With status ``ab_testing`` (and no version) the endpoint's running A/B test
+    rows (``bulk.py``: the ORM cost more than the compiled model per row). With status
+    ``ab_testing`` (and no version) the endpoint's running A/B test
     routes the whole batch (``ab_testing.route``, by ``assignment_key`` when given) and each
     row records the test. ``rng`` draws the A/B arm (injectable for tests)."""
     registry = ml_registry.get_registry()

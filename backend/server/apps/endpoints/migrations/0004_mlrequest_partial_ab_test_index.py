@@ -36,7 +36,9 @@ class Migration(migrations.Migration):
             database_operations=[
                 migrations.RunSQL(
                     f'DROP INDEX IF EXISTS "{OLD_INDEX}"',
-                    reverse_sql=f'CREATE INDEX "{OLD_INDEX}" ON "endpoints_mlrequest" ("ab_test_id")',
+                    reverse_sql=(
+                        f'CREATE INDEX "{OLD_INDEX}" ON "endpoints_mlrequest" ("ab_test_id")'
+                    ),
                 ),
             ],
         ),

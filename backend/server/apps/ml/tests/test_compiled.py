@@ -209,9 +209,11 @@ def test_serving_from_the_cache_imports_no_scikit_learn(tiny: tuple[Path, str]) 
     script = (
         "import json, sys; from pathlib import Path;"
         "from apps.ml.income_classifier import IncomeClassifier;"
-        f"w = IncomeClassifier.from_compiled_cache(Path({str(folder)!r}), {name!r}, sha256={sha!r});"
+        f"w = IncomeClassifier.from_compiled_cache(Path({str(folder)!r}), {name!r},"
+        f" sha256={sha!r});"
         f"p = w.compute_prediction({SAMPLE_RECORD!r});"
-        "print(json.dumps([p['label'], [m for m in ('sklearn', 'pandas', 'scipy') if m in sys.modules]]))"
+        "print(json.dumps([p['label'],"
+        " [m for m in ('sklearn', 'pandas', 'scipy') if m in sys.modules]]))"
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
