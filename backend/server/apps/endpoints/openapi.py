@@ -19,8 +19,8 @@ from apps.endpoints.models import MLAlgorithmStatus
 from apps.ml.income_classifier import schema as adult
 
 
-def _record_fields() -> dict[str, serializers.Field]:
-    fields: dict[str, serializers.Field] = {}
+def _record_fields() -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+    fields: dict[str, serializers.Field[Any, Any, Any, Any]] = {}
     for name in adult.FEATURES:
         domain = adult.CATEGORY_DOMAINS.get(name)
         help_text = 'Missing, null, "" or "?": filled with the training mode.'
@@ -38,28 +38,29 @@ def _record_fields() -> dict[str, serializers.Field]:
 IncomeRecord = type("IncomeRecord", (serializers.Serializer,), _record_fields())
 
 
-class AlgorithmRefSchema(serializers.Serializer):
+class AlgorithmRefSchema(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     name = serializers.CharField()
     version = serializers.CharField()
 
 
-class PredictionSchema(serializers.Serializer):
+class PredictionSchema(serializers.Serializer[Any]):
     probability = serializers.FloatField(help_text="P(income > 50K)")
-    label = serializers.ChoiceField(choices=adult.CLASSES)
+    # DRF's metaclass pops declared fields; the stub sees this one shadow Field.label.
+    label = serializers.ChoiceField(choices=adult.CLASSES)  # type: ignore[assignment]
     status = serializers.CharField(help_text='Always "OK"; failures are errors, not predictions.')
     imputed = serializers.ListField(child=serializers.CharField())
     request_id = serializers.IntegerField(help_text="PUT its feedback to /api/v1/mlrequests/<id>.")
     algorithm = AlgorithmRefSchema()
 
 
-class ErrorBodySchema(serializers.Serializer):
+class ErrorBodySchema(serializers.Serializer[Any]):
     code = serializers.CharField()
     message = serializers.CharField()
     details = serializers.JSONField(required=False)
 
 
-class ErrorSchema(serializers.Serializer):
+class ErrorSchema(serializers.Serializer[Any]):
     error = ErrorBodySchema()
 
 
@@ -67,13 +68,14 @@ class BatchAlgorithmSchema(AlgorithmRefSchema):
     rows = serializers.IntegerField()
 
 
-class BatchRowSchema(serializers.Serializer):
+class BatchRowSchema(serializers.Serializer[Any]):
     request_id = serializers.IntegerField()
-    label = serializers.ChoiceField(choices=adult.CLASSES)
+    # DRF's metaclass pops declared fields; the stub sees this one shadow Field.label.
+    label = serializers.ChoiceField(choices=adult.CLASSES)  # type: ignore[assignment]
     probability = serializers.FloatField()
 
 
-class BatchResultSchema(serializers.Serializer):
+class BatchResultSchema(serializers.Serializer[Any]):
     count = serializers.IntegerField()
     algorithms = BatchAlgorithmSchema(many=True)
     ignored_columns = serializers.ListField(child=serializers.CharField())

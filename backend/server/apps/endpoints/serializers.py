@@ -12,14 +12,14 @@ from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStat
 from apps.ml import registry as ml_registry
 
 
-class EndpointSerializer(serializers.ModelSerializer):
+class EndpointSerializer(serializers.ModelSerializer[Endpoint]):
     class Meta:
         model = Endpoint
         fields = ["id", "name", "owner", "created_at"]
         read_only_fields = fields
 
 
-class MLAlgorithmSerializer(serializers.ModelSerializer):
+class MLAlgorithmSerializer(serializers.ModelSerializer[MLAlgorithm]):
     current_status = serializers.SerializerMethodField()
     loaded_at = serializers.SerializerMethodField()
 
@@ -56,13 +56,13 @@ class MLAlgorithmSerializer(serializers.ModelSerializer):
         return status.status if status else None
 
 
-def _default_created_by(serializer: serializers.Serializer) -> str:
+def _default_created_by(serializer: serializers.Serializer[Any]) -> str:
     request = serializer.context.get("request")
     user = getattr(request, "user", None)
     return str(user.get_username()) if user and user.is_authenticated else ""
 
 
-class MLAlgorithmStatusSerializer(serializers.ModelSerializer):
+class MLAlgorithmStatusSerializer(serializers.ModelSerializer[MLAlgorithmStatus]):
     created_by = serializers.CharField(max_length=128, required=False)
 
     class Meta:
@@ -81,7 +81,7 @@ class MLAlgorithmStatusSerializer(serializers.ModelSerializer):
         )
 
 
-class MLRequestSerializer(serializers.ModelSerializer):
+class MLRequestSerializer(serializers.ModelSerializer[MLRequest]):
     """Everything is read-only except ``feedback``: the ground truth, sent later."""
 
     feedback = serializers.CharField(max_length=128, allow_null=True, trim_whitespace=True)
@@ -105,7 +105,7 @@ class MLRequestSerializer(serializers.ModelSerializer):
         return services.record_feedback(request=instance, feedback=validated_data["feedback"])
 
 
-class ABTestSerializer(serializers.ModelSerializer):
+class ABTestSerializer(serializers.ModelSerializer[ABTest]):
     """An A/B test. Created by staff (``ab_testing.create``); the decision rule
     (``arm_2_share``, ``alpha``, ``require_significance``) is fixed at creation."""
 
@@ -165,12 +165,12 @@ class ABTestSerializer(serializers.ModelSerializer):
         )
 
 
-class StopABTestSerializer(serializers.Serializer):
+class StopABTestSerializer(serializers.Serializer[Any]):
     # End the test even when an arm has no feedback, restoring both previous statuses.
     force = serializers.BooleanField(default=False)
 
 
-class BatchPredictSerializer(serializers.Serializer):
+class BatchPredictSerializer(serializers.Serializer[Any]):
     """The upload form (multipart); ``endpoint``, ``status`` and ``version`` may also be
     given as query parameters."""
 

@@ -33,7 +33,7 @@ from apps.endpoints.errors import (
     ServiceError,
 )
 from apps.endpoints.exception_handler import error_body
-from apps.endpoints.models import ABTest, Endpoint, MLAlgorithmStatus, MLRequest
+from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 from apps.endpoints.permissions import PredictAccess, PredictAccessMixin
 from apps.endpoints.serializers import (
     ABTestSerializer,
@@ -46,12 +46,12 @@ from apps.endpoints.serializers import (
 )
 
 
-class EndpointViewSet(viewsets.ReadOnlyModelViewSet):
+class EndpointViewSet(viewsets.ReadOnlyModelViewSet[Endpoint]):
     queryset = Endpoint.objects.all()
     serializer_class = EndpointSerializer
 
 
-class MLAlgorithmViewSet(viewsets.ReadOnlyModelViewSet):
+class MLAlgorithmViewSet(viewsets.ReadOnlyModelViewSet[MLAlgorithm]):
     queryset = selectors.algorithms_with_current_status()
     serializer_class = MLAlgorithmSerializer
 
@@ -60,7 +60,7 @@ class MLAlgorithmStatusViewSet(
     mixins.CreateModelMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
+    viewsets.GenericViewSet[MLAlgorithmStatus],
 ):
     """Creating a status makes it the algorithm's active one (staff only)."""
 
@@ -73,7 +73,7 @@ class MLRequestViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.UpdateModelMixin,
-    viewsets.GenericViewSet,
+    viewsets.GenericViewSet[MLRequest],
 ):
     """The prediction log. Reading it needs a login (it holds what clients sent);
     ``feedback`` can be PUT/PATCHed by the client that got the ``request_id``."""
@@ -92,7 +92,7 @@ class ABTestViewSet(
     mixins.CreateModelMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
-    viewsets.GenericViewSet,
+    viewsets.GenericViewSet[ABTest],
 ):
     throttle_scope = "management"
     queryset = ABTest.objects.select_related("parent_mlalgorithm_1", "parent_mlalgorithm_2")
@@ -133,7 +133,7 @@ class CSVRenderer(BaseRenderer):
         return JSONRenderer().render(data)
 
 
-class BatchPredictView(PredictAccessMixin, GenericAPIView):
+class BatchPredictView(PredictAccessMixin, GenericAPIView[Any]):
     """``POST /api/v1/batch-predict``: a CSV file (multipart field ``file``) scored row by
     row in one pass; ``endpoint`` (optional with one endpoint), ``status``, ``version`` as
     form fields or query parameters. Answers JSON, or with ``Accept: text/csv`` the uploaded
