@@ -9,9 +9,14 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from server.env import env_bool, env_cache, env_float, env_int, env_json, env_list, env_str
+
+# Classes that are generic only for the type checker (the admin's ModelAdmin[Model]...)
+# must also accept a subscript at runtime.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # backend/server
 REPO_DIR = BASE_DIR.parent.parent

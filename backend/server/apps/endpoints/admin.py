@@ -16,17 +16,17 @@ from apps.ml import registry as ml_registry
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
+class EndpointAdmin(admin.ModelAdmin[Endpoint]):
     list_display = ["name", "owner", "created_at"]
     search_fields = ["name", "owner"]
 
 
-class StatusHistoryInline(admin.TabularInline):
+class StatusHistoryInline(admin.TabularInline[MLAlgorithmStatus, MLAlgorithm]):
     """The status history, newest first. Read-only: a change goes through the action."""
 
     model = MLAlgorithmStatus
     verbose_name_plural = "Status history"
-    fields = ["status", "active", "created_by", "created_at"]
+    fields = ("status", "active", "created_by", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -37,7 +37,7 @@ class StatusHistoryInline(admin.TabularInline):
 
 
 @admin.register(MLAlgorithm)
-class MLAlgorithmAdmin(admin.ModelAdmin):
+class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
     list_display = ["name", "version", "parent_endpoint", "current_status", "owner", "created_at"]
     list_filter = ["parent_endpoint", "statuses__status"]
     search_fields = ["name", "version", "description", "owner"]
@@ -91,7 +91,7 @@ class MLAlgorithmAdmin(admin.ModelAdmin):
 
 
 @admin.register(MLAlgorithmStatus)
-class MLAlgorithmStatusAdmin(admin.ModelAdmin):
+class MLAlgorithmStatusAdmin(admin.ModelAdmin[MLAlgorithmStatus]):
     list_display = ["parent_mlalgorithm", "status", "active", "created_by", "created_at"]
     list_filter = ["status", "active", "parent_mlalgorithm__parent_endpoint"]
     search_fields = ["parent_mlalgorithm__name", "created_by"]
@@ -107,7 +107,7 @@ class MLAlgorithmStatusAdmin(admin.ModelAdmin):
 
 
 @admin.register(MLRequest)
-class MLRequestAdmin(admin.ModelAdmin):
+class MLRequestAdmin(admin.ModelAdmin[MLRequest]):
     list_display = ["id", "parent_mlalgorithm", "response", "feedback", "created_at"]
     list_filter = ["parent_mlalgorithm__parent_endpoint", "parent_mlalgorithm", "response"]
     search_fields = ["response", "feedback"]
@@ -123,7 +123,7 @@ class MLRequestAdmin(admin.ModelAdmin):
 
 
 @admin.register(ABTest)
-class ABTestAdmin(admin.ModelAdmin):
+class ABTestAdmin(admin.ModelAdmin[ABTest]):
     """A/B tests with their arms' accuracy (the decided numbers once stopped, live while
     running). Created through the API; stopped with the actions, which call the same
     ``ab_testing.stop`` as the API."""
