@@ -359,12 +359,12 @@ def _check_field_counts(upload: IO[bytes], width: int) -> int:
             raise InvalidInput(f"The file holds a NUL character after line {line}.")
         if b'"' in block:
             return _check_field_counts_with_csv(upload, width)
-        data = np.frombuffer(block, dtype=np.uint8)
-        ends = np.flatnonzero(data == ord("\n"))
-        commas_before = np.searchsorted(np.flatnonzero(data == ord(",")), ends)
+        chars = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(chars == ord("\n"))
+        commas_before = np.searchsorted(np.flatnonzero(chars == ord(",")), ends)
         fields = np.diff(commas_before, prepend=0) + 1
         starts = np.concatenate(([0], ends[:-1] + 1))
-        blank = (ends - starts) <= (data[ends - 1] == ord("\r"))
+        blank = (ends - starts) <= (chars[ends - 1] == ord("\r"))
         bad = np.flatnonzero((fields != width) & ~blank)
         if bad.size:
             first = int(bad[0])
@@ -377,7 +377,7 @@ def _check_field_counts(upload: IO[bytes], width: int) -> int:
 
 def _check_field_counts_with_csv(upload: IO[bytes], width: int) -> int:
     upload.seek(0)
-    text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+    text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")
     reader = csv.reader(text, strict=True)
     rows = 0
     try:

@@ -74,7 +74,7 @@ def json_stream(result: BatchResult) -> Iterator[str]:
 def csv_stream(result: BatchResult, upload: IO[bytes]) -> Iterator[str]:
     """The uploaded rows, in order, with ``request_id``, ``label`` and ``probability``."""
     upload.seek(0)
-    text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+    text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")
     try:
         reader = csv.reader(text, strict=True)
         buffer = io.StringIO()

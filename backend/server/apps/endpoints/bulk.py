@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
@@ -59,7 +59,8 @@ def insert_requests(rows: Sequence[Row], *, using: BaseDatabaseWrapper | None = 
     if not rows:
         return np.empty(0, dtype=np.int64)
     ids = _reserve_ids(db, len(rows))
-    created_at = db.ops.adapt_datetimefield_value(timezone.now())
+    # A datetime on PostgreSQL (its adapter returns it as is), a str on SQLite.
+    created_at: Any = db.ops.adapt_datetimefield_value(timezone.now())
     # The driver is called directly (COPY has no DB-API form; see _insert_values), so its
     # errors are turned into Django's here, as a Django cursor would.
     with db.wrap_database_errors:

@@ -121,11 +121,16 @@ def abtest_arm_counts(*, abtest: ABTest) -> tuple[ArmCounts, ArmCounts]:
             correct=Count("id", filter=has_feedback & Q(feedback=F("response"))),
         )
     }
-    empty = {"requests": 0, "with_feedback": 0, "correct": 0}
-    arm_ids = (abtest.parent_mlalgorithm_1_id, abtest.parent_mlalgorithm_2_id)
-    return tuple(  # type: ignore[return-value]
-        ArmCounts(**{k: rows.get(pk, empty)[k] for k in empty}) for pk in arm_ids
-    )
+
+    def arm(pk: int) -> ArmCounts:
+        row = rows.get(pk)
+        if row is None:  # no request routed to this arm yet
+            return ArmCounts(requests=0, with_feedback=0, correct=0)
+        return ArmCounts(
+            requests=row["requests"], with_feedback=row["with_feedback"], correct=row["correct"]
+        )
+
+    return arm(abtest.parent_mlalgorithm_1_id), arm(abtest.parent_mlalgorithm_2_id)
 
 
 def abtests_with_live_counts() -> QuerySet[ABTest]:

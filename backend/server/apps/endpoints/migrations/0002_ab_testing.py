@@ -2,10 +2,12 @@
 
 import django.db.models.deletion
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 from django.db.models.functions import Coalesce, Now
 
 
-def close_legacy_tests(apps, schema_editor):
+def close_legacy_tests(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     # Tests created before this migration never changed statuses nor routed a request, so
     # they hold no data to evaluate; close them, or they would block new tests forever.
     ABTest = apps.get_model("endpoints", "ABTest")

@@ -63,7 +63,9 @@ class IncomeClassifier:
     """Serves any scikit-learn classifier with ``predict_proba`` trained on an Adult bundle."""
 
     wrapper_key: ClassVar[str] = "income_classifier"
-    artifact_name: ClassVar[str] = ""  # the file the training script writes, if any
+    # The file the training script writes, if any; an instance has the one it was loaded from.
+    artifact_name: str = ""
+    _estimator: Any  # the scikit-learn model; None until first needed (from the cache)
 
     def __init__(
         self,
@@ -109,7 +111,7 @@ class IncomeClassifier:
         self.verification_sample = sample
         self.compiled: CompiledModel | None = None
         self._positive = positive
-        self._estimator: Any = None
+        self._estimator = None
         self._artifacts_root: Path | None = None
         self._estimator_lock = threading.Lock()
 

@@ -172,7 +172,8 @@ class Preprocessing:
         imputed: list[list[str]] = []
         errors: dict[str, Any] = {}
         for i, record in enumerate(records):
-            row_errors = self._encode_record(record, matrix[i], filled := [])
+            filled: list[str] = []
+            row_errors = self._encode_record(record, matrix[i], filled)
             imputed.append(filled)
             if row_errors:
                 errors.update(row_errors if len(records) == 1 else {f"{i}": row_errors})
