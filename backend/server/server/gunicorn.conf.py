@@ -96,7 +96,7 @@ for _stale in _metrics_dir.glob("*.db"):
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # untyped upstream
 
 
 def on_exit(server: Any) -> None:

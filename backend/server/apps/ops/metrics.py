@@ -108,7 +108,7 @@ def scrape_registry() -> CollectorRegistry:
     worker's), plus the feedback metrics from the database."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
     else:
         registry.register(REGISTRY)
     registry.register(FeedbackCollector())
