@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import LazySettings
+from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from apps.ml.registry import MLRegistry, set_registry
@@ -76,7 +77,7 @@ def api() -> APIClient:
 
 
 @pytest.fixture
-def staff_api(django_user_model: type) -> APIClient:
+def staff_api(django_user_model: type[User]) -> APIClient:
     user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
     client = APIClient()
     client.force_authenticate(user)

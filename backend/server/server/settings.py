@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 import django_stubs_ext
@@ -198,7 +199,7 @@ if env_bool("SECURE_PROXY_SSL_HEADER", False):  # only behind a proxy that sets 
 X_FRAME_OPTIONS = "DENY"
 
 # -- REST framework ----------------------------------------------------------------------
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     # Token first: an anonymous request is answered 401 with "WWW-Authenticate: Token",
     # which tells API clients what to send and makes no browser pop up a login dialog.
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -245,7 +246,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # -- Logging: everything to stdout, one line each, with the request id -------------------
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "server.request_id.RequestIdFilter"}},

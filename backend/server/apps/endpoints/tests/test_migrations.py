@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -15,7 +17,7 @@ def test_the_migrations_record_every_model_change() -> None:
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)  # SystemExit(1) if not
 
 
-def _indexes_on_ab_test() -> dict[str, dict]:
+def _indexes_on_ab_test() -> dict[str, Any]:
     with connection.cursor() as cursor:
         constraints = connection.introspection.get_constraints(cursor, MLRequest._meta.db_table)
     return {

@@ -28,7 +28,7 @@ def demo_compiled(
     folder = tmp_path_factory.mktemp("compiled")
     name = request.param.artifact_name
     shutil.copy(demo_artifacts / name, folder / name)
-    wrapper = request.param.from_artifact(folder, compile=True)
+    wrapper: IncomeClassifier = request.param.from_artifact(folder, compile=True)
     assert wrapper.compiled is not None, "the demo models must compile"
     return wrapper
 
@@ -120,9 +120,10 @@ def test_the_cache_is_reused_and_rebuilt_when_the_artifact_hash_changes(
     assert len(calls) == 2
     caches = [p.name for p in folder.glob("*.onnx")]
     assert caches == [compiled.cache_path(folder / name, second.artifact_sha256).name]
+    assert second.compiled is not None and second.verification_sample is not None
     np.testing.assert_allclose(
-        second.compiled.predict_proba(second.verification_sample),  # type: ignore[union-attr]
-        second._sklearn_proba(second.verification_sample),  # type: ignore[arg-type]
+        second.compiled.predict_proba(second.verification_sample),
+        second._sklearn_proba(second.verification_sample),
         atol=1e-6,
     )
 
@@ -146,8 +147,17 @@ def test_each_call_takes_the_path_that_is_faster_for_its_size(
     wrapper.compiled.max_rows = 5
     used: list[str] = []
     onnx, sk = wrapper.compiled.predict_proba, wrapper._sklearn_proba
-    monkeypatch.setattr(wrapper.compiled, "predict_proba", lambda m: used.append("onnx") or onnx(m))
-    monkeypatch.setattr(wrapper, "_sklearn_proba", lambda m: used.append("sklearn") or sk(m))
+
+    def on_onnx(matrix: np.ndarray) -> np.ndarray:
+        used.append("onnx")
+        return onnx(matrix)
+
+    def on_sklearn(matrix: np.ndarray) -> np.ndarray:
+        used.append("sklearn")
+        return sk(matrix)
+
+    monkeypatch.setattr(wrapper.compiled, "predict_proba", on_onnx)
+    monkeypatch.setattr(wrapper, "_sklearn_proba", on_sklearn)
     wrapper.compute_predictions([SAMPLE_RECORD] * 5)
     wrapper.compute_predictions([SAMPLE_RECORD] * 6)
     assert used == ["onnx", "sklearn"]
@@ -186,11 +196,11 @@ def test_a_verified_cache_serves_without_unpickling_the_artifact(tiny: tuple[Pat
     full = IncomeClassifier.from_artifact(folder, name, compile=True)
     assert compiled.card_path(folder / name, full.artifact_sha256).exists()
     cached = IncomeClassifier.from_compiled_cache(folder, name, sha256=full.artifact_sha256)
-    assert cached is not None and cached.compiled is not None
+    assert cached is not None and cached.compiled is not None and full.compiled is not None
     assert cached.compute_prediction(SAMPLE_RECORD) == full.compute_prediction(SAMPLE_RECORD)
     assert cached._estimator is None  # one row never needed scikit-learn
     assert cached.metrics == full.metrics and cached.feature_card == full.feature_card
-    cached.compiled.max_rows = full.compiled.max_rows = 0  # force the scikit-learn path  # type: ignore[union-attr]
+    cached.compiled.max_rows = full.compiled.max_rows = 0  # force the scikit-learn path
     assert cached.compute_predictions([SAMPLE_RECORD] * 3) == full.compute_predictions(
         [SAMPLE_RECORD] * 3
     )

@@ -22,7 +22,8 @@ def prep() -> Preprocessing:
 def errors_for(prep: Preprocessing, record: Any) -> dict[str, Any]:
     with pytest.raises(InvalidInput) as caught:
         prep.encode_records([record])
-    return caught.value.details
+    details: dict[str, Any] = caught.value.details
+    return details
 
 
 def test_record_encoding_matches_frame_encoding_on_real_rows(prep: Preprocessing) -> None:

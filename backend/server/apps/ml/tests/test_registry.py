@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -30,7 +31,7 @@ def active_status(algorithm: MLAlgorithm) -> str:
 
 def register(registry: MLRegistry, name: str = "rf", version: str = "1", **kw: str) -> MLAlgorithm:
     wrapper = RandomForestClassifier.from_artifact(registry.artifacts_root)
-    args = {
+    args: dict[str, Any] = {
         "endpoint_name": "income_classifier",
         "algorithm_object": wrapper,
         "algorithm_name": name,

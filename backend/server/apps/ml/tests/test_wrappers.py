@@ -19,7 +19,8 @@ from apps.ml.tests.factories import SAMPLE_RECORD, adult_frame
 
 @pytest.fixture(scope="module", params=[RandomForestClassifier, ExtraTreesClassifier])
 def wrapper(request: pytest.FixtureRequest, demo_artifacts: Path) -> IncomeClassifier:
-    return request.param.from_artifact(demo_artifacts)
+    wrapper: IncomeClassifier = request.param.from_artifact(demo_artifacts)
+    return wrapper
 
 
 def test_the_tutorial_sample_record_is_labelled_below_50k(wrapper: IncomeClassifier) -> None:

@@ -73,7 +73,9 @@ def test_feedback_counts_and_running_accuracy_come_from_the_database(
     api: APIClient, demo_registry: MLRegistry
 ) -> None:
     ids = [api.post(PREDICT, SAMPLE_RECORD, format="json").json()["request_id"] for _ in "abc"]
-    predicted = MLAlgorithm.objects.get(name="random forest").requests.first().response
+    first = MLAlgorithm.objects.get(name="random forest").requests.first()
+    assert first is not None
+    predicted = first.response
     wrong = ">50K" if predicted == "<=50K" else "<=50K"
     for request_id, truth in zip(ids, [predicted, predicted, wrong], strict=True):
         assert api.put(f"/api/v1/mlrequests/{request_id}", {"feedback": truth}).status_code == 200

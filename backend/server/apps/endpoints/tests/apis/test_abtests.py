@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -35,7 +36,7 @@ def create(staff_api: APIClient, arms: tuple[MLAlgorithm, MLAlgorithm], **extra:
 
 
 def predict(api: APIClient, key: str | None = None) -> dict[str, Any]:
-    headers = {"HTTP_X_ASSIGNMENT_KEY": key} if key is not None else {}
+    headers: dict[str, Any] = {"HTTP_X_ASSIGNMENT_KEY": key} if key is not None else {}
     response = api.post(
         PREDICT, data=json.dumps(SAMPLE_RECORD), content_type="application/json", **headers
     )
@@ -102,7 +103,7 @@ def test_only_staff_may_stop_a_test(
     api: APIClient,
     staff_api: APIClient,
     arms: tuple[MLAlgorithm, MLAlgorithm],
-    django_user_model: type,
+    django_user_model: type[User],
 ) -> None:
     test_id = create(staff_api, arms).json()["id"]
     assert stop(api, test_id, force=True).status_code in (401, 403)
@@ -196,7 +197,7 @@ def test_the_report_page_shows_the_arms_with_intervals_as_svg(
 
 
 @pytest.fixture
-def admin_client_(client: Client, django_user_model: type) -> Client:
+def admin_client_(client: Client, django_user_model: type[User]) -> Client:
     user = django_user_model.objects.create_superuser("admin", "a@example.com", "pw")
     client.force_login(user)
     return client
@@ -219,12 +220,12 @@ def test_the_admin_lists_accuracy_links_the_report_and_stops_with_the_same_funct
     listing = admin_client_.get("/admin/endpoints/abtest/").content.decode()
     assert "50.0% (1/2)" in listing and "100.0% (1/1)" in listing
     assert f'href="/abtests/{test_id}/report"' in listing
-    response = admin_client_.post(
+    page = admin_client_.post(
         "/admin/endpoints/abtest/",
         {"action": "stop_tests", "_selected_action": [test_id]},
         follow=True,
     )
-    assert response.status_code == 200
+    assert page.status_code == 200
     stopped = ABTest.objects.get()
     assert stopped.state == "stopped" and stopped.stopped_by == "admin"
     assert [current(a) for a in arms] == ["testing", "production"]

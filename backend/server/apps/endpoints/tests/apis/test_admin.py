@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def admin_client_(client: Client, django_user_model: type) -> Client:
+def admin_client_(client: Client, django_user_model: type[User]) -> Client:
     user = django_user_model.objects.create_superuser("admin", "a@example.com", "pw")
     client.force_login(user)
     return client

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -70,7 +71,7 @@ def test_a_row_registered_before_model_cards_gets_its_card_when_loaded(
 
 
 def test_the_admin_change_page_shows_the_card(
-    client: Client, django_user_model: type, demo_registry: MLRegistry
+    client: Client, django_user_model: type[User], demo_registry: MLRegistry
 ) -> None:
     client.force_login(django_user_model.objects.create_superuser("admin", "a@b.c", "pw"))
     forest = MLAlgorithm.objects.get(name="random forest")

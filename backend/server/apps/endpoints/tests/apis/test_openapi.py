@@ -17,7 +17,8 @@ def spec(django_db_blocker: Any) -> dict[str, Any]:
     with django_db_blocker.unblock():
         response = APIClient().get("/api/v1/schema", {"format": "json"})
     assert response.status_code == 200
-    return response.json()
+    schema: dict[str, Any] = response.json()
+    return schema
 
 
 def test_the_schema_generates_without_warnings() -> None:

@@ -24,7 +24,7 @@ def post_json(api: APIClient, body: Any, url: str = URL) -> Any:
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.content
     assert response["Content-Type"] == "application/json"
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert error["code"] == code
     assert error["message"]
     return error

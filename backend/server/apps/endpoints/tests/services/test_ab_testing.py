@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -39,12 +40,20 @@ def start(arm_1: MLAlgorithm, arm_2: MLAlgorithm, **options: object) -> ABTest:
     )
 
 
+def saved_summary(abtest: ABTest) -> dict[str, Any]:
+    """The summary a stopped test saved (every stop saves one; null while it runs)."""
+    summary: dict[str, Any] | None = abtest.summary_json
+    assert summary is not None
+    return summary
+
+
 def log(
     abtest: ABTest | None, arm: MLAlgorithm, *, correct: int, wrong: int = 0, no_feedback: int = 0
 ) -> None:
     """Requests served by ``arm`` (routed by ``abtest``): ``correct`` with the predicted
     label as feedback, ``wrong`` with the other label, ``no_feedback`` without any."""
-    rows = [(">50K", ">50K")] * correct + [(">50K", "<=50K")] * wrong
+    rows: list[tuple[str, str | None]] = []
+    rows += [(">50K", ">50K")] * correct + [(">50K", "<=50K")] * wrong
     rows += [(">50K", None)] * no_feedback
     MLRequest.objects.bulk_create(
         MLRequest(
@@ -232,7 +241,7 @@ def test_only_this_tests_requests_with_feedback_count(
     log(abtest, et, correct=20, wrong=20, no_feedback=5)
     log(None, et, correct=500)  # served outside the test
     stopped = ab_testing.stop(abtest_id=abtest.pk, stopped_by="bo")
-    arm_1, arm_2 = stopped.summary_json["arms"]
+    arm_1, arm_2 = saved_summary(stopped)["arms"]
     assert (arm_1["requests"], arm_1["with_feedback"], arm_1["correct"]) == (90, 40, 30)
     assert (arm_2["requests"], arm_2["with_feedback"], arm_2["correct"]) == (45, 40, 20)
     assert arm_1["accuracy"] == 0.75 and arm_2["accuracy"] == 0.5
@@ -248,9 +257,9 @@ def test_the_more_accurate_arm_goes_to_production_and_the_other_to_testing(
     stopped = ab_testing.stop(abtest_id=abtest.pk, stopped_by="bo")
     assert (status(rf), status(et)) == ("testing", "production")
     assert stopped.state == "stopped" and stopped.stopped_by == "bo"
-    assert stopped.summary_json["outcome"] == "arm_2_promoted"
-    assert stopped.summary_json["statuses"] == {str(rf.pk): "testing", str(et.pk): "production"}
-    comparison = stopped.summary_json["comparison"]
+    assert saved_summary(stopped)["outcome"] == "arm_2_promoted"
+    assert saved_summary(stopped)["statuses"] == {str(rf.pk): "testing", str(et.pk): "production"}
+    comparison = saved_summary(stopped)["comparison"]
     assert comparison["method"] == "two_proportion_z_test"
     assert comparison["difference"] == pytest.approx(0.15) and comparison["significant"]
     assert "significant at alpha 0.05" in stopped.summary and "+15.0 points" in stopped.summary
@@ -262,8 +271,8 @@ def test_arm_1_wins_when_it_is_more_accurate(rf: MLAlgorithm, et: MLAlgorithm) -
     log(abtest, et, correct=8, wrong=2)
     stopped = ab_testing.stop(abtest_id=abtest.pk, stopped_by="bo")
     assert (status(rf), status(et)) == ("production", "testing")
-    assert stopped.summary_json["comparison"]["method"] == "fisher_exact_test"
-    assert not stopped.summary_json["comparison"]["significant"]
+    assert saved_summary(stopped)["comparison"]["method"] == "fisher_exact_test"
+    assert not saved_summary(stopped)["comparison"]["significant"]
     assert "not significant" in stopped.summary
 
 
@@ -273,7 +282,7 @@ def test_a_tie_promotes_nobody_and_restores_both_statuses(rf: MLAlgorithm, et: M
     log(abtest, rf, correct=80, wrong=20)
     stopped = ab_testing.stop(abtest_id=abtest.pk, stopped_by="bo")
     assert (status(rf), status(et)) == ("production", "testing")
-    assert stopped.summary_json["outcome"] == "tie" and stopped.state == "aborted"
+    assert saved_summary(stopped)["outcome"] == "tie" and stopped.state == "aborted"
 
 
 def test_require_significance_keeps_arm_1_unless_arm_2_is_significantly_better(
@@ -283,13 +292,13 @@ def test_require_significance_keeps_arm_1_unless_arm_2_is_significantly_better(
     log(abtest, rf, correct=80, wrong=20)
     log(abtest, et, correct=85, wrong=15)  # better, but p is about 0.35
     stopped = ab_testing.stop(abtest_id=abtest.pk, stopped_by="bo")
-    assert stopped.summary_json["outcome"] == "arm_1_kept"
+    assert saved_summary(stopped)["outcome"] == "arm_1_kept"
     assert (status(rf), status(et)) == ("production", "testing")
 
     again = start(rf, et, require_significance=True)
     log(again, rf, correct=150, wrong=100)
     log(again, et, correct=200, wrong=50)
-    assert ab_testing.stop(abtest_id=again.pk, stopped_by="bo").summary_json["outcome"] == (
+    assert saved_summary(ab_testing.stop(abtest_id=again.pk, stopped_by="bo"))["outcome"] == (
         "arm_2_promoted"
     )
     assert (status(rf), status(et)) == ("testing", "production")
@@ -319,8 +328,8 @@ def test_force_ends_a_test_without_feedback_and_restores_the_previous_statuses(
     bare.statuses.update(active=False)  # an algorithm with no active status at all
     abtest = start(rf, bare)
     stopped = ab_testing.stop(abtest_id=abtest.pk, stopped_by="bo", force=True)
-    assert stopped.state == "aborted" and stopped.summary_json["outcome"] == "aborted"
-    assert stopped.summary_json["comparison"] is None
+    assert stopped.state == "aborted" and saved_summary(stopped)["outcome"] == "aborted"
+    assert saved_summary(stopped)["comparison"] is None
     assert (status(rf), status(bare)) == ("production", None)
     assert "no feedback" not in stopped.summary and "0 with feedback" in stopped.summary
 

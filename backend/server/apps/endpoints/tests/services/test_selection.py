@@ -6,6 +6,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pytest
 
 from apps.endpoints import services
@@ -103,8 +104,7 @@ def test_each_prediction_is_logged_as_json(registry: MLRegistry) -> None:
     row = MLRequest.objects.get(pk=served["request_id"])
     assert row.input_data == SAMPLE_RECORD
     assert row.full_response == {
-        k: served[k]
-        for k in ("probability", "label", "status", "imputed")  # type: ignore[literal-required]
+        k: served[k] for k in ("probability", "label", "status", "imputed")
     }
     assert isinstance(row.full_response["probability"], float)
     assert row.response == served["label"]
@@ -114,9 +114,14 @@ def test_each_prediction_is_logged_as_json(registry: MLRegistry) -> None:
 def test_a_batch_is_one_model_call_and_a_constant_number_of_queries(registry: MLRegistry) -> None:
     alg = algorithm(registry)
     wrapper = registry.get(alg)
-    calls = []
+    calls: list[int] = []
     original = wrapper.predict_proba
-    wrapper.predict_proba = lambda m: calls.append(len(m)) or original(m)  # type: ignore[method-assign]
+
+    def counting(matrix: np.ndarray) -> np.ndarray:
+        calls.append(len(matrix))
+        return original(matrix)
+
+    wrapper.predict_proba = counting  # type: ignore[method-assign]  # counts the model's calls
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -176,7 +181,7 @@ def test_selections_are_cached_for_the_ttl_and_cleared_by_status_changes(
         MLAlgorithmStatus.objects.filter(parent_mlalgorithm=alg).update(status="testing")
         assert predict("production")["algorithm"]["id"] == alg.pk
         later = time.monotonic() + 6
-        monkeypatch.setattr(selectors.time, "monotonic", lambda: later)
+        monkeypatch.setattr(time, "monotonic", lambda: later)  # the selectors' clock
         with pytest.raises(AlgorithmNotFound):
             predict("production")
         monkeypatch.undo()
