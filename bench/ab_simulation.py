@@ -122,7 +122,10 @@ def run_test(
         require_significance=scenario.require_significance,
     )
     (serve_one_by_one if full else serve_in_bulk)(abtest, scenario.requests, accuracy, rng)
-    return ab_testing.stop(abtest_id=abtest.pk, stopped_by="simulation", force=True).summary_json
+    stopped = ab_testing.stop(abtest_id=abtest.pk, stopped_by="simulation", force=True)
+    summary: dict[str, Any] | None = stopped.summary_json
+    assert summary is not None  # every stop saves one
+    return summary
 
 
 def serve_one_by_one(

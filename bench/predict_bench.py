@@ -35,11 +35,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from common import ARTIFACTS, OUT, PG_ADMIN, REPO, SERVER, free_port, log, save
 
 PATH = "/api/v1/income_classifier/predict"
+_PG_CREATED: list[str] = []  # databases made by _pg, dropped at the end
 sys.path[:0] = [str(SERVER), str(REPO / "research")]
 
 
@@ -47,7 +49,8 @@ def records(n: int = 200) -> list[dict[str, object]]:
     from adult import load_split, schema
 
     frame = load_split("adult.test").head(n)[list(schema.FEATURES)]
-    return json.loads(frame.to_json(orient="records"))
+    rows: list[dict[str, object]] = json.loads(frame.to_json(orient="records"))
+    return rows
 
 
 def in_process(records: list[dict[str, object]]) -> dict[str, float]:
@@ -209,7 +212,9 @@ def main() -> int:
         f"| (a) in process, scikit-learn | | {1e6 / bare['sklearn']:,.0f} |"
         f" {bare['sklearn'] / 1e3:.3f} | | | | |",
     ]
-    databases = [("SQLite", lambda n: f"sqlite:///{tmp / f'db{n}.sqlite3'}")]
+    databases: list[tuple[str, Callable[[int], str]]] = [
+        ("SQLite", lambda n: f"sqlite:///{tmp / f'db{n}.sqlite3'}")
+    ]
     if not args.no_postgres:
         databases.append(("PostgreSQL", lambda n: _pg(n)))
     measured: dict[tuple[str, bool, int], dict[str, float]] = {}
@@ -244,7 +249,7 @@ def main() -> int:
                             )
                         )
     finally:
-        for name in _pg.created:
+        for name in _PG_CREATED:
             subprocess.run(
                 ["psql", "-q", PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]
             )
@@ -282,11 +287,8 @@ def main() -> int:
 def _pg(n: int) -> str:
     name = f"predict_bench_{os.getpid()}_{n}"
     subprocess.run(["psql", "-q", PG_ADMIN, "-c", f"CREATE DATABASE {name}"], check=True)
-    _pg.created.append(name)  # type: ignore[attr-defined]
+    _PG_CREATED.append(name)
     return f"postgres://postgres@127.0.0.1:5432/{name}"
-
-
-_pg.created = []  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ SERVER_DIR = RESEARCH_DIR.parent / "backend" / "server"
 if str(SERVER_DIR) not in sys.path:
     sys.path.insert(0, str(SERVER_DIR))
 
-from apps.ml.income_classifier import schema  # noqa: E402
+from apps.ml.income_classifier import schema as schema  # noqa: E402  (re-exported)
 
 
 class DataIntegrityError(RuntimeError):

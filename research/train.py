@@ -57,7 +57,8 @@ MODELS: dict[str, tuple[str, Any]] = {
 
 
 def labels(frame: Any) -> np.ndarray:
-    return (frame[schema.LABEL] == schema.POSITIVE_LABEL).to_numpy(dtype=np.int64)
+    positive: np.ndarray = (frame[schema.LABEL] == schema.POSITIVE_LABEL).to_numpy(dtype=np.int64)
+    return positive
 
 
 def write_atomically(path: Path, write: Any) -> None:
