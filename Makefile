@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with Python 3.11+:
 #   make run    set up .venv, train the demo models if missing, migrate, serve on 127.0.0.1:$PORT
 #   make test   set up .venv and run the test suite (SQLite unless DATABASE_URL says otherwise)
+#   make check  set up .venv, then ruff (format, lint) and mypy as pyproject.toml configures them
 #   make serve  production: gunicorn after migrate and collectstatic (needs SECRET_KEY)
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ MANAGE := cd backend/server && $(PY) manage.py
 # The development server runs with DEBUG on unless the caller sets DEBUG itself.
 DEV_ENV := export DEBUG=$${DEBUG:-1} MODEL_ARTIFACTS_PATH=$(ARTIFACTS);
 
-.PHONY: run serve test fuzz train venv migrate superuser clean
+.PHONY: run serve test check fuzz train venv migrate superuser clean
 
 $(INSTALLED): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -49,6 +50,12 @@ superuser: migrate
 
 test: $(INSTALLED)
 	$(PY) -m pytest
+
+# The formatter, the linter and the type checker; .ci/run runs this before the tests.
+check: $(INSTALLED)
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
+	$(PY) -m mypy backend/server research bench
 
 # schemathesis against the OpenAPI schema and a live gunicorn on a temp database (.ci/fuzz).
 fuzz: $(INSTALLED) $(ARTIFACTS)/random_forest.joblib $(ARTIFACTS)/extra_trees.joblib
