@@ -127,7 +127,11 @@ def main() -> None:
             "Predict",
         )
         expect(
-            *api.call("PUT", f"/api/v1/mlrequests/{served['request_id']}", {"feedback": label}),
+            *api.call(
+                "PUT",
+                f"/api/v1/mlrequests/{served['request_id']}",
+                {"feedback": label, "feedback_token": served["feedback_token"]},
+            ),
             200,
             "Feedback",
         )

@@ -2,7 +2,7 @@
 
 Each simulated test runs the real lifecycle against a fresh SQLite database made by this
 script: ``ab_testing.create``, then per request ``services.predict(status="ab_testing")``
-(routed by the test, 50/50), ``services.record_feedback`` with the right label with
+(routed by the test, 50/50), ``feedback.give`` with the right label with
 probability equal to the arm's true accuracy, and finally ``ab_testing.stop``. By default
 the requests of a test are routed by ``ab_testing.pick_arm`` and written in one INSERT (see
 ``serve_in_bulk``); ``--full`` sends each one through ``services.predict`` instead. Only the
@@ -103,6 +103,7 @@ def arms() -> tuple[Any, Any]:
             artifact="stub",
             artifact_sha256="0" * 64,
             sklearn_version="-",
+            classes=["<=50K", ">50K"],
         )
         made.append(algorithm)
     return made[0], made[1]
@@ -131,11 +132,14 @@ def run_test(
 def serve_one_by_one(
     abtest: Any, requests: int, accuracy: dict[int, float], rng: random.Random
 ) -> None:
-    """Every request through services.predict and services.record_feedback (--full)."""
+    """Every request through services.predict and feedback.give, with the token that
+    predict answered (--full)."""
+    from django.contrib.auth.models import AnonymousUser
     from django.db import transaction
 
-    from apps.endpoints import services
-    from apps.endpoints.models import MLRequest
+    from apps.endpoints import feedback, services
+
+    client = feedback.Actor(user=AnonymousUser(), address="127.0.0.1")
 
     with transaction.atomic():  # one commit per test instead of one per request: speed only
         for _ in range(requests):
@@ -143,8 +147,12 @@ def serve_one_by_one(
                 endpoint_name="simulation", records=[{}], status="ab_testing", rng=rng
             )
             right = rng.random() < accuracy[served["algorithm"]["id"]]
-            row = MLRequest(pk=served["request_id"], response=served["label"])
-            services.record_feedback(request=row, feedback=served["label"] if right else "<=50K")
+            feedback.give(
+                request_id=served["request_id"],
+                value=served["label"] if right else "<=50K",
+                token=served["feedback_token"],
+                actor=client,
+            )
 
 
 def serve_in_bulk(

@@ -90,15 +90,15 @@ def client(
 ) -> None:
     """One client: requests back to back on one keep-alive connection until the deadline."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    pending: collections.deque[tuple[int, str]] = collections.deque()
+    pending: collections.deque[tuple[int, str, str]] = collections.deque()
     n = 0
     start.wait()
     while time.perf_counter() < stop_at[0]:
         n += 1
         if n % 4 == 0 and pending:
-            request_id, label = pending.popleft()
+            request_id, token, label = pending.popleft()
             kind, method, path = "feedback", "PATCH", f"/api/v1/mlrequests/{request_id}"
-            body = json.dumps({"feedback": label})
+            body = json.dumps({"feedback": label, "feedback_token": token})
         else:
             body, label = data[(first + n) % len(data)]
             kind, method, path, request_id = "predict", "POST", PREDICT, None
@@ -114,8 +114,9 @@ def client(
         if not sample.ok:
             sample.error = f"{method} {path} -> {status}: {text[:300]}"
         elif kind == "predict":
-            sample.request_id = json.loads(text)["request_id"]
-            pending.append((sample.request_id, label))
+            served = json.loads(text)
+            sample.request_id = served["request_id"]
+            pending.append((served["request_id"], served["feedback_token"], label))
         out.append(sample)
     connection.close()
 
@@ -249,7 +250,8 @@ print(json.dumps({"ids": list(rows.values_list("id", flat=True)),
 TOKEN = f"""import json
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
-user = get_user_model().objects.create_user({STAFF!r}, is_staff=True)  # no password: token only
+# A superuser (staff with every permission); no password: token only.
+user = get_user_model().objects.create_superuser({STAFF!r}, email=None, password=None)
 print(json.dumps(Token.objects.create(user=user).key))"""
 
 AB_STATE = """import json
@@ -310,7 +312,10 @@ def ab_stops(server: Server, data: list[tuple[str, str]], n: int = 300) -> tuple
         )
         if status == 200:
             status, served = call(
-                port, "PATCH", f"/api/v1/mlrequests/{served['request_id']}", {"feedback": label}
+                port,
+                "PATCH",
+                f"/api/v1/mlrequests/{served['request_id']}",
+                {"feedback": label, "feedback_token": served["feedback_token"]},
             )
         if status != 200:
             return f"feeding the A/B test: HTTP {status}: {served}", False

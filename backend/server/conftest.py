@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import LazySettings
-from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from apps.ml.registry import MLRegistry, set_registry
@@ -77,8 +76,10 @@ def api() -> APIClient:
 
 
 @pytest.fixture
-def staff_api(django_user_model: type[User]) -> APIClient:
-    user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+def staff_api(db: None) -> APIClient:
+    """A client logged in as an operator: a staff user with the endpoints app's permissions."""
+    from apps.endpoints.tests.factories import operator
+
     client = APIClient()
-    client.force_authenticate(user)
+    client.force_authenticate(operator())
     return client

@@ -58,6 +58,14 @@ def env_str(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default).strip()
+    if value not in choices:
+        expected = " or ".join(repr(c) for c in choices)
+        raise ImproperlyConfigured(f"{name} must be {expected}; got {value!r}.")
+    return value
+
+
 def env_json(name: str, default: Any) -> Any:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():

@@ -13,7 +13,16 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
-from server.env import env_bool, env_cache, env_float, env_int, env_json, env_list, env_str
+from server.env import (
+    env_bool,
+    env_cache,
+    env_choice,
+    env_float,
+    env_int,
+    env_json,
+    env_list,
+    env_str,
+)
 
 # Classes that are generic only for the type checker (the admin's ModelAdmin[Model]...)
 # must also accept a subscript at runtime.
@@ -183,9 +192,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 256 * 1024)
 # Who may predict, batch-predict and send feedback: "open" (anyone who can reach the
 # service, the default: it usually sits behind a gateway that decides that) or "token"
 # (an authenticated user: a DRF token, HTTP Basic or a session). See README "Access".
-PREDICT_ACCESS = env_str("PREDICT_ACCESS", "open")
-if PREDICT_ACCESS not in ("open", "token"):
-    raise ImproperlyConfigured(f"PREDICT_ACCESS must be 'open' or 'token'; got {PREDICT_ACCESS!r}.")
+PREDICT_ACCESS = env_choice("PREDICT_ACCESS", "open", ("open", "token"))
+
+# Who may give feedback (the ground truth that decides A/B tests): "token" (whoever holds
+# the request's feedback_token, the default), "authenticated" (a logged-in holder of it) or
+# "staff" (operators only). Operators may always give it, without tokens. See README
+# "Feedback" and apps/endpoints/feedback.py.
+FEEDBACK_ACCESS = env_choice("FEEDBACK_ACCESS", "token", ("token", "authenticated", "staff"))
 
 # -- HTTPS and cookies: off by default (make run serves plain HTTP on localhost); set them
 # behind TLS. With them, `manage.py check --deploy` passes (README "Production").
@@ -207,7 +220,7 @@ REST_FRAMEWORK: dict[str, Any] = {
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["apps.endpoints.permissions.IsStaffOrReadOnly"],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.endpoints.permissions.IsOperatorOrReadOnly"],
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.FormParser",

@@ -192,6 +192,9 @@ def evaluate(abtest: ABTest) -> dict[str, Any]:
         "require_significance": abtest.require_significance,
         "arm_2_share": abtest.arm_2_share,
         "arms": arms,
+        # Few clients behind much feedback is a test one party could lean on (README
+        # "Feedback"): the summary says how many there were.
+        "feedback_clients": selectors.abtest_feedback_clients(abtest=abtest),
         "comparison": comparison,
     }
 
@@ -205,6 +208,7 @@ def _arm_numbers(
         "algorithm": {"id": algorithm.pk, "name": algorithm.name, "version": algorithm.version},
         "requests": counts.requests,
         "with_feedback": n,
+        "feedback_clients": counts.feedback_clients,
         "correct": counts.correct,
         "accuracy": counts.correct / n if n else None,
         "ci_95": list(stats.wilson_interval(counts.correct, n)) if n else None,
@@ -323,6 +327,9 @@ def summary_text(summary: dict[str, Any]) -> str:
                 f"(95% CI {low:.1%} to {high:.1%})"
             )
         lines.append(line + ".")
+    if "feedback_clients" in summary:  # summaries saved before it was counted lack it
+        clients = summary["feedback_clients"]
+        lines.append(f"The feedback came from {clients} distinct client{'s' * (clients != 1)}.")
     comparison, alpha = summary["comparison"], summary["alpha"]
     if comparison is not None:
         verdict = "significant" if comparison["significant"] else "not significant"

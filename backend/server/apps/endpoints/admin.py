@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -9,9 +12,16 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from apps.endpoints import ab_testing, selectors, services
+from apps.endpoints import ab_testing, feedback, selectors, services, throttling
 from apps.endpoints.errors import ServiceError
-from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
+from apps.endpoints.models import (
+    ABTest,
+    Endpoint,
+    FeedbackRevision,
+    MLAlgorithm,
+    MLAlgorithmStatus,
+    MLRequest,
+)
 from apps.ml import registry as ml_registry
 
 
@@ -77,7 +87,7 @@ class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
         loaded = ml_registry.get_registry().loaded_at.get(algorithm.pk)
         return loaded.isoformat(timespec="seconds") if loaded else "not loaded"
 
-    @admin.action(description="Promote selected algorithms to production")
+    @admin.action(description="Promote selected algorithms to production", permissions=["change"])
     def promote_to_production(self, request: HttpRequest, queryset: QuerySet[MLAlgorithm]) -> None:
         for algorithm in queryset:
             services.set_algorithm_status(
@@ -106,20 +116,74 @@ class MLAlgorithmStatusAdmin(admin.ModelAdmin[MLAlgorithmStatus]):
         return False
 
 
+class FeedbackRevisionInline(admin.TabularInline[FeedbackRevision, MLRequest]):
+    """Feedback values that were replaced, newest first. Written only by feedback.py."""
+
+    model = FeedbackRevision
+    verbose_name_plural = "Replaced feedback"
+    fields = ("feedback", "given_at", "given_by", "given_via", "replaced_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class MLRequestForm(forms.ModelForm[MLRequest]):
+    """Only the feedback can change, checked as the API checks it (one of the classes)."""
+
+    class Meta:
+        model = MLRequest
+        fields = ["feedback"]
+
+    def clean_feedback(self) -> str:
+        value = self.cleaned_data.get("feedback")
+        try:
+            return feedback.check_value(feedback.Target.of(self.instance.parent_mlalgorithm), value)
+        except ServiceError as error:
+            raise forms.ValidationError(error.message) from None
+
+
 @admin.register(MLRequest)
 class MLRequestAdmin(admin.ModelAdmin[MLRequest]):
-    list_display = ["id", "parent_mlalgorithm", "response", "feedback", "created_at"]
+    """The request log, for staff allowed to view requests. Feedback changed here is
+    recorded as from this user, via "staff", with the value it replaces kept."""
+
+    form = MLRequestForm
+    list_display = [
+        "id",
+        "parent_mlalgorithm",
+        "response",
+        "feedback",
+        "feedback_by",
+        "user",
+        "created_at",
+    ]
     list_filter = ["parent_mlalgorithm__parent_endpoint", "parent_mlalgorithm", "response"]
     search_fields = ["response", "feedback"]
-    list_select_related = ["parent_mlalgorithm"]
+    list_select_related = ["parent_mlalgorithm", "user"]
     readonly_fields = [
         "input_data",
         "full_response",
         "response",
         "created_at",
         "parent_mlalgorithm",
+        "user",
+        "feedback_at",
+        "feedback_by",
+        "feedback_via",
     ]
+    inlines = [FeedbackRevisionInline]
     date_hierarchy = "created_at"
+
+    def save_model(self, request: HttpRequest, obj: MLRequest, form: Any, change: bool) -> None:
+        if not change or "feedback" not in form.changed_data:
+            return
+        actor = feedback.Actor(user=request.user, address=throttling.client_address(request))
+        feedback.give(
+            request_id=obj.pk, value=form.cleaned_data["feedback"], token=None, actor=actor
+        )
 
 
 @admin.register(ABTest)
@@ -163,6 +227,10 @@ class ABTestAdmin(admin.ModelAdmin[ABTest]):
     ]
     actions = ["stop_tests", "force_stop_tests"]
 
+    def has_stop_permission(self, request: HttpRequest) -> bool:
+        """The stop actions, as the API's stop: staff allowed to change A/B tests."""
+        return bool(request.user.has_perm("endpoints.change_abtest"))
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[ABTest]:
         return selectors.abtests_with_live_counts()
 
@@ -202,12 +270,16 @@ class ABTestAdmin(admin.ModelAdmin[ABTest]):
     def report(self, abtest: ABTest) -> str:
         return format_html('<a href="{}">report</a>', reverse("abtest-report", args=[abtest.pk]))
 
-    @admin.action(description="Stop selected A/B tests (evaluate and promote)")
+    @admin.action(
+        description="Stop selected A/B tests (evaluate and promote)", permissions=["stop"]
+    )
     def stop_tests(self, request: HttpRequest, queryset: QuerySet[ABTest]) -> None:
         self._stop(request, queryset, force=False)
 
     @admin.action(
-        description="End selected A/B tests with force (restore statuses if an arm has no feedback)"
+        description="End selected A/B tests with force (restore statuses if an arm has "
+        "no feedback)",
+        permissions=["stop"],
     )
     def force_stop_tests(self, request: HttpRequest, queryset: QuerySet[ABTest]) -> None:
         self._stop(request, queryset, force=True)

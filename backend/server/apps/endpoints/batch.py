@@ -57,6 +57,8 @@ class BatchResult:
     ignored_columns: list[str]
     label_column: str | None
     abtest: ABTest | None = None  # the A/B test that routed the rows, if any
+    user_id: int | None = None  # who uploaded the file, when authenticated
+    client: str | None = None  # the feedback_by of the label column's feedback
     request_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     probabilities: np.ndarray = field(default_factory=lambda: np.empty(0))
     labels: list[str] = field(default_factory=list)
@@ -82,9 +84,13 @@ def score_csv(
     status: str,
     version: str | None = None,
     assign_arms: AssignArms | None = None,
+    user_id: int | None = None,
+    client: str | None = None,
 ) -> BatchResult:
     """Predict every row of the CSV ``upload`` and log each one; see the module docstring.
-    ``assign_arms`` splits rows between A/B arms (default: ``random_arms``)."""
+    ``assign_arms`` splits rows between A/B arms (default: ``random_arms``). ``user_id``:
+    the authenticated client, recorded on every row; ``client``: who the feedback of the
+    label column is from (``feedback.Actor.label``)."""
     registry = ml_registry.get_registry()
     registry.ensure_declared()
     endpoint_name = endpoint_name or selectors.sole_endpoint_name()
@@ -102,6 +108,8 @@ def score_csv(
         ignored_columns=[c for c in header if c not in features and c != label_column],
         label_column=label_column if label_column in header else None,
         abtest=abtest,
+        user_id=user_id,
+        client=client,
     )
     assign = assign_arms or random_arms
     with transaction.atomic():
@@ -215,7 +223,19 @@ def _log_rows(
     inputs = _input_json(chunk, wrapper.features)
     abtest_id = result.abtest.pk if result.abtest else None
     responses = _responses_json(chunk_probabilities.tolist(), labels, chunk.imputed)
-    rows = list(zip(inputs, responses, labels, feedback, algorithm_ids, repeat(abtest_id)))
+    given_by = [None if truth is None else result.client for truth in feedback]
+    rows = list(
+        zip(
+            inputs,
+            responses,
+            labels,
+            feedback,
+            algorithm_ids,
+            repeat(abtest_id),
+            repeat(result.user_id),
+            given_by,
+        )
+    )
     probabilities.append(chunk_probabilities)
     result.arm_chunks.append(arms)
     result.labels.extend(labels)

@@ -36,15 +36,19 @@ from django.utils import timezone
 from apps.endpoints.models import MLRequest
 
 # (input_data JSON, full_response JSON, response label, feedback or None, algorithm id,
-#  id of the A/B test that routed the row or None)
-Row = tuple[str, str, str, str | None, int, int | None]
+#  id of the A/B test that routed the row or None, id of the user who made the request or
+#  None, who gave the feedback or None). Feedback written with the row comes from the label
+#  column of an uploaded file: its feedback_via is "upload", its feedback_at created_at.
+Row = tuple[str, str, str, str | None, int, int | None, int | None, str | None]
 
 _TABLE = MLRequest._meta.db_table
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 _COLUMNS = (
-    "input_data, full_response, response, feedback, parent_mlalgorithm_id, ab_test_id,"
-    " created_at, id"
+    "input_data, full_response, response, feedback, parent_mlalgorithm_id, ab_test_id, "
+    "user_id, feedback_by, feedback_via, feedback_at, created_at, id"
 )
+_UPLOAD = "upload"  # feedback_via of the feedback that comes with the rows
+_NO_AUDIT = (None, None)
 # Past a few thousand rows a statement gains nothing (measured: 4,000 rows a statement
 # overlap the caller's work about as well as one statement per chunk).
 _MAX_ROWS_PER_STATEMENT = 4_000
@@ -83,6 +87,7 @@ def _insert_values(
     its query log would fail to format ``?`` statements. The log shows neither these nor
     PostgreSQL's COPY."""
     width = len(_COLUMNS.split(","))
+    uploaded = (_UPLOAD, created_at)  # (feedback_via, feedback_at) of feedback in the file
     limit = sqlite.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     per_statement = max(1, min(_MAX_ROWS_PER_STATEMENT, limit // width))
     group = "(" + ",".join("?" * width) + ")"
@@ -92,7 +97,7 @@ def _insert_values(
         part = rows[start : start + per_statement]
         params = list(
             chain.from_iterable(
-                (*row, created_at, pk)
+                (*row, *(_NO_AUDIT if row[3] is None else uploaded), created_at, pk)
                 for row, pk in zip(part, pks[start : start + per_statement], strict=True)
             )
         )
@@ -177,11 +182,12 @@ def insert_request(row: Row) -> int:
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
     json_value = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
     columns = _COLUMNS.removesuffix(", id")
+    audit = _NO_AUDIT if row[3] is None else (_UPLOAD, created_at)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {_TABLE} ({columns}) VALUES "
-            f"({json_value}, {json_value}, %s, %s, %s, %s, %s) RETURNING id",
-            [*row, created_at],
+            f"({json_value}, {json_value}, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            [*row, *audit, created_at],
         )
         return int(cursor.fetchone()[0])
 
@@ -212,12 +218,18 @@ def _copy_text(rows: Sequence[Row], ids: np.ndarray, created_at: str) -> str:
     """Rows in COPY's text format: tab-separated, \\N for NULL, backslashes doubled.
     JSON text never holds a raw tab or newline (JSON escapes them), but feedback comes from
     clients, so the chunk is escaped whenever any of its text needs it."""
-    text = "".join(f"{i}{r}{label}{fb or ''}" for i, r, label, fb, *_ in rows)
+    text = "".join(f"{i}{r}{label}{fb or ''}{by or ''}" for i, r, label, fb, *_, by in rows)
     esc = _escape if _NEEDS_ESCAPE.search(text) else str
+    no_audit = f"{_NULL}\t{_NULL}\t{_NULL}"  # feedback_by, feedback_via, feedback_at
+    uploaded = f"\t{_UPLOAD}\t{created_at}"
     return "".join(
         f"{esc(i)}\t{esc(r)}\t{esc(label)}\t{_NULL if fb is None else esc(fb)}\t"
-        f"{algorithm}\t{_NULL if abtest is None else abtest}\t{created_at}\t{pk}\n"
-        for (i, r, label, fb, algorithm, abtest), pk in zip(rows, ids.tolist(), strict=True)
+        f"{algorithm}\t{_NULL if abtest is None else abtest}\t"
+        f"{_NULL if user is None else user}\t"
+        f"{no_audit if fb is None else esc(by or '') + uploaded}\t{created_at}\t{pk}\n"
+        for (i, r, label, fb, algorithm, abtest, user, by), pk in zip(
+            rows, ids.tolist(), strict=True
+        )
     )
 
 

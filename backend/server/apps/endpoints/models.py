@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -18,6 +19,11 @@ class Endpoint(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Task(models.TextChoices):
+    CLASSIFICATION = "classification"
+    REGRESSION = "regression"
 
 
 class MLAlgorithm(models.Model):
@@ -45,6 +51,10 @@ class MLAlgorithm(models.Model):
     # measured in training, e.g. {"accuracy_adult_test": 0.86}.
     features = models.JSONField(default=list, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # What the model answers, so that feedback can be checked without loading it: a
+    # classifier's classes as strings, in the model's order.
+    task = models.CharField(max_length=32, choices=Task.choices, default=Task.CLASSIFICATION)
+    classes = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["parent_endpoint_id", "name", "version"]
@@ -98,11 +108,28 @@ class MLRequest(models.Model):
     input_data = models.JSONField()
     full_response = models.JSONField()
     response = models.CharField(max_length=128)  # the predicted label
-    # None means "no feedback yet", distinct from "" (queries filter on feedback__isnull).
+    # The ground truth, sent later by whoever holds the request's feedback token
+    # (apps/endpoints/feedback.py). None: no feedback yet. The audit says when and by whom
+    # ("user:<name>" or "anonymous:<address>") and how ("token", "staff", "upload"); a
+    # value it replaces is kept as a FeedbackRevision.
     feedback = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    feedback_at = models.DateTimeField(null=True, blank=True)
+    # Null, not "", like feedback: adding a column with a default copies the table on SQLite.
+    feedback_by = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    feedback_via = models.CharField(max_length=16, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     parent_mlalgorithm = models.ForeignKey(
         MLAlgorithm, on_delete=models.PROTECT, related_name="requests"
+    )
+    # Who made the request, when the server knew (an authenticated client): only that user
+    # (and staff) may read it or give its feedback. None for anonymous clients.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,  # indexed below, for the rows that have one
     )
     # The A/B test that routed this request (None when no test chose the algorithm); only
     # these requests count when the test is evaluated.
@@ -127,10 +154,33 @@ class MLRequest(models.Model):
                 condition=models.Q(ab_test__isnull=False),
                 name="mlrequest_ab_test_routed",
             ),
+            # A user's own requests, newest first; anonymous rows (most) are not indexed.
+            models.Index(
+                fields=["user", "-id"],
+                condition=models.Q(user__isnull=False),
+                name="mlrequest_by_user",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"request {self.pk}: {self.response}"
+
+
+class FeedbackRevision(models.Model):
+    """A feedback value that was replaced, with when and by whom it had been given."""
+
+    request = models.ForeignKey(MLRequest, on_delete=models.CASCADE, related_name="revisions")
+    feedback = models.CharField(max_length=128)
+    given_at = models.DateTimeField(null=True, blank=True)
+    given_by = models.CharField(max_length=200, blank=True)
+    given_via = models.CharField(max_length=16, blank=True)
+    replaced_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-replaced_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"request {self.request_id}: {self.feedback} (replaced {self.replaced_at})"
 
 
 class ABTest(models.Model):

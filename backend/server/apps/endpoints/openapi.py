@@ -51,6 +51,9 @@ class PredictionSchema(serializers.Serializer[Any]):
     status = serializers.CharField(help_text='Always "OK"; failures are errors, not predictions.')
     imputed = serializers.ListField(child=serializers.CharField())
     request_id = serializers.IntegerField(help_text="PUT its feedback to /api/v1/mlrequests/<id>.")
+    feedback_token = serializers.CharField(
+        help_text="Send it with the feedback: it proves the right to give this request's."
+    )
     algorithm = AlgorithmRefSchema()
 
 
@@ -73,6 +76,7 @@ class BatchRowSchema(serializers.Serializer[Any]):
     # DRF's metaclass pops declared fields; the stub sees this one shadow Field.label.
     label = serializers.ChoiceField(choices=adult.CLASSES)  # type: ignore[assignment]
     probability = serializers.FloatField()
+    feedback_token = serializers.CharField()
 
 
 class BatchResultSchema(serializers.Serializer[Any]):
@@ -115,11 +119,20 @@ predict_schema = extend_schema(
     ],
 )
 
+bulk_feedback_schema = extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "atomic", bool, required=False, description="Refuse the whole file if any row is."
+        )
+    ],
+)
+
 batch_schema = extend_schema(
     responses={
         (200, "application/json"): BatchResultSchema,
         (200, "text/csv"): OpenApiResponse(
-            OpenApiTypes.STR, description="The rows plus request_id, label, probability."
+            OpenApiTypes.STR,
+            description="The rows plus request_id, label, probability, feedback_token.",
         ),
         **_json_errors(400, 401, 404, 413, 429, 503),
     },
@@ -135,7 +148,8 @@ batch_schema = extend_schema(
 ERROR_DESCRIPTIONS = {
     400: "The request is not valid; error.details names the fields.",
     401: "No valid credentials: send 'Authorization: Token <key>' (WWW-Authenticate says so).",
-    403: "Authenticated but not allowed: staff only, or a session without its CSRF token.",
+    403: "Not allowed: a change needs staff with its model permission; feedback needs the "
+    "request's feedback_token; a session needs its CSRF token.",
     404: "Not found: an unknown id or name, a page past the end, or an unknown ?format=.",
     406: "The Accept header (or ?format=) asks for a format this route does not produce.",
     409: "The request conflicts with the current state (e.g. the A/B test has ended).",

@@ -6,10 +6,12 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, PermissionsMixin
 from django.db.models import Count, F, Prefetch, Q, QuerySet
 
 from apps.endpoints.errors import AlgorithmNotFound, EndpointNotFound, InvalidInput
-from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus
+from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 
 
 def algorithms_with_current_status() -> QuerySet[MLAlgorithm]:
@@ -87,6 +89,35 @@ def sole_endpoint_name() -> str:
     )
 
 
+# -- the request log ---------------------------------------------------------------------
+
+
+def is_staff_with(user: AbstractBaseUser | AnonymousUser, permission: str) -> bool:
+    """Whether ``user`` is staff and holds ``permission`` (as the admin would ask)."""
+    return bool(
+        user.is_authenticated
+        and getattr(user, "is_staff", False)
+        and isinstance(user, PermissionsMixin)  # a user model without permissions has none
+        and user.has_perm(permission)
+    )
+
+
+def can_read_whole_log(user: AbstractBaseUser | AnonymousUser) -> bool:
+    """Staff allowed to view requests (as in the admin) read every request."""
+    return is_staff_with(user, "endpoints.view_mlrequest")
+
+
+def visible_requests(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[MLRequest]:
+    """The logged requests ``user`` may read: all of them for staff allowed to view them,
+    a user's own otherwise, none for anonymous clients (what they sent can be personal
+    data, and ids are consecutive)."""
+    if can_read_whole_log(user):
+        return MLRequest.objects.all()
+    if user.is_authenticated:
+        return MLRequest.objects.filter(user_id=user.pk)
+    return MLRequest.objects.none()
+
+
 # -- A/B tests ---------------------------------------------------------------------------
 
 
@@ -106,10 +137,12 @@ class ArmCounts:
     requests: int  # routed to the arm by the test
     with_feedback: int  # of those, how many carry feedback
     correct: int  # of those, how many predicted the feedback
+    feedback_clients: int  # how many distinct clients gave that feedback
 
 
 def abtest_arm_counts(*, abtest: ABTest) -> tuple[ArmCounts, ArmCounts]:
-    """Per arm, the requests this test routed, with feedback, and correct; one query."""
+    """Per arm, the requests this test routed, with feedback, correct, and the distinct
+    clients who gave the feedback; one query."""
     has_feedback = Q(feedback__isnull=False)
     rows = {
         row["parent_mlalgorithm"]: row
@@ -119,18 +152,29 @@ def abtest_arm_counts(*, abtest: ABTest) -> tuple[ArmCounts, ArmCounts]:
             requests=Count("id"),
             with_feedback=Count("id", filter=has_feedback),
             correct=Count("id", filter=has_feedback & Q(feedback=F("response"))),
+            feedback_clients=Count("feedback_by", filter=has_feedback, distinct=True),
         )
     }
 
     def arm(pk: int) -> ArmCounts:
         row = rows.get(pk)
         if row is None:  # no request routed to this arm yet
-            return ArmCounts(requests=0, with_feedback=0, correct=0)
+            return ArmCounts(requests=0, with_feedback=0, correct=0, feedback_clients=0)
         return ArmCounts(
-            requests=row["requests"], with_feedback=row["with_feedback"], correct=row["correct"]
+            requests=row["requests"],
+            with_feedback=row["with_feedback"],
+            correct=row["correct"],
+            feedback_clients=row["feedback_clients"],
         )
 
     return arm(abtest.parent_mlalgorithm_1_id), arm(abtest.parent_mlalgorithm_2_id)
+
+
+def abtest_feedback_clients(*, abtest: ABTest) -> int:
+    """How many distinct clients gave the feedback of this test's requests (a client who
+    gave feedback on both arms counts once)."""
+    counted = abtest.requests.filter(feedback__isnull=False).order_by()
+    return int(counted.aggregate(n=Count("feedback_by", distinct=True))["n"])
 
 
 def abtests_with_live_counts() -> QuerySet[ABTest]:

@@ -41,6 +41,8 @@ class MLAlgorithmSerializer(serializers.ModelSerializer[MLAlgorithm]):
             "sklearn_version",
             "features",
             "metrics",
+            "task",
+            "classes",
             "loaded_at",
         ]
         read_only_fields = fields
@@ -56,19 +58,18 @@ class MLAlgorithmSerializer(serializers.ModelSerializer[MLAlgorithm]):
         return status.status if status else None
 
 
-def _default_created_by(serializer: serializers.Serializer[Any]) -> str:
+def _author(serializer: serializers.Serializer[Any]) -> str:
+    """Who is writing: the authenticated user, never a name the body gives."""
     request = serializer.context.get("request")
     user = getattr(request, "user", None)
     return str(user.get_username()) if user and user.is_authenticated else ""
 
 
 class MLAlgorithmStatusSerializer(serializers.ModelSerializer[MLAlgorithmStatus]):
-    created_by = serializers.CharField(max_length=128, required=False)
-
     class Meta:
         model = MLAlgorithmStatus
         fields = ["id", "status", "active", "created_by", "created_at", "parent_mlalgorithm"]
-        read_only_fields = ["id", "active", "created_at"]
+        read_only_fields = ["id", "active", "created_by", "created_at"]
         # The one-active-status constraint is kept by the service, which deactivates the
         # previous status; DRF's derived uniqueness check would refuse every change.
         validators: list[Any] = []
@@ -77,14 +78,19 @@ class MLAlgorithmStatusSerializer(serializers.ModelSerializer[MLAlgorithmStatus]
         return services.set_algorithm_status(
             algorithm=validated_data["parent_mlalgorithm"],
             status=validated_data["status"],
-            created_by=validated_data.get("created_by") or _default_created_by(self),
+            created_by=_author(self),
         )
 
 
 class MLRequestSerializer(serializers.ModelSerializer[MLRequest]):
-    """Everything is read-only except ``feedback``: the ground truth, sent later."""
+    """A logged request, for those who may read it (selectors.visible_requests). Feedback
+    is given with ``FeedbackSerializer``, never by saving this."""
 
-    feedback = serializers.CharField(max_length=128, allow_null=True, trim_whitespace=True)
+    user: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+        slug_field="username",
+        read_only=True,
+        allow_null=True,  # null: an anonymous client
+    )
 
     class Meta:
         model = MLRequest
@@ -94,22 +100,75 @@ class MLRequestSerializer(serializers.ModelSerializer[MLRequest]):
             "full_response",
             "response",
             "feedback",
+            "feedback_at",
+            "feedback_by",
+            "feedback_via",
             "created_at",
             "parent_mlalgorithm",
+            "user",
         ]
-        read_only_fields = [f for f in fields if f != "feedback"]
+        read_only_fields = fields
 
-    def update(self, instance: MLRequest, validated_data: dict[str, Any]) -> MLRequest:
-        if "feedback" not in validated_data:  # a PATCH without it: nothing to change
-            return instance
-        return services.record_feedback(request=instance, feedback=validated_data["feedback"])
+
+class FeedbackSerializer(serializers.Serializer[Any]):
+    """``PUT``/``PATCH /api/v1/mlrequests/<id>``: the ground truth of a logged request."""
+
+    feedback = serializers.CharField(
+        max_length=128,
+        required=False,
+        allow_blank=True,  # refused by feedback.check_value, after the token is checked
+        help_text="One of the model's classes (a finite number for a regressor).",
+    )
+    feedback_token = serializers.CharField(
+        max_length=128,
+        required=False,
+        allow_blank=True,  # as good as none: a 403
+        help_text="The feedback_token answered with the prediction. Staff allowed to change "
+        "requests may leave it out.",
+    )
+
+
+class FeedbackResultSerializer(serializers.ModelSerializer[MLRequest]):
+    """What a feedback write answers: the feedback and its audit, nothing of the request
+    itself (a token holder may not be allowed to read the request)."""
+
+    class Meta:
+        model = MLRequest
+        fields = ["id", "feedback", "feedback_at", "feedback_by", "feedback_via"]
+        read_only_fields = fields
+
+
+class BulkFeedbackSerializer(serializers.Serializer[Any]):
+    """``POST /api/v1/feedback`` (multipart): the file, and ``atomic`` (also a query
+    parameter)."""
+
+    file = serializers.FileField(
+        help_text="CSV with the header request_id,feedback_token,feedback (feedback_token "
+        "may be left out by staff allowed to change requests)."
+    )
+    atomic = serializers.BooleanField(
+        default=False, help_text="Refuse the whole file if any row is refused."
+    )
+
+
+class RefusalSerializer(serializers.Serializer[Any]):
+    line = serializers.IntegerField()
+    request_id = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class BulkFeedbackResultSerializer(serializers.Serializer[Any]):
+    applied = serializers.IntegerField(help_text="Rows whose feedback is now the value sent.")
+    changed = serializers.IntegerField(help_text="Of those, rows whose feedback changed.")
+    refused_count = serializers.IntegerField()
+    refused = RefusalSerializer(many=True, help_text="The first 1,000 refused rows.")
+    ignored_columns = serializers.ListField(child=serializers.CharField())
 
 
 class ABTestSerializer(serializers.ModelSerializer[ABTest]):
     """An A/B test. Created by staff (``ab_testing.create``); the decision rule
     (``arm_2_share``, ``alpha``, ``require_significance``) is fixed at creation."""
 
-    created_by = serializers.CharField(max_length=128, required=False)
     report_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -135,6 +194,7 @@ class ABTestSerializer(serializers.ModelSerializer[ABTest]):
         ]
         read_only_fields = [
             "id",
+            "created_by",
             "created_at",
             "state",
             "ended_at",
@@ -158,7 +218,7 @@ class ABTestSerializer(serializers.ModelSerializer[ABTest]):
         }
         return ab_testing.create(
             title=validated_data["title"],
-            created_by=validated_data.get("created_by") or _default_created_by(self),
+            created_by=_author(self),
             parent_mlalgorithm_1=validated_data["parent_mlalgorithm_1"],
             parent_mlalgorithm_2=validated_data["parent_mlalgorithm_2"],
             **optional,

@@ -15,9 +15,9 @@ from typing import Any, TypedDict
 
 from django.db import IntegrityError, transaction
 
-from apps.endpoints import ab_testing, bulk, selectors
+from apps.endpoints import ab_testing, bulk, feedback, selectors
 from apps.endpoints.errors import AmbiguousAlgorithm, InvalidInput
-from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
+from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus, Task
 from apps.ml import registry as ml_registry
 from apps.ml.income_classifier.base import Prediction
 from apps.ops import metrics as ops_metrics
@@ -44,6 +44,8 @@ def register_algorithm(
     sklearn_version: str,
     features: Sequence[Mapping[str, str]] = (),
     metrics: Mapping[str, float] | None = None,
+    task: str = Task.CLASSIFICATION,
+    classes: Sequence[str] = (),
 ) -> tuple[MLAlgorithm, bool]:
     """The algorithm row for (endpoint, name, version), created with an initial active
     status when missing; returns it and whether it was created.
@@ -72,6 +74,8 @@ def register_algorithm(
                 sklearn_version=sklearn_version,
                 features=[dict(f) for f in features],
                 metrics=dict(metrics or {}),
+                task=task,
+                classes=[str(c) for c in classes],
             )
             MLAlgorithmStatus.objects.create(
                 status=status, active=True, created_by=owner, parent_mlalgorithm=algorithm
@@ -133,6 +137,7 @@ class ServedPrediction(Prediction):
     """A prediction as the API answers it: the wrapper's payload, the log row, the model."""
 
     request_id: int
+    feedback_token: str  # proves the right to give this request's feedback (feedback.py)
     algorithm: AlgorithmRef
 
 
@@ -171,6 +176,7 @@ def predict(
     version: str | None = None,
     assignment_key: str | None = None,
     rng: random.Random | None = None,
+    user_id: int | None = None,
 ) -> list[ServedPrediction]:
     """Serve ``records`` with one algorithm and log each as an ``MLRequest``.
 
@@ -178,7 +184,8 @@ def predict(
     rows (``bulk.py``: the ORM cost more than the compiled model per row). With status
     ``ab_testing`` (and no version) the endpoint's running A/B test
     routes the whole batch (``ab_testing.route``, by ``assignment_key`` when given) and each
-    row records the test. ``rng`` draws the A/B arm (injectable for tests)."""
+    row records the test. ``rng`` draws the A/B arm (injectable for tests). ``user_id``: the
+    authenticated client, who alone may then read the rows and give their feedback."""
     registry = ml_registry.get_registry()
     registry.ensure_declared()
     _check_status(status)
@@ -204,6 +211,8 @@ def predict(
             None,
             algorithm.pk,
             abtest_id,
+            user_id,
+            None,
         )
         for record, prediction in zip(records, predictions, strict=True)
     ]
@@ -217,16 +226,12 @@ def predict(
     )
     ref = _ref(algorithm)
     return [
-        ServedPrediction(**prediction, request_id=pk, algorithm=ref)
+        ServedPrediction(
+            **prediction, request_id=pk, feedback_token=feedback.token_for(pk), algorithm=ref
+        )
         for prediction, pk in zip(predictions, ids, strict=True)
     ]
 
 
 def _ref(algorithm: MLAlgorithm) -> AlgorithmRef:
     return AlgorithmRef(id=algorithm.pk, name=algorithm.name, version=algorithm.version)
-
-
-def record_feedback(*, request: MLRequest, feedback: str) -> MLRequest:
-    request.feedback = feedback
-    request.save(update_fields=["feedback"])
-    return request

@@ -14,6 +14,7 @@ router.register("abtests", views.ABTestViewSet, basename="abtests")
 
 urlpatterns = [
     path("api/v1/batch-predict", views.BatchPredictView.as_view(), name="batch-predict"),
+    path("api/v1/feedback", views.BulkFeedbackView.as_view(), name="feedback"),
     # Before the router, so an endpoint may be named like a collection.
     path("api/v1/<slug:endpoint_name>/predict", views.PredictView.as_view(), name="predict"),
     path(

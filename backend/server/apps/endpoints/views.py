@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.http import (
     HttpRequest,
     HttpResponseBase,
@@ -21,9 +22,19 @@ from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
 from rest_framework.views import APIView
 
-from apps.endpoints import ab_testing, batch, batch_output, openapi, selectors, services
+from apps.endpoints import (
+    ab_testing,
+    batch,
+    batch_output,
+    feedback,
+    openapi,
+    selectors,
+    services,
+    throttling,
+)
 from apps.endpoints.errors import (
     BadRequest,
     Forbidden,
@@ -34,11 +45,15 @@ from apps.endpoints.errors import (
 )
 from apps.endpoints.exception_handler import error_body
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
-from apps.endpoints.permissions import PredictAccess, PredictAccessMixin
+from apps.endpoints.permissions import FeedbackAccess, PredictAccess, PredictAccessMixin
 from apps.endpoints.serializers import (
     ABTestSerializer,
     BatchPredictSerializer,
+    BulkFeedbackResultSerializer,
+    BulkFeedbackSerializer,
     EndpointSerializer,
+    FeedbackResultSerializer,
+    FeedbackSerializer,
     MLAlgorithmSerializer,
     MLAlgorithmStatusSerializer,
     MLRequestSerializer,
@@ -72,20 +87,88 @@ class MLAlgorithmStatusViewSet(
 class MLRequestViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
-    mixins.UpdateModelMixin,
     viewsets.GenericViewSet[MLRequest],
 ):
-    """The prediction log. Reading it needs a login (it holds what clients sent);
-    ``feedback`` can be PUT/PATCHed by the client that got the ``request_id``."""
+    """The prediction log. Staff allowed to view requests read all of it, other users their
+    own requests, anonymous clients nothing (``selectors.visible_requests``).
+
+    ``PUT``/``PATCH`` give a request's feedback, with the ``feedback_token`` its prediction
+    answered (``feedback.py``); the answer shows the feedback, not the request."""
 
     throttle_scope = "predict"  # feedback arrives at the rate of predictions
-    queryset = MLRequest.objects.all()
     serializer_class = MLRequestSerializer
+    openapi_error_codes = (403,)  # feedback without the request's token
+
+    def get_queryset(self) -> QuerySet[MLRequest]:
+        return selectors.visible_requests(user=self.request.user)
 
     def get_permissions(self) -> list[BasePermission]:
         if self.action in ("update", "partial_update"):
-            return [PredictAccess()]
+            return [FeedbackAccess()]
         return [IsAuthenticated()]
+
+    def get_serializer_class(self) -> type[BaseSerializer[Any]]:
+        if self.action in ("update", "partial_update"):
+            return FeedbackSerializer
+        return MLRequestSerializer
+
+    @extend_schema(request=FeedbackSerializer, responses={200: FeedbackResultSerializer})
+    def update(self, request: Request, pk: str) -> Response:
+        body = FeedbackSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        row = feedback.give(
+            request_id=_request_id(pk),
+            value=body.validated_data.get("feedback"),
+            token=body.validated_data.get("feedback_token"),
+            actor=_actor(request),
+        )
+        return Response(FeedbackResultSerializer(row).data)
+
+    @extend_schema(request=FeedbackSerializer, responses={200: FeedbackResultSerializer})
+    def partial_update(self, request: Request, pk: str) -> Response:
+        return self.update(request, pk)
+
+
+def _request_id(pk: str) -> int:
+    if not (pk.isascii() and pk.isdigit() and len(pk) <= 18):
+        raise NotFound(f"No logged request {pk[:40]}.")
+    return int(pk)
+
+
+def _actor(request: Request) -> feedback.Actor:
+    return feedback.Actor(user=request.user, address=throttling.client_address(request))
+
+
+def _user_id(request: Request) -> int | None:
+    """The authenticated client, recorded on its logged requests (None when anonymous,
+    which is every client while PREDICT_ACCESS=open: no credentials are read then)."""
+    return request.user.pk if request.user.is_authenticated else None
+
+
+class BulkFeedbackView(GenericAPIView):  # type: ignore[type-arg]
+    """``POST /api/v1/feedback``: a CSV file (multipart field ``file``) of
+    ``request_id,feedback_token,feedback`` rows, applied in one transaction. Answers how many
+    were applied and, per refused row, its line and why; with ``atomic`` (form field or
+    query parameter) one refused row refuses the file."""
+
+    permission_classes = [FeedbackAccess]
+    throttle_scope = "predict"
+    parser_classes = [MultiPartParser, FormParser]
+    serializer_class = BulkFeedbackSerializer
+
+    @openapi.bulk_feedback_schema
+    @extend_schema(responses={200: BulkFeedbackResultSerializer})
+    def post(self, request: Request) -> Response:
+        _check_upload_size(request)
+        form = self.get_serializer(data=_form_fields(request))
+        form.is_valid(raise_exception=True)
+        upload = form.validated_data["file"]
+        if upload.size > settings.BATCH_MAX_UPLOAD_BYTES:
+            raise _too_large(settings.BATCH_MAX_UPLOAD_BYTES)
+        result = feedback.give_many(
+            upload=upload, actor=_actor(request), atomic=form.validated_data["atomic"]
+        )
+        return Response(BulkFeedbackResultSerializer(result).data)
 
 
 class ABTestViewSet(
@@ -115,6 +198,7 @@ class PredictView(PredictAccessMixin, APIView):
             status=params.get("status") or settings.PREDICT_DEFAULT_STATUS,  # checked there
             version=_short("version", params.get("version"), 128),
             assignment_key=assignment_key(request),
+            user_id=_user_id(request),
         )
         return Response(prediction)
 
@@ -147,22 +231,19 @@ class BatchPredictView(PredictAccessMixin, GenericAPIView[Any]):
 
     @openapi.batch_schema
     def post(self, request: Request) -> HttpResponseBase:
-        limit = settings.BATCH_MAX_UPLOAD_BYTES
-        # Refuse before reading the body when the client says how big it is.
-        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
-            raise _too_large(limit)
-        # Without a body, DRF's request.data is a plain {} rather than a QueryDict.
-        fields = request.data.dict() if isinstance(request.data, QueryDict) else {}
-        form = self.get_serializer(data={**request.query_params.dict(), **fields})
+        _check_upload_size(request)
+        form = self.get_serializer(data=_form_fields(request))
         form.is_valid(raise_exception=True)
         upload = form.validated_data["file"]
-        if upload.size > limit:
-            raise _too_large(limit)
+        if upload.size > settings.BATCH_MAX_UPLOAD_BYTES:
+            raise _too_large(settings.BATCH_MAX_UPLOAD_BYTES)
         result = batch.score_csv(
             upload=upload,
             endpoint_name=form.validated_data.get("endpoint"),
             status=form.validated_data.get("status", settings.PREDICT_DEFAULT_STATUS),
             version=form.validated_data.get("version"),
+            user_id=_user_id(request),
+            client=_actor(request).label,
         )
         if request.accepted_renderer.format == "csv":
             return StreamingHttpResponse(
@@ -185,6 +266,20 @@ class BatchPredictView(PredictAccessMixin, GenericAPIView[Any]):
             self.request.accepted_renderer = JSONRenderer()
             self.request.accepted_media_type = JSONRenderer.media_type
         return response
+
+
+def _check_upload_size(request: Request) -> None:
+    """Refuse an upload before reading its body when the client says how big it is."""
+    limit = settings.BATCH_MAX_UPLOAD_BYTES
+    if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
+        raise _too_large(limit)
+
+
+def _form_fields(request: Request) -> dict[str, Any]:
+    """The form fields, with the query parameters as defaults. Without a body, DRF's
+    request.data is a plain {} rather than a QueryDict."""
+    fields = request.data.dict() if isinstance(request.data, QueryDict) else {}
+    return {**request.query_params.dict(), **fields}
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -215,6 +310,7 @@ class StopABTestView(APIView):
 
     throttle_scope = "management"
     openapi_error_codes = (409,)  # the test has already ended (openapi.add_error_responses)
+    required_permissions = ("endpoints.change_abtest",)  # permissions.IsOperatorOrReadOnly
 
     @extend_schema(request=StopABTestSerializer, responses={200: ABTestSerializer})
     def post(self, request: Request, abtest_id: int) -> Response:

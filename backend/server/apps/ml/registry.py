@@ -86,6 +86,7 @@ class MLRegistry:
             sklearn_version=algorithm_object.sklearn_version,
             features=algorithm_object.feature_card,
             metrics=algorithm_object.metrics,
+            classes=algorithm_object.classes,
         )
         if algorithm.artifact_sha256 != algorithm_object.artifact_sha256:
             # Never serve, under an existing version, a model other than the one recorded:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from apps.endpoints import services
 from apps.endpoints.models import MLAlgorithm
 from apps.ml.registry import MLRegistry
@@ -32,5 +35,22 @@ def algorithm(
         artifact=artifact,
         artifact_sha256=wrapper.artifact_sha256,
         sklearn_version=wrapper.sklearn_version,
+        classes=wrapper.classes,
     )
     return created
+
+
+def operator(username: str = "operator", *, permissions: Sequence[str] | None = None) -> Any:
+    """A staff user holding ``permissions`` (codenames of the endpoints app, e.g.
+    "add_abtest"), by default all of that app's: what an operator is given in the admin.
+    ``is_staff`` alone allows no change (permissions.IsOperatorOrReadOnly)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user(username, password="pw", is_staff=True)
+    granted = Permission.objects.filter(content_type__app_label="endpoints")
+    if permissions is not None:
+        granted = granted.filter(codename__in=permissions)
+        assert granted.count() == len(permissions), f"unknown permission in {permissions}"
+    user.user_permissions.set(granted)
+    return get_user_model().objects.get(pk=user.pk)  # afresh: permissions are cached per object

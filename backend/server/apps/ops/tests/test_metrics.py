@@ -72,13 +72,15 @@ def test_errors_are_counted_by_their_code(api: APIClient, demo_registry: MLRegis
 def test_feedback_counts_and_running_accuracy_come_from_the_database(
     api: APIClient, demo_registry: MLRegistry
 ) -> None:
-    ids = [api.post(PREDICT, SAMPLE_RECORD, format="json").json()["request_id"] for _ in "abc"]
+    served = [api.post(PREDICT, SAMPLE_RECORD, format="json").json() for _ in "abc"]
     first = MLAlgorithm.objects.get(name="random forest").requests.first()
     assert first is not None
     predicted = first.response
     wrong = ">50K" if predicted == "<=50K" else "<=50K"
-    for request_id, truth in zip(ids, [predicted, predicted, wrong], strict=True):
-        assert api.put(f"/api/v1/mlrequests/{request_id}", {"feedback": truth}).status_code == 200
+    for answer, truth in zip(served, [predicted, predicted, wrong], strict=True):
+        url = f"/api/v1/mlrequests/{answer['request_id']}"
+        body = {"feedback": truth, "feedback_token": answer["feedback_token"]}
+        assert api.put(url, body).status_code == 200
     samples = scrape(api)
     key = tuple(sorted(FOREST.items()))
     assert samples[("ml_feedback_total", key)] == 3

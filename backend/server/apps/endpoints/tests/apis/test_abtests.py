@@ -129,13 +129,17 @@ def test_the_design_procedure_end_to_end(
             else (">50K" if served["label"] == "<=50K" else "<=50K")
         )
         url = f"/api/v1/mlrequests/{served['request_id']}"
-        assert api.put(url, {"feedback": truth}, format="json").status_code == 200
+        body = {"feedback": truth, "feedback_token": served["feedback_token"]}
+        assert api.put(url, body, format="json").status_code == 200
     response = stop(staff_api, test_id)
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["state"] == "stopped" and body["stopped_by"] == "operator"
     assert body["summary_json"]["outcome"] == "arm_1_promoted"
     assert [a["accuracy"] for a in body["summary_json"]["arms"]] == [1.0, 0.0]
+    # One test client sent all the feedback, from one address: the summary says so.
+    assert body["summary_json"]["feedback_clients"] == 1
+    assert "The feedback came from 1 distinct client." in body["summary"]
     assert body["summary_json"]["comparison"]["significant"] is True
     assert "Arm 1 was more accurate" in body["summary"]
     assert [current(a) for a in arms] == ["production", "testing"]
@@ -172,9 +176,12 @@ def test_the_report_page_shows_the_arms_with_intervals_as_svg(
 ) -> None:
     test_id = create(staff_api, arms).json()["id"]
     served = predict(api, "a")
-    api.put(
-        f"/api/v1/mlrequests/{served['request_id']}", {"feedback": served["label"]}, format="json"
+    given = api.put(
+        f"/api/v1/mlrequests/{served['request_id']}",
+        {"feedback": served["label"], "feedback_token": served["feedback_token"]},
+        format="json",
     )
+    assert given.status_code == 200, given.content
     running = client.get(f"/abtests/{test_id}/report")
     assert running.status_code == 200 and running["Content-Type"].startswith("text/html")
     page = running.content.decode()

@@ -16,6 +16,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from apps.endpoints.models import MLAlgorithm, MLRequest
+from apps.endpoints.tests.factories import operator
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
 
@@ -24,13 +25,18 @@ CSV = ",".join(SAMPLE_RECORD) + "\n" + ",".join(str(v) for v in SAMPLE_RECORD.va
 
 
 def token_for(django_user_model: Any, username: str, *, staff: bool = False) -> str:
-    django_user_model.objects.create_user(username, password="pw", is_staff=staff)
+    """A DRF token for a new user; ``staff``: an operator (staff with the endpoints app's
+    permissions)."""
+    if staff:
+        operator(username)
+    else:
+        django_user_model.objects.create_user(username, password="pw")
     out = io.StringIO()
     call_command("drf_create_token", username, stdout=out)  # DRF's own command
     return out.getvalue().split()[2]  # "Generated token <key> for user <name>"
 
 
-def calls(client: APIClient, request_id: int) -> dict[str, int]:
+def calls(client: APIClient, request_id: int, token: str = "") -> dict[str, int]:
     return {
         "predict": client.post(
             PREDICT, json.dumps(SAMPLE_RECORD), content_type="application/json"
@@ -39,7 +45,9 @@ def calls(client: APIClient, request_id: int) -> dict[str, int]:
             "/api/v1/batch-predict", {"file": SimpleUploadedFile("f.csv", CSV.encode())}
         ).status_code,
         "feedback": client.patch(
-            f"/api/v1/mlrequests/{request_id}", {"feedback": ">50K"}, format="json"
+            f"/api/v1/mlrequests/{request_id}",
+            {"feedback": ">50K", "feedback_token": token},
+            format="json",
         ).status_code,
     }
 
@@ -49,8 +57,12 @@ def test_open_access_lets_anyone_predict_and_send_feedback(
     api: APIClient, demo_registry: MLRegistry, settings: Any
 ) -> None:
     settings.PREDICT_ACCESS = "open"
-    request_id = api.post(PREDICT, SAMPLE_RECORD, format="json").json()["request_id"]
-    assert calls(api, request_id) == {"predict": 200, "batch": 200, "feedback": 200}
+    served = api.post(PREDICT, SAMPLE_RECORD, format="json").json()
+    assert calls(api, served["request_id"], served["feedback_token"]) == {
+        "predict": 200,
+        "batch": 200,
+        "feedback": 200,
+    }
 
 
 @pytest.mark.django_db
@@ -66,14 +78,18 @@ def test_token_access_needs_a_token_for_predict_batch_and_feedback(
     assert response.json()["error"]["code"] == "not_authenticated"
     assert response["WWW-Authenticate"]  # tells the client how to authenticate
     api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
-    request_id = api.post(PREDICT, SAMPLE_RECORD, format="json").json()["request_id"]
-    assert calls(api, request_id) == {"predict": 200, "batch": 200, "feedback": 200}
+    served = api.post(PREDICT, SAMPLE_RECORD, format="json").json()
+    assert calls(api, served["request_id"], served["feedback_token"]) == {
+        "predict": 200,
+        "batch": 200,
+        "feedback": 200,
+    }
     api.credentials(HTTP_AUTHORIZATION="Token not-a-real-key")
     assert api.post(PREDICT, SAMPLE_RECORD, format="json").status_code == 401
 
 
 @pytest.mark.django_db
-def test_a_staff_token_may_change_statuses_and_a_user_token_may_not(
+def test_an_operator_token_may_change_statuses_and_a_user_token_may_not(
     api: APIClient, demo_registry: MLRegistry, django_user_model: Any
 ) -> None:
     rf = MLAlgorithm.objects.get(name="random forest")

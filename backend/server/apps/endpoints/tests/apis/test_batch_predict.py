@@ -12,7 +12,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from apps.endpoints import services
+from apps.endpoints import feedback, services
 from apps.endpoints.models import MLAlgorithm, MLRequest
 from apps.ml.income_classifier import schema
 from apps.ml.registry import MLRegistry
@@ -74,6 +74,7 @@ def test_every_row_including_the_last_is_predicted_and_persisted(
         row = rows[prediction["request_id"]]
         assert row.response == prediction["label"] == row.full_response["label"]
         assert row.full_response["probability"] == prediction["probability"]
+        assert prediction["feedback_token"] == feedback.token_for(row.pk)
 
 
 def test_batch_answers_equal_single_predictions(api: APIClient, demo_registry: MLRegistry) -> None:
@@ -195,12 +196,13 @@ def test_the_csv_download_round_trips(api: APIClient, demo_registry: MLRegistry)
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     out = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     original = list(csv.reader(io.StringIO(text)))
-    assert out[0] == original[0] + ["request_id", "label", "probability"]
-    assert [row[:-3] for row in out[1:]] == original[1:]
+    assert out[0] == [*original[0], "request_id", "label", "probability", "feedback_token"]
+    assert [row[:-4] for row in out[1:]] == original[1:]
     for row in out[1:]:
-        logged = MLRequest.objects.get(pk=int(row[-3]))
-        assert logged.response == row[-2]
-        assert logged.full_response["probability"] == float(row[-1])
+        logged = MLRequest.objects.get(pk=int(row[-4]))
+        assert logged.response == row[-3]
+        assert logged.full_response["probability"] == float(row[-2])
+        assert row[-1] == feedback.token_for(logged.pk)
     again = upload(api, text, HTTP_ACCEPT="text/csv")
     assert again["Content-Type"].startswith("text/csv")
 

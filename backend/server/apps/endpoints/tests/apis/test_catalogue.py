@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
+from apps.endpoints.models import ABTest, MLAlgorithm
 from apps.endpoints.tests.factories import algorithm
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
@@ -40,40 +40,6 @@ def test_algorithms_list_their_current_status_in_two_queries(
         "extra trees": "testing",
     }
     assert results(api.get("/api/v1/endpoints"))[0]["name"] == "income_classifier"
-
-
-def test_feedback_can_be_put_and_patched_but_nothing_else_changes(
-    api: APIClient, demo_registry: MLRegistry
-) -> None:
-    request_id = predicted(api)
-    url = f"/api/v1/mlrequests/{request_id}"
-    response = api.put(url, {"feedback": ">50K", "response": "hacked"}, format="json")
-    assert response.status_code == 200, response.content
-    row = MLRequest.objects.get(pk=request_id)
-    assert row.feedback == ">50K" and row.response != "hacked"
-    assert api.patch(url, {"feedback": "<=50K"}, format="json").status_code == 200
-    assert MLRequest.objects.get(pk=request_id).feedback == "<=50K"
-
-
-def test_a_patch_without_feedback_changes_nothing(
-    api: APIClient, demo_registry: MLRegistry
-) -> None:
-    # Found by schemathesis (.ci/fuzz): PATCH {} was a 500 (KeyError on "feedback").
-    request_id = predicted(api)
-    url = f"/api/v1/mlrequests/{request_id}"
-    assert api.patch(url, {"feedback": ">50K"}, format="json").status_code == 200
-    response = api.patch(url, {}, format="json")
-    assert response.status_code == 200, response.content
-    assert response.json()["feedback"] == ">50K"
-    assert MLRequest.objects.get(pk=request_id).feedback == ">50K"
-
-
-def test_feedback_is_validated(api: APIClient, demo_registry: MLRegistry) -> None:
-    url = f"/api/v1/mlrequests/{predicted(api)}"
-    response = api.put(url, {"feedback": "x" * 500}, format="json")
-    assert response.status_code == 400
-    assert "feedback" in response.json()["error"]["details"]
-    assert api.put("/api/v1/mlrequests/999999", {"feedback": "a"}, format="json").status_code == 404
 
 
 def test_reading_the_request_log_needs_a_login(

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
+from apps.endpoints import feedback
 from apps.endpoints.models import MLRequest
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
@@ -50,15 +51,13 @@ def test_status_and_version_select_the_algorithm(api: APIClient, demo_registry: 
 def test_form_encoded_records_are_accepted(api: APIClient, demo_registry: MLRegistry) -> None:
     response = api.post(URL, data={k: str(v) for k, v in SAMPLE_RECORD.items()})
     assert response.status_code == 200, response.content
-    assert response.json() == {**post_json(api, SAMPLE_RECORD).json(), "request_id": ANY_ID}
-
-
-class _AnyId:
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, int)
-
-
-ANY_ID = _AnyId()
+    as_json = post_json(api, SAMPLE_RECORD).json()
+    assert response.json() == {
+        **as_json,
+        "request_id": response.json()["request_id"],
+        "feedback_token": feedback.token_for(response.json()["request_id"]),
+    }
+    assert response.json()["request_id"] != as_json["request_id"]
 
 
 def test_a_wrong_type_is_a_400_naming_the_field(api: APIClient, demo_registry: MLRegistry) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from apps.endpoints import batch_output
+from apps.endpoints import batch_output, feedback
 from apps.endpoints.batch import BatchResult
 
 ROWS = 200_000
@@ -53,6 +53,7 @@ def test_the_json_answer_streams_in_pieces(result: BatchResult) -> None:
         "request_id": ROWS,
         "label": result.labels[-1],
         "probability": float(result.probabilities[-1]),
+        "feedback_token": feedback.token_for(ROWS),
     }
 
 
@@ -60,5 +61,8 @@ def test_the_csv_answer_streams_in_pieces(result: BatchResult) -> None:
     upload = io.BytesIO(("age\n" + "".join(f"{i % 90}\n" for i in range(ROWS))).encode())
     assert peak_while_consuming(batch_output.csv_stream(result, upload)) < 5_000_000
     lines = "".join(batch_output.csv_stream(result, upload)).splitlines()
-    assert lines[0] == "age,request_id,label,probability" and len(lines) == ROWS + 1
-    assert lines[-1].split(",")[1:3] == [str(ROWS), result.labels[-1]]
+    assert lines[0] == "age,request_id,label,probability,feedback_token"
+    assert len(lines) == ROWS + 1
+    last = lines[-1].split(",")
+    assert last[1:3] == [str(ROWS), result.labels[-1]]
+    assert last[4] == feedback.token_for(ROWS)

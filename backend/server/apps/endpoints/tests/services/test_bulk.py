@@ -24,9 +24,9 @@ def test_rows_come_back_exactly_as_written(registry: MLRegistry) -> None:
     alg = algorithm(registry)
     awkward = {"occupation": 'Tab\there "quoted" back\\slash\nnew line', "age": "37"}
     rows: list[bulk.Row] = [
-        (json.dumps(awkward), '{"label":"<=50K"}', "<=50K", "a\tb\\c\nd", alg.pk, None),
-        ('{"age":"1"}', '{"label":">50K"}', ">50K", None, alg.pk, None),
-        ('{"age":"2"}', '{"label":">50K"}', ">50K", "\\N", alg.pk, None),
+        (json.dumps(awkward), '{"label":"<=50K"}', "<=50K", "a\tb\\c\nd", alg.pk, None, None, None),
+        ('{"age":"1"}', '{"label":">50K"}', ">50K", None, alg.pk, None, None, None),
+        ('{"age":"2"}', '{"label":">50K"}', ">50K", "\\N", alg.pk, None, None, None),
     ]
     with transaction.atomic():
         ids = bulk.insert_requests(rows)
@@ -39,11 +39,32 @@ def test_rows_come_back_exactly_as_written(registry: MLRegistry) -> None:
     assert first.created_at is not None
 
 
+@pytest.mark.parametrize("one_row", [True, False], ids=["insert_request", "insert_requests"])
+def test_the_user_and_the_feedback_audit_are_written(
+    registry: MLRegistry, django_user_model: Any, one_row: bool
+) -> None:
+    alg = algorithm(registry)
+    user = django_user_model.objects.create_user("alice")
+    labelled: bulk.Row = ("{}", "{}", "<=50K", ">50K", alg.pk, None, user.pk, "user:alice")
+    unlabelled: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
+    if one_row:
+        ids = [bulk.insert_request(labelled), bulk.insert_request(unlabelled)]
+    else:
+        with transaction.atomic():
+            ids = bulk.insert_requests([labelled, unlabelled]).tolist()
+    given, plain = (MLRequest.objects.get(pk=pk) for pk in ids)
+    assert given.user_id == user.pk and given.feedback == ">50K"
+    assert (given.feedback_by, given.feedback_via) == ("user:alice", "upload")
+    assert given.feedback_at == given.created_at
+    assert plain.user_id is None
+    assert (plain.feedback_by, plain.feedback_via, plain.feedback_at) == (None, None, None)
+
+
 def test_ids_continue_after_rows_made_elsewhere_and_are_never_reused(
     registry: MLRegistry,
 ) -> None:
     alg = algorithm(registry)
-    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None)
+    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
     with transaction.atomic():
         first = bulk.insert_requests([row, row]).tolist()
     made = MLRequest.objects.create(
@@ -64,7 +85,7 @@ def test_ids_continue_after_rows_made_elsewhere_and_are_never_reused(
 def test_it_refuses_to_run_outside_a_transaction(registry: MLRegistry) -> None:
     alg = algorithm(registry)
     with pytest.raises(RuntimeError, match=r"must run inside transaction\.atomic"):
-        bulk.insert_requests([("{}", "{}", "<=50K", None, alg.pk, None)])
+        bulk.insert_requests([("{}", "{}", "<=50K", None, alg.pk, None, None, None)])
     assert MLRequest.objects.count() == 0
 
 
@@ -74,7 +95,8 @@ def test_rows_beyond_one_statement_are_all_written_in_order(
     alg = algorithm(registry)
     monkeypatch.setattr(bulk, "_MAX_ROWS_PER_STATEMENT", 3)  # 10 rows: 3 + 3 + 3 + 1
     rows: list[bulk.Row] = [
-        (json.dumps({"n": str(n)}), "{}", "<=50K", None, alg.pk, None) for n in range(10)
+        (json.dumps({"n": str(n)}), "{}", "<=50K", None, alg.pk, None, None, None)
+        for n in range(10)
     ]
     with transaction.atomic():
         ids = bulk.insert_requests(rows).tolist()
@@ -85,7 +107,7 @@ def test_rows_beyond_one_statement_are_all_written_in_order(
 
 def test_the_background_writer_writes_in_the_callers_transaction(registry: MLRegistry) -> None:
     alg = algorithm(registry)
-    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None)
+    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
     with transaction.atomic(), bulk.BackgroundWriter() as writer:
         futures = [writer.submit([row] * 3) for _ in range(4)]
     ids = [pk for future in futures for pk in future.result().tolist()]
@@ -106,8 +128,17 @@ def test_a_failed_background_write_raises_a_django_error_and_writes_nothing(
     registry: MLRegistry,
 ) -> None:
     alg = algorithm(registry)
-    good: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None)
-    orphan: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk + 1000, None)  # no such algorithm
+    good: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
+    orphan: bulk.Row = (
+        "{}",
+        "{}",
+        "<=50K",
+        None,
+        alg.pk + 1000,
+        None,
+        None,
+        None,
+    )  # no such algorithm
     with pytest.raises(IntegrityError), transaction.atomic(), bulk.BackgroundWriter() as writer:
         writer.submit([good] * 3)
         writer.submit([good, orphan])
@@ -132,7 +163,7 @@ def test_submit_waits_while_too_many_writes_are_pending(
 
         def caller() -> None:
             for n in (1, 2):
-                writer.submit([("{}", "{}", "x", None, 1, None)] * n)
+                writer.submit([("{}", "{}", "x", None, 1, None, None, None)] * n)
                 submitted.append(n)
 
         thread = threading.Thread(target=caller)
@@ -152,7 +183,7 @@ def test_no_write_runs_after_one_has_failed(
     transaction back by itself. The next queued write then ran outside any transaction,
     in autocommit, and its rows stayed after the upload was answered with a 503."""
     alg = algorithm(registry)
-    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None)
+    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
     real = bulk.insert_requests
     calls: list[int] = []
 

@@ -98,6 +98,7 @@ class Command(BaseCommand):
             sklearn_version=wrapper.sklearn_version,
             features=wrapper.feature_card,
             metrics=wrapper.metrics,
+            classes=wrapper.classes,
         )
         if not created:  # registered by someone else between our check and now
             self._refuse_duplicate(endpoint, name, version)

@@ -1,0 +1,461 @@
+"""Feedback: the ground truth of logged predictions, and who may give it.
+
+A/B tests are decided on feedback, so feedback is a right that comes with the prediction:
+
+- Every answer carries the ``request_id`` and a ``feedback_token``, a MAC of the id under a
+  key derived from ``SECRET_KEY``. Nothing is stored: the token is computed again to check
+  it, in constant time, before the database is touched (README "Feedback").
+- Giving feedback needs the token, or an operator (a staff user with the permission to
+  change requests). A request made by an authenticated user takes feedback only from that
+  user; with ``PREDICT_ACCESS=token``, every request does.
+- ``FEEDBACK_ACCESS`` narrows who may give it at all: ``token`` (whoever holds the token),
+  ``authenticated`` (a logged-in holder) or ``staff`` (operators only). The view's
+  permission class checks that part (permissions.py).
+- The value must be one of the algorithm's classes (a finite number for a regressor).
+- The audit: when, by whom and how (``token``, ``staff`` or ``upload``); a value replaced
+  by another is kept as a ``FeedbackRevision``.
+
+Feedback arrives one request at a time (``give``) or as a CSV file (``give_many``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import IO, Any
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db import transaction
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from apps.endpoints import selectors
+from apps.endpoints.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from apps.endpoints.models import FeedbackRevision, MLAlgorithm, MLRequest, Task
+
+# -- the token ---------------------------------------------------------------------------
+
+_KEY_SALT = "ml_pipeline.feedback_token"
+TOKEN_LENGTH = 32  # hex characters: a 128-bit MAC
+
+
+@lru_cache(maxsize=8)
+def _key(secret: str) -> bytes:
+    # Derived from SECRET_KEY as Django derives its own keys (salted_hmac), so that the
+    # token key is not SECRET_KEY itself and changes when it does.
+    return salted_hmac(_KEY_SALT, "key", secret=secret, algorithm="sha256").digest()
+
+
+def _mac(key: bytes, request_id: int) -> str:
+    # Keyed BLAKE2b is a MAC by design, and three times as fast as HMAC-SHA256 here
+    # (0.6 against 1.8 us a token, bench/feedback_bench.py): a million-row batch answer
+    # computes a million.
+    return hashlib.blake2b(b"%d" % request_id, key=key, digest_size=16).hexdigest()
+
+
+def token_for(request_id: int) -> str:
+    """The feedback token of logged request ``request_id``."""
+    return _mac(_key(settings.SECRET_KEY), request_id)
+
+
+def tokens_for(request_ids: Iterable[int]) -> list[str]:
+    key = _key(settings.SECRET_KEY)
+    return [_mac(key, pk) for pk in request_ids]
+
+
+def token_matches(request_id: int, token: str) -> bool:
+    """Whether ``token`` is the token of ``request_id`` under SECRET_KEY or one of
+    SECRET_KEY_FALLBACKS (a rotated key keeps its tokens valid until it is dropped).
+
+    Every key is compared, with ``hmac.compare_digest``, whatever the earlier ones gave:
+    a wrong token takes as long as a right one, so timing cannot guess it byte by byte."""
+    given = token.encode("utf-8", "replace")
+    matched = False
+    for secret in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS):
+        expected = _mac(_key(secret), request_id).encode()
+        matched |= hmac.compare_digest(expected, given)
+    return matched
+
+
+# -- who is asking -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The client giving feedback: its user (anonymous or not) and its address."""
+
+    user: AbstractBaseUser | AnonymousUser
+    address: str = ""
+
+    @property
+    def user_id(self) -> int | None:
+        return self.user.pk if self.user.is_authenticated else None
+
+    @property
+    def label(self) -> str:
+        """How the audit names the client; distinct labels count distinct clients."""
+        if self.user.is_authenticated:
+            return f"user:{self.user.get_username()}"
+        return f"anonymous:{self.address or 'unknown'}"
+
+    @property
+    def is_operator(self) -> bool:
+        """A staff user who may change any request's feedback, as in the admin."""
+        return selectors.is_staff_with(self.user, "endpoints.change_mlrequest")
+
+
+MISSING_TOKEN = (
+    "Feedback needs the feedback_token that came with the prediction (or a staff user "
+    "allowed to change requests)."
+)
+WRONG_TOKEN = "The feedback_token does not match this request."
+NOT_YOURS = "This request was made by another user: only they, or staff, may give its feedback."
+
+
+def _via(actor: Actor, request_id: int, token: str | None) -> str:
+    """How ``actor`` may give feedback on ``request_id`` ("staff" or "token"), checked
+    without touching the database; raises ``Forbidden`` when it may not."""
+    if actor.is_operator:
+        return "staff"
+    if settings.FEEDBACK_ACCESS == "staff":
+        raise Forbidden("Feedback is given by staff only on this service (FEEDBACK_ACCESS=staff).")
+    if not token:
+        raise Forbidden(MISSING_TOKEN)
+    if not token_matches(request_id, token):
+        raise Forbidden(WRONG_TOKEN)
+    return "token"
+
+
+def _owner_problem(actor: Actor, via: str, owner_id: int | None) -> str | None:
+    """Why ``actor`` may not give feedback on a request made by ``owner_id``, or None."""
+    if via == "staff":
+        return None
+    if owner_id is None and settings.PREDICT_ACCESS != "token":
+        return None  # an anonymous request: the token is the only proof there is
+    return None if owner_id == actor.user_id else NOT_YOURS
+
+
+# -- the value ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a feedback value is checked against: the algorithm's task and classes."""
+
+    task: str
+    classes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, algorithm: MLAlgorithm) -> Target:
+        return cls(task=algorithm.task, classes=tuple(str(c) for c in algorithm.classes or ()))
+
+
+def check_value(target: Target, value: Any) -> str:
+    """``value`` as stored: one of the classes (a label with adult.test's trailing full
+    stop, ">50K.", is that class), or for a regressor a finite number. Raises
+    ``InvalidInput`` otherwise."""
+    if value is None or isinstance(value, (bool, list, dict)):
+        raise _bad_value("Feedback must be one value (a class, or a number for a regressor).")
+    text = str(value).strip()
+    if not text:
+        raise _bad_value("Feedback is empty.")
+    if "\x00" in text:  # PostgreSQL's text cannot hold it
+        raise _bad_value("Feedback may not contain a NUL character.")
+    if target.task == Task.REGRESSION:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise _bad_value(f"'{_shown(text)}' is not a finite number; this model is a regressor.")
+        return repr(number)
+    if not target.classes or text in target.classes:
+        return text
+    if text.rstrip(".") in target.classes:
+        return text.rstrip(".")
+    raise _bad_value(
+        f"'{_shown(text)}' is not a class of this model; expected one of: "
+        f"{', '.join(target.classes)}."
+    )
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _bad_value(message: str) -> InvalidInput:
+    return InvalidInput(message, details={"feedback": [message]})
+
+
+# -- one request -------------------------------------------------------------------------
+
+
+def give(*, request_id: int, value: Any, token: str | None, actor: Actor) -> MLRequest:
+    """Record ``value`` as the feedback of logged request ``request_id``.
+
+    Refused with ``Forbidden`` (403) before anything is read when the token is missing or
+    wrong, so that nothing about the request shows; ``NotFound`` (404) only for a caller
+    who may give it feedback; ``InvalidInput`` (400) for a value the model cannot have."""
+    via = _via(actor, request_id, token)
+    with transaction.atomic():
+        # Locked, so that two feedbacks at once both end up in the history.
+        row = (
+            MLRequest.objects.select_for_update(of=("self",))
+            .select_related("parent_mlalgorithm")
+            .filter(pk=request_id)
+            .first()
+        )
+        if row is None:
+            raise NotFound(f"No logged request {request_id}.")
+        problem = _owner_problem(actor, via, row.user_id)
+        if problem:
+            raise Forbidden(problem)
+        if value is None:
+            raise _bad_value("Send the ground truth as 'feedback'.")
+        checked = check_value(Target.of(row.parent_mlalgorithm), value)
+        _apply([(row, checked)], by=actor.label, via=via)
+    return row
+
+
+def _apply(changes: Sequence[tuple[MLRequest, str]], *, by: str, via: str) -> int:
+    """Write the new values; returns how many changed. Each replaced value becomes a
+    revision. Re-sending the value a request already has changes nothing (and keeps the
+    audit of whoever gave it first)."""
+    now = timezone.now()
+    changed = [(row, value) for row, value in changes if row.feedback != value]
+    FeedbackRevision.objects.bulk_create(
+        FeedbackRevision(
+            request_id=row.pk,
+            feedback=row.feedback,
+            given_at=row.feedback_at,
+            given_by=row.feedback_by or "",
+            given_via=row.feedback_via or "",
+        )
+        for row, _ in changed
+        if row.feedback is not None
+    )
+    by_value: dict[str, list[int]] = {}
+    for row, value in changed:
+        row.feedback, row.feedback_at, row.feedback_by, row.feedback_via = value, now, by, via
+        by_value.setdefault(value, []).append(row.pk)
+    if len(by_value) <= _MAX_GROUPED_UPDATES:  # classes: one UPDATE per distinct value
+        for value, pks in by_value.items():
+            MLRequest.objects.filter(pk__in=pks).update(
+                feedback=value, feedback_at=now, feedback_by=by, feedback_via=via
+            )
+    else:  # a regressor's numbers: few rows share a value
+        MLRequest.objects.bulk_update(
+            [row for row, _ in changed],
+            ["feedback", "feedback_at", "feedback_by", "feedback_via"],
+            batch_size=500,
+        )
+    return len(changed)
+
+
+_MAX_GROUPED_UPDATES = 20
+
+
+# -- a file of them ----------------------------------------------------------------------
+
+COLUMNS = ("request_id", "feedback_token", "feedback")
+_CHUNK_ROWS = 2_000
+MAX_LISTED_REFUSALS = 1_000
+
+
+@dataclass
+class Refusal:
+    line: int
+    request_id: str
+    reason: str
+
+
+@dataclass
+class BulkResult:
+    applied: int = 0  # rows whose feedback is now the value sent (changed or not)
+    changed: int = 0  # of those, rows whose feedback changed
+    refused: list[Refusal] = field(default_factory=list)  # the first MAX_LISTED_REFUSALS
+    refused_count: int = 0
+    ignored_columns: list[str] = field(default_factory=list)
+
+    def refuse(self, line: int, request_id: str, reason: str) -> None:
+        self.refused_count += 1
+        if len(self.refused) < MAX_LISTED_REFUSALS:
+            self.refused.append(Refusal(line, _shown(request_id), reason))
+
+
+@dataclass
+class _Line:
+    line: int
+    request_id: str
+    pk: int
+    value: str
+    via: str
+
+
+def give_many(*, upload: IO[bytes], actor: Actor, atomic: bool = False) -> BulkResult:
+    """Apply a CSV file of ``request_id,feedback_token,feedback`` rows, in one transaction.
+
+    Each row is checked as ``give`` checks one request; a refused row is reported with its
+    line and reason and the others are applied. With ``atomic``, one refused row refuses
+    the whole file (``InvalidInput`` listing the refusals) and nothing is written."""
+    rows, header = _read(upload)
+    result = BulkResult(ignored_columns=[c for c in header if c not in COLUMNS])
+    seen: dict[int, int] = {}  # request id -> the line that gave it
+    targets: dict[int, Target] = {}
+    with transaction.atomic():
+        for chunk in _chunked(rows, _CHUNK_ROWS):
+            lines = [_checked_line(line, cells, actor, seen, result) for line, cells in chunk]
+            _apply_lines([x for x in lines if x is not None], actor, targets, result, atomic)
+        if result.applied + result.refused_count == 0:
+            raise InvalidInput("The file has a header but no rows.")
+        result.refused.sort(key=lambda refusal: refusal.line)
+        if atomic and result.refused_count:
+            raise InvalidInput(
+                f"{result.refused_count} of {result.applied + result.refused_count} rows were "
+                "refused, so nothing was applied (atomic=true). The first: line "
+                f"{result.refused[0].line}: {result.refused[0].reason}",
+                details={"refused": [r.__dict__ for r in result.refused]},
+            )
+    return result
+
+
+def _checked_line(
+    line: int, cells: dict[str, str], actor: Actor, seen: dict[int, int], result: BulkResult
+) -> _Line | None:
+    """What can be checked without the database: the id, duplicates and the token."""
+    text = cells.get("request_id", "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        result.refuse(line, text, "request_id must be a whole number.")
+        return None
+    pk = int(text)
+    if pk in seen:
+        result.refuse(line, text, f"Request {pk} appears earlier in the file (line {seen[pk]}).")
+        return None
+    seen[pk] = line
+    try:
+        via = _via(actor, pk, cells.get("feedback_token", "").strip() or None)
+    except Forbidden as exc:
+        result.refuse(line, text, exc.message)
+        return None
+    return _Line(line, text, pk, cells.get("feedback", ""), via)
+
+
+_FEEDBACK_FIELDS = (
+    "id",
+    "user_id",
+    "parent_mlalgorithm_id",
+    "feedback",
+    "feedback_at",
+    "feedback_by",
+    "feedback_via",
+)
+
+
+def _apply_lines(
+    lines: list[_Line],
+    actor: Actor,
+    targets: dict[int, Target],
+    result: BulkResult,
+    atomic: bool,
+) -> None:
+    found = {
+        row.pk: row
+        for row in MLRequest.objects.select_for_update()
+        .filter(pk__in=[x.pk for x in lines])
+        .only(*_FEEDBACK_FIELDS)
+    }
+    missing = {r.parent_mlalgorithm_id for r in found.values()} - targets.keys()
+    for algorithm in MLAlgorithm.objects.filter(pk__in=missing).only("id", "task", "classes"):
+        targets[algorithm.pk] = Target.of(algorithm)
+    changes: dict[str, list[tuple[MLRequest, str]]] = {}
+    for x in lines:
+        row = found.get(x.pk)
+        if row is None:
+            result.refuse(x.line, x.request_id, f"No logged request {x.pk}.")
+            continue
+        problem = _owner_problem(actor, x.via, row.user_id)
+        if problem:
+            result.refuse(x.line, x.request_id, problem)
+            continue
+        try:
+            value = check_value(targets[row.parent_mlalgorithm_id], x.value)
+        except InvalidInput as exc:
+            result.refuse(x.line, x.request_id, exc.message)
+            continue
+        changes.setdefault(x.via, []).append((row, value))
+        result.applied += 1
+    if atomic and result.refused_count:
+        return  # the file will be refused: no point writing what is rolled back
+    for via, rows in changes.items():
+        result.changed += _apply(rows, by=actor.label, via=via)
+
+
+def _read(upload: IO[bytes]) -> tuple[Iterator[tuple[int, dict[str, str]]], list[str]]:
+    """The rows of the file as (line, cells by column) and its header."""
+    upload.seek(0)
+    text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text, strict=True)
+    try:
+        header = [name.strip() for name in next(reader, [])]
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise _unreadable(exc, 1) from None
+    if not header:
+        raise InvalidInput("The file is empty.")
+    missing = [c for c in ("request_id", "feedback") if c not in header]
+    if missing:
+        raise InvalidInput(
+            f"Missing columns: {', '.join(missing)}. The header must name {', '.join(COLUMNS)}.",
+            details={"missing_columns": missing},
+        )
+    if len(set(header)) != len(header):
+        raise InvalidInput("A column appears more than once in the header.")
+
+    def rows() -> Iterator[tuple[int, dict[str, str]]]:
+        count = 0
+        try:
+            for cells in reader:
+                if not any(cell.strip() for cell in cells):
+                    continue  # a blank line
+                count += 1
+                if count > settings.BATCH_MAX_ROWS:
+                    raise PayloadTooLarge(
+                        f"The file has more than {settings.BATCH_MAX_ROWS} rows "
+                        "(BATCH_MAX_ROWS); split it."
+                    )
+                if len(cells) != len(header):
+                    raise InvalidInput(
+                        f"Line {reader.line_num} has {len(cells)} fields; the header has "
+                        f"{len(header)}."
+                    )
+                yield reader.line_num, dict(zip(header, cells, strict=True))
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise _unreadable(exc, reader.line_num) from None
+
+    return rows(), header
+
+
+def _unreadable(exc: Exception, line: int) -> InvalidInput:
+    if isinstance(exc, UnicodeDecodeError):
+        return InvalidInput(f"The file is not UTF-8 text (line {line}).")
+    return InvalidInput(f"Line {line} is not valid CSV: {exc}.")
+
+
+def _chunked(
+    rows: Iterator[tuple[int, dict[str, str]]], size: int
+) -> Iterator[list[tuple[int, dict[str, str]]]]:
+    chunk: list[tuple[int, dict[str, str]]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
