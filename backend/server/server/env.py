@@ -9,6 +9,14 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+# The statuses an algorithm can have (apps/endpoints/models.py, MLAlgorithmStatus.Status;
+# a test keeps the two in step). Settings are read before the apps load, so they are
+# listed here rather than imported.
+STATUSES = ("testing", "staging", "production", "ab_testing")
+
+# DRF's rate format: requests per second, minute, hour or day ("100/second", "5/m").
+_RATE = re.compile(r"[1-9][0-9]*/(s|m|h|d)[a-z]*")
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -64,6 +72,20 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
         expected = " or ".join(repr(c) for c in choices)
         raise ImproperlyConfigured(f"{name} must be {expected}; got {value!r}.")
     return value
+
+
+def env_rate(name: str) -> str | None:
+    """A throttle rate in DRF's format, or None (no limit) when unset or empty. Checked
+    here: DRF parses it only at the first throttled request, where a typo is a 500."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return None
+    if not _RATE.fullmatch(raw):
+        raise ImproperlyConfigured(
+            f"{name} must be a number of requests per second, minute, hour or day, e.g. "
+            f"100/second or 5/minute; got {raw!r}."
+        )
+    return raw
 
 
 def env_json(name: str, default: Any) -> Any:

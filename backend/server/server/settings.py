@@ -14,6 +14,7 @@ import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from server.env import (
+    STATUSES,
     env_bool,
     env_cache,
     env_choice,
@@ -21,6 +22,7 @@ from server.env import (
     env_int,
     env_json,
     env_list,
+    env_rate,
     env_str,
 )
 
@@ -168,7 +170,7 @@ ML_COMPILED_INFERENCE = env_bool("ML_COMPILED_INFERENCE", True)
 
 # The status predict uses when the client does not pass ?status=. The upstream design
 # used "production": a client that names nothing gets the production model.
-PREDICT_DEFAULT_STATUS = env_str("PREDICT_DEFAULT_STATUS", "production")
+PREDICT_DEFAULT_STATUS = env_choice("PREDICT_DEFAULT_STATUS", "production", STATUSES)
 
 # How long a worker may reuse its answer to "which algorithm serves this endpoint and
 # status": a status change reaches the other workers within this many seconds (the worker
@@ -235,8 +237,8 @@ REST_FRAMEWORK: dict[str, Any] = {
     # cache (CACHE_URL), and requests are let through while it is down (README "Access").
     "DEFAULT_THROTTLE_CLASSES": ["apps.endpoints.throttling.FailOpenScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
-        "predict": os.environ.get("PREDICT_THROTTLE_RATE") or None,
-        "management": os.environ.get("MANAGEMENT_THROTTLE_RATE") or None,
+        "predict": env_rate("PREDICT_THROTTLE_RATE"),
+        "management": env_rate("MANAGEMENT_THROTTLE_RATE"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

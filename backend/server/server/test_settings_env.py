@@ -73,3 +73,37 @@ def test_allowed_hosts_and_artifacts_path(monkeypatch: pytest.MonkeyPatch, tmp_p
 def test_a_relative_artifacts_path_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ImproperlyConfigured, match="must be an absolute path"):
         load(monkeypatch, SECRET_KEY="x", MODEL_ARTIFACTS_PATH="research/artifacts")
+
+
+@pytest.mark.parametrize("name", ["PREDICT_THROTTLE_RATE", "MANAGEMENT_THROTTLE_RATE"])
+@pytest.mark.parametrize("rate", ["lots", "100", "100/fortnight", "x/second", "-1/s", "0/s"])
+def test_a_nonsense_rate_fails_at_start_not_at_the_first_request(
+    monkeypatch: pytest.MonkeyPatch, name: str, rate: str
+) -> None:
+    # Found in review: PREDICT_THROTTLE_RATE=lots started, then every predict was a 500.
+    with pytest.raises(ImproperlyConfigured, match=name):
+        load(monkeypatch, SECRET_KEY="x", **{name: rate})
+
+
+@pytest.mark.parametrize("rate", ["100/second", "5/minute", "1000/hour", "10/day", "3/s", "7/m"])
+def test_rates_in_drfs_format_are_taken(monkeypatch: pytest.MonkeyPatch, rate: str) -> None:
+    from rest_framework.throttling import SimpleRateThrottle
+
+    settings = load(monkeypatch, SECRET_KEY="x", PREDICT_THROTTLE_RATE=rate)
+    taken = settings["REST_FRAMEWORK"]["DEFAULT_THROTTLE_RATES"]["predict"]
+    assert taken == rate
+    assert SimpleRateThrottle.parse_rate(SimpleRateThrottle, taken)[0] > 0  # type: ignore[arg-type,index]
+
+
+def test_a_nonsense_default_status_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ImproperlyConfigured, match="PREDICT_DEFAULT_STATUS"):
+        load(monkeypatch, SECRET_KEY="x", PREDICT_DEFAULT_STATUS="live")
+    settings = load(monkeypatch, SECRET_KEY="x", PREDICT_DEFAULT_STATUS="testing")
+    assert settings["PREDICT_DEFAULT_STATUS"] == "testing"
+
+
+def test_the_statuses_settings_know_are_the_models_statuses() -> None:
+    from apps.endpoints.models import MLAlgorithmStatus
+    from server.env import STATUSES
+
+    assert set(STATUSES) == set(MLAlgorithmStatus.Status.values)

@@ -282,9 +282,12 @@ def _responses_json(
     probabilities: list[float], labels: list[str], imputed: dict[int, list[str]]
 ) -> list[str]:
     """Each row's ``Prediction`` (income_classifier/base.py) as JSON text: a template per
-    label (labels never need escaping), the few rows with imputed features patched after."""
+    label (escaped for JSON, and its % for the template), the few rows with imputed
+    features patched after."""
     templates = {
-        label: f'{{"probability":%r,"label":"{label}","status":"OK","imputed":[]}}'
+        label: '{"probability":%r,"label":'
+        + json.dumps(label).replace("%", "%%")
+        + ',"status":"OK","imputed":[]}'
         for label in set(labels)
     }
     responses = [templates[label] % p for p, label in zip(probabilities, labels, strict=True)]

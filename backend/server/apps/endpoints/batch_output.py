@@ -52,10 +52,11 @@ def _answers(result: BatchResult) -> Iterator[tuple[int, str, float, str]]:
 
 
 def _predictions(result: BatchResult) -> Iterator[str]:
+    quoted: dict[str, str] = {}  # a file has a handful of labels: each is encoded once
     for pk, label, p, token in _answers(result):
+        text = quoted.get(label) or quoted.setdefault(label, json.dumps(label))
         yield (
-            f'{{"request_id":{pk},"label":"{label}","probability":{p!r},'
-            f'"feedback_token":"{token}"}}'
+            f'{{"request_id":{pk},"label":{text},"probability":{p!r},"feedback_token":"{token}"}}'
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import tracemalloc
@@ -66,3 +67,39 @@ def test_the_csv_answer_streams_in_pieces(result: BatchResult) -> None:
     last = lines[-1].split(",")
     assert last[1:3] == [str(ROWS), result.labels[-1]]
     assert last[4] == feedback.token_for(ROWS)
+
+
+AWKWARD = ["plain", "with,comma", 'say "hi"', "two\nlines", "back\\slash", "tab\there", "é ☃"]
+
+
+def test_labels_of_any_text_are_escaped_in_both_answers() -> None:
+    # Found in review: labels went into the answers through string templates, unescaped.
+    n = len(AWKWARD)
+    result = BatchResult(
+        header=["x"],
+        algorithms=[],
+        ignored_columns=[],
+        label_column=None,
+        request_ids=np.arange(1, n + 1, dtype=np.int64),
+        probabilities=np.linspace(0, 1, n),
+        labels=list(AWKWARD),
+        arms=np.zeros(n, np.int64),
+    )
+    body = json.loads("".join(batch_output.json_stream(result)))
+    assert [p["label"] for p in body["predictions"]] == AWKWARD
+    upload = io.BytesIO(("x\n" + "".join(f"{i}\n" for i in range(n))).encode())
+    text = "".join(batch_output.csv_stream(result, upload))
+    rows = list(csv.reader(io.StringIO(text)))
+    assert [row[2] for row in rows[1:]] == AWKWARD
+
+
+def test_the_logged_answers_escape_labels_too() -> None:
+    from apps.endpoints.batch import _responses_json
+
+    labels = [*AWKWARD, "50%", "%r %s"]
+    probabilities = [i / len(labels) for i in range(len(labels))]
+    rows = _responses_json(probabilities, labels, {1: ["age"]})
+    decoded = [json.loads(row) for row in rows]
+    assert [d["label"] for d in decoded] == labels
+    assert [d["probability"] for d in decoded] == probabilities
+    assert decoded[1]["imputed"] == ["age"] and decoded[0]["imputed"] == []
