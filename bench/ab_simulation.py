@@ -1,19 +1,23 @@
 """How often does an A/B test declare a winner? Many synthetic tests through the service layer.
 
 Each simulated test runs the real lifecycle against a fresh SQLite database made by this
-script: ``ab_testing.create``, then per request ``services.predict(status="ab_testing")``
-(routed by the test, 50/50), ``feedback.give`` with the right label with
-probability equal to the arm's true accuracy, and finally ``ab_testing.stop``. By default
-the requests of a test are routed by ``ab_testing.pick_arm`` and written in one INSERT (see
-``serve_in_bulk``); ``--full`` sends each one through ``services.predict`` instead. Only the
-model is a stub (it always answers ">50K"): the true accuracies are what we set, so we
-know whether a declared winner is real.
+script: ``ab_testing.create``, then per request ``serving.predict(status="ab_testing")``
+(routed by the test, 50/50), feedback, and finally ``ab_testing.stop``. By default the
+requests of a test are routed by ``ab_testing.pick_arm`` and written in one INSERT (see
+``serve_in_bulk``); ``--full`` sends each one through ``serving.predict`` and
+``feedback.give`` instead. Only the models are stubs, so the truth is what we set and we
+know whether a declared winner is real:
 
-It reports, per scenario, how often the difference was significant (with equal accuracies
-this is the false-positive rate and should be close to alpha; with a gap it is the power)
-and how often the challenger (arm 2) was promoted.
+- classifiers answer ">50K"; the feedback is ">50K" with probability equal to the arm's
+  true accuracy;
+- regressors answer 0; the feedback is drawn from a normal distribution whose spread is
+  the arm's, so each arm's mean absolute error is that spread times sqrt(2/pi).
 
-    .venv/bin/python bench/ab_simulation.py            # the README table, about 1-2 minutes
+It reports, per scenario, how often the difference was significant (with equal arms this is
+the false-positive rate and should be close to alpha; with a gap it is the power) and how
+often the challenger (arm 2) was promoted.
+
+    .venv/bin/python bench/ab_simulation.py            # the README table, a few minutes
     .venv/bin/python bench/ab_simulation.py --reps 50  # quicker, noisier
     .venv/bin/python bench/ab_simulation.py --full --reps 5  # every request via predict
 """
@@ -28,29 +32,43 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from common import REPO, save, stub_algorithm
+
 sys.path.insert(0, str(REPO / "backend" / "server"))
 
 
 @dataclass(frozen=True)
 class Scenario:
-    accuracy_1: float
-    accuracy_2: float
+    task: str  # "classification" or "regression"
+    arm_1: float  # a classifier's true accuracy, or a regressor's error spread
+    arm_2: float
     requests: int  # per test, both arms together
     require_significance: bool = False
+    reps: int | None = None  # tests in this row (default: --reps)
+
+    def describe(self) -> str:
+        if self.task == "classification":
+            return f"accuracy {self.arm_1:.2f} / {self.arm_2:.2f}"
+        return f"error spread {self.arm_1:g} / {self.arm_2:g}"
 
 
-# Equal arms (false positives) and a 5-point gap (power) at two sample sizes.
 SCENARIOS = [
-    Scenario(0.80, 0.80, 400),
-    Scenario(0.80, 0.80, 400, require_significance=True),
-    Scenario(0.80, 0.80, 1600),
-    Scenario(0.80, 0.85, 400),
-    Scenario(0.80, 0.85, 1600),
-    Scenario(0.80, 0.85, 1600, require_significance=True),
+    # Classifiers: equal arms (false positives) and a 5-point gap (power).
+    Scenario("classification", 0.80, 0.80, 400),
+    Scenario("classification", 0.80, 0.80, 400, require_significance=True),
+    Scenario("classification", 0.80, 0.80, 1600),
+    Scenario("classification", 0.80, 0.85, 400),
+    Scenario("classification", 0.80, 0.85, 1600),
+    Scenario("classification", 0.80, 0.85, 1600, require_significance=True),
+    # Regressors: 1000 equal-arm tests each (the false-winner rate must stay within alpha),
+    # and a 10 % smaller error on arm 2 (power).
+    Scenario("regression", 10.0, 10.0, 400, reps=1000),
+    Scenario("regression", 10.0, 10.0, 400, require_significance=True, reps=1000),
+    Scenario("regression", 10.0, 9.0, 400),
+    Scenario("regression", 10.0, 9.0, 1600),
+    Scenario("regression", 10.0, 9.0, 1600, require_significance=True),
 ]
 
 
@@ -70,43 +88,36 @@ def setup_django(folder: str) -> None:
 
 
 class StubModel:
+    def __init__(self, task: str) -> None:
+        self.task = task
+
     def compute_predictions(self, records: list[Any]) -> list[dict[str, Any]]:
-        return [
-            {"probability": 0.9, "label": ">50K", "status": "OK", "imputed": []} for _ in records
-        ]
+        if self.task == "regression":
+            return [{"prediction": 0.0, "status": "OK"} for _ in records]
+        return [{"label": ">50K", "status": "OK"} for _ in records]
 
 
 class StubRegistry:
-    """What ``services.predict`` needs from a registry; every algorithm is the stub."""
-
-    def ensure_declared(self) -> None:
-        pass
+    """What ``serving.predict`` needs from a registry; every algorithm is a stub."""
 
     def get(self, algorithm: Any) -> StubModel:
-        return StubModel()
+        return StubModel(algorithm.task)
 
 
-def arms() -> tuple[Any, Any]:
-    from apps.endpoints import services
-
-    made = []
-    for name in ("incumbent", "challenger"):
-        algorithm, _ = services.register_algorithm(
-            endpoint_name="simulation",
-            name=name,
-            version="1",
-            status="testing",
-            owner="simulation",
-            description="",
-            code="",
-            wrapper="stub",
-            artifact="stub",
-            artifact_sha256="0" * 64,
-            sklearn_version="-",
-            classes=["<=50K", ">50K"],
-        )
-        made.append(algorithm)
+def arms(task: str) -> tuple[Any, Any]:
+    made = [
+        stub_algorithm(endpoint=f"simulation-{task}", name=name, status="testing", task=task)
+        for name in ("incumbent", "challenger")
+    ]
     return made[0], made[1]
+
+
+def truth(scenario: Scenario, arm: int, rng: random.Random) -> str:
+    """The feedback of one request served by ``arm`` (1 or 2)."""
+    level = scenario.arm_1 if arm == 1 else scenario.arm_2
+    if scenario.task == "regression":
+        return repr(rng.gauss(0.0, level))
+    return ">50K" if rng.random() < level else "<=50K"
 
 
 def run_test(
@@ -114,7 +125,6 @@ def run_test(
 ) -> dict[str, Any]:
     from apps.endpoints import ab_testing
 
-    accuracy = {arm_1.pk: scenario.accuracy_1, arm_2.pk: scenario.accuracy_2}
     abtest = ab_testing.create(
         title="simulation",
         created_by="simulation",
@@ -122,47 +132,42 @@ def run_test(
         parent_mlalgorithm_2=arm_2,
         require_significance=scenario.require_significance,
     )
-    (serve_one_by_one if full else serve_in_bulk)(abtest, scenario.requests, accuracy, rng)
+    (serve_one_by_one if full else serve_in_bulk)(abtest, scenario, rng)
     stopped = ab_testing.stop(abtest_id=abtest.pk, stopped_by="simulation", force=True)
-    summary: dict[str, Any] | None = stopped.summary_json
-    assert summary is not None  # every stop saves one
+    assert stopped.summary_json is not None
+    summary: dict[str, Any] = stopped.summary_json
     return summary
 
 
-def serve_one_by_one(
-    abtest: Any, requests: int, accuracy: dict[int, float], rng: random.Random
-) -> None:
-    """Every request through services.predict and feedback.give, with the token that
+def serve_one_by_one(abtest: Any, scenario: Scenario, rng: random.Random) -> None:
+    """Every request through serving.predict and feedback.give, with the token that
     predict answered (--full)."""
     from django.contrib.auth.models import AnonymousUser
     from django.db import transaction
 
-    from apps.endpoints import feedback, services
+    from apps.endpoints import feedback, serving
 
     client = feedback.Actor(user=AnonymousUser(), address="127.0.0.1")
-
+    endpoint = abtest.parent_mlalgorithm_1.parent_endpoint.name
     with transaction.atomic():  # one commit per test instead of one per request: speed only
-        for _ in range(requests):
-            [served] = services.predict(
-                endpoint_name="simulation", records=[{}], status="ab_testing", rng=rng
+        for _ in range(scenario.requests):
+            [served] = serving.predict(
+                endpoint_name=endpoint, records=[{}], status="ab_testing", rng=rng
             )
-            right = rng.random() < accuracy[served["algorithm"]["id"]]
+            arm = 1 if served["algorithm"]["id"] == abtest.parent_mlalgorithm_1_id else 2
             feedback.give(
                 request_id=served["request_id"],
-                value=served["label"] if right else "<=50K",
+                value=truth(scenario, arm, rng),
                 token=served["feedback_token"],
                 actor=client,
             )
 
 
-def serve_in_bulk(
-    abtest: Any, requests: int, accuracy: dict[int, float], rng: random.Random
-) -> None:
+def serve_in_bulk(abtest: Any, scenario: Scenario, rng: random.Random) -> None:
     """The same rows written with one executemany: each request is routed by
     ``ab_testing.pick_arm`` (what predict uses) and logged with its feedback. Some 100
-    times faster than --full (about 3 ms a request on SQLite, and the ORM's bulk_create
-    still 0.15 ms a row); only the stub model call and the per-row ORM work are skipped,
-    and they do not change the numbers the test is evaluated on."""
+    times faster than --full; only the stub model call and the per-row ORM work are
+    skipped, and they do not change the numbers the test is evaluated on."""
     from django.db import connection, transaction
     from django.utils import timezone
 
@@ -170,16 +175,20 @@ def serve_in_bulk(
     from apps.endpoints.models import MLRequest
 
     now = connection.ops.adapt_datetimefield_value(timezone.now())
+    answer = "0.0" if scenario.task == "regression" else ">50K"
     rows = []
-    for _ in range(requests):
+    for i in range(scenario.requests):
         arm = ab_testing.pick_arm(abtest, assignment_key=None, rng=rng)
-        right = rng.random() < accuracy[arm.pk]
-        rows.append(("{}", "{}", ">50K", ">50K" if right else "<=50K", now, arm.pk, abtest.pk))
+        number = 1 if arm.pk == abtest.parent_mlalgorithm_1_id else 2
+        given = truth(scenario, number, rng)
+        # Every request's feedback from a client of its own: as many clients as requests.
+        rows.append(("{}", "{}", answer, given, f"client-{i}", now, arm.pk, abtest.pk))
     table = MLRequest._meta.db_table
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
-            f"INSERT INTO {table} (input_data, full_response, response, feedback, created_at, "
-            "parent_mlalgorithm_id, ab_test_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            f"INSERT INTO {table} (input_data, full_response, response, feedback, feedback_by, "
+            "created_at, parent_mlalgorithm_id, ab_test_id) VALUES "
+            "(%s, %s, %s, %s, %s, %s, %s, %s)",
             rows,
         )
 
@@ -198,38 +207,44 @@ def simulate(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=400, help="simulated tests per scenario")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(
         "--full",
         action="store_true",
-        help="every request through services.predict (slow: use --reps 10)",
+        help="every request through serving.predict (slow: use --reps 10)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         setup_django(folder)
         from apps.ml.registry import set_registry
 
-        set_registry(StubRegistry())  # type: ignore[arg-type]
-        arm_1, arm_2 = arms()
+        set_registry(StubRegistry())  # type: ignore[arg-type]  # a stub with get() only
+        pairs = {task: arms(task) for task in ("classification", "regression")}
         started = time.monotonic()
-        print(f"$ {shlex.join(['python', 'bench/ab_simulation.py', *sys.argv[1:]])}")
-        print(f"{args.reps} simulated tests per row, alpha 0.05, traffic 50/50, seed {args.seed}\n")
-        print(
-            "| true accuracy arm 1 / arm 2 | requests per test | require_significance "
-            "| significant | arm 2 promoted |"
-        )
-        print("| --- | --- | --- | --- | --- |")
+        lines = [
+            f"`{shlex.join(['python', 'bench/ab_simulation.py', *sys.argv[1:]])}`",
+            f"alpha 0.05, traffic 50/50, seed {args.seed}",
+            "",
+            "| task | true arm 1 / arm 2 | requests per test | require_significance | tests "
+            "| significant | arm 2 promoted |",
+            "| --- | --- | --- | --- | ---: | ---: | ---: |",
+        ]
+        print("\n".join(lines), flush=True)
         for i, scenario in enumerate(SCENARIOS):
-            result = simulate(scenario, args.reps, arm_1, arm_2, args.seed + i, full=args.full)
-            print(
-                f"| {scenario.accuracy_1:.2f} / {scenario.accuracy_2:.2f} | {scenario.requests} "
-                f"| {'yes' if scenario.require_significance else 'no'} "
-                f"| {result['significant']:.3f} | {result['promoted_2']:.3f} |",
-                flush=True,
+            reps = scenario.reps if scenario.reps and not args.full else args.reps
+            result = simulate(scenario, reps, *pairs[scenario.task], args.seed + i, full=args.full)
+            line = (
+                f"| {scenario.task} | {scenario.describe()} | {scenario.requests} "
+                f"| {'yes' if scenario.require_significance else 'no'} | {reps} "
+                f"| {result['significant']:.3f} | {result['promoted_2']:.3f} |"
             )
-        print(f"\n{time.monotonic() - started:.0f} s")
+            print(line, flush=True)
+            lines.append(line)
+        lines.append(f"\n{time.monotonic() - started:.0f} s")
+        print(lines[-1])
+        save("ab_simulation", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER = REPO / "backend" / "server"
@@ -35,3 +36,28 @@ def save(name: str, table: str) -> Path:
     with (OUT / "history.md").open("a") as history:
         history.write(f"\n## {name}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n\n{table}\n")
     return latest
+
+
+def stub_algorithm(
+    *,
+    endpoint: str,
+    name: str,
+    status: str,
+    task: str = "classification",
+    classes: tuple[str, ...] = ("<=50K", ">50K"),
+) -> Any:
+    """A catalogue row for a model the benchmark stubs out: no file, so it is written with
+    the ORM rather than registered (catalogue.register_model checks a file)."""
+    from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
+
+    parent, _ = Endpoint.objects.get_or_create(name=endpoint, defaults={"owner": "bench"})
+    outputs = ["prediction", "status"] if task == "regression" else ["label", "status"]
+    algorithm = MLAlgorithm.objects.create(
+        parent_endpoint=parent, name=name, version="1", owner="bench", wrapper="stub",
+        artifact="stub", artifact_sha256="0" * 64, sklearn_version="-", task=task,
+        classes=list(classes) if task != "regression" else [], outputs=outputs,
+    )  # fmt: skip
+    MLAlgorithmStatus.objects.create(
+        status=status, active=True, created_by="bench", parent_mlalgorithm=algorithm
+    )
+    return algorithm

@@ -29,7 +29,7 @@ import time
 import timeit
 from typing import Any
 
-from common import PG_ADMIN, REPO, log, save
+from common import PG_ADMIN, REPO, log, save, stub_algorithm
 
 sys.path.insert(0, str(REPO / "backend" / "server"))
 
@@ -54,22 +54,9 @@ def setup_django(database_url: str) -> None:
 def logged_requests(n: int) -> list[int]:
     from django.db import transaction
 
-    from apps.endpoints import bulk, services
+    from apps.endpoints import bulk
 
-    algorithm, _ = services.register_algorithm(
-        endpoint_name="bench",
-        name="stub",
-        version="1",
-        status="production",
-        owner="bench",
-        description="",
-        code="",
-        wrapper="stub",
-        artifact="stub",
-        artifact_sha256="0" * 64,
-        sklearn_version="-",
-        classes=["<=50K", ">50K"],
-    )
+    algorithm = stub_algorithm(endpoint="bench", name="stub", status="production")
     row: bulk.Row = ("{}", "{}", "<=50K", None, algorithm.pk, None, None, None)
     ids: list[int] = []
     with transaction.atomic():

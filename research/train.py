@@ -1,14 +1,20 @@
-"""Train the demo income classifiers on the Adult data and write their artifacts.
+"""Train the demo models and write their artifacts.
 
-    python research/train.py [--out DIR]
+    python research/train.py [--out DIR] [--only adult|sklearn]
 
-Verifies the data against SHA256SUMS, fits the shared preprocessing on ``adult.data``,
-trains a random forest and an extra trees classifier with fixed seeds, reports accuracy on
-the official ``adult.test`` split, and writes ``<name>.joblib`` files plus
-``manifest.json`` (sha256, scikit-learn version, metrics) into DIR (default: the
-``MODEL_ARTIFACTS_PATH`` environment variable, else ``research/artifacts``). It also
-builds and verifies each model's ONNX form, cached beside the artifact, unless
-``--no-compile``.
+The Adult income classifiers: verifies the data against SHA256SUMS, fits the shared
+preprocessing on ``adult.data``, trains a random forest and an extra trees classifier
+with fixed seeds, reports accuracy on the official ``adult.test`` split, and writes
+``<name>.joblib`` bundles. It also builds and verifies each one's ONNX form, cached beside
+the artifact, unless ``--no-compile``.
+
+Two models of other tasks, from data sets scikit-learn ships, saved as any data scientist
+would save them (no import from this project): a regressor (``diabetes.joblib``,
+``joblib.dump`` of a pipeline) and a multiclass classifier (``wine.skops``,
+``skops.io.dump``), each with a CSV input example beside it.
+
+Everything goes into DIR (default: the ``MODEL_ARTIFACTS_PATH`` environment variable, else
+``research/artifacts``), with ``manifest.json`` (sha256, scikit-learn version, metrics).
 """
 
 from __future__ import annotations
@@ -89,8 +95,31 @@ def fit_with_progress(
     return estimator.set_params(warm_start=False)
 
 
-def train(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]:
+def train(out_dir: Path, *, compile_models: bool = True, only: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = _read_manifest(out_dir)
+    if only != "sklearn":
+        manifest["artifacts"].update(train_adult(out_dir, compile_models=compile_models))
+    if only != "adult":
+        manifest["artifacts"].update(train_sklearn_demos(out_dir))
+    manifest["sklearn_version"] = sklearn.__version__
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
+    write_atomically(out_dir / "manifest.json", lambda tmp: tmp.write_text(text))
+    print(f"done in {time.perf_counter() - started:.1f} s", flush=True)
+    return manifest
+
+
+def _read_manifest(out_dir: Path) -> dict[str, Any]:
+    try:
+        manifest: dict[str, Any] = json.loads((out_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    manifest.setdefault("artifacts", {})
+    return manifest
+
+
+def train_adult(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]:
     print(f"[1/4] verifying data hashes in {RESEARCH_DIR / 'data' / 'adult'}", flush=True)
     verify_hashes()
     train_frame, test_frame = load_split("adult.data"), load_split("adult.test")
@@ -102,8 +131,7 @@ def train(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]:
     sample = x_train[
         np.random.default_rng(SEED).choice(len(x_train), VERIFICATION_ROWS, replace=False)
     ]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {"sklearn_version": sklearn.__version__, "artifacts": {}}
+    written: dict[str, Any] = {}
     for step, (key, (file_name, estimator)) in enumerate(MODELS.items(), start=3):
         tick = time.perf_counter()
         fit_with_progress(estimator.set_params(n_jobs=-1), x_train, y_train, key)
@@ -130,7 +158,7 @@ def train(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]:
             print(
                 f"      {key}: ONNX form {state} ({time.perf_counter() - tick:.1f} s)", flush=True
             )
-        manifest["artifacts"][key] = {
+        written[key] = {
             "file": file_name,
             "sha256": artifacts.sha256_of(path),
             "wrapper": key,
@@ -139,10 +167,63 @@ def train(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]:
             "metrics": metrics,
             "compiled_onnx": compiled is not None,
         }
-    text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
-    write_atomically(out_dir / "manifest.json", lambda tmp: tmp.write_text(text))
-    print(f"done in {time.perf_counter() - started:.1f} s", flush=True)
-    return manifest
+    return written
+
+
+def train_sklearn_demos(out_dir: Path) -> dict[str, Any]:
+    """The regressor and the multiclass classifier, with their input examples."""
+    import skops.io
+    from sklearn.datasets import load_diabetes, load_wine
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    written: dict[str, Any] = {}
+    diabetes = load_diabetes(as_frame=True)
+    x, y = diabetes.data, diabetes.target.rename("progression")
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=SEED)
+    regressor = make_pipeline(
+        StandardScaler(), ensemble.GradientBoostingRegressor(max_depth=2, random_state=SEED)
+    ).fit(x_train, y_train)
+    error = float(np.mean(np.abs(regressor.predict(x_test) - y_test)))
+    path = out_dir / "diabetes.joblib"
+    write_atomically(path, partial(joblib.dump, regressor))
+    _write_example(
+        out_dir / "diabetes_example.csv", x_test.head(5).assign(progression=y_test.head(5))
+    )
+    written["diabetes"] = _entry(path, {"mae_holdout": round(error, 2), "n_train": len(y_train)})
+    print(
+        f"      diabetes: mean absolute error on a held-out quarter {error:.1f} -> {path}",
+        flush=True,
+    )
+
+    wine = load_wine(as_frame=True)
+    names = np.array([f"cultivar_{i + 1}" for i in range(len(wine.target_names))])
+    x, y = wine.data, names[wine.target]
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=0.25, random_state=SEED, stratify=y
+    )
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(
+        x_train, y_train
+    )
+    accuracy = float(np.mean(classifier.predict(x_test) == y_test))
+    path = out_dir / "wine.skops"
+    write_atomically(path, lambda tmp: skops.io.dump(classifier, tmp))
+    _write_example(out_dir / "wine_example.csv", x_test.head(6).assign(cultivar=y_test[:6]))
+    written["wine"] = _entry(
+        path, {"accuracy_holdout": round(accuracy, 4), "n_train": len(y_train)}
+    )
+    print(f"      wine: accuracy on a held-out quarter {accuracy:.3f} -> {path}", flush=True)
+    return written
+
+
+def _write_example(path: Path, frame: Any) -> None:
+    write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def _entry(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"file": path.name, "sha256": artifacts.sha256_of(path), "metrics": metrics}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-compile", action="store_true", help="skip building the ONNX forms (compiled.py)"
     )
+    parser.add_argument(
+        "--only", choices=["adult", "sklearn"], help="train only the Adult or the other demos"
+    )
     args = parser.parse_args(argv)
-    train(args.out.resolve(), compile_models=not args.no_compile)
+    train(args.out.resolve(), compile_models=not args.no_compile, only=args.only)
     return 0
 
 

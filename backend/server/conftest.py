@@ -61,13 +61,29 @@ def registry(artifacts_dir: Path) -> Iterator[MLRegistry]:
 
 
 @pytest.fixture
-def demo_registry(artifacts_dir: Path, db: None) -> Iterator[MLRegistry]:
-    """The demo algorithms (tiny stand-ins), declared and registered as on a fresh start."""
-    from apps.ml.demo import DEMO_MODELS
+def demo_registry(registry: MLRegistry, db: None) -> MLRegistry:
+    """The two Adult demo algorithms (tiny stand-ins), registered as on a fresh start:
+    endpoint income_classifier, random forest in production, extra trees in testing."""
+    from apps.endpoints import demo
 
-    registry = MLRegistry(artifacts_dir, DEMO_MODELS)
-    registry.ensure_declared()
-    yield from _use_registry(registry)
+    for spec in demo.DEMO_MODELS[:2]:
+        assert demo.register(spec), spec
+    return registry
+
+
+@pytest.fixture
+def all_demos(registry: MLRegistry, db: None, demo_artifacts: Path) -> MLRegistry:
+    """All four demo models, one endpoint per task: the two Adult classifiers (tiny), the
+    diabetes regressor and the wine classifier (the real ones, trained in a second)."""
+    from apps.endpoints import demo
+
+    for spec in demo.DEMO_MODELS:
+        if not (registry.artifacts_root / spec.file).exists():
+            for name in (spec.file, spec.example):
+                if name:
+                    shutil.copy(demo_artifacts / name, registry.artifacts_root / name)
+        assert demo.register(spec), spec
+    return registry
 
 
 @pytest.fixture

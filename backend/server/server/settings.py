@@ -161,11 +161,37 @@ if not os.path.isabs(_artifacts):
     )
 MODEL_ARTIFACTS_PATH = Path(_artifacts).resolve()
 
-# Register the demo classifiers (random forest, extra trees) on endpoint income_classifier.
+# Register the demo models (apps/endpoints/demo.py): two Adult income classifiers, a
+# diabetes regressor and a wine classifier, one endpoint per task.
 ML_DEMO_MODELS = env_bool("ML_DEMO_MODELS", True)
 
-# Serve tree ensembles through a verified ONNX Runtime form where it is faster (about 0.05
-# ms instead of 10-20 ms for one row); off: scikit-learn only. See apps/ml/compiled.py.
+# Model files. A .skops file is loaded with skops, which refuses any type outside its own
+# safe defaults and this list; the operator owns the list, never the file (README
+# "Adding your own model"). Each type below was reviewed: scikit-learn's fitted-state
+# containers, rebuilt from arrays, that common models need and skops' defaults leave out
+# (measured with skops 0.16 and scikit-learn 1.9). SKOPS_TRUSTED_TYPES (comma-separated)
+# adds more.
+SKOPS_REVIEWED_TYPES = (
+    "numpy.dtype",  # a ColumnTransformer's and an encoder's dtypes
+    "sklearn.tree._tree.Tree",  # every tree and tree ensemble
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # HistGradientBoosting
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",  # MLPClassifier/Regressor
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    "sklearn.neighbors._kd_tree.KDTree",  # nearest neighbours
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+)
+SKOPS_TRUSTED_TYPES = (*SKOPS_REVIEWED_TYPES, *env_list("SKOPS_TRUSTED_TYPES", []))
+# A joblib (pickle) file runs code when it is loaded: uploads over HTTP and the admin are
+# refused unless the operator allows them. manage.py register_model always takes them.
+ALLOW_PICKLE_UPLOADS = env_bool("ALLOW_PICKLE_UPLOADS", False)
+MODEL_MAX_UPLOAD_BYTES = env_int("MODEL_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
+
+# Serve models through a verified ONNX Runtime form where skl2onnx converts them and the
+# result reproduces scikit-learn (a forest: about 0.05 ms instead of 10-20 ms for one
+# row); off: scikit-learn only. See apps/ml/compiled.py.
 ML_COMPILED_INFERENCE = env_bool("ML_COMPILED_INFERENCE", True)
 
 # The status predict uses when the client does not pass ?status=. The upstream design
@@ -182,10 +208,9 @@ PREDICT_CACHE_SECONDS = env_float("PREDICT_CACHE_SECONDS", 1.0)
 BATCH_MAX_UPLOAD_BYTES = env_int("BATCH_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)
 BATCH_MAX_ROWS = env_int("BATCH_MAX_ROWS", 2_000_000)
 BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 10_000)
-# Per endpoint, the CSV column holding the true label: stored as feedback, scored.
-BATCH_LABEL_COLUMNS: dict[str, str] = env_json(
-    "BATCH_LABEL_COLUMNS", {"income_classifier": "income"}
-)
+# Per endpoint, the CSV column holding the true value, where the algorithm was registered
+# without a target column: stored as feedback, scored.
+BATCH_LABEL_COLUMNS: dict[str, str] = env_json("BATCH_LABEL_COLUMNS", {})
 
 # The largest request body outside file uploads (Django's DATA_UPLOAD_MAX_MEMORY_SIZE): a
 # predict record is under 1 KB; more is a 413. Batch files have their own limit below.
@@ -257,6 +282,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",  # the default
         "apps.endpoints.openapi.add_error_responses",
+        "apps.endpoints.openapi.add_endpoint_paths",  # after: the copies carry the errors
     ],
 }
 

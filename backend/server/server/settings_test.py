@@ -19,6 +19,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 # Tests register the models they need (fixtures in conftest.py), not the demo models.
 ML_DEMO_MODELS = False
+# Models are served by scikit-learn unless a test compiles them: the compiled path has
+# tests of its own (apps/ml/tests/test_compiled.py, test_generic_compiled.py).
+ML_COMPILED_INFERENCE = False
 # Every test builds its own catalogue; a selection cached by one must not leak to the next.
 PREDICT_CACHE_SECONDS = 0.0
 

@@ -15,9 +15,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from apps.endpoints import selectors, services, stats
-from apps.endpoints.errors import ABTestStopped, InvalidInput, NotEnoughData, NotFound
-from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus
+from apps.core.errors import ABTestStopped, InvalidInput, NotEnoughData, NotFound
+from apps.endpoints import catalogue, selectors, stats
+from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, Task
 
 Status = MLAlgorithmStatus.Status
 State = ABTest.State
@@ -60,7 +60,7 @@ def create(
         previous_status_2=_status_of(arm_2),
     )
     for arm in (arm_1, arm_2):
-        services.set_algorithm_status(
+        catalogue.set_algorithm_status(
             algorithm=arm, status=Status.AB_TESTING, created_by=created_by
         )
     return abtest
@@ -77,6 +77,20 @@ def _check_arms(arm_1: MLAlgorithm, arm_2: MLAlgorithm) -> None:
             "Both algorithms of an A/B test must belong to the same endpoint.",
             details={"parent_mlalgorithm_2": ["Belongs to another endpoint."]},
         )
+    # Both arms answer the same requests, and a batch file's answer has one set of
+    # columns: a classifier against a regressor, or classifiers of different classes,
+    # have no common metric or answer.
+    for what, first, second in (
+        ("task", arm_1.task, arm_2.task),
+        ("classes", list(arm_1.classes), list(arm_2.classes)),
+        ("answer fields", list(arm_1.outputs), list(arm_2.outputs)),
+    ):
+        if first != second:
+            raise InvalidInput(
+                f"Both algorithms of an A/B test must answer alike; their {what} differ "
+                f"({first} against {second}).",
+                details={"parent_mlalgorithm_2": [f"Another {what}: {second}."]},
+            )
 
 
 def _check_open_interval(field: str, value: float) -> None:
@@ -159,35 +173,20 @@ def assignment_point(*, abtest_id: int, assignment_key: str) -> float:
 
 
 def evaluate(abtest: ABTest) -> dict[str, Any]:
-    """The numbers of the test so far (JSON-ready): per arm the counts, the accuracy and
-    its 95 % Wilson interval; between arms the difference and the p-value when both arms
-    have feedback."""
-    counts = selectors.abtest_arm_counts(abtest=abtest)
-    arms = [
-        _arm_numbers(number, algorithm, arm_counts)
-        for number, algorithm, arm_counts in zip(
-            (1, 2),
-            (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2),
-            counts,
-            strict=True,
-        )
-    ]
-    comparison = None
-    if all(c.with_feedback for c in counts):
-        result = stats.compare(
-            counts[0].correct,
-            counts[0].with_feedback,
-            counts[1].correct,
-            counts[1].with_feedback,
-            alpha=abtest.alpha,
-        )
-        comparison = {
-            "difference": result.difference,
-            "p_value": result.p_value,
-            "method": result.method,
-            "significant": result.significant,
-        }
+    """The numbers of the test so far (JSON-ready), on the metric of its task:
+
+    - classifiers: per arm the counts, the accuracy and its 95 % Wilson interval; between
+      arms the difference and the p-value (z-test, or Fisher's for small counts);
+    - regressors: per arm the mean absolute error and its 95 % t interval; between arms the
+      difference and Welch's t-test on the absolute errors.
+
+    Each arm also carries ``metric`` ("accuracy" or "mae") and ``value``; the comparison,
+    ``improvement``: how much better arm 2 is (positive) or worse, on that metric."""
+    regression = abtest.parent_mlalgorithm_1.task == Task.REGRESSION
+    arms, comparison = (_regression if regression else _classification)(abtest)
     return {
+        "task": Task.REGRESSION if regression else Task.CLASSIFICATION,
+        "metric": "mae" if regression else "accuracy",
         "alpha": abtest.alpha,
         "require_significance": abtest.require_significance,
         "arm_2_share": abtest.arm_2_share,
@@ -199,19 +198,81 @@ def evaluate(abtest: ABTest) -> dict[str, Any]:
     }
 
 
-def _arm_numbers(
-    number: int, algorithm: MLAlgorithm, counts: selectors.ArmCounts
-) -> dict[str, Any]:
-    n = counts.with_feedback
+def _algorithms(abtest: ABTest) -> tuple[MLAlgorithm, MLAlgorithm]:
+    return abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2
+
+
+def _ref(algorithm: MLAlgorithm) -> dict[str, Any]:
+    return {"id": algorithm.pk, "name": algorithm.name, "version": algorithm.version}
+
+
+def _classification(abtest: ABTest) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    counts = selectors.abtest_arm_counts(abtest=abtest)
+    arms = []
+    for number, algorithm, arm in zip((1, 2), _algorithms(abtest), counts, strict=True):
+        n = arm.with_feedback
+        accuracy = arm.correct / n if n else None
+        arms.append(
+            {
+                "arm": number,
+                "algorithm": _ref(algorithm),
+                "requests": arm.requests,
+                "with_feedback": n,
+                "feedback_clients": arm.feedback_clients,
+                "correct": arm.correct,
+                "accuracy": accuracy,
+                "metric": "accuracy",
+                "value": accuracy,
+                "ci_95": list(stats.wilson_interval(arm.correct, n)) if n else None,
+            }
+        )
+    if not all(c.with_feedback for c in counts):
+        return arms, None
+    result = stats.compare(
+        counts[0].correct,
+        counts[0].with_feedback,
+        counts[1].correct,
+        counts[1].with_feedback,
+        alpha=abtest.alpha,
+    )
+    return arms, _comparison(result, improvement=result.difference)
+
+
+def _regression(abtest: ABTest) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    errors = selectors.abtest_arm_errors(abtest=abtest)
+    samples = [stats.ErrorSample(e.with_feedback, e.total, e.squares) for e in errors]
+    arms = []
+    for number, algorithm, arm, sample in zip(
+        (1, 2), _algorithms(abtest), errors, samples, strict=True
+    ):
+        mae = sample.mean if sample.n else None
+        arms.append(
+            {
+                "arm": number,
+                "algorithm": _ref(algorithm),
+                "requests": arm.requests,
+                "with_feedback": sample.n,
+                "feedback_clients": arm.feedback_clients,
+                "mae": mae,
+                "metric": "mae",
+                "value": mae,
+                "ci_95": list(stats.mean_interval(sample)) if sample.n >= 2 else None,
+            }
+        )
+    # Welch's test needs two errors an arm; with fewer, the test waits for feedback.
+    if not all(s.n >= 2 for s in samples):
+        return arms, None
+    result = stats.compare_errors(samples[0], samples[1], alpha=abtest.alpha)
+    return arms, _comparison(result, improvement=-result.difference)
+
+
+def _comparison(result: stats.Comparison, *, improvement: float) -> dict[str, Any]:
     return {
-        "arm": number,
-        "algorithm": {"id": algorithm.pk, "name": algorithm.name, "version": algorithm.version},
-        "requests": counts.requests,
-        "with_feedback": n,
-        "feedback_clients": counts.feedback_clients,
-        "correct": counts.correct,
-        "accuracy": counts.correct / n if n else None,
-        "ci_95": list(stats.wilson_interval(counts.correct, n)) if n else None,
+        "difference": result.difference,
+        "improvement": improvement,
+        "p_value": result.p_value,
+        "method": result.method,
+        "significant": result.significant,
     }
 
 
@@ -237,11 +298,14 @@ def stop(*, abtest_id: int, stopped_by: str, force: bool = False) -> ABTest:
             f"{abtest.ended_at.isoformat()}; a test is stopped once."
         )
     summary = evaluate(abtest)
-    starved = [a for a in summary["arms"] if a["with_feedback"] == 0]
+    # A classifier's arm needs one request with feedback; a regressor's two (a spread).
+    least = 2 if summary["task"] == Task.REGRESSION else 1
+    starved = [a for a in summary["arms"] if a["with_feedback"] < least]
     if starved and not force:
         names = " and ".join(_label(a) for a in starved)
+        what = "no request" if least == 1 else "fewer than two requests"
         raise NotEnoughData(
-            f"{names} {'has' if len(starved) == 1 else 'have'} no request with feedback in this "
+            f"{names} {'has' if len(starved) == 1 else 'have'} {what} with feedback in this "
             "test, so there is nothing to compare. Send feedback (PUT /api/v1/mlrequests/<id>) "
             "and stop again, or pass force to end the test and restore the previous statuses.",
             details={
@@ -268,18 +332,21 @@ def stop(*, abtest_id: int, stopped_by: str, force: bool = False) -> ABTest:
 
 
 def _decide(summary: dict[str, Any]) -> tuple[str, int | None]:
-    """(outcome, the arm number going to production or None to restore both statuses)."""
+    """(outcome, the arm number going to production or None to restore both statuses):
+    the better arm on the test's metric (the higher accuracy, the lower error)."""
     comparison = summary["comparison"]
-    difference = comparison["difference"]
+    if comparison is None:  # a regressor arm with a single error: nothing to test yet
+        return "aborted", None
+    improvement = comparison["improvement"]
     if summary["require_significance"]:
-        if comparison["significant"] and difference > 0:
+        if comparison["significant"] and improvement > 0:
             return "arm_2_promoted", 2
         return "arm_1_kept", 1
-    if difference > 0:
+    if improvement > 0:
         return "arm_2_promoted", 2
-    if difference < 0:
+    if improvement < 0:
         return "arm_1_promoted", 1
-    # Equal accuracies decide nothing; favouring either arm would be arbitrary.
+    # Equal metrics decide nothing; favouring either arm would be arbitrary.
     return "tie", None
 
 
@@ -293,12 +360,12 @@ def _apply(abtest: ABTest, production: int | None, by: str) -> None:
         return
     for number, arm in enumerate(arms, start=1):
         status = Status.PRODUCTION if number == production else Status.TESTING
-        services.set_algorithm_status(algorithm=arm, status=status, created_by=by)
+        catalogue.set_algorithm_status(algorithm=arm, status=status, created_by=by)
 
 
 def _restore(algorithm: MLAlgorithm, previous: str, by: str) -> None:
     if previous:
-        services.set_algorithm_status(algorithm=algorithm, status=previous, created_by=by)
+        catalogue.set_algorithm_status(algorithm=algorithm, status=previous, created_by=by)
     else:  # it had no active status before the test
         algorithm.statuses.filter(active=True).update(active=False)
 
@@ -318,9 +385,15 @@ def _label(arm: dict[str, Any]) -> str:
 def summary_text(summary: dict[str, Any]) -> str:
     """The summary in words, for the API, the admin and the report."""
     lines = []
+    regression = summary.get("metric") == "mae"
     for arm in summary["arms"]:
         line = f"{_label(arm)}: {arm['requests']} requests, {arm['with_feedback']} with feedback"
-        if arm["accuracy"] is not None:
+        if regression and arm["mae"] is not None:
+            line += f": mean absolute error {arm['mae']:.4g}"
+            if arm["ci_95"]:
+                low, high = arm["ci_95"]
+                line += f" (95% CI {low:.4g} to {high:.4g})"
+        elif not regression and arm["accuracy"] is not None:
             low, high = arm["ci_95"]
             line += (
                 f", {arm['correct']} correct: accuracy {arm['accuracy']:.1%} "
@@ -334,16 +407,23 @@ def summary_text(summary: dict[str, Any]) -> str:
     if comparison is not None:
         verdict = "significant" if comparison["significant"] else "not significant"
         method = comparison["method"].replace("_", " ")
-        lines.append(
-            f"Difference (arm 2 - arm 1): {comparison['difference'] * 100:+.1f} points; "
-            f"{method}, two-sided p = {comparison['p_value']:.3g}: {verdict} at alpha {alpha:g}."
+        difference = (
+            f"Difference in mean absolute error (arm 2 - arm 1): {comparison['difference']:+.4g}"
+            if regression
+            else f"Difference (arm 2 - arm 1): {comparison['difference'] * 100:+.1f} points"
         )
+        lines.append(
+            f"{difference}; {method}, two-sided p = {comparison['p_value']:.3g}: {verdict} at "
+            f"alpha {alpha:g}."
+        )
+    better = "had the lower error" if regression else "was more accurate"
     lines.append(
         _OUTCOMES[summary.get("outcome", "running")].format(
+            better=better,
             statuses=", ".join(
                 f"algorithm {pk} -> {s or 'no status'}"
                 for pk, s in summary.get("statuses", {}).items()
-            )
+            ),
         )
     )
     return "\n".join(lines)
@@ -351,14 +431,12 @@ def summary_text(summary: dict[str, Any]) -> str:
 
 _OUTCOMES = {
     "running": "The test is running; these numbers are provisional.",
-    "arm_1_promoted": "Arm 1 was more accurate and goes to production, arm 2 to testing "
-    "({statuses}).",
-    "arm_2_promoted": "Arm 2 was more accurate and goes to production, arm 1 to testing "
-    "({statuses}).",
+    "arm_1_promoted": "Arm 1 {better} and goes to production, arm 2 to testing ({statuses}).",
+    "arm_2_promoted": "Arm 2 {better} and goes to production, arm 1 to testing ({statuses}).",
     "arm_1_kept": "require_significance is set and arm 2 was not significantly better: arm 1 "
     "stays in production, arm 2 goes to testing ({statuses}).",
-    "tie": "Both arms were equally accurate: nothing is promoted and both previous statuses "
-    "are restored ({statuses}).",
+    "tie": "Both arms scored the same: nothing is promoted and both previous statuses are "
+    "restored ({statuses}).",
     "aborted": "Ended with force without enough feedback: nothing is promoted and both "
     "previous statuses are restored ({statuses}).",
 }

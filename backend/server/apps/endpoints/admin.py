@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -12,8 +13,8 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from apps.endpoints import ab_testing, feedback, selectors, services, throttling
-from apps.endpoints.errors import ServiceError
+from apps.core.errors import ServiceError
+from apps.endpoints import ab_testing, catalogue, feedback, selectors, throttling
 from apps.endpoints.models import (
     ABTest,
     Endpoint,
@@ -21,6 +22,7 @@ from apps.endpoints.models import (
     MLAlgorithm,
     MLAlgorithmStatus,
     MLRequest,
+    Task,
 )
 from apps.ml import registry as ml_registry
 
@@ -46,6 +48,64 @@ class StatusHistoryInline(admin.TabularInline[MLAlgorithmStatus, MLAlgorithm]):
         return False
 
 
+class RegisterModelForm(forms.ModelForm[MLAlgorithm]):
+    """ "Add ML algorithm": upload a model file, registered as the API registers it
+    (``catalogue.register_model``), with the same checks and refusals shown as form errors."""
+
+    artifact_file = forms.FileField(
+        label="Model file",
+        help_text="A fitted scikit-learn estimator or pipeline: skops.io.dump (.skops), or "
+        "joblib.dump where pickle uploads are allowed (ALLOW_PICKLE_UPLOADS).",
+    )
+    endpoint_name = forms.SlugField(
+        max_length=128, label="Endpoint", help_text="Made on first use."
+    )
+    model_name = forms.CharField(max_length=128, label="Name")
+    model_version = forms.CharField(max_length=128, label="Version")
+    status = forms.ChoiceField(
+        choices=MLAlgorithmStatus.Status.choices, initial=MLAlgorithmStatus.Status.TESTING
+    )
+    input_example = forms.FileField(
+        required=False, help_text="A CSV of a few input rows (types, gaps, a check)."
+    )
+    target_column_name = forms.CharField(max_length=128, required=False, label="Target column")
+    model_description = forms.CharField(
+        max_length=1000, required=False, label="Description", widget=forms.Textarea
+    )
+
+    class Meta:
+        model = MLAlgorithm
+        fields: list[str] = []  # every field above is the upload's; the row comes from it
+
+    user = ""  # set by MLAlgorithmAdmin.get_form: who registers it
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            return cleaned
+        example = cleaned.get("input_example")
+        try:
+            registered = catalogue.register_model(
+                artifact=cleaned["artifact_file"],
+                file_name=cleaned["artifact_file"].name,
+                endpoint_name=cleaned["endpoint_name"],
+                name=cleaned["model_name"],
+                version=cleaned["model_version"],
+                status=cleaned["status"],
+                description=cleaned.get("model_description", ""),
+                owner=self.user,
+                created_by=self.user,
+                example=example.read() if example is not None else None,
+                target_column=cleaned.get("target_column_name", ""),
+                allow_pickle=settings.ALLOW_PICKLE_UPLOADS,
+            )
+        except ServiceError as error:
+            raise forms.ValidationError(error.message) from None
+        self.instance = registered.algorithm
+        self.notes = registered.notes
+        return cleaned
+
+
 @admin.register(MLAlgorithm)
 class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
     list_display = ["name", "version", "parent_endpoint", "current_status", "owner", "created_at"]
@@ -58,15 +118,46 @@ class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
         "sklearn_version",
         "created_at",
         "feature_types",
+        "answers",
+        "engine",
         "training_metrics",
+        "target_column",
         "loaded_in_this_process",
     ]
-    exclude = ["features", "metrics"]  # shown formatted by the read-only fields above
+    # Shown formatted by the read-only fields above; the card is written at registration.
+    exclude = ["features", "metrics", "task", "classes", "outputs", "example", "serving"]
     inlines = [StatusHistoryInline]
     actions = ["promote_to_production"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[MLAlgorithm]:
         return selectors.algorithms_with_current_status()
+
+    def get_form(
+        self, request: HttpRequest, obj: MLAlgorithm | None = None, change: bool = False, **kw: Any
+    ) -> Any:
+        if obj is not None:
+            return super().get_form(request, obj, change=change, **kw)
+        form = super().get_form(request, None, change=False, form=RegisterModelForm, fields=[])
+        form.user = request.user.get_username()  # type: ignore[attr-defined]  # a subclass of ours
+        return form
+
+    def get_fieldsets(self, request: HttpRequest, obj: MLAlgorithm | None = None) -> Any:
+        if obj is not None:
+            return super().get_fieldsets(request, obj)
+        return [(None, {"fields": list(RegisterModelForm.base_fields)})]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: MLAlgorithm | None = None) -> Any:
+        return self.readonly_fields if obj is not None else []
+
+    def get_inlines(self, request: HttpRequest, obj: MLAlgorithm | None) -> Any:
+        return self.inlines if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: MLAlgorithm, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        for note in getattr(form, "notes", []):  # registered by the form's clean()
+            self.message_user(request, note, messages.WARNING)
 
     @admin.display(description="current status")
     def current_status(self, algorithm: MLAlgorithm) -> str:
@@ -75,8 +166,21 @@ class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
 
     @admin.display(description="features")
     def feature_types(self, algorithm: MLAlgorithm) -> SafeString:
-        rows = ((f["name"], f["type"]) for f in algorithm.features)
-        return format_html_join(", ", "{} ({})", rows)
+        rows = (
+            (f["name"], f["type"], "" if f.get("required", False) else ", optional")
+            for f in algorithm.features
+        )
+        return format_html_join(", ", "{} ({}{})", rows)
+
+    @admin.display(description="answers")
+    def answers(self, algorithm: MLAlgorithm) -> str:
+        classes = f"; classes {', '.join(algorithm.classes)}" if algorithm.classes else ""
+        return f"{algorithm.task}: {', '.join(algorithm.outputs)}{classes}"
+
+    @admin.display(description="served by")
+    def engine(self, algorithm: MLAlgorithm) -> str:
+        serving = algorithm.serving or {}
+        return f"{serving.get('engine') or 'unknown'}: {serving.get('reason', '')}"
 
     @admin.display(description="training metrics")
     def training_metrics(self, algorithm: MLAlgorithm) -> SafeString:
@@ -90,7 +194,7 @@ class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
     @admin.action(description="Promote selected algorithms to production", permissions=["change"])
     def promote_to_production(self, request: HttpRequest, queryset: QuerySet[MLAlgorithm]) -> None:
         for algorithm in queryset:
-            services.set_algorithm_status(
+            catalogue.set_algorithm_status(
                 algorithm=algorithm,
                 status=MLAlgorithmStatus.Status.PRODUCTION,
                 created_by=request.user.get_username(),
@@ -245,17 +349,24 @@ class ABTestAdmin(admin.ModelAdmin[ABTest]):
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
-    @admin.display(description="arm 1 accuracy")
+    @admin.display(description="arm 1 (accuracy or MAE)")
     def accuracy_1(self, abtest: ABTest) -> str:
         return self._accuracy(abtest, 1)
 
-    @admin.display(description="arm 2 accuracy")
+    @admin.display(description="arm 2 (accuracy or MAE)")
     def accuracy_2(self, abtest: ABTest) -> str:
         return self._accuracy(abtest, 2)
 
     def _accuracy(self, abtest: ABTest, arm: int) -> str:
-        if abtest.summary_json:
-            numbers = abtest.summary_json["arms"][arm - 1]
+        summary = abtest.summary_json
+        if summary is None and abtest.parent_mlalgorithm_1.task == Task.REGRESSION:
+            summary = ab_testing.evaluate(abtest)  # a query per running regressor test
+        if summary and summary.get("metric") == "mae":
+            numbers = summary["arms"][arm - 1]
+            mae, n = numbers["mae"], numbers["with_feedback"]
+            return f"MAE {mae:.4g} ({n})" if mae is not None else "no feedback"
+        if summary:
+            numbers = summary["arms"][arm - 1]
             correct, n = numbers["correct"], numbers["with_feedback"]
         else:
             correct, n = getattr(abtest, f"correct_{arm}"), getattr(abtest, f"feedback_{arm}")

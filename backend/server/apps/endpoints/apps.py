@@ -1,7 +1,22 @@
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class EndpointsConfig(AppConfig):
     name = "apps.endpoints"
     label = "endpoints"
     verbose_name = "Prediction endpoints"
+
+    def ready(self) -> None:
+        post_migrate.connect(_register_demo_models, sender=self)
+
+
+def _register_demo_models(using: str, **kwargs: Any) -> None:
+    """After ``migrate``, the demo models (ML_DEMO_MODELS), so the catalogue is filled
+    before the first request."""
+    if using == "default":
+        from apps.endpoints import demo
+
+        demo.ensure_registered()

@@ -1,14 +1,16 @@
-"""Batch predictions from an uploaded CSV file.
+"""Batch predictions from an uploaded CSV file, for any endpoint.
 
 The file is read in chunks of ``BATCH_CHUNK_ROWS`` rows, so memory stays flat whatever its
-size. Per chunk: one validation and encoding pass per column, one model call per algorithm
-(one, or the two arms of an A/B test), one bulk write of the log rows. The whole upload is
-one transaction: a bad cell on the last line leaves nothing written.
+size. Per chunk: one check-and-convert pass per column (``codecs.frame_from_text``, by the
+model's signature), one model call per algorithm (one, or the two arms of an A/B test),
+one bulk write of the log rows. The whole upload is one transaction: a bad cell on the
+last line leaves nothing written.
 
-The columns are the algorithm's own features (the wrapper knows them); extra columns are
-ignored and reported, a missing feature column is an error, order does not matter. A label
-column (``BATCH_LABEL_COLUMNS`` per endpoint) becomes each row's feedback and the answer
-reports accuracy.
+The columns are the model's features (its signature names them); extra columns are
+ignored and reported, a missing feature column is an error, order does not matter. The
+target column (the algorithm's ``target_column``, else ``BATCH_LABEL_COLUMNS`` for the
+endpoint) becomes each row's feedback, and the answer reports the offline evaluation:
+accuracy for a classifier; MAE, RMSE and R² for a regressor (``evaluation.py``).
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from apps.endpoints import bulk, selectors, services
-from apps.endpoints.errors import InvalidInput, PayloadTooLarge
+from apps.core.errors import InvalidInput, PayloadTooLarge
+from apps.endpoints import bulk, demo, evaluation, feedback, selectors, serving
 from apps.endpoints.models import ABTest, MLAlgorithm, MLAlgorithmStatus
+from apps.ml import codecs
 from apps.ml import registry as ml_registry
-from apps.ml.income_classifier import IncomeClassifier
+from apps.ml.codecs import Frame, ModelOutput
+from apps.ml.runtime import Runtime
+from apps.ml.signature import Signature
 from apps.ops import metrics as ops_metrics
 
 # Picks, for n rows, the index of the arm that serves each row, given each arm's share.
@@ -54,27 +59,25 @@ class BatchResult:
 
     header: list[str]
     algorithms: list[MLAlgorithm]
+    signature: Signature  # of the first arm; A/B arms answer alike (ab_testing.create)
     ignored_columns: list[str]
     label_column: str | None
     abtest: ABTest | None = None  # the A/B test that routed the rows, if any
     user_id: int | None = None  # who uploaded the file, when authenticated
     client: str | None = None  # the feedback_by of the label column's feedback
     request_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    probabilities: np.ndarray = field(default_factory=lambda: np.empty(0))
-    labels: list[str] = field(default_factory=list)
+    labels: np.ndarray | None = None  # classifiers: object array of text
+    probabilities: np.ndarray | None = None  # classifiers with probabilities: (rows, classes)
+    values: np.ndarray | None = None  # regressors
     arms: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    labelled: int = 0
-    correct: int = 0
+    evaluation: evaluation.Running = field(default_factory=evaluation.Running)
     count_rows: int = 0  # rows read so far (the row limit is checked against it)
+    outputs: list[ModelOutput] = field(default_factory=list)  # per chunk, until joined
     arm_chunks: list[np.ndarray] = field(default_factory=list)
 
     @property
     def count(self) -> int:
-        return len(self.labels)
-
-    @property
-    def accuracy(self) -> float | None:
-        return self.correct / self.labelled if self.labelled else None
+        return len(self.request_ids)
 
 
 def score_csv(
@@ -91,20 +94,23 @@ def score_csv(
     ``assign_arms`` splits rows between A/B arms (default: ``random_arms``). ``user_id``:
     the authenticated client, recorded on every row; ``client``: who the feedback of the
     label column is from (``feedback.Actor.label``)."""
+    demo.ensure_registered()
     registry = ml_registry.get_registry()
-    registry.ensure_declared()
     endpoint_name = endpoint_name or selectors.sole_endpoint_name()
     abtest, algorithms, shares = _arms(endpoint_name, status, version)
-    wrappers = [registry.get(a) for a in algorithms]
-    label_column = settings.BATCH_LABEL_COLUMNS.get(endpoint_name)
+    runtimes = [registry.get(a) for a in algorithms]
+    label_column = (
+        algorithms[0].target_column or settings.BATCH_LABEL_COLUMNS.get(endpoint_name) or None
+    )
     header = _read_header(upload)
-    features = _check_columns(header, wrappers)
+    features = _check_columns(header, runtimes)
     rows = _check_field_counts(upload, len(header))
     if rows > settings.BATCH_MAX_ROWS:  # refused before any work; checked again as read
         raise _too_many_rows()
     result = BatchResult(
         header=header,
         algorithms=algorithms,
+        signature=runtimes[0].signature,
         ignored_columns=[c for c in header if c not in features and c != label_column],
         label_column=label_column if label_column in header else None,
         abtest=abtest,
@@ -113,7 +119,7 @@ def score_csv(
     )
     assign = assign_arms or random_arms
     with transaction.atomic():
-        _score_chunks(upload, result, wrappers, lambda n: assign(n, shares))
+        _score_chunks(upload, result, runtimes, lambda n: assign(n, shares))
     if result.count == 0:
         raise InvalidInput("The file has a header but no rows.")
     ops_metrics.count_batch_predictions(
@@ -133,7 +139,7 @@ def _arms(
         if abtest is not None:
             arms = [abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2]
             return abtest, arms, [1 - abtest.arm_2_share, abtest.arm_2_share]
-    algorithms = services.candidate_algorithms(
+    algorithms = serving.candidate_algorithms(
         endpoint_name=endpoint_name, status=status, version=version
     )
     return None, algorithms, [1 / len(algorithms)] * len(algorithms)
@@ -144,123 +150,167 @@ class _Chunk:
     first_line: int
     columns: dict[str, Sequence[str]]
     size: int
-    # Filled in by _encode: per arm, its rows and their encoded matrix.
+    # Filled in by _decode: which arm serves each row, and per arm its rows and their frame.
     arms: np.ndarray | None = None
-    work: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-    # Row offset -> the features filled with the training mode, for the few rows with any.
-    imputed: dict[int, list[str]] = field(default_factory=dict)
+    work: list[tuple[np.ndarray, Frame]] = field(default_factory=list)
 
 
 def _score_chunks(
     upload: IO[bytes],
     result: BatchResult,
-    wrappers: list[IncomeClassifier],
+    runtimes: list[Runtime],
     assign_arms: Callable[[int], np.ndarray],
 ) -> None:
     """Three things run at once: the model scores chunk k+1 on one thread, this thread
-    labels chunk k and builds its log rows, and the writer thread writes chunk k-1.
-    scikit-learn's tree code, ONNX Runtime and the database (see bulk.py) release the GIL,
-    so on two cores their work overlaps the Python work instead of adding to it."""
+    builds chunk k's log rows, and the writer thread writes chunk k-1. scikit-learn's tree
+    code, ONNX Runtime and the database (see bulk.py) release the GIL, so on two cores
+    their work overlaps the Python work instead of adding to it."""
     ids: list[Future[np.ndarray]] = []
-    probabilities: list[np.ndarray] = []
-    pending: tuple[_Chunk, Future[np.ndarray]] | None = None
+    pending: tuple[_Chunk, Future[ModelOutput]] | None = None
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-model") as model,
         bulk.BackgroundWriter() as writer,
     ):
         for chunk in _chunks(upload, result.header):
+            if not chunk.size:  # a file of a header alone reads as one empty chunk
+                continue
             if result.count_rows + chunk.size > settings.BATCH_MAX_ROWS:
                 raise _too_many_rows()
-            chunk.arms = assign_arms(chunk.size) if len(wrappers) > 1 else None
-            _encode(chunk, wrappers)
-            scoring = model.submit(_predict, chunk, wrappers)
+            chunk.arms = assign_arms(chunk.size) if len(runtimes) > 1 else None
+            _decode(chunk, runtimes)
+            scoring = model.submit(_predict, chunk, runtimes)
             if pending is not None:
-                ids.append(writer.submit(_log_rows(*pending, result, wrappers[0], probabilities)))
+                ids.append(writer.submit(_log_rows(*pending, result)))
             pending = (chunk, scoring)
             result.count_rows += chunk.size
         if pending is not None:
-            ids.append(writer.submit(_log_rows(*pending, result, wrappers[0], probabilities)))
+            ids.append(writer.submit(_log_rows(*pending, result)))
     if ids:
         result.request_ids = np.concatenate([written.result() for written in ids])
-        result.probabilities = np.concatenate(probabilities)
         result.arms = np.concatenate(result.arm_chunks)
+        _join_outputs(result)
 
 
-def _encode(chunk: _Chunk, wrappers: list[IncomeClassifier]) -> None:
-    for arm, wrapper in enumerate(wrappers):
-        # Every arm validates the whole chunk, so a bad cell is reported with its line
+def _join_outputs(result: BatchResult) -> None:
+    outputs, result.outputs = result.outputs, []
+    if outputs[0].labels is not None:
+        result.labels = np.concatenate([o.labels for o in outputs if o.labels is not None])
+    if outputs[0].probabilities is not None:
+        result.probabilities = np.concatenate(
+            [o.probabilities for o in outputs if o.probabilities is not None]
+        )
+    if outputs[0].values is not None:
+        result.values = np.concatenate([o.values for o in outputs if o.values is not None])
+
+
+def _decode(chunk: _Chunk, runtimes: list[Runtime]) -> None:
+    for arm, runtime in enumerate(runtimes):
+        # Every arm checks the whole chunk, so a bad cell is reported with its line
         # whichever arm its row went to; then each arm predicts its own rows in one call.
-        matrix, filled = wrapper.preprocessing.encode_columns(
-            {f: chunk.columns[f] for f in wrapper.features}, first_line=chunk.first_line
+        signature = runtime.signature
+        frame = codecs.frame_from_text(
+            {f: chunk.columns[f] for f in signature.names}, signature, first_line=chunk.first_line
         )
         rows = np.arange(chunk.size) if chunk.arms is None else np.flatnonzero(chunk.arms == arm)
-        chunk.work.append((rows, matrix[rows]))
-        for i, j in zip(*np.nonzero(filled[rows]), strict=True):
-            chunk.imputed.setdefault(int(rows[i]), []).append(wrapper.features[j])
+        chunk.work.append((rows, frame if chunk.arms is None else frame.take(rows)))
 
 
-def _predict(chunk: _Chunk, wrappers: list[IncomeClassifier]) -> np.ndarray:
-    probabilities = np.empty(chunk.size)
-    for wrapper, (rows, matrix) in zip(wrappers, chunk.work, strict=True):
-        if rows.size:
-            probabilities[rows] = wrapper.predict_proba(matrix)
-    return probabilities
+def _predict(chunk: _Chunk, runtimes: list[Runtime]) -> ModelOutput:
+    """The chunk's answers in file order, each arm predicting its own rows in one call."""
+    if chunk.arms is None:
+        [(_, frame)] = chunk.work
+        return runtimes[0].predict(frame)
+    parts = [
+        (rows, runtime.predict(frame))
+        for runtime, (rows, frame) in zip(runtimes, chunk.work, strict=True)
+        if rows.size
+    ]
+    return _interleave(parts, chunk.size)
 
 
-def _log_rows(
-    chunk: _Chunk,
-    scoring: Future[np.ndarray],
-    result: BatchResult,
-    wrapper: IncomeClassifier,
-    probabilities: list[np.ndarray],
-) -> list[bulk.Row]:
-    """Label one chunk, attach feedback and build its log rows."""
-    chunk_probabilities = scoring.result()
+def _interleave(parts: list[tuple[np.ndarray, ModelOutput]], size: int) -> ModelOutput:
+    first = parts[0][1]
+    out = ModelOutput(
+        labels=None if first.labels is None else np.empty(size, dtype=object),
+        probabilities=None
+        if first.probabilities is None
+        else np.empty((size, first.probabilities.shape[1])),
+        values=None if first.values is None else np.empty(size),
+        imputed=None if first.imputed is None else [[] for _ in range(size)],
+        engine=first.engine,
+    )
+    for rows, part in parts:
+        if out.labels is not None and part.labels is not None:
+            out.labels[rows] = part.labels
+        if out.probabilities is not None and part.probabilities is not None:
+            out.probabilities[rows] = part.probabilities
+        if out.values is not None and part.values is not None:
+            out.values[rows] = part.values
+        if out.imputed is not None and part.imputed is not None:
+            for i, filled in zip(rows.tolist(), part.imputed, strict=True):
+                out.imputed[i] = filled
+    return out
+
+
+def _log_rows(chunk: _Chunk, scoring: Future[ModelOutput], result: BatchResult) -> list[bulk.Row]:
+    """Attach one chunk's feedback and build its log rows."""
+    output = scoring.result()
     arms = chunk.arms if chunk.arms is not None else np.zeros(chunk.size, np.int64)
     algorithm_ids = np.array([a.pk for a in result.algorithms])[arms].tolist()
-    labels = wrapper.labels_for(chunk_probabilities)
-    feedback = _feedback(chunk, result, wrapper, labels)
-    inputs = _input_json(chunk, wrapper.features)
+    signature = result.signature
+    truths = _feedback(chunk, result, output)
+    inputs = _input_json(chunk, _logged_features(result))
     abtest_id = result.abtest.pk if result.abtest else None
-    responses = _responses_json(chunk_probabilities.tolist(), labels, chunk.imputed)
-    given_by = [None if truth is None else result.client for truth in feedback]
-    rows = list(
+    responses = codecs.answer_texts(signature, output)
+    answered = codecs.response_texts(output)
+    given_by = [None if truth is None else result.client for truth in truths]
+    rows: list[bulk.Row] = list(
         zip(
             inputs,
             responses,
-            labels,
-            feedback,
+            answered,
+            truths,
             algorithm_ids,
             repeat(abtest_id),
             repeat(result.user_id),
             given_by,
         )
     )
-    probabilities.append(chunk_probabilities)
+    result.outputs.append(output)
     result.arm_chunks.append(arms)
-    result.labels.extend(labels)
     return rows
 
 
-def _feedback(
-    chunk: _Chunk, result: BatchResult, wrapper: IncomeClassifier, labels: list[str]
-) -> list[str | None]:
+def _logged_features(result: BatchResult) -> list[str]:
+    """The feature columns every row's logged input holds: all arms' features."""
+    names = list(result.signature.names)
+    for algorithm in result.algorithms[1:]:
+        names += [f["name"] for f in algorithm.features if f["name"] not in names]
+    return names
+
+
+def _feedback(chunk: _Chunk, result: BatchResult, output: ModelOutput) -> list[str | None]:
+    """The label column's values as feedback (None where a cell is empty), checked as any
+    feedback is; the running evaluation counts them."""
     if result.label_column is None:
         return [None] * chunk.size
     cells = chunk.columns[result.label_column]
-    # A file holds a handful of distinct label spellings: normalise each once.
-    truths = {cell: wrapper.normalise_label(cell) for cell in set(cells) if cell.strip()}
+    target = feedback.Target(task=result.signature.task, classes=result.signature.classes)
+    # A file holds a handful of distinct label spellings: check each once (a regressor's
+    # numbers are mostly distinct, and cheap to check).
+    truths: dict[str, str | None] = {}
     for offset, cell in enumerate(cells):
-        if cell in truths and truths[cell] is None:
+        if cell in truths or not cell.strip():
+            continue
+        try:
+            truths[cell] = feedback.check_value(target, cell)
+        except InvalidInput as exc:
             raise InvalidInput(
-                f"Line {chunk.first_line + offset}, column '{result.label_column}': "
-                f"'{cell.strip()[:40]}' is not a label (expected one of "
-                f"{', '.join(wrapper.classes)}).",
-            )
-    feedback = [truths.get(cell) for cell in cells]
-    result.labelled += sum(truth is not None for truth in feedback)
-    result.correct += sum(truth == label for truth, label in zip(feedback, labels, strict=True))
-    return feedback
+                f"Line {chunk.first_line + offset}, column '{result.label_column}': {exc.message}"
+            ) from None
+    given = [truths.get(cell) for cell in cells]
+    result.evaluation.add(result.signature.task, given, output)
+    return given
 
 
 def _input_json(chunk: _Chunk, features: Sequence[str]) -> list[str]:
@@ -274,26 +324,9 @@ def _input_json(chunk: _Chunk, features: Sequence[str]) -> list[str]:
         return [
             json.dumps(dict(zip(features, row, strict=True))) for row in zip(*columns, strict=True)
         ]
-    template = "{" + ",".join(f'{json.dumps(f)}:"%s"' for f in features) + "}"
+    names = [json.dumps(f).replace("%", "%%") for f in features]
+    template = "{" + ",".join(f'{name}:"%s"' for name in names) + "}"
     return [template % row for row in zip(*columns, strict=True)]
-
-
-def _responses_json(
-    probabilities: list[float], labels: list[str], imputed: dict[int, list[str]]
-) -> list[str]:
-    """Each row's ``Prediction`` (income_classifier/base.py) as JSON text: a template per
-    label (escaped for JSON, and its % for the template), the few rows with imputed
-    features patched after."""
-    templates = {
-        label: '{"probability":%r,"label":'
-        + json.dumps(label).replace("%", "%%")
-        + ',"status":"OK","imputed":[]}'
-        for label in set(labels)
-    }
-    responses = [templates[label] % p for p, label in zip(probabilities, labels, strict=True)]
-    for i, filled in imputed.items():
-        responses[i] = responses[i].removesuffix("[]}") + json.dumps(filled) + "}"
-    return responses
 
 
 # -- reading the file --------------------------------------------------------------------
@@ -335,14 +368,16 @@ def _read_header(upload: IO[bytes]) -> list[str]:
     return header
 
 
-def _check_columns(header: list[str], wrappers: list[IncomeClassifier]) -> set[str]:
-    features = {f for wrapper in wrappers for f in wrapper.features}
-    missing = [f for f in wrappers[0].features if f not in header]
-    missing += sorted(features - set(header) - set(missing))
+def _check_columns(header: list[str], runtimes: list[Runtime]) -> set[str]:
+    first = runtimes[0].signature
+    features = {name for runtime in runtimes for name in runtime.signature.names}
+    columns = set(header)
+    missing = [f.name for f in first.features if f.name not in columns]
+    missing += sorted(features - columns - set(missing))
     if missing and len(missing) == len(features) and _looks_like_data(header):
         raise InvalidInput(
             "The first line must be a header naming the columns "
-            f"({', '.join(wrappers[0].features)}); it looks like data."
+            f"({', '.join(first.names)}); it looks like data."
         )
     if missing:
         raise InvalidInput(

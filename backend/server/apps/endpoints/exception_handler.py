@@ -22,7 +22,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from apps.endpoints.errors import PayloadTooLarge, ServiceError
+from apps.core.errors import PayloadTooLarge, ServiceError
 
 logger = logging.getLogger(__name__)
 

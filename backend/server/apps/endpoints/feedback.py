@@ -37,8 +37,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from apps.core.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from apps.endpoints import selectors
-from apps.endpoints.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from apps.endpoints.models import FeedbackRevision, MLAlgorithm, MLRequest, Task
 
 # -- the token ---------------------------------------------------------------------------

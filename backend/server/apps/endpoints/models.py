@@ -38,23 +38,33 @@ class MLAlgorithm(models.Model):
     parent_endpoint = models.ForeignKey(
         Endpoint, on_delete=models.CASCADE, related_name="algorithms"
     )
-    # How to load it again in any process: which wrapper class (a key of
-    # apps.ml.income_classifier.WRAPPERS, never a dotted path), which file inside
-    # MODEL_ARTIFACTS_PATH, the sha256 that file must have, and the library that made it.
+    # How to load it again in any process: which runtime ("sklearn" for a model from a
+    # file, or a key of apps.ml.income_classifier.WRAPPERS; never a dotted path), which file
+    # inside MODEL_ARTIFACTS_PATH, the sha256 that file must have, and the scikit-learn
+    # version that saved it.
     wrapper = models.CharField(max_length=64)
     artifact = models.CharField(max_length=255)
     artifact_sha256 = models.CharField(max_length=64)
     sklearn_version = models.CharField(max_length=32)
-    # The model card, copied from the artifact at registration so the API and admin can show
-    # it without loading the model: [{"name", "type"}, ...] in the model's column order (a
-    # list, because PostgreSQL's jsonb does not keep object key order) and the metrics
-    # measured in training, e.g. {"accuracy_adult_test": 0.86}.
+    # The model card, written at registration so the API and admin can show it without
+    # loading the model: the features [{"name", "type", "required", "categories"...}, ...]
+    # in the model's column order (a list, because PostgreSQL's jsonb does not keep object
+    # key order) and the metrics measured in training, e.g. {"accuracy_adult_test": 0.86}.
     features = models.JSONField(default=list, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
-    # What the model answers, so that feedback can be checked without loading it: a
-    # classifier's classes as strings, in the model's order.
+    # The rest of the signature (apps/ml/signature.py), so that requests and feedback are
+    # checked without loading the model: the task, a classifier's classes as strings in
+    # the model's order, and the fields of its answers.
     task = models.CharField(max_length=32, choices=Task.choices, default=Task.CLASSIFICATION)
     classes = models.JSONField(default=list, blank=True)
+    outputs = models.JSONField(default=list, blank=True)
+    # A few records of the input example (or generated ones): the card shows them, the
+    # OpenAPI schema and the browsable API start from them.
+    example = models.JSONField(default=list, blank=True)
+    # Which engine serves it and why ({"engine": "onnx", "reason": ..., "onnx_sha256": ...}).
+    serving = models.JSONField(default=dict, blank=True)
+    # The column of a batch file that holds the true value (stored as feedback, scored).
+    target_column = models.CharField(max_length=128, blank=True)
 
     class Meta:
         ordering = ["parent_endpoint_id", "name", "version"]

@@ -1,41 +1,26 @@
 """What the OpenAPI schema says about routes whose bodies DRF cannot infer.
 
-Predict validates records in the model's own preprocessing (the wrapper knows its
-features), not in a serializer, so these serializers exist only to describe the request
-and answer shapes in the schema (/api/v1/schema, /api/v1/docs). They are never used to
-validate anything.
+Predict checks records against the model's signature (``apps/ml/codecs.py``), not a
+serializer, so the serializers here exist only to describe shapes in the schema
+(/api/v1/schema, /api/v1/docs); they never validate anything. Each endpoint gets a path of
+its own, ``/api/v1/<name>/predict``, whose body and answer come from its serving model's
+signature (``add_endpoint_paths``): its features with their types, which are required, the
+allowed categories, an example record, and its answer's fields.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
+from django.db import DatabaseError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 
-from apps.endpoints.models import MLAlgorithmStatus
-from apps.ml.income_classifier import schema as adult
-
-
-def _record_fields() -> dict[str, serializers.Field[Any, Any, Any, Any]]:
-    fields: dict[str, serializers.Field[Any, Any, Any, Any]] = {}
-    for name in adult.FEATURES:
-        domain = adult.CATEGORY_DOMAINS.get(name)
-        help_text = 'Missing, null, "" or "?": filled with the training mode.'
-        if domain:
-            fields[name] = serializers.ChoiceField(
-                choices=domain, required=False, allow_null=True, help_text=help_text
-            )
-        else:
-            fields[name] = serializers.FloatField(
-                required=False, allow_null=True, help_text=help_text
-            )
-    return fields
-
-
-IncomeRecord = type("IncomeRecord", (serializers.Serializer,), _record_fields())
+from apps.endpoints import selectors
+from apps.endpoints.models import MLAlgorithm, MLAlgorithmStatus
 
 
 class AlgorithmRefSchema(serializers.Serializer[Any]):
@@ -45,11 +30,22 @@ class AlgorithmRefSchema(serializers.Serializer[Any]):
 
 
 class PredictionSchema(serializers.Serializer[Any]):
-    probability = serializers.FloatField(help_text="P(income > 50K)")
+    """Any endpoint's answer; which fields it has follows its model (``outputs`` in the
+    model card). Each endpoint's own path in the schema lists exactly its fields."""
+
     # DRF's metaclass pops declared fields; the stub sees this one shadow Field.label.
-    label = serializers.ChoiceField(choices=adult.CLASSES)  # type: ignore[assignment]
+    label = serializers.CharField(required=False, help_text="Classifiers: the class.")  # type: ignore[assignment]
+    probability = serializers.FloatField(
+        required=False, help_text="Binary classifiers: the probability of the positive class."
+    )
+    probabilities = serializers.DictField(
+        child=serializers.FloatField(), required=False, help_text="Classifiers: every class."
+    )
+    prediction = serializers.FloatField(required=False, help_text="Regressors.")
     status = serializers.CharField(help_text='Always "OK"; failures are errors, not predictions.')
-    imputed = serializers.ListField(child=serializers.CharField())
+    imputed = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Features the model filled in."
+    )
     request_id = serializers.IntegerField(help_text="PUT its feedback to /api/v1/mlrequests/<id>.")
     feedback_token = serializers.CharField(
         help_text="Send it with the feedback: it proves the right to give this request's."
@@ -73,9 +69,10 @@ class BatchAlgorithmSchema(AlgorithmRefSchema):
 
 class BatchRowSchema(serializers.Serializer[Any]):
     request_id = serializers.IntegerField()
-    # DRF's metaclass pops declared fields; the stub sees this one shadow Field.label.
-    label = serializers.ChoiceField(choices=adult.CLASSES)  # type: ignore[assignment]
-    probability = serializers.FloatField()
+    label = serializers.CharField(required=False, help_text="Classifiers.")  # type: ignore[assignment]
+    probability = serializers.FloatField(required=False, help_text="Binary classifiers.")
+    probabilities = serializers.DictField(child=serializers.FloatField(), required=False)
+    prediction = serializers.FloatField(required=False, help_text="Regressors.")
     feedback_token = serializers.CharField()
 
 
@@ -85,7 +82,11 @@ class BatchResultSchema(serializers.Serializer[Any]):
     ignored_columns = serializers.ListField(child=serializers.CharField())
     label_column = serializers.CharField(allow_null=True)
     labelled = serializers.IntegerField()
-    accuracy = serializers.FloatField(allow_null=True)
+    accuracy = serializers.FloatField(allow_null=True, help_text="Classifiers, with labels.")
+    metrics = serializers.DictField(
+        child=serializers.FloatField(allow_null=True),
+        help_text="Regressors, with true values: mae, rmse, r2.",
+    )
     predictions = BatchRowSchema(many=True)
 
 
@@ -98,8 +99,16 @@ def _json_errors(*codes: int) -> dict[tuple[int, str], OpenApiResponse]:
     return {(code, "application/json"): OpenApiResponse(ErrorSchema) for code in codes}
 
 
+RECORD = {
+    "type": "object",
+    "minProperties": 1,
+    "additionalProperties": True,
+    "description": "One record: the endpoint's features and their values. Each endpoint's "
+    "own path below lists them.",
+}
+
 predict_schema = extend_schema(
-    request={"application/json": IncomeRecord, "application/x-www-form-urlencoded": IncomeRecord},
+    request={"application/json": RECORD, "application/x-www-form-urlencoded": RECORD},
     responses={200: PredictionSchema, **_errors(400, 401, 404, 413, 429, 503)},
     parameters=[
         OpenApiParameter(
@@ -132,7 +141,8 @@ batch_schema = extend_schema(
         (200, "application/json"): BatchResultSchema,
         (200, "text/csv"): OpenApiResponse(
             OpenApiTypes.STR,
-            description="The rows plus request_id, label, probability, feedback_token.",
+            description="The rows plus request_id, the answer's columns (label and probability "
+            "or probability_<class>, or prediction) and feedback_token.",
         ),
         **_json_errors(400, 401, 404, 413, 429, 503),
     },
@@ -220,9 +230,124 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
                 if int(code) >= 400 and not response.get("description"):
                     response["description"] = ERROR_DESCRIPTIONS.get(int(code), "")
             operation["responses"] = dict(sorted(responses.items()))
-    # What a serializer cannot say: a record names only known features, and at least one
-    # (an unknown feature, or an empty body, is a 400).
-    record = result.get("components", {}).get("schemas", {}).get("IncomeRecordRequest")
-    if record is not None:
-        record.update(additionalProperties=False, minProperties=1)
     return result
+
+
+# -- One path per endpoint ---------------------------------------------------------------
+
+PREDICT_TEMPLATE = "/api/v1/{endpoint_name}/predict"
+
+
+def add_endpoint_paths(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: beside the templated predict path, one path per
+    endpoint, its body and answer from the signature of the model that serves it (the
+    production one, else the newest with a status). Generated from the catalogue at each
+    schema request: an endpoint registered a moment ago is in it."""
+    template = result.get("paths", {}).get(PREDICT_TEMPLATE, {}).get("post")
+    if template is None:
+        return result
+    try:
+        serving = _serving_algorithms()
+    except DatabaseError:  # no catalogue (yet): the templated path still documents predict
+        return result
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    for endpoint, algorithm in sorted(serving.items()):
+        operation = copy.deepcopy(template)
+        operation["operationId"] = f"predict_{endpoint}"
+        operation["summary"] = f"Predict with {endpoint}"
+        operation["description"] = (
+            f"A {algorithm.task} model ({algorithm.name} {algorithm.version}). "
+            + operation.get("description", "")
+        )
+        operation["parameters"] = [
+            p for p in operation.get("parameters", []) if p.get("name") != "endpoint_name"
+        ]
+        record, answer = f"{endpoint}.Record", f"{endpoint}.Prediction"
+        schemas[record] = record_schema(algorithm)
+        schemas[answer] = answer_schema(algorithm)
+        for content in operation["requestBody"]["content"].values():
+            content["schema"] = {"$ref": f"#/components/schemas/{record}"}
+        if algorithm.example:
+            operation["requestBody"]["content"]["application/json"]["example"] = dict(
+                algorithm.example[0]
+            )
+        operation["responses"]["200"]["content"]["application/json"]["schema"] = {
+            "$ref": f"#/components/schemas/{answer}"
+        }
+        result["paths"][f"/api/v1/{endpoint}/predict"] = {"post": operation}
+    return result
+
+
+def _serving_algorithms() -> dict[str, MLAlgorithm]:
+    """Per endpoint, the algorithm whose signature its path shows."""
+    chosen: dict[str, MLAlgorithm] = {}
+    rank: dict[str, int] = {}
+    for algorithm in selectors.algorithms_with_current_status().order_by("-id"):
+        status = selectors.current_status(algorithm)
+        if status is None:
+            continue
+        name = algorithm.parent_endpoint.name
+        order = 0 if status.status == MLAlgorithmStatus.Status.PRODUCTION else 1
+        if name not in chosen or order < rank[name]:
+            chosen[name], rank[name] = algorithm, order
+    return chosen
+
+
+def record_schema(algorithm: MLAlgorithm) -> dict[str, Any]:
+    """The JSON schema of one record for ``algorithm``'s signature."""
+    properties = {}
+    required = []
+    for feature in algorithm.features:
+        prop = _feature_schema(feature)
+        if feature.get("required", False):
+            required.append(feature["name"])
+        else:
+            prop["nullable"] = True
+        properties[feature["name"]] = prop
+    out: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,  # an unknown feature is a 400
+        "minProperties": 1,
+    }
+    if required:
+        out["required"] = required
+    return out
+
+
+def _feature_schema(feature: dict[str, Any]) -> dict[str, Any]:
+    kind = feature.get("type", "number")
+    categories = feature.get("categories")
+    if kind == "category" and categories:
+        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in categories)
+        if feature.get("unknown", "error") == "error":
+            return {"type": "number" if numeric else "string", "enum": list(categories)}
+        return {
+            "type": "number" if numeric else "string",
+            "description": f"Known values: {', '.join(map(str, categories[:40]))}",
+        }
+    return {"type": {"number": "number", "boolean": "boolean"}.get(kind, "string")}
+
+
+def answer_schema(algorithm: MLAlgorithm) -> dict[str, Any]:
+    """The JSON schema of ``algorithm``'s answer: its ``outputs``, then the request's id,
+    its feedback token and the algorithm."""
+    fields: dict[str, Any] = {
+        "label": {"type": "string", "enum": list(algorithm.classes)},
+        "probability": {"type": "number", "description": "Of the positive class."},
+        "probabilities": {
+            "type": "object",
+            "properties": {c: {"type": "number"} for c in algorithm.classes},
+            "required": list(algorithm.classes),
+        },
+        "prediction": {"type": "number"},
+        "status": {"type": "string", "enum": ["OK"]},
+        "imputed": {"type": "array", "items": {"type": "string"}},
+    }
+    properties = {name: fields[name] for name in algorithm.outputs if name in fields}
+    properties.update(
+        request_id={"type": "integer"},
+        feedback_token={"type": "string"},
+        algorithm={"$ref": "#/components/schemas/AlgorithmRefSchema"},
+    )
+    return {"type": "object", "properties": properties, "required": list(properties)}

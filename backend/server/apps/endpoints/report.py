@@ -31,20 +31,28 @@ def abtest_report(request: HttpRequest, abtest_id: int) -> HttpResponse:
         "summary": summary,
         "running": running,
         "text": abtest.summary if not running else ab_testing.summary_text(summary),
-        "chart": chart(summary["arms"]),
+        "chart": chart(summary["arms"], summary.get("metric", "accuracy")),
     }
     return render(request, "endpoints/abtest_report.html", context)
 
 
-def chart(arms: list[dict[str, Any]]) -> dict[str, Any]:
-    """Coordinates of the SVG: one row per arm, an x axis in accuracy points."""
-    low, high = axis_range([a["ci_95"] for a in arms if a["ci_95"]])
+def chart(arms: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any]:
+    """Coordinates of the SVG: one row per arm, an x axis in the test's metric: accuracy
+    (percentage points) for classifiers, mean absolute error for regressors."""
+    intervals = [a["ci_95"] for a in arms if a["ci_95"]]
+    if metric == "mae":
+        low, high = error_axis_range(intervals)
+        step = nice_step(high - low)
+        label = "{:g}"
+    else:
+        low, high = axis_range(intervals)
+        step = 0.05 if high - low <= 0.5 else 0.1
+        label = "percent"
     plot = WIDTH - LEFT - RIGHT
 
     def x(value: float) -> float:
         return round(LEFT + (value - low) / (high - low) * plot, 1)
 
-    step = 0.05 if high - low <= 0.5 else 0.1
     ticks = [low + i * step for i in range(round((high - low) / step) + 1)]
     rows = []
     for i, arm in enumerate(arms):
@@ -53,11 +61,17 @@ def chart(arms: list[dict[str, Any]]) -> dict[str, Any]:
             "y": y,
             "arm": arm,
             "label": f"Arm {arm['arm']}: {arm['algorithm']['name']} {arm['algorithm']['version']}",
+            "value_label": (
+                f"{arm['correct']}/{arm['with_feedback']}"
+                if metric != "mae"
+                else f"{arm['mae']:.3g} (n={arm['with_feedback']})"
+                if arm.get("mae") is not None
+                else ""
+            ),
         }
         if arm["ci_95"]:
-            row.update(
-                x_low=x(arm["ci_95"][0]), x_high=x(arm["ci_95"][1]), x_acc=x(arm["accuracy"])
-            )
+            value = arm["accuracy"] if metric != "mae" else arm["mae"]
+            row.update(x_low=x(arm["ci_95"][0]), x_high=x(arm["ci_95"][1]), x_acc=x(value))
         rows.append(row)
     axis_y = TOP + ROW * len(arms)
     return {
@@ -67,7 +81,18 @@ def chart(arms: list[dict[str, Any]]) -> dict[str, Any]:
         "right": WIDTH - RIGHT,
         "axis_y": axis_y,
         "rows": rows,
-        "ticks": [{"x": x(t), "label": f"{t * 100:.0f}%"} for t in ticks],
+        "axis_title": (
+            "mean absolute error on requests with feedback (lower is better)"
+            if metric == "mae"
+            else "accuracy on requests with feedback"
+        ),
+        "ticks": [
+            {
+                "x": x(t),
+                "label": f"{t * 100:.0f}%" if label == "percent" else f"{round(t, 10):g}",
+            }
+            for t in ticks
+        ],
     }
 
 
@@ -80,3 +105,24 @@ def axis_range(intervals: list[list[float]]) -> tuple[float, float]:
     if high - low < 0.1:
         low, high = max(0.0, high - 0.1), max(high, 0.1)
     return max(0.0, low), min(1.0, high)
+
+
+def nice_step(span: float) -> float:
+    """A tick step of 1, 2 or 5 times a power of ten giving about five ticks over ``span``."""
+    raw = span / 5 if span > 0 else 1.0
+    power = 10.0 ** math.floor(math.log10(raw))
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
+
+
+def error_axis_range(intervals: list[list[float]]) -> tuple[float, float]:
+    """From 0 (or below the lowest interval) to past the highest, on whole ticks."""
+    if not intervals:
+        return 0.0, 1.0
+    top = max(i[1] for i in intervals)
+    bottom = min(i[0] for i in intervals)
+    step = nice_step(max(top - bottom, top * 0.1, 1e-9))
+    low = math.floor(bottom / step) * step
+    high = math.ceil(top / step) * step
+    if high <= low:
+        high = low + step
+    return max(0.0, low), high

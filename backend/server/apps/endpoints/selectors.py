@@ -1,16 +1,18 @@
-"""Reads: the queries the API and the services share."""
+"""Reads: the queries the API and the services (catalogue, serving, ab_testing, feedback) share."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser, PermissionsMixin
-from django.db.models import Count, F, Prefetch, Q, QuerySet
+from django.db.models import Count, F, FloatField, Prefetch, Q, QuerySet, Sum
+from django.db.models.functions import Abs, Cast
 
-from apps.endpoints.errors import AlgorithmNotFound, EndpointNotFound, InvalidInput
+from apps.core.errors import AlgorithmNotFound, EndpointNotFound, InvalidInput
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 
 
@@ -165,6 +167,47 @@ def abtest_arm_counts(*, abtest: ABTest) -> tuple[ArmCounts, ArmCounts]:
             with_feedback=row["with_feedback"],
             correct=row["correct"],
             feedback_clients=row["feedback_clients"],
+        )
+
+    return arm(abtest.parent_mlalgorithm_1_id), arm(abtest.parent_mlalgorithm_2_id)
+
+
+@dataclass(frozen=True)
+class ArmErrors:
+    requests: int
+    with_feedback: int
+    feedback_clients: int
+    total: float  # sum of |prediction - feedback| over requests with feedback
+    squares: float  # sum of their squares
+
+
+def abtest_arm_errors(*, abtest: ABTest) -> tuple[ArmErrors, ArmErrors]:
+    """A regressor test's arms: per arm the requests, those with feedback, the distinct
+    clients who gave it, and the sums of absolute and squared errors; one query. The
+    prediction (``response``) and the feedback are numbers stored as text (feedback.py)."""
+    has_feedback = Q(feedback__isnull=False)
+    error = Abs(Cast("feedback", FloatField()) - Cast("response", FloatField()))
+    rows = {
+        row["parent_mlalgorithm"]: row
+        for row in abtest.requests.order_by()
+        .values("parent_mlalgorithm")
+        .annotate(
+            requests=Count("id"),
+            with_feedback=Count("id", filter=has_feedback),
+            feedback_clients=Count("feedback_by", filter=has_feedback, distinct=True),
+            total=Sum(error, filter=has_feedback),
+            squares=Sum(error * error, filter=has_feedback),
+        )
+    }
+
+    def arm(pk: int) -> ArmErrors:
+        row: dict[str, Any] = dict(rows.get(pk) or {})
+        return ArmErrors(
+            requests=row.get("requests", 0),
+            with_feedback=row.get("with_feedback", 0),
+            feedback_clients=row.get("feedback_clients", 0),
+            total=float(row.get("total") or 0.0),
+            squares=float(row.get("squares") or 0.0),
         )
 
     return arm(abtest.parent_mlalgorithm_1_id), arm(abtest.parent_mlalgorithm_2_id)

@@ -1,4 +1,5 @@
-"""Input and output shapes of the API. Writes go through ``services``, never ``save()``."""
+"""Input and output shapes of the API. Writes go through the services (``catalogue``,
+``ab_testing``, ``feedback``), never ``save()``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from django.urls import reverse
 from rest_framework import serializers
 
-from apps.endpoints import ab_testing, selectors, services
+from apps.endpoints import ab_testing, catalogue, selectors
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 from apps.ml import registry as ml_registry
 
@@ -20,6 +21,10 @@ class EndpointSerializer(serializers.ModelSerializer[Endpoint]):
 
 
 class MLAlgorithmSerializer(serializers.ModelSerializer[MLAlgorithm]):
+    """An algorithm with its model card: the signature (``features`` with their types,
+    required or optional, allowed categories; ``task``, ``classes``, ``outputs``), an
+    ``example`` record, which engine serves it and why (``serving``), training metrics."""
+
     current_status = serializers.SerializerMethodField()
     loaded_at = serializers.SerializerMethodField()
 
@@ -43,6 +48,10 @@ class MLAlgorithmSerializer(serializers.ModelSerializer[MLAlgorithm]):
             "metrics",
             "task",
             "classes",
+            "outputs",
+            "example",
+            "serving",
+            "target_column",
             "loaded_at",
         ]
         read_only_fields = fields
@@ -56,6 +65,44 @@ class MLAlgorithmSerializer(serializers.ModelSerializer[MLAlgorithm]):
     def get_current_status(self, algorithm: MLAlgorithm) -> str | None:
         status = selectors.current_status(algorithm)
         return status.status if status else None
+
+
+class RegisterModelSerializer(serializers.Serializer[Any]):
+    """``POST /api/v1/mlalgorithms`` (multipart): a model file to register as a version."""
+
+    artifact = serializers.FileField(
+        help_text="A fitted scikit-learn estimator or pipeline: skops.io.dump (.skops), or "
+        "joblib.dump where the operator allows pickle uploads (ALLOW_PICKLE_UPLOADS)."
+    )
+    endpoint = serializers.SlugField(max_length=128, help_text="Made on first use.")
+    name = serializers.CharField(max_length=128)
+    version = serializers.CharField(max_length=128)
+    status = serializers.ChoiceField(
+        choices=MLAlgorithmStatus.Status.choices, default=MLAlgorithmStatus.Status.TESTING
+    )
+    input_example = serializers.FileField(
+        required=False,
+        help_text="A CSV of a few input rows: feature types, which features may be missing, "
+        "and the rows the model is checked on.",
+    )
+    target_column = serializers.CharField(
+        max_length=128,
+        required=False,
+        allow_blank=True,
+        help_text="The input example's (and batch files') column with the true value.",
+    )
+    description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+
+
+class RegisteredSerializer(MLAlgorithmSerializer):
+    notes = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Warnings for whoever registered it (e.g. another scikit-learn version).",
+    )
+
+    class Meta(MLAlgorithmSerializer.Meta):
+        fields = [*MLAlgorithmSerializer.Meta.fields, "notes"]
+        read_only_fields = fields
 
 
 def _author(serializer: serializers.Serializer[Any]) -> str:
@@ -75,7 +122,7 @@ class MLAlgorithmStatusSerializer(serializers.ModelSerializer[MLAlgorithmStatus]
         validators: list[Any] = []
 
     def create(self, validated_data: dict[str, Any]) -> MLAlgorithmStatus:
-        return services.set_algorithm_status(
+        return catalogue.set_algorithm_status(
             algorithm=validated_data["parent_mlalgorithm"],
             status=validated_data["status"],
             created_by=_author(self),

@@ -1,6 +1,10 @@
-"""The statistics of an A/B test: pure functions of counts, no Django.
+"""The statistics of an A/B test: pure functions of counts and sums, no Django.
 
-Each arm is a binomial sample: ``correct`` successes out of ``n`` requests with feedback.
+A classifier's arm is a binomial sample: ``correct`` successes out of ``n`` requests with
+feedback (Wilson intervals; the two-proportion z-test, or Fisher's exact test for small
+counts). A regressor's arm is a sample of absolute errors, summarised by its count, sum and
+sum of squares (a t interval for the mean absolute error; Welch's t-test between arms,
+which does not assume the two arms' errors have the same spread).
 """
 
 from __future__ import annotations
@@ -91,3 +95,60 @@ def compare(correct_1: int, n_1: int, correct_2: int, n_2: int, *, alpha: float)
 def _check_counts(correct: int, n: int) -> None:
     if not 0 <= correct <= n:
         raise ValueError(f"Counts must satisfy 0 <= correct <= n; got {correct} of {n}.")
+
+
+@dataclass(frozen=True)
+class ErrorSample:
+    """An arm's absolute errors, as sums a database can aggregate."""
+
+    n: int
+    total: float  # sum of |prediction - truth|
+    squares: float  # sum of |prediction - truth|^2
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n
+
+    @property
+    def sd(self) -> float:
+        """The sample standard deviation (0 for a single error)."""
+        if self.n < 2:
+            return 0.0
+        variance = (self.squares - self.n * self.mean**2) / (self.n - 1)
+        return math.sqrt(max(variance, 0.0))  # rounding can make a zero variance negative
+
+
+def mean_interval(sample: ErrorSample, confidence: float = 0.95) -> tuple[float, float]:
+    """The t interval for the mean absolute error (needs two errors or more), clipped at 0."""
+    from scipy.stats import t
+
+    if sample.n < 2:
+        raise ValueError("A confidence interval of a mean needs at least two observations.")
+    half = float(t.ppf(1 - (1 - confidence) / 2, sample.n - 1)) * sample.sd / math.sqrt(sample.n)
+    return max(0.0, sample.mean - half), sample.mean + half
+
+
+def welch_t_test(first: ErrorSample, second: ErrorSample) -> float:
+    """Two-sided p-value of Welch's t-test on the two arms' absolute errors."""
+    from scipy.stats import ttest_ind_from_stats
+
+    if first.n < 2 or second.n < 2:
+        raise ValueError("Welch's t-test needs at least two observations per arm.")
+    if first.sd == 0 and second.sd == 0:  # no spread: the means alone decide
+        return 1.0 if math.isclose(first.mean, second.mean) else 0.0
+    result = ttest_ind_from_stats(
+        first.mean, first.sd, first.n, second.mean, second.sd, second.n, equal_var=False
+    )
+    return float(result.pvalue)
+
+
+def compare_errors(first: ErrorSample, second: ErrorSample, *, alpha: float) -> Comparison:
+    """Compare two mean absolute errors; ``difference`` is arm 2's minus arm 1's (below 0:
+    arm 2 errs less)."""
+    p_value = welch_t_test(first, second)
+    return Comparison(
+        difference=second.mean - first.mean,
+        p_value=p_value,
+        method="welch_t_test",
+        significant=p_value < alpha,
+    )

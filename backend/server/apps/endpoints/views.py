@@ -17,31 +17,33 @@ from django.http import (
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.generics import GenericAPIView
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
-from apps.endpoints import (
-    ab_testing,
-    batch,
-    batch_output,
-    feedback,
-    openapi,
-    selectors,
-    services,
-    throttling,
-)
-from apps.endpoints.errors import (
+from apps.core.errors import (
     BadRequest,
     Forbidden,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
     ServiceError,
+)
+from apps.endpoints import (
+    ab_testing,
+    batch,
+    batch_output,
+    catalogue,
+    feedback,
+    openapi,
+    selectors,
+    serving,
+    throttling,
 )
 from apps.endpoints.exception_handler import error_body
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
@@ -57,6 +59,8 @@ from apps.endpoints.serializers import (
     MLAlgorithmSerializer,
     MLAlgorithmStatusSerializer,
     MLRequestSerializer,
+    RegisteredSerializer,
+    RegisterModelSerializer,
     StopABTestSerializer,
 )
 
@@ -66,9 +70,57 @@ class EndpointViewSet(viewsets.ReadOnlyModelViewSet[Endpoint]):
     serializer_class = EndpointSerializer
 
 
-class MLAlgorithmViewSet(viewsets.ReadOnlyModelViewSet[MLAlgorithm]):
+class MLAlgorithmViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[MLAlgorithm]):
+    """The algorithms and their model cards. ``POST`` (multipart, staff allowed to add
+    algorithms) registers a model file as a new version: ``catalogue.register_model``."""
+
     queryset = selectors.algorithms_with_current_status()
     serializer_class = MLAlgorithmSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    throttle_scope = "management"
+    openapi_error_codes = (409,)  # the endpoint already has this name and version
+
+    def get_serializer_class(self) -> type[BaseSerializer[Any]]:
+        if self.action == "create":
+            return RegisterModelSerializer
+        return MLAlgorithmSerializer
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        # A registration is a management write; reading the catalogue is not limited.
+        return super().get_throttles() if self.action == "create" else []
+
+    @extend_schema(
+        request={"multipart/form-data": RegisterModelSerializer},
+        responses={201: RegisteredSerializer},
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        limit = settings.MODEL_MAX_UPLOAD_BYTES
+        _check_upload_size(request, limit, "MODEL_MAX_UPLOAD_BYTES")
+        form = RegisterModelSerializer(data=_form_fields(request))
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        upload, example = data["artifact"], data.get("input_example")
+        if upload.size > limit:
+            raise _too_large(limit, "MODEL_MAX_UPLOAD_BYTES")
+        user = request.user.get_username()
+        registered = catalogue.register_model(
+            artifact=upload,
+            file_name=upload.name,
+            endpoint_name=data["endpoint"],
+            name=data["name"],
+            version=data["version"],
+            status=data["status"],
+            description=data.get("description", ""),
+            owner=user,
+            created_by=user,
+            example=example.read() if example is not None else None,
+            target_column=data.get("target_column", ""),
+            allow_pickle=settings.ALLOW_PICKLE_UPLOADS,
+        )
+        algorithm = selectors.algorithms_with_current_status().get(pk=registered.algorithm.pk)
+        algorithm.notes = registered.notes  # type: ignore[attr-defined]
+        body = RegisteredSerializer(algorithm, context=self.get_serializer_context()).data
+        return Response(body, status=201)
 
 
 class MLAlgorithmStatusViewSet(
@@ -192,7 +244,7 @@ class PredictView(PredictAccessMixin, APIView):
     @openapi.predict_schema
     def post(self, request: Request, endpoint_name: str) -> Response:
         params = request.query_params
-        [prediction] = services.predict(
+        [prediction] = serving.predict(
             endpoint_name=endpoint_name,
             records=[_record(request.data)],
             status=params.get("status") or settings.PREDICT_DEFAULT_STATUS,  # checked there
@@ -268,11 +320,13 @@ class BatchPredictView(PredictAccessMixin, GenericAPIView[Any]):
         return response
 
 
-def _check_upload_size(request: Request) -> None:
+def _check_upload_size(
+    request: Request, limit: int | None = None, setting: str = "BATCH_MAX_UPLOAD_BYTES"
+) -> None:
     """Refuse an upload before reading its body when the client says how big it is."""
-    limit = settings.BATCH_MAX_UPLOAD_BYTES
+    limit = settings.BATCH_MAX_UPLOAD_BYTES if limit is None else limit
     if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
-        raise _too_large(limit)
+        raise _too_large(limit, setting)
 
 
 def _form_fields(request: Request) -> dict[str, Any]:
@@ -282,10 +336,8 @@ def _form_fields(request: Request) -> dict[str, Any]:
     return {**request.query_params.dict(), **fields}
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The file is larger than {limit} bytes (BATCH_MAX_UPLOAD_BYTES); split it."
-    )
+def _too_large(limit: int, setting: str = "BATCH_MAX_UPLOAD_BYTES") -> PayloadTooLarge:
+    return PayloadTooLarge(f"The file is larger than {limit} bytes ({setting}).")
 
 
 def assignment_key(request: Request) -> str | None:

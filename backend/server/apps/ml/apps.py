@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.apps import AppConfig
 from django.conf import settings
-from django.db.models.signals import post_migrate
 
 
 class MlConfig(AppConfig):
@@ -14,24 +11,14 @@ class MlConfig(AppConfig):
 
     def ready(self) -> None:
         # Build the registry here, not in wsgi.py, so tests and management commands have
-        # one too. No database access: the tables may not exist yet.
-        from apps.ml.demo import DEMO_MODELS
+        # one too. No database access: the ML layer has none (the catalogue is in
+        # apps.endpoints, which registers the demo models after migrate).
         from apps.ml.registry import MLRegistry, set_registry
 
-        declared = DEMO_MODELS if settings.ML_DEMO_MODELS else ()
         set_registry(
             MLRegistry(
-                settings.MODEL_ARTIFACTS_PATH, declared, compile=settings.ML_COMPILED_INFERENCE
+                settings.MODEL_ARTIFACTS_PATH,
+                compile=settings.ML_COMPILED_INFERENCE,
+                trusted=settings.SKOPS_TRUSTED_TYPES,
             )
         )
-        post_migrate.connect(_register_declared, dispatch_uid="ml_register_declared")
-
-
-def _register_declared(**kwargs: Any) -> None:
-    """After ``migrate``, write the declared (demo) algorithms, so the catalogue is filled
-    before the first request."""
-    from apps.ml.registry import get_registry
-
-    # Sent once per migrated app; the catalogue lives in the endpoints app.
-    if kwargs["app_config"].label == "endpoints" and kwargs.get("using") == "default":
-        get_registry().ensure_declared()

@@ -2,20 +2,27 @@
 
 A joblib file is a pickle, and unpickling runs code. So an artifact is only ever opened
 from inside the configured artifacts folder, and only after its bytes hash to the sha256
-recorded in the database when it was registered. Nothing here imports Django: the folder is
-passed in by the caller (the registry reads it from settings).
+recorded in the database when it was registered. Nothing here imports Django: the folder
+and the trusted types are passed in by the caller (the registry reads them from settings).
+
+A ``.skops`` file is loaded with skops, which rebuilds objects without unpickling and
+refuses any type outside a list of trusted ones. That list is the operator's
+(``SKOPS_TRUSTED_TYPES``, on top of skops' own defaults), never the types a file names:
+trusting what the file asks for is the hole MLflow shipped (GHSA-w582-9x45-8mpx).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from apps.endpoints.errors import ModelUnavailable
+from apps.core.errors import ModelRejected, ModelUnavailable
 
 _CHUNK = 1 << 20
+SKOPS_SUFFIX = ".skops"
 
 
 def sha256_of(path: Path) -> str:
@@ -54,14 +61,21 @@ def _mismatch(name: str, expected: str, actual: str) -> str:
     )
 
 
-def load_verified(root: Path, name: str, expected_sha256: str | None) -> tuple[Any, str]:
-    """Unpickle artifact ``name`` from ``root``; returns the object and the file's sha256.
+def is_skops(name: str) -> bool:
+    return name.lower().endswith(SKOPS_SUFFIX)
+
+
+def load_verified(
+    root: Path, name: str, expected_sha256: str | None, *, trusted: Sequence[str] = ()
+) -> tuple[Any, str]:
+    """Load artifact ``name`` from ``root`` (skops or joblib, by its suffix); returns the
+    object and the file's sha256.
 
     With ``expected_sha256`` set (every load of a registered algorithm), a file whose hash
-    differs is refused before unpickling. ``None`` is only for registering a new file, whose
-    hash is then recorded. The file is read once and the same bytes are hashed and
-    unpickled, so it cannot be swapped between the check and the load.
-    """
+    differs is refused before it is opened. ``None`` is only for registering a new file,
+    whose hash is then recorded. The file is read once and the same bytes are hashed and
+    loaded, so it cannot be swapped between the check and the load. ``trusted``: the types a
+    ``.skops`` file may hold beyond skops' defaults."""
     path = resolve(root, name)
     try:
         data = path.read_bytes()
@@ -70,6 +84,45 @@ def load_verified(root: Path, name: str, expected_sha256: str | None) -> tuple[A
     actual = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and actual != expected_sha256:
         raise ModelUnavailable(_mismatch(name, expected_sha256, actual))
+    if is_skops(name):
+        return load_skops(data, trusted), actual
     import joblib  # here: a worker serving a verified compiled form never unpickles
 
     return joblib.load(io.BytesIO(data)), actual
+
+
+class UntrustedTypes(ModelRejected):
+    """A ``.skops`` file holds types the operator's trust list does not name."""
+
+    code = "untrusted_types"
+
+    def __init__(self, types: Sequence[str]) -> None:
+        self.types = list(types)
+        super().__init__(
+            f"The file holds types that are not trusted: {', '.join(self.types)}. An "
+            "operator who has reviewed them can add them to SKOPS_TRUSTED_TYPES.",
+            details={"untrusted_types": self.types},
+        )
+
+
+def untrusted_types(data: bytes, trusted: Sequence[str]) -> list[str]:
+    """The types in skops ``data`` that neither skops' defaults nor ``trusted`` cover."""
+    import skops.io
+
+    try:
+        found = skops.io.get_untrusted_types(data=data)
+    except Exception as exc:  # not a skops file at all
+        raise ModelRejected(f"The file is not a readable .skops file ({exc}).") from exc
+    return sorted(set(found) - set(trusted))
+
+
+def load_skops(data: bytes, trusted: Sequence[str]) -> Any:
+    """Rebuild a skops file, refusing any type outside skops' defaults and ``trusted``."""
+    import skops.io
+
+    refused = untrusted_types(data, trusted)
+    if refused:
+        raise UntrustedTypes(refused)
+    # The operator's list, never the file's own: every type the file holds was just
+    # checked against it.
+    return skops.io.loads(data, trusted=list(trusted))

@@ -25,6 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from apps.ml.codecs import Frame, ModelOutput
+from apps.ml.runtime import Runtime
+from apps.ml.signature import CLASSIFICATION, Feature, Signature
+
 logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-6
@@ -280,3 +284,247 @@ def _crossover(
     if per_row_fast <= per_row_slow:
         return _ALWAYS
     return max(1, int((one_slow - one_fast) / (per_row_fast - per_row_slow)))
+
+
+# -- any scikit-learn model --------------------------------------------------------------
+#
+# The same idea for a model registered from a file: skl2onnx converts it, ONNX Runtime
+# serves it, but only after the ONNX form reproduced scikit-learn on the model's input
+# example and generated rows (probabilities within 1e-5, the same labels away from ties,
+# regression values within 1e-5 relative). The ONNX file's sha256 is recorded in the
+# catalogue when the model is registered, and a cached form with another hash is never used.
+
+GENERIC_TOLERANCE = 1e-5
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class OnnxRuntime(Runtime):
+    engine = "onnx"
+
+    def __init__(self, session: Any, signature: Signature, *, layout: str, dtype: str) -> None:
+        self.session = session
+        self.signature = signature
+        self.layout = layout  # "matrix": one input of every feature; "columns": one each
+        self.dtype = _DTYPES[dtype]
+        self._inputs = [i.name for i in session.get_inputs()]
+
+    def predict(self, frame: Frame) -> ModelOutput:
+        outputs = self.session.run(None, self._feed(frame))
+        if self.signature.task == CLASSIFICATION:
+            labels = np.array([str(v) for v in np.ravel(outputs[0]).tolist()], dtype=object)
+            probabilities = np.asarray(outputs[1], dtype=np.float64) if len(outputs) > 1 else None
+            return ModelOutput(labels=labels, probabilities=probabilities, engine=self.engine)
+        return ModelOutput(
+            values=np.asarray(outputs[0], dtype=np.float64).ravel(), engine=self.engine
+        )
+
+    def _feed(self, frame: Frame) -> dict[str, np.ndarray]:
+        if self.layout == "matrix":
+            matrix = (
+                np.column_stack([_numbers(c, self.dtype) for c in frame.columns.values()])
+                if frame.columns
+                else np.empty((frame.rows, 0), self.dtype)
+            )
+            return {self._inputs[0]: matrix}
+        feed = {}
+        for name, feature in zip(self._inputs, self.signature.features, strict=True):
+            column = frame.columns[feature.name]
+            if _is_text(feature):
+                values = np.array(["" if v is None else str(v) for v in column], dtype=object)
+            else:
+                values = _numbers(column, self.dtype)
+            feed[name] = values.reshape(-1, 1)
+        return feed
+
+
+def _is_text(feature: Feature) -> bool:
+    if feature.type == "category" and feature.categories:
+        return not all(isinstance(c, (int, float)) for c in feature.categories)
+    return feature.type in ("category", "string")
+
+
+def _numbers(column: np.ndarray, dtype: Any) -> np.ndarray:
+    if column.dtype == object:  # booleans (or numeric categories) with gaps
+        column = np.array([np.nan if v is None else float(v) for v in column.tolist()])
+    return np.asarray(column, dtype=dtype)
+
+
+def _layout(model: Any, signature: Signature) -> str | None:
+    """How the ONNX form takes its input, or None when skl2onnx cannot be given one."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    first = model.steps[0][1] if isinstance(model, Pipeline) else model
+    if isinstance(first, ColumnTransformer):
+        return "columns"
+    if any(_is_text(f) for f in signature.features):
+        return None
+    return "matrix"
+
+
+def _convert(model: Any, signature: Signature, layout: str, dtype: str) -> bytes:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import (
+        DoubleTensorType,
+        FloatTensorType,
+        StringTensorType,
+    )
+
+    number = FloatTensorType if dtype == "float32" else DoubleTensorType
+    if layout == "matrix":
+        types = [("X", number([None, len(signature.features)]))]
+    else:
+        types = [
+            (f.name, StringTensorType([None, 1]) if _is_text(f) else number([None, 1]))
+            for f in signature.features
+        ]
+    options = {id(model): {"zipmap": False}} if signature.task == CLASSIFICATION else {}
+    onx = to_onnx(
+        model,
+        initial_types=types,
+        options=options,
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    return bytes(onx.SerializeToString())
+
+
+def compile_generic(
+    model: Any, signature: Signature, frame: Frame, expected: ModelOutput
+) -> tuple[OnnxRuntime | None, dict[str, Any]]:
+    """The verified ONNX form of ``model`` and the serving card that says so, or None and a
+    card that says why scikit-learn serves. ``expected``: scikit-learn's answers on
+    ``frame`` (the input example and generated rows). Never raises: a model that does not
+    convert is served as it is."""
+    layout = _layout(model, signature)
+    if layout is None:
+        return None, _sklearn_card(
+            "skl2onnx needs numbers, or a ColumnTransformer for text features"
+        )
+    reasons = []
+    for dtype in _DTYPES:  # float32 first: what tree ensembles compare in
+        started = time.perf_counter()
+        try:
+            onnx_bytes = _convert(model, signature, layout, dtype)
+            runtime = OnnxRuntime(_session(onnx_bytes), signature, layout=layout, dtype=dtype)
+            problem = generic_disagreement(signature, expected, runtime.predict(frame))
+        except Exception as exc:  # any converter or runtime failure: scikit-learn
+            reasons.append(f"{dtype}: {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        if problem:
+            reasons.append(f"{dtype}: {problem}")
+            continue
+        import hashlib
+
+        return runtime, {
+            "engine": "onnx",
+            "reason": f"reproduced scikit-learn on {frame.rows} rows "
+            f"(within {GENERIC_TOLERANCE:g}), {dtype} inputs",
+            "layout": layout,
+            "dtype": dtype,
+            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+            "compile_seconds": round(time.perf_counter() - started, 3),
+            "onnx_bytes": onnx_bytes,  # written beside the artifact, then dropped from the card
+        }
+    return None, _sklearn_card("; ".join(reasons))
+
+
+def _sklearn_card(reason: str) -> dict[str, Any]:
+    return {"engine": "sklearn", "reason": f"not compiled: {reason}"[:1000]}
+
+
+def generic_disagreement(
+    signature: Signature, expected: ModelOutput, got: ModelOutput
+) -> str | None:
+    """Why ``got`` may not stand in for ``expected``, or None when it may."""
+    if signature.task != CLASSIFICATION:
+        assert expected.values is not None and got.values is not None
+        close = np.isclose(got.values, expected.values, rtol=GENERIC_TOLERANCE, atol=1e-9)
+        if not close.all():
+            worst = float(np.max(np.abs(got.values - expected.values)))
+            return f"{int((~close).sum())} values differ (by up to {worst:.2e})"
+        return None
+    assert expected.labels is not None and got.labels is not None
+    ties = np.zeros(len(expected.labels), dtype=bool)
+    if expected.probabilities is not None:
+        if got.probabilities is None or got.probabilities.shape != expected.probabilities.shape:
+            return "no probabilities of the same shape"
+        worst = float(np.max(np.abs(got.probabilities - expected.probabilities), initial=0))
+        if not worst <= GENERIC_TOLERANCE:  # also catches NaN
+            return f"probabilities differ by up to {worst:.2e}"
+        top = np.sort(expected.probabilities, axis=1)
+        ties = top.shape[1] > 1 and (top[:, -1] - top[:, -2]) <= GENERIC_TOLERANCE
+    flipped = (got.labels != expected.labels) & ~ties
+    if flipped.any():
+        return f"{int(flipped.sum())} labels differ"
+    return None
+
+
+def write_generic(artifact: Path, sha256: str, onnx_bytes: bytes) -> None:
+    """Cache the ONNX form beside its artifact (a worker that loads it later skips the
+    conversion). Best effort: without the file, workers convert again."""
+    cache = cache_path(artifact, sha256)
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(onnx_bytes)
+        os.replace(tmp, cache)
+    except OSError as exc:
+        logger.warning("%s: cannot cache the compiled form (%s).", artifact.name, exc)
+
+
+def load_generic(
+    artifact: Path, sha256: str, signature: Signature, serving: dict[str, Any]
+) -> OnnxRuntime | None:
+    """The cached ONNX form recorded in ``serving``, if its bytes still have the recorded
+    sha256; None otherwise (the caller loads the artifact and converts again)."""
+    import hashlib
+
+    try:
+        onnx_bytes = cache_path(artifact, sha256).read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(onnx_bytes).hexdigest() != serving.get("onnx_sha256"):
+        logger.warning(
+            "%s: cached ONNX form does not match its recorded sha256; not used.", artifact.name
+        )
+        return None
+    try:
+        return OnnxRuntime(
+            _session(onnx_bytes), signature, layout=serving["layout"], dtype=serving["dtype"]
+        )
+    except Exception as exc:  # a damaged cache only means converting again
+        logger.warning("%s: cached ONNX form unusable (%s).", artifact.name, exc)
+        return None
+
+
+def rebuild_generic(
+    model: Any,
+    signature: Signature,
+    serving: dict[str, Any],
+    frame: Frame,
+    reference: Runtime,
+    *,
+    artifact: Path,
+    sha256: str,
+) -> OnnxRuntime | None:
+    """Convert ``model`` again as recorded in ``serving`` (a host without the cached form),
+    and serve it if it reproduces ``reference`` on ``frame``; cache it for the next worker."""
+    try:
+        onnx_bytes = _convert(model, signature, serving["layout"], serving["dtype"])
+        runtime = OnnxRuntime(
+            _session(onnx_bytes), signature, layout=serving["layout"], dtype=serving["dtype"]
+        )
+        problem = generic_disagreement(signature, reference.predict(frame), runtime.predict(frame))
+    except Exception as exc:  # serve with scikit-learn instead
+        logger.warning(
+            "%s: ONNX form not rebuilt (%s); serving with scikit-learn.", artifact.name, exc
+        )
+        return None
+    if problem:
+        logger.warning(
+            "%s: rebuilt ONNX form rejected (%s); serving with scikit-learn.",
+            artifact.name,
+            problem,
+        )
+        return None
+    write_generic(artifact, sha256, onnx_bytes)
+    return runtime

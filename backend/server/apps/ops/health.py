@@ -3,7 +3,7 @@
 Liveness says only that the process answers. Readiness says this process can serve every
 algorithm in the catalogue: the database answers, and each algorithm with an active status
 is loaded (loading it now if needed, which also warms a fresh worker up) from an artifact
-that still has its recorded sha256.
+that still has its recorded sha256; versions without a status are unloaded.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
-from apps.endpoints import selectors, throttling
-from apps.endpoints.errors import ModelUnavailable
+from apps.core.errors import ModelUnavailable
+from apps.endpoints import demo, selectors, throttling
 from apps.endpoints.models import MLAlgorithm
 from apps.ml import artifacts
 from apps.ml.registry import MLRegistry
@@ -44,10 +44,13 @@ def readiness(registry: MLRegistry) -> Readiness:
         result.problems.append(f"database unavailable: {exc}".strip())
         return result
     result.checks["database"] = "ok"
-    registry.ensure_declared()
-    if not registry.declared_registered:
+    if not demo.ensure_registered():
         result.problems.append("the demo models are not registered (artifacts missing?)")
-    result.checks["algorithms"] = [_check(registry, a) for a in _servable()]
+    servable = _servable()
+    # What no longer serves (its status was taken away) is unloaded here, by the probe a
+    # load balancer sends every few seconds to every worker.
+    registry.retain(a.pk for a in servable)
+    result.checks["algorithms"] = [_check(registry, a) for a in servable]
     for check in result.checks["algorithms"]:
         if not check["ok"]:
             result.problems.append(

@@ -6,8 +6,9 @@ Two kinds:
   code, predictions by endpoint, algorithm, version and status. Under gunicorn, set
   ``PROMETHEUS_MULTIPROC_DIR`` (``server/gunicorn.conf.py`` does) so the workers write
   them to files there and a scrape of any worker adds up all of them.
-- Read from the database at scrape time: feedback received and running accuracy per
-  algorithm. They are the same whichever worker answers, and survive restarts.
+- Read from the database at scrape time: feedback received per algorithm, and its running
+  accuracy (classifiers) or mean absolute error (regressors). They are the same whichever
+  worker answers, and survive restarts.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from django.db import DatabaseError
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, FloatField, Q, Sum
+from django.db.models.functions import Abs, Cast
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from apps.endpoints.models import MLAlgorithm, MLRequest
+from apps.endpoints.models import MLAlgorithm, MLRequest, Task
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +65,8 @@ def count_batch_predictions(
 
 
 class FeedbackCollector:
-    """Feedback counts and accuracy per algorithm, one aggregate query per scrape."""
+    """Feedback counts per algorithm, with accuracy (classifiers) or mean absolute error
+    (regressors); two aggregate queries per scrape."""
 
     def collect(self) -> Iterable[Metric]:
         labels = ["endpoint", "algorithm", "version"]
@@ -74,33 +78,58 @@ class FeedbackCollector:
         )
         accuracy = GaugeMetricFamily(
             "ml_running_accuracy",
-            "Share of feedback equal to the predicted label.",
+            "Classifiers: share of feedback equal to the predicted label.",
+            labels=labels,
+        )
+        mae = GaugeMetricFamily(
+            "ml_running_mae",
+            "Regressors: mean absolute error of the predictions with feedback.",
             labels=labels,
         )
         try:
-            rows = list(
-                MLRequest.objects.filter(feedback__isnull=False)
-                .values(
-                    "parent_mlalgorithm__parent_endpoint__name",
-                    "parent_mlalgorithm__name",
-                    "parent_mlalgorithm__version",
-                )
-                .annotate(n=Count("id"), right=Count("id", filter=Q(feedback=F("response"))))
-                .order_by()
-            )
+            classified, regressed = _feedback_rows()
         except DatabaseError as exc:  # a scrape must not fail while the database is down
             logger.warning("Feedback metrics skipped: %s", exc)
             return []
-        for row in rows:
-            values = [
-                row["parent_mlalgorithm__parent_endpoint__name"],
-                row["parent_mlalgorithm__name"],
-                row["parent_mlalgorithm__version"],
-            ]
+        for row in classified:
+            values = _labels(row)
             received.add_metric(values, row["n"])
             correct.add_metric(values, row["right"])
             accuracy.add_metric(values, row["right"] / row["n"])
-        return [received, correct, accuracy]
+        for row in regressed:
+            values = _labels(row)
+            received.add_metric(values, row["n"])
+            mae.add_metric(values, row["error"] / row["n"])
+        return [received, correct, accuracy, mae]
+
+
+_GROUP = (
+    "parent_mlalgorithm__parent_endpoint__name",
+    "parent_mlalgorithm__name",
+    "parent_mlalgorithm__version",
+)
+
+
+def _labels(row: dict[str, Any]) -> list[str]:
+    return [str(row[key]) for key in _GROUP]
+
+
+def _feedback_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per algorithm with feedback: classifiers' counts of right answers, regressors' sums
+    of absolute errors (their answers and feedback are numbers as text)."""
+    given = MLRequest.objects.filter(feedback__isnull=False).order_by()
+    classified = list(
+        given.exclude(parent_mlalgorithm__task=Task.REGRESSION)
+        .values(*_GROUP)
+        .annotate(n=Count("id"), right=Count("id", filter=Q(feedback=F("response"))))
+    )
+    error = Abs(Cast("feedback", FloatField()) - Cast("response", FloatField()))
+    regressed = list(
+        given.filter(parent_mlalgorithm__task=Task.REGRESSION)
+        .values(*_GROUP)
+        .annotate(n=Count("id"), error=Sum(error))
+    )
+    return classified, regressed
 
 
 def scrape_registry() -> CollectorRegistry:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from apps.endpoints import services
+from apps.endpoints import catalogue
 from apps.endpoints.models import MLAlgorithm
 from apps.ml.registry import MLRegistry
 
@@ -19,25 +19,19 @@ def algorithm(
     endpoint: str = "income_classifier",
     artifact: str = "random_forest.joblib",
 ) -> MLAlgorithm:
-    """An algorithm served by one of the tiny artifacts in ``registry.artifacts_root``."""
-    from apps.ml.income_classifier import IncomeClassifier
-
-    wrapper = IncomeClassifier.from_artifact(registry.artifacts_root, artifact)
-    created, _ = services.register_algorithm(
+    """An algorithm served by one of the tiny Adult artifacts in ``registry.artifacts_root``,
+    registered the way every model is (``catalogue.register_model``)."""
+    return catalogue.register_model(
+        artifact=registry.artifacts_root / artifact,
         endpoint_name=endpoint,
         name=name,
         version=version,
         status=status,
         owner="tests",
-        description="",
-        code="",
-        wrapper=wrapper.wrapper_key,
-        artifact=artifact,
-        artifact_sha256=wrapper.artifact_sha256,
-        sklearn_version=wrapper.sklearn_version,
-        classes=wrapper.classes,
-    )
-    return created
+        allow_pickle=True,
+        kind="income_classifier",
+        target_column="income",
+    ).algorithm
 
 
 def operator(username: str = "operator", *, permissions: Sequence[str] | None = None) -> Any:

@@ -34,3 +34,24 @@ def test_the_ab_test_index_is_partial_and_its_migration_reverses() -> None:
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
     assert list(_indexes_on_ab_test()) == ["mlrequest_ab_test_routed"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_signature_migration_fills_the_card_of_rows_registered_before_it() -> None:
+    executor = MigrationExecutor(connection)
+    executor.migrate([("endpoints", "0005_feedback_integrity")])
+    old = executor.loader.project_state([("endpoints", "0005_feedback_integrity")]).apps
+    endpoint = old.get_model("endpoints", "Endpoint").objects.create(name="income_classifier")
+    algorithm = old.get_model("endpoints", "MLAlgorithm").objects.create(
+        name="old forest", version="1", parent_endpoint=endpoint, wrapper="random_forest",
+        artifact="random_forest.joblib", artifact_sha256="0" * 64, sklearn_version="1.0",
+        features=[{"name": "age", "type": "number"}],
+    )  # fmt: skip
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    from apps.endpoints.models import MLAlgorithm
+
+    row = MLAlgorithm.objects.get(pk=algorithm.pk)
+    assert len(row.features) == 14 and row.features[1]["categories"][0] == "Private"
+    assert row.outputs == ["label", "probability", "probabilities", "status", "imputed"]
+    assert row.classes == ["<=50K", ">50K"] and row.target_column == "income"

@@ -1,37 +1,33 @@
-"""The classifier wrapper: an artifact bundle plus the code that serves it.
+"""The Adult income classifier runtime: an artifact bundle plus the code that serves it.
 
 An artifact is a joblib file holding a plain dict (``make_bundle``): the fitted scikit-learn
 estimator, the fitted ``Preprocessing`` as lists and dicts, the metrics measured in training
-and the scikit-learn version. Every prediction goes through ``compute_predictions``, which
-encodes all records and calls the model once: a single prediction is a batch of one.
+and the scikit-learn version. It serves like any other runtime (``runtime.Runtime``): one
+``Frame`` per call, checked against the Adult signature, encoded by the bundle's own
+preprocessing, one model call for all rows. ``compute_predictions`` (records in, answers
+out) comes with the interface: a single prediction is a batch of one.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypedDict
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from apps.endpoints.errors import ModelUnavailable
+from apps.core.errors import ModelUnavailable
 from apps.ml import artifacts, compiled
+from apps.ml.codecs import Frame, ModelOutput
 from apps.ml.compiled import CompiledModel, Converter
 from apps.ml.income_classifier import schema
 from apps.ml.income_classifier.preprocessing import Preprocessing
+from apps.ml.runtime import Runtime
+from apps.ml.signature import Signature
 
 BUNDLE_FORMAT = "ml_pipeline.income_classifier/1"
-THRESHOLD = 0.5
-
-
-class Prediction(TypedDict):
-    """The one shape of a prediction, in responses and in ``MLRequest.full_response``."""
-
-    probability: float  # P(income > 50K)
-    label: str  # ">50K" when probability > THRESHOLD, else "<=50K" (as sklearn's predict)
-    status: str  # always "OK": failures are exceptions, never a prediction
-    imputed: list[str]  # features filled with the training mode (missing or unseen)
+THRESHOLD = 0.5  # ">50K" when P(>50K) is above it, as the forests' own predict
 
 
 def make_bundle(
@@ -59,7 +55,12 @@ def make_bundle(
     }
 
 
-class IncomeClassifier:
+def is_bundle(obj: Any) -> bool:
+    """Whether an unpickled artifact is an Adult bundle (rather than a plain estimator)."""
+    return isinstance(obj, Mapping) and obj.get("format") == BUNDLE_FORMAT
+
+
+class IncomeClassifier(Runtime):
     """Serves any scikit-learn classifier with ``predict_proba`` trained on an Adult bundle."""
 
     wrapper_key: ClassVar[str] = "income_classifier"
@@ -84,8 +85,7 @@ class IncomeClassifier:
             preprocessing=bundle["preprocessing"],
             metrics=bundle.get("metrics", {}),
             sklearn_version=bundle["sklearn_version"],
-            # The training labels are encoded 0 ("<=50K") and 1 (">50K").
-            positive=int(np.flatnonzero(np.asarray(estimator.classes_) == 1)[0]),
+            positive=_positive_column(estimator, artifact_name),
             sample=bundle.get("verification_sample"),
             artifact_name=artifact_name,
             artifact_sha256=artifact_sha256,
@@ -194,6 +194,24 @@ class IncomeClassifier:
 
     classes: tuple[str, ...] = schema.CLASSES
 
+    @property
+    def signature(self) -> Signature:  # type: ignore[override]
+        return self.preprocessing.signature()
+
+    @property
+    def engine(self) -> str:  # type: ignore[override]
+        return "onnx" if self.compiled is not None else "sklearn"
+
+    def predict(self, frame: Frame) -> ModelOutput:
+        matrix, filled = self.preprocessing.encode(frame)
+        positive = self.predict_proba(matrix)
+        return ModelOutput(
+            labels=np.array(self.labels_for(positive), dtype=object),
+            probabilities=np.column_stack([1.0 - positive, positive]),
+            imputed=self.preprocessing.imputed(filled),
+            engine=self.engine,
+        )
+
     @staticmethod
     def labels_for(probabilities: np.ndarray) -> list[str]:
         """The label of every row (positive above ``THRESHOLD``), from one vectorised
@@ -223,18 +241,18 @@ class IncomeClassifier:
     def _sklearn_proba(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(self.estimator.predict_proba(matrix)[:, self._positive])
 
-    def compute_predictions(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
-        matrix, imputed = self.preprocessing.encode_records(records)
-        probabilities = self.predict_proba(matrix)
-        return [
-            Prediction(probability=p, label=label, status="OK", imputed=filled)
-            for p, label, filled in zip(
-                probabilities.tolist(), self.labels_for(probabilities), imputed, strict=True
-            )
-        ]
 
-    def compute_prediction(self, record: Mapping[str, Any]) -> Prediction:
-        return self.compute_predictions([record])[0]
+def _positive_column(estimator: Any, artifact_name: str) -> int:
+    """The column of ``predict_proba`` that holds P(>50K). Training encodes the labels 0
+    and 1; a bundle fitted on the label text itself (">50K") is served as well."""
+    classes = [str(c) for c in np.asarray(estimator.classes_).tolist()]
+    for positive in ("1", schema.POSITIVE_LABEL, "True"):
+        if positive in classes and len(classes) == 2:
+            return classes.index(positive)
+    raise ModelUnavailable(
+        f"The estimator in '{artifact_name}' has classes {classes[:5]}; an Adult bundle's "
+        f"are 0 and 1 (or '{schema.NEGATIVE_LABEL}' and '{schema.POSITIVE_LABEL}')."
+    )
 
 
 def _serving_estimator(estimator: Any, artifact_name: str) -> Any:

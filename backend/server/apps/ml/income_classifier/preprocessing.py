@@ -16,7 +16,6 @@ outside the domain is a client error.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -24,19 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from apps.endpoints.errors import InvalidInput
+from apps.ml import codecs
+from apps.ml.codecs import Frame
 from apps.ml.income_classifier import schema
+from apps.ml.signature import CLASSIFICATION, Feature, Signature, outputs_for
 
 if TYPE_CHECKING:  # pandas is imported where a frame is actually handled
     import pandas as pd
 
-_MISSING_STRINGS = frozenset({"", schema.MISSING_MARKER})
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    return isinstance(value, str) and value.strip() in _MISSING_STRINGS
+_MISSING_TEXTS = ("", schema.MISSING_MARKER)
 
 
 @dataclass(frozen=True)
@@ -47,12 +42,14 @@ class Preprocessing:
     # Derived lookup tables, built once at load: category -> code, per feature.
     _codes: Mapping[str, Mapping[str, int]] = field(init=False, repr=False, compare=False)
     _fill_row: np.ndarray = field(init=False, repr=False, compare=False)
+    _signature: Signature = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         codes = {f: {c: i for i, c in enumerate(cats)} for f, cats in self.categories.items()}
         object.__setattr__(self, "_codes", codes)
         fill_row = np.array([self._encode_known(f, self.fill_values[f]) for f in self.features])
         object.__setattr__(self, "_fill_row", fill_row)
+        object.__setattr__(self, "_signature", self._adult_signature())
 
     # -- fitting and storage -------------------------------------------------------------
 
@@ -104,151 +101,69 @@ class Preprocessing:
         for j, name in enumerate(self.features):
             column = frame[name]
             if name in self.categories:
-                codes = pd.Categorical(column, categories=self.categories[name]).codes
+                known = column.where(column.isin(self.categories[name]))  # others: missing
+                codes = pd.Categorical(known, categories=self.categories[name]).codes
                 matrix[:, j] = np.where(codes < 0, self._fill_row[j], codes)
             else:
                 values = pd.to_numeric(column).to_numpy(dtype=np.float64, na_value=np.nan)
                 matrix[:, j] = np.where(np.isnan(values), self._fill_row[j], values)
         return matrix
 
+    def encode(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        """The matrix of a checked ``Frame`` (``codecs``: the values are valid for the
+        Adult signature), and a boolean matrix of the cells filled with the training mode:
+        missing ones, and categories of the domain this model never saw in training."""
+        matrix = np.empty((frame.rows, len(self.features)), dtype=np.float64)
+        filled = np.empty((frame.rows, len(self.features)), dtype=bool)
+        for j, name in enumerate(self.features):
+            column = frame.columns[name]
+            if name in self._codes:
+                lookup = self._codes[name]
+                values = np.fromiter(map(lookup.get, column, repeat(-1)), np.float64, frame.rows)
+                unseen = values < 0  # missing (None) or unseen in training
+            else:
+                values = np.asarray(column, dtype=np.float64)
+                unseen = np.isnan(values)
+            filled[:, j] = unseen
+            matrix[:, j] = np.where(unseen, self._fill_row[j], values)
+        return matrix, filled
+
+    def encode_records(self, records: Sequence[Any]) -> tuple[np.ndarray, list[list[str]]]:
+        """Check and encode JSON records (``codecs.frame_from_records``); returns the
+        matrix and, per record, the features filled with the training mode."""
+        matrix, filled = self.encode(codecs.frame_from_records(records, self.signature()))
+        return matrix, self.imputed(filled)
+
     def encode_columns(
         self, columns: Mapping[str, Sequence[str]], *, first_line: int = 2
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Validation and encoding of text columns (the cells of a CSV file), column by
-        column with fast paths for clean data.
+        """Check and encode the text cells of a file (``codecs.frame_from_text``)."""
+        frame = codecs.frame_from_text(columns, self.signature(), first_line=first_line)
+        return self.encode(frame)
 
-        Returns the matrix and a boolean matrix of the cells filled with the training mode.
-        Cells are handled exactly as ``encode_records`` handles JSON strings (surrounding
-        spaces ignored; the fast path looks cells up as they are). Bad cells raise
-        ``InvalidInput`` naming their line (``first_line`` is the line of row 0) and column.
-        """
-        n = len(next(iter(columns.values()))) if columns else 0
-        matrix = np.empty((n, len(self.features)), dtype=np.float64)
-        filled = np.zeros((n, len(self.features)), dtype=bool)
-        problems: list[dict[str, Any]] = []
-        for j, name in enumerate(self.features):
-            cells = columns[name]
-            if name in self._codes:
-                values, unseen, bad = self._category_column(name, cells)
-            else:
-                values, unseen, bad = _number_column(cells)
-            for i in bad[:10]:
-                shown = cells[i].strip()[:40]
-                problems.append({"line": first_line + i, "column": name, "value": shown})
-            filled[:, j] = unseen
-            matrix[:, j] = np.where(unseen, self._fill_row[j], values)
-        if problems:
-            problems.sort(key=lambda p: p["line"])
-            first = problems[0]
-            kind = "category" if first["column"] in self._codes else "number"
-            raise InvalidInput(
-                f"Line {first['line']}, column '{first['column']}': '{first['value']}' is not "
-                f"a valid {kind}.",
-                details={"cells": problems[:10]},
+    def imputed(self, filled: np.ndarray) -> list[list[str]]:
+        """Per row, the names of its filled features (most rows have none)."""
+        out: list[list[str]] = [[] for _ in range(len(filled))]
+        for i, j in zip(*np.nonzero(filled), strict=True):
+            out[int(i)].append(self.features[int(j)])
+        return out
+
+    def signature(self) -> Signature:
+        return self._signature
+
+    def _adult_signature(self) -> Signature:
+        """The Adult signature over this model's features: every feature optional (filled
+        with the training mode), "?" and "" missing as in the raw files, categories checked
+        against their ``adult.names`` domain."""
+        features = tuple(
+            Feature(
+                name=name,
+                type="category" if name in self.categories else "number",
+                required=False,
+                categories=schema.CATEGORY_DOMAINS.get(name, self.categories.get(name)),
+                missing=_MISSING_TEXTS,
             )
-        return matrix, filled
-
-    def _category_column(
-        self, name: str, cells: Sequence[str]
-    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        lookup = self._codes[name]
-        codes = np.fromiter(map(lookup.get, cells, repeat(-1)), np.float64, len(cells))
-        domain = schema.CATEGORY_DOMAINS.get(name, ())
-        bad = []
-        for i in np.flatnonzero(codes < 0).tolist():  # misses only: spaces, gaps, typos
-            text = cells[i].strip()
-            codes[i] = lookup.get(text, -1)
-            if codes[i] < 0 and text not in _MISSING_STRINGS and text not in domain:
-                bad.append(i)
-        return codes, codes < 0, bad
-
-    def encode_records(
-        self, records: Sequence[Mapping[str, Any]]
-    ) -> tuple[np.ndarray, list[list[str]]]:
-        """Validate and encode JSON records; returns the matrix and, per record, the features
-        that were filled with the training mode. Raises ``InvalidInput`` naming every bad
-        field (prefixed by the record's position when there is more than one record)."""
-        matrix = np.tile(self._fill_row, (len(records), 1))
-        imputed: list[list[str]] = []
-        errors: dict[str, Any] = {}
-        for i, record in enumerate(records):
-            filled: list[str] = []
-            row_errors = self._encode_record(record, matrix[i], filled)
-            imputed.append(filled)
-            if row_errors:
-                errors.update(row_errors if len(records) == 1 else {f"{i}": row_errors})
-        if errors:
-            raise InvalidInput("Some features are not valid; see details.", details=errors)
-        return matrix, imputed
-
-    def _encode_record(
-        self, record: Any, row: np.ndarray, filled: list[str]
-    ) -> dict[str, list[str]]:
-        if not isinstance(record, Mapping):
-            return {"non_field_errors": ["Expected an object of feature names and values."]}
-        errors: dict[str, list[str]] = {}
-        unknown = [key for key in record if key not in self.fill_values]
-        for key in unknown:
-            errors[str(key)] = [f"Unknown feature. Expected: {', '.join(self.features)}."]
-        for j, name in enumerate(self.features):
-            value = record.get(name)
-            if _is_missing(value):
-                filled.append(name)
-                continue
-            try:
-                if name in self._codes:
-                    code = self._category_code(name, value)
-                    if code is None:
-                        filled.append(name)
-                    else:
-                        row[j] = code
-                else:
-                    row[j] = _to_number(value)
-            except ValueError as exc:
-                errors[name] = [str(exc)]
-        return errors
-
-    def _category_code(self, name: str, value: Any) -> int | None:
-        if not isinstance(value, str):
-            raise ValueError(f"A string is required, got {type(value).__name__}.")
-        text = value.strip()
-        code = self._codes[name].get(text)
-        if code is not None:
-            return code
-        domain = schema.CATEGORY_DOMAINS.get(name, ())
-        if text in domain:
-            return None  # valid, but unseen in training: filled with the mode
-        shown = text if len(text) <= 40 else text[:40] + "..."
-        raise ValueError(f"'{shown}' is not a valid {name}. Valid: {', '.join(domain)}.")
-
-
-def _number_column(cells: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    try:  # the common case: every cell a number, parsed in one C loop
-        numbers = np.array(cells, dtype=np.float64)
-    except ValueError:
-        numbers = np.array([_float_or_nan(cell) for cell in cells], dtype=np.float64)
-    unseen = ~np.isfinite(numbers)
-    bad = [i for i in np.flatnonzero(unseen).tolist() if cells[i].strip() not in _MISSING_STRINGS]
-    return numbers, unseen, bad
-
-
-def _float_or_nan(cell: str) -> float:
-    try:
-        return float(cell)
-    except ValueError:
-        return math.nan
-
-
-def _to_number(value: Any) -> float:
-    # bool is an int in Python; JSON true for an age is a client bug, not 1.
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"A number is required, got {type(value).__name__}.")
-    try:
-        number = float(value)
-    except (ValueError, OverflowError):
-        text = str(value)
-        shown = text if len(text) <= 40 else text[:40] + "..."
-        raise ValueError(f"A number is required, got '{shown}'.") from None
-    if not math.isfinite(number):
-        raise ValueError("A finite number is required.")
-    return number
+            for name in self.features
+        )
+        outputs = outputs_for(CLASSIFICATION, schema.CLASSES, probabilities=True, imputed=True)
+        return Signature(features, CLASSIFICATION, schema.CLASSES, outputs)

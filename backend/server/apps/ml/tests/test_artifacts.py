@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.endpoints.errors import ModelUnavailable
+from apps.core.errors import ModelUnavailable
 from apps.ml import artifacts
 from apps.ml.income_classifier import RandomForestClassifier
 

@@ -238,7 +238,7 @@ def test_serving_from_the_cache_imports_no_scikit_learn(tiny: tuple[Path, str]) 
 
 
 def test_a_changed_artifact_is_refused_even_with_its_cache_intact(tiny: tuple[Path, str]) -> None:
-    from apps.endpoints.errors import ModelUnavailable
+    from apps.core.errors import ModelUnavailable
 
     folder, name = tiny
     sha = IncomeClassifier.from_artifact(folder, name, compile=True).artifact_sha256
@@ -270,6 +270,7 @@ def test_the_registry_prefers_the_verified_cache(tiny: tuple[Path, str]) -> None
     registry = MLRegistry(folder, compile=True)
     alg = make_algorithm(registry, artifact=name)
     wrapper = registry.get(alg)
+    assert isinstance(wrapper, IncomeClassifier)
     assert wrapper.compiled is not None and wrapper._estimator is None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from apps.endpoints.errors import InvalidInput
+from apps.core.errors import InvalidInput
 from apps.ml.income_classifier import schema
 from apps.ml.income_classifier.preprocessing import Preprocessing
 from apps.ml.tests.factories import SAMPLE_RECORD, adult_frame

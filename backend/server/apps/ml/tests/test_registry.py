@@ -1,48 +1,58 @@
-"""The registry in every order a user meets it."""
+"""The registry: versions in, loaded runtimes out, no database."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import threading
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
+import numpy as np
 import pytest
-from django.conf import settings
-from django.db import OperationalError, connection
 
-from apps.endpoints.errors import ModelUnavailable, NotFound
-from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
-from apps.ml.demo import DEMO_MODELS
-from apps.ml.income_classifier import RandomForestClassifier
+from apps.core.errors import ModelUnavailable
+from apps.ml import artifacts, compiled, intake
+from apps.ml.compiled import OnnxRuntime
 from apps.ml.registry import MLRegistry, get_registry
-from apps.ml.tests.factories import SAMPLE_RECORD, train_tiny_artifact
-
-SERVER_DIR = Path(settings.BASE_DIR)
-
-
-def active_status(algorithm: MLAlgorithm) -> str:
-    return algorithm.statuses.get(active=True).status
+from apps.ml.sklearn_runtime import SklearnRuntime
+from apps.ml.tests import models
+from apps.ml.tests.factories import SAMPLE_RECORD
 
 
-def register(registry: MLRegistry, name: str = "rf", version: str = "1", **kw: str) -> MLAlgorithm:
-    wrapper = RandomForestClassifier.from_artifact(registry.artifacts_root)
-    args: dict[str, Any] = {
-        "endpoint_name": "income_classifier",
-        "algorithm_object": wrapper,
-        "algorithm_name": name,
-        "algorithm_status": "production",
-        "algorithm_version": version,
-        "owner": "tests",
-        "algorithm_description": "a forest",
-        "algorithm_code": "code v1",
-    }
-    args.update(kw)
-    return registry.add_algorithm(**args)
+@dataclass
+class Version:
+    """A catalogue row as the registry sees one (an MLAlgorithm has these attributes)."""
+
+    pk: int
+    wrapper: str
+    artifact: str
+    artifact_sha256: str
+    name: str = "m"
+    version: str = "1"
+    features: list[dict[str, Any]] = field(default_factory=list)
+    task: str = "classification"
+    classes: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    serving: dict[str, Any] = field(default_factory=dict)
+    example: list[dict[str, Any]] = field(default_factory=list)
+
+
+def checked(
+    folder: Path, name: str, *, compile: bool = False, trusted: tuple[str, ...] = ()
+) -> Version:
+    """What the catalogue would record for the model file ``folder/name``."""
+    sha = artifacts.sha256_of(folder / name)
+    found = intake.inspect(
+        folder / name, sha256=sha, trusted=trusted, allow_pickle=True, compile=compile
+    )
+    serving = dict(found.serving)
+    onnx_bytes = serving.pop("onnx_bytes", None)
+    if onnx_bytes is not None:
+        compiled.write_generic(folder / name, sha, onnx_bytes)
+    return Version(
+        pk=1, wrapper=found.kind, artifact=name, artifact_sha256=sha,
+        example=found.example, serving=serving, **found.signature.card(),
+    )  # fmt: skip
 
 
 def test_the_app_builds_a_registry_without_touching_the_database() -> None:
@@ -50,195 +60,109 @@ def test_the_app_builds_a_registry_without_touching_the_database() -> None:
     assert isinstance(get_registry(), MLRegistry)
 
 
-@pytest.mark.django_db
-def test_a_fresh_start_registers_the_demo_models_with_their_statuses(
-    demo_registry: MLRegistry,
-) -> None:
-    algorithms = {a.name: a for a in MLAlgorithm.objects.all()}
-    assert set(algorithms) == {"random forest", "extra trees"}
-    assert active_status(algorithms["random forest"]) == "production"
-    assert active_status(algorithms["extra trees"]) == "testing"
-    assert set(demo_registry.endpoints) == {a.pk for a in algorithms.values()}
-    rf = algorithms["random forest"]
-    assert rf.artifact == "random_forest.joblib"
-    assert rf.artifact_sha256 == demo_registry.endpoints[rf.pk].artifact_sha256
-    assert rf.wrapper == "random_forest" and rf.sklearn_version
+def test_an_adult_version_is_loaded_on_first_use_and_once(artifacts_dir: Path) -> None:
+    version = checked(artifacts_dir, "random_forest.joblib")
+    registry = MLRegistry(artifacts_dir)
+    runtime = registry.get(version)
+    assert runtime.compute_prediction(SAMPLE_RECORD)["label"] in {"<=50K", ">50K"}
+    assert registry.get(version) is runtime
+    assert registry.loaded_at[version.pk]
 
 
-@pytest.mark.django_db
-def test_a_restart_reuses_the_rows_instead_of_duplicating_them(
-    demo_registry: MLRegistry, artifacts_dir: Path
-) -> None:
-    before = list(MLAlgorithm.objects.values_list("pk", flat=True).order_by("pk"))
-    restarted = MLRegistry(artifacts_dir, DEMO_MODELS)
-    restarted.ensure_declared()
-    assert list(MLAlgorithm.objects.values_list("pk", flat=True).order_by("pk")) == before
-    assert Endpoint.objects.count() == 1
-    assert MLAlgorithmStatus.objects.count() == 2  # no second initial status
+@pytest.mark.parametrize("name", ["wine.joblib", "wine.skops"])
+def test_any_sklearn_version_is_loaded_from_joblib_or_skops(tmp_path: Path, name: str) -> None:
+    model = models.wine_classifier()
+    models.save(model, tmp_path, name)
+    version = checked(tmp_path, name)
+    runtime = MLRegistry(tmp_path).get(version)
+    x, _ = models.wine()
+    answer = runtime.compute_prediction(x.iloc[0].to_dict())
+    assert isinstance(runtime, SklearnRuntime)
+    assert answer["label"] == model.predict(x.head(1))[0]
 
 
-@pytest.mark.django_db
-def test_editing_code_or_description_does_not_create_a_second_row(registry: MLRegistry) -> None:
-    first = register(registry)
-    set_algorithm_status_to_testing(first)
-    again = register(registry, algorithm_code="code v2", algorithm_description="edited")
-    assert again.pk == first.pk
-    assert MLAlgorithm.objects.count() == 1
-    assert active_status(again) == "testing"  # the initial status is not re-applied
-
-
-def set_algorithm_status_to_testing(algorithm: MLAlgorithm) -> None:
-    from apps.endpoints.services import set_algorithm_status
-
-    set_algorithm_status(algorithm=algorithm, status="testing", created_by="tests")
-
-
-@pytest.mark.django_db
-def test_a_new_version_is_a_new_row(registry: MLRegistry) -> None:
-    assert register(registry, version="1").pk != register(registry, version="2").pk
-
-
-@pytest.mark.django_db(transaction=True)
-def test_concurrent_registration_creates_one_row(registry: MLRegistry) -> None:
-    barrier = threading.Barrier(6)
-    results: list[int] = []
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait()
-            results.append(register(registry).pk)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert len(set(results)) == 1
-    assert MLAlgorithm.objects.count() == 1
-    assert MLAlgorithmStatus.objects.filter(active=True).count() == 1
-
-
-@pytest.mark.django_db
-def test_an_algorithm_registered_elsewhere_is_loaded_on_first_use(
-    registry: MLRegistry, artifacts_dir: Path
-) -> None:
-    algorithm = register(registry)
-    other_process = MLRegistry(artifacts_dir)  # knows nothing yet
-    wrapper = other_process.get(algorithm)
-    assert wrapper.compute_prediction(SAMPLE_RECORD)["label"] in {"<=50K", ">50K"}
-    assert other_process.get(algorithm) is wrapper  # loaded once
-
-
-@pytest.mark.django_db
-def test_a_tampered_artifact_is_refused_with_a_clear_error(
-    registry: MLRegistry, artifacts_dir: Path
-) -> None:
-    algorithm = register(registry)
-    path = artifacts_dir / algorithm.artifact
+def test_a_tampered_artifact_is_refused_with_a_clear_error(artifacts_dir: Path) -> None:
+    version = checked(artifacts_dir, "random_forest.joblib")
+    path = artifacts_dir / version.artifact
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ModelUnavailable, match="does not match its recorded sha256"):
-        MLRegistry(artifacts_dir).get(algorithm)
+        MLRegistry(artifacts_dir).get(version)
 
 
-@pytest.mark.django_db
-def test_a_missing_artifact_or_unknown_wrapper_is_unavailable(
-    registry: MLRegistry, artifacts_dir: Path
-) -> None:
-    algorithm = register(registry)
-    (artifacts_dir / algorithm.artifact).unlink()
+def test_a_missing_artifact_or_unknown_wrapper_is_unavailable(artifacts_dir: Path) -> None:
+    version = checked(artifacts_dir, "random_forest.joblib")
+    (artifacts_dir / version.artifact).unlink()
     with pytest.raises(ModelUnavailable, match="cannot be read"):
-        MLRegistry(artifacts_dir).get(algorithm)
-    algorithm.wrapper = "os.system"
+        MLRegistry(artifacts_dir).get(version)
+    version.wrapper = "os.system"
     with pytest.raises(ModelUnavailable, match="Unknown wrapper"):
-        MLRegistry(artifacts_dir).get(algorithm)
+        MLRegistry(artifacts_dir).get(version)
 
 
-@pytest.mark.django_db
-def test_a_changed_file_under_an_existing_version_is_not_served(
-    registry: MLRegistry, artifacts_dir: Path
+def test_a_skops_file_needing_a_type_the_operator_dropped_is_unavailable(tmp_path: Path) -> None:
+    models.save(models.mixed_classifier(), tmp_path, "mixed.skops")
+    trusted = ("numpy.dtype", "sklearn.tree._tree.Tree")
+    version = checked(tmp_path, "mixed.skops", trusted=trusted)
+    assert MLRegistry(tmp_path, trusted=trusted).get(version)
+    with pytest.raises(ModelUnavailable, match=r"not trusted: .*sklearn\.tree\._tree\.Tree"):
+        MLRegistry(tmp_path, trusted=("numpy.dtype",)).get(version)
+
+
+def test_retain_unloads_the_versions_that_no_longer_serve(artifacts_dir: Path) -> None:
+    registry = MLRegistry(artifacts_dir)
+    first = checked(artifacts_dir, "random_forest.joblib")
+    second = checked(artifacts_dir, "extra_trees.joblib")
+    second.pk = 2
+    registry.get(first), registry.get(second)
+    assert registry.retain([2]) == [1]
+    assert set(registry.runtimes) == {2} and set(registry.loaded_at) == {2}
+
+
+def test_a_version_recorded_as_onnx_serves_its_cached_form_without_unpickling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    algorithm = register(registry)
-    train_tiny_artifact(artifacts_dir, algorithm.artifact, seed=42)  # retrained in place
-    fresh = MLRegistry(artifacts_dir)
-    again = register(fresh)
-    assert again.pk == algorithm.pk
-    assert again.pk not in fresh.endpoints
-    with pytest.raises(ModelUnavailable):
-        fresh.get(again)
+    models.save(models.wine_classifier(), tmp_path, "wine.skops")
+    version = checked(tmp_path, "wine.skops", compile=True)
+    assert version.serving["engine"] == "onnx", version.serving
+
+    def no_unpickling(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the artifact was loaded")
+
+    monkeypatch.setattr(artifacts, "load_verified", no_unpickling)
+    runtime = MLRegistry(tmp_path, compile=True).get(version)
+    assert isinstance(runtime, OnnxRuntime)
+    x, _ = models.wine()
+    assert runtime.compute_prediction(x.iloc[0].to_dict())["label"] == "barolo"
 
 
-@pytest.mark.django_db
-def test_demo_models_wait_for_their_artifacts_and_register_later(tmp_path: Path) -> None:
-    registry = MLRegistry(tmp_path, DEMO_MODELS)
-    registry.ensure_declared()  # nothing trained yet
-    assert MLAlgorithm.objects.count() == 0
-    for name in ("random_forest.joblib", "extra_trees.joblib"):
-        train_tiny_artifact(tmp_path, name)
-    registry.ensure_declared()
-    assert MLAlgorithm.objects.count() == 2
+def test_a_swapped_onnx_cache_is_never_served(tmp_path: Path) -> None:
+    # The cache lies beside the artifact; anyone who can write there could replace it. A
+    # form whose bytes do not have the sha256 recorded at registration is not used: the
+    # model is converted again from its (hash-checked) artifact and verified again.
+    model = models.wine_classifier()
+    models.save(model, tmp_path, "wine.skops")
+    version = checked(tmp_path, "wine.skops", compile=True)
+    cache = compiled.cache_path(tmp_path / "wine.skops", version.artifact_sha256)
+    other = models.save(models.cancer_classifier(), tmp_path / "x", "other.skops")
+    forged = checked(other.parent, "other.skops", compile=True)
+    cache.write_bytes(compiled.cache_path(other, forged.artifact_sha256).read_bytes())
+    runtime = MLRegistry(tmp_path, compile=True).get(version)
+    x, _ = models.wine()
+    labels = [runtime.compute_prediction(r)["label"] for r in x.head(20).to_dict(orient="records")]
+    assert labels == model.predict(x.head(20)).tolist()
+    restored = hashlib.sha256(cache.read_bytes()).hexdigest()
+    assert restored == version.serving["onnx_sha256"]
 
 
-@pytest.mark.django_db
-def test_a_database_without_tables_is_retried_not_fatal(artifacts_dir: Path) -> None:
-    registry = MLRegistry(artifacts_dir, DEMO_MODELS)
-    failing = mock.patch(
-        "apps.endpoints.services.register_algorithm",
-        side_effect=OperationalError("no such table: endpoints_endpoint"),
-    )
-    with failing:
-        registry.ensure_declared()
-    assert MLAlgorithm.objects.count() == 0
-    registry.ensure_declared()
-    assert MLAlgorithm.objects.count() == 2
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_second_process_serves_an_algorithm_registered_here(
-    registry: MLRegistry, artifacts_dir: Path
-) -> None:
-    algorithm = register(registry)
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        url = f"sqlite:///{db['NAME']}"
-    else:
-        url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    script = (
-        "import django, json; django.setup();"
-        "from apps.endpoints.models import MLAlgorithm;"
-        "from apps.ml.registry import get_registry;"
-        f"a = MLAlgorithm.objects.get(pk={algorithm.pk});"
-        f"print(json.dumps(get_registry().get(a).compute_prediction({SAMPLE_RECORD!r})))"
-    )
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="server.settings",
-        SECRET_KEY="x",
-        DATABASE_URL=url,
-        MODEL_ARTIFACTS_PATH=str(artifacts_dir),
-        ML_DEMO_MODELS="0",
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=SERVER_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    here = registry.get(algorithm).compute_prediction(SAMPLE_RECORD)
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == here
-
-
-@pytest.mark.django_db
-def test_an_empty_registry_answers_404_not_a_key_error(registry: MLRegistry) -> None:
-    from apps.endpoints.services import predict
-
-    with pytest.raises(NotFound, match="No endpoint named 'income_classifier'"):
-        predict(endpoint_name="income_classifier", records=[SAMPLE_RECORD], status="production")
+def test_a_regressor_fitted_on_an_array_takes_x0_to_xn(tmp_path: Path) -> None:
+    model = models.ridge_on_arrays()
+    models.save(model, tmp_path, "ridge.joblib")
+    version = checked(tmp_path, "ridge.joblib")
+    assert [f["name"] for f in version.features] == [f"x{i}" for i in range(10)]
+    runtime = MLRegistry(tmp_path).get(version)
+    x, _ = models.diabetes()
+    record = {f"x{i}": float(v) for i, v in enumerate(x.iloc[3])}
+    answer = runtime.compute_prediction(record)
+    assert answer["prediction"] == pytest.approx(model.predict(x.iloc[[3]].to_numpy())[0])
+    assert set(answer) == {"prediction", "status"}
+    assert np.isfinite(answer["prediction"])

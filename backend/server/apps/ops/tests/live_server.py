@@ -45,11 +45,15 @@ class Server:
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
         data = json.dumps(body).encode() if body is not None else None
+        return self.call_raw(
+            method, path, data, {"Content-Type": "application/json", **(headers or {})}
+        )
+
+    def call_raw(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         request = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json", **(headers or {})},
+            self.base + path, data=data, method=method, headers=headers
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:

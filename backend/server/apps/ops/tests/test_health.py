@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -47,7 +48,7 @@ def test_readyz_is_ready_and_loads_every_algorithm_with_an_active_status(
         ("random forest", "production", True),
         ("extra trees", "testing", True),
     ]
-    assert set(fresh.endpoints) == {a["id"] for a in body["algorithms"]}  # warmed up
+    assert set(fresh.runtimes) == {a["id"] for a in body["algorithms"]}  # warmed up
     assert all(a["loaded_at"] for a in body["algorithms"])
 
 
@@ -89,7 +90,7 @@ def test_readyz_refuses_to_load_an_artifact_with_a_wrong_hash(
     response = api.get("/readyz")
     assert response.status_code == 503
     assert "does not match its recorded sha256" in response.json()["error"]["message"]
-    assert served.pk not in registry.endpoints
+    assert served.pk not in registry.runtimes
 
 
 @pytest.mark.django_db
@@ -105,12 +106,30 @@ def test_readyz_reports_the_database_down(api: APIClient, registry: MLRegistry) 
 
 @pytest.mark.django_db
 def test_readyz_is_not_ready_while_the_demo_models_cannot_be_registered(
-    api: APIClient, tmp_path: Path
+    api: APIClient, tmp_path: Path, settings: Any
 ) -> None:
-    from apps.ml.demo import DEMO_MODELS
+    from apps.endpoints import demo
 
-    untrained = MLRegistry(tmp_path, DEMO_MODELS)
-    with mock.patch("apps.ops.views.get_registry", return_value=untrained):
+    settings.ML_DEMO_MODELS = True
+    settings.MODEL_ARTIFACTS_PATH = tmp_path  # nothing trained there
+    demo.forget()
+    try:
         response = api.get("/readyz")
+    finally:
+        demo.forget()
     assert response.status_code == 503
     assert "demo models are not registered" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_readyz_unloads_a_version_that_no_longer_has_a_status(
+    api: APIClient, registry: MLRegistry
+) -> None:
+    from apps.endpoints.models import MLAlgorithmStatus
+
+    served = algorithm(registry)
+    assert api.get("/readyz").status_code == 200
+    assert served.pk in registry.runtimes
+    MLAlgorithmStatus.objects.filter(parent_mlalgorithm=served).update(active=False)
+    assert api.get("/readyz").status_code == 200
+    assert served.pk not in registry.runtimes

@@ -38,6 +38,8 @@ def test_a_running_server_serves_a_version_registered_with_the_command_without_r
     call_command(
         "register_model",
         str(trained),
+        "--endpoint",
+        "income_classifier",
         "--name",
         "decision tree",
         "--version",
@@ -82,3 +84,56 @@ def test_a_running_server_serves_a_version_registered_with_the_command_without_r
         "[live-3] server.access" in line and '"POST /api/v1/income_classifier/predict" 200' in line
         for line in lines
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_model_uploaded_over_http_serves_from_every_worker_without_restart(
+    server: Server,
+) -> None:
+    import io
+    import uuid
+
+    import skops.io
+    from rest_framework.authtoken.models import Token
+
+    from apps.endpoints.tests.factories import operator
+    from apps.ml.tests import models
+
+    token = Token.objects.create(user=operator()).key
+    model = models.wine_classifier()
+    buffer = io.BytesIO()
+    skops.io.dump(model, buffer)
+    boundary = uuid.uuid4().hex
+    fields = {"endpoint": "wine", "name": "lr", "version": "1", "status": "production"}
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="artifact"; '
+        'filename="wine.skops"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+        + buffer.getvalue()
+        + b"\r\n"
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    status, _, answer = server.call_raw(
+        "POST",
+        "/api/v1/mlalgorithms",
+        body,
+        {
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Authorization": f"Token {token}",
+        },
+    )
+    assert status == 201, answer
+    card = json.loads(answer)
+    assert card["task"] == "classification" and card["classes"] == sorted(set(model.classes_))
+
+    x, _ = models.wine()
+    record = x.iloc[40].to_dict()
+    answers = [server.call("POST", "/api/v1/wine/predict", record) for _ in range(6)]
+    for status, _headers, text in answers:
+        assert status == 200, text
+        assert json.loads(text)["label"] == model.predict(x.iloc[[40]])[0]
+    pids = {json.loads(server.call("GET", "/healthz")[2])["pid"] for _ in range(12)}
+    assert len(pids) == 2  # both workers answered (each loaded the new version itself)

@@ -12,9 +12,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from apps.endpoints import feedback, services
+from apps.endpoints import feedback, serving
 from apps.endpoints.models import MLAlgorithm, MLRequest
-from apps.ml.income_classifier import schema
+from apps.ml.income_classifier import IncomeClassifier, schema
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
 
@@ -84,7 +84,7 @@ def test_batch_answers_equal_single_predictions(api: APIClient, demo_registry: M
         csv.DictReader(io.StringIO(text)), body["predictions"], strict=True
     ):
         record = {f: line[f] for f in schema.FEATURES}
-        [single] = services.predict(
+        [single] = serving.predict(
             endpoint_name="income_classifier", records=[record], status="production"
         )
         assert single["probability"] == pytest.approx(prediction["probability"], abs=1e-12)
@@ -130,7 +130,7 @@ def test_empty_cells_and_unseen_categories_are_handled_as_in_single_predict(
     record = dict(SAMPLE_RECORD, workclass="", age="", **{"native-country": "Holand-Netherlands"})
     text = ",".join(schema.FEATURES) + "\n" + ",".join(str(record[f]) for f in schema.FEATURES)
     [prediction] = stream_json(upload(api, text))["predictions"]
-    [single] = services.predict(
+    [single] = serving.predict(
         endpoint_name="income_classifier", records=[record], status="production"
     )
     assert prediction["probability"] == pytest.approx(single["probability"], abs=1e-12)
@@ -147,7 +147,12 @@ def test_a_bad_cell_on_the_last_line_rolls_back_every_chunk(
     last[1] = "forty"  # age
     lines[-1] = ",".join(last)
     error = assert_error(upload(api, "\n".join(lines)), 400, "Line 24, column 'age'")
-    assert error["details"]["cells"][0] == {"line": 24, "column": "age", "value": "forty"}
+    assert error["details"]["cells"][0] == {
+        "line": 24,
+        "column": "age",
+        "value": "forty",
+        "message": "A number is required, got 'forty'.",
+    }
 
 
 def test_ab_testing_splits_rows_between_the_arms_and_logs_each_to_its_arm(
@@ -242,9 +247,13 @@ def test_undecodable_text_and_unknown_values_are_400s(
         upload(api, text.replace("Private", "Priv\xe9").encode("latin-1")), 400, "not UTF-8"
     )
     assert_error(
-        upload(api, text.replace("Private", "Mars")), 400, "'Mars' is not a valid category"
+        upload(api, text.replace("Private", "Mars")), 400, "'Mars' is not a valid workclass"
     )
-    assert_error(upload(api, text.replace("<=50K.", "maybe")), 400, "'maybe' is not a label")
+    assert_error(
+        upload(api, text.replace("<=50K.", "maybe")),
+        400,
+        "column 'income': 'maybe' is not a class of this model",
+    )
     assert_error(upload(api, 'age,"unclosed\n1,2\n'), 400, "header is not valid CSV")
     lines = text.splitlines()
     lines[2] = lines[2].replace("Private", '"Private')
@@ -318,6 +327,7 @@ def test_a_file_past_the_row_limit_is_refused_before_any_row_is_scored(
     wrapper = demo_registry.get(
         MLAlgorithm.objects.get(statuses__status="production", statuses__active=True)
     )
+    assert isinstance(wrapper, IncomeClassifier)
     calls: list[int] = []
     original = wrapper.predict_proba
 

@@ -13,8 +13,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.test import APIClient
 
+from apps.core.errors import InvalidInput
 from apps.endpoints import ab_testing, feedback
-from apps.endpoints.errors import InvalidInput
 from apps.endpoints.models import ABTest, FeedbackRevision, MLAlgorithm, MLRequest
 from apps.endpoints.tests.factories import operator
 from apps.ml.registry import MLRegistry

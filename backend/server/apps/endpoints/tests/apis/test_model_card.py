@@ -15,19 +15,28 @@ from apps.ml.registry import MLRegistry, set_registry
 pytestmark = pytest.mark.django_db
 
 
-def test_the_api_shows_features_metrics_library_hash_and_load_time(
+def test_the_api_shows_the_signature_metrics_library_hash_and_load_time(
     api: APIClient, demo_registry: MLRegistry
 ) -> None:
     [forest, _] = api.get("/api/v1/mlalgorithms").json()["results"][::-1]
     assert forest["name"] == "random forest"
-    assert forest["features"][:2] == [
-        {"name": "age", "type": "number"},
-        {"name": "workclass", "type": "category"},
-    ]
+    age, workclass = forest["features"][:2]
+    assert age == {"name": "age", "type": "number", "required": False, "missing": ["", "?"]}
+    assert workclass["type"] == "category" and workclass["unknown"] == "error"
+    assert workclass["categories"][0] == "Private" and not workclass["required"]
     assert len(forest["features"]) == 14
+    assert forest["task"] == "classification" and forest["classes"] == ["<=50K", ">50K"]
+    assert forest["outputs"] == ["label", "probability", "probabilities", "status", "imputed"]
+    assert forest["example"] and set(forest["example"][0]) <= {
+        f["name"] for f in forest["features"]
+    }
+    assert forest["serving"]["engine"] == "sklearn" and forest["target_column"] == "income"
     assert forest["metrics"] == {"rows": 3000}  # the tiny stand-in's; the demo's has accuracy
     assert forest["sklearn_version"] and len(forest["artifact_sha256"]) == 64
-    assert forest["loaded_at"] == demo_registry.loaded_at[forest["id"]].isoformat()
+    assert forest["loaded_at"] is None  # no request has needed it yet in this process
+    demo_registry.get(MLAlgorithm.objects.get(pk=forest["id"]))
+    loaded = api.get(f"/api/v1/mlalgorithms/{forest['id']}").json()["loaded_at"]
+    assert loaded == demo_registry.loaded_at[forest["id"]].isoformat()
 
 
 def test_the_load_time_is_null_until_this_process_loads_the_model(
@@ -51,23 +60,18 @@ def test_the_load_time_is_null_until_this_process_loads_the_model(
 def test_the_demo_models_record_their_accuracy_on_adult_test(
     demo_artifacts: Path, registry: MLRegistry
 ) -> None:
-    from apps.ml.income_classifier import RandomForestClassifier
+    from apps.endpoints import catalogue
 
-    wrapper = RandomForestClassifier.from_artifact(demo_artifacts)
-    algorithm = registry.add_algorithm(
-        "income_classifier", wrapper, "random forest", "production", "0.0.1", "t", "", ""
-    )
+    algorithm = catalogue.register_model(
+        artifact=demo_artifacts / "random_forest.joblib",
+        file_name="demo_forest.joblib",  # beside the tiny stand-in of the same name
+        endpoint_name="income_classifier",
+        name="random forest",
+        version="0.0.1",
+        allow_pickle=True,
+        kind="random_forest",
+    ).algorithm
     assert 0.8 < algorithm.metrics["accuracy_adult_test"] < 0.95
-
-
-def test_a_row_registered_before_model_cards_gets_its_card_when_loaded(
-    demo_registry: MLRegistry, artifacts_dir: Path
-) -> None:
-    MLAlgorithm.objects.update(features=[], metrics={})  # as migration 0002 leaves old rows
-    algorithm = MLAlgorithm.objects.get(name="extra trees")
-    MLRegistry(artifacts_dir).get(algorithm)
-    algorithm.refresh_from_db()
-    assert len(algorithm.features) == 14 and algorithm.metrics == {"rows": 3000}
 
 
 def test_the_admin_change_page_shows_the_card(
@@ -76,7 +80,8 @@ def test_the_admin_change_page_shows_the_card(
     client.force_login(django_user_model.objects.create_superuser("admin", "a@b.c", "pw"))
     forest = MLAlgorithm.objects.get(name="random forest")
     page = client.get(f"/admin/endpoints/mlalgorithm/{forest.pk}/change/").content.decode()
-    assert "age (number), workclass (category)" in page
+    assert "age (number, optional), workclass (category, optional)" in page
+    assert "classification: label, probability, probabilities, status, imputed" in page
     assert "rows: 3000" in page
     assert forest.artifact_sha256 in page
     assert "loaded in this process at" in page.lower()

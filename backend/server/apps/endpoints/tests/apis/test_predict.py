@@ -100,8 +100,8 @@ def test_unknown_endpoint_version_and_status(api: APIClient, demo_registry: MLRe
 def test_ambiguity_is_a_400_listing_the_candidates(
     api: APIClient, demo_registry: MLRegistry
 ) -> None:
+    from apps.endpoints.catalogue import set_algorithm_status
     from apps.endpoints.models import MLAlgorithm
-    from apps.endpoints.services import set_algorithm_status
 
     set_algorithm_status(
         algorithm=MLAlgorithm.objects.get(name="extra trees"), status="production", created_by="t"
@@ -111,13 +111,11 @@ def test_ambiguity_is_a_400_listing_the_candidates(
 
 
 def test_a_tampered_artifact_is_a_503_for_that_algorithm_only(
-    api: APIClient, artifacts_dir: Path
+    api: APIClient, demo_registry: MLRegistry, artifacts_dir: Path
 ) -> None:
-    from apps.ml.demo import DEMO_MODELS
     from apps.ml.registry import MLRegistry, set_registry
 
-    MLRegistry(artifacts_dir, DEMO_MODELS).ensure_declared()  # rows exist, this process fresh
-    path = artifacts_dir / "random_forest.joblib"
+    path = artifacts_dir / "random_forest.joblib"  # registered, this process fresh
     path.write_bytes(path.read_bytes() + b"tampered")
     previous = set_registry(MLRegistry(artifacts_dir))
     try:

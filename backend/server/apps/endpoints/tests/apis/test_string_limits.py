@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from apps.endpoints.models import ABTest, MLAlgorithmStatus, MLRequest
+from apps.endpoints.models import ABTest, MLAlgorithm, MLAlgorithmStatus, MLRequest
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
 
@@ -75,7 +75,7 @@ def test_long_feedback(api: APIClient, demo_registry: MLRegistry, field: str) ->
 
 
 def test_long_management_strings(staff_api: APIClient, demo_registry: MLRegistry) -> None:
-    first, second = demo_registry.endpoints  # the two demo algorithms' ids
+    first, second = MLAlgorithm.objects.values_list("pk", flat=True)  # the two demo models
     response = post_json(
         staff_api,
         "/api/v1/abtests",

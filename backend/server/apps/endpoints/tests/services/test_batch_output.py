@@ -1,4 +1,4 @@
-"""Streaming a batch answer: memory per piece, not per file."""
+"""Streaming a batch answer: memory per piece, not per file; any label escaped."""
 
 from __future__ import annotations
 
@@ -13,23 +13,38 @@ import pytest
 
 from apps.endpoints import batch_output, feedback
 from apps.endpoints.batch import BatchResult
+from apps.ml import codecs
+from apps.ml.codecs import ModelOutput
+from apps.ml.signature import Feature, Signature
 
-ROWS = 200_000
+ROWS = 100_000
+BINARY = Signature(
+    features=(Feature("age", "number"),),
+    task="classification",
+    classes=("<=50K", ">50K"),
+    outputs=("label", "probability", "probabilities", "status"),
+)
+
+
+def binary_result(rows: int = ROWS) -> BatchResult:
+    positive = np.random.default_rng(0).random(rows)
+    labels = np.array([">50K" if p > 0.5 else "<=50K" for p in positive.tolist()], dtype=object)
+    return BatchResult(
+        header=["age"],
+        algorithms=[],
+        signature=BINARY,
+        ignored_columns=[],
+        label_column=None,
+        request_ids=np.arange(1, rows + 1, dtype=np.int64),
+        probabilities=np.column_stack([1 - positive, positive]),
+        labels=labels,
+        arms=np.zeros(rows, np.int64),
+    )
 
 
 @pytest.fixture
 def result() -> BatchResult:
-    probabilities = np.random.default_rng(0).random(ROWS)
-    return BatchResult(
-        header=["age"],
-        algorithms=[],
-        ignored_columns=[],
-        label_column=None,
-        request_ids=np.arange(1, ROWS + 1, dtype=np.int64),
-        probabilities=probabilities,
-        labels=[">50K" if p > 0.5 else "<=50K" for p in probabilities.tolist()],
-        arms=np.zeros(ROWS, np.int64),
-    )
+    return binary_result()
 
 
 def peak_while_consuming(pieces: Iterator[str]) -> int:
@@ -45,26 +60,34 @@ def peak_while_consuming(pieces: Iterator[str]) -> int:
 
 
 def test_the_json_answer_streams_in_pieces(result: BatchResult) -> None:
-    # Converting all 200k ids and probabilities to Python objects at once took about 14 MB
-    # (70 MB at a million rows); a piece of 5,000 rows takes about 2 MB.
-    assert peak_while_consuming(batch_output.json_stream(result)) < 5_000_000
+    # Converting all 100k ids and probabilities to Python objects at once took about 7 MB
+    # (70 MB at a million rows); a piece of 5,000 rows takes a few MB, whatever the file.
+    peak = peak_while_consuming(batch_output.json_stream(result))
+    quarter = peak_while_consuming(batch_output.json_stream(binary_result(ROWS // 4)))
+    assert peak < 10_000_000 and peak < 1.3 * quarter, (peak, quarter)
     body = json.loads("".join(batch_output.json_stream(result)))
     assert len(body["predictions"]) == ROWS
+    assert result.labels is not None and result.probabilities is not None
     assert body["predictions"][-1] == {
         "request_id": ROWS,
         "label": result.labels[-1],
-        "probability": float(result.probabilities[-1]),
+        "probability": float(result.probabilities[-1, 1]),
+        "probabilities": dict(zip(BINARY.classes, result.probabilities[-1].tolist(), strict=True)),
         "feedback_token": feedback.token_for(ROWS),
     }
 
 
 def test_the_csv_answer_streams_in_pieces(result: BatchResult) -> None:
     upload = io.BytesIO(("age\n" + "".join(f"{i % 90}\n" for i in range(ROWS))).encode())
-    assert peak_while_consuming(batch_output.csv_stream(result, upload)) < 5_000_000
+    peak = peak_while_consuming(batch_output.csv_stream(result, upload))
+    small = io.BytesIO(("age\n" + "".join(f"{i % 90}\n" for i in range(ROWS // 4))).encode())
+    quarter = peak_while_consuming(batch_output.csv_stream(binary_result(ROWS // 4), small))
+    assert peak < 10_000_000 and peak < 1.3 * quarter, (peak, quarter)
     lines = "".join(batch_output.csv_stream(result, upload)).splitlines()
     assert lines[0] == "age,request_id,label,probability,feedback_token"
     assert len(lines) == ROWS + 1
     last = lines[-1].split(",")
+    assert result.labels is not None
     assert last[1:3] == [str(ROWS), result.labels[-1]]
     assert last[4] == feedback.token_for(ROWS)
 
@@ -75,14 +98,15 @@ AWKWARD = ["plain", "with,comma", 'say "hi"', "two\nlines", "back\\slash", "tab\
 def test_labels_of_any_text_are_escaped_in_both_answers() -> None:
     # Found in review: labels went into the answers through string templates, unescaped.
     n = len(AWKWARD)
+    signature = Signature(BINARY.features, "classification", tuple(AWKWARD), ("label", "status"))
     result = BatchResult(
         header=["x"],
         algorithms=[],
+        signature=signature,
         ignored_columns=[],
         label_column=None,
         request_ids=np.arange(1, n + 1, dtype=np.int64),
-        probabilities=np.linspace(0, 1, n),
-        labels=list(AWKWARD),
+        labels=np.array(AWKWARD, dtype=object),
         arms=np.zeros(n, np.int64),
     )
     body = json.loads("".join(batch_output.json_stream(result)))
@@ -93,13 +117,76 @@ def test_labels_of_any_text_are_escaped_in_both_answers() -> None:
     assert [row[2] for row in rows[1:]] == AWKWARD
 
 
-def test_the_logged_answers_escape_labels_too() -> None:
-    from apps.endpoints.batch import _responses_json
-
+def test_the_logged_answers_escape_labels_and_match_the_single_answers() -> None:
     labels = [*AWKWARD, "50%", "%r %s"]
-    probabilities = [i / len(labels) for i in range(len(labels))]
-    rows = _responses_json(probabilities, labels, {1: ["age"]})
-    decoded = [json.loads(row) for row in rows]
-    assert [d["label"] for d in decoded] == labels
-    assert [d["probability"] for d in decoded] == probabilities
-    assert decoded[1]["imputed"] == ["age"] and decoded[0]["imputed"] == []
+    signature = Signature(
+        BINARY.features,
+        "classification",
+        tuple(labels),
+        ("label", "probabilities", "status", "imputed"),
+    )
+    rng = np.random.default_rng(1)
+    probabilities = rng.dirichlet(np.ones(len(labels)), size=len(labels))
+    output = ModelOutput(
+        labels=np.array(labels, dtype=object),
+        probabilities=probabilities,
+        imputed=[["age"] if i == 1 else [] for i in range(len(labels))],
+    )
+    texts = codecs.answer_texts(signature, output)
+    assert [json.loads(t) for t in texts] == codecs.answers(signature, output)
+    assert [json.loads(t)["label"] for t in texts] == labels
+    assert json.loads(texts[1])["imputed"] == ["age"]
+
+
+def test_a_regressors_rows_carry_its_prediction() -> None:
+    signature = Signature(BINARY.features, "regression", (), ("prediction", "status"))
+    values = np.array([1.5, -2.25, 1e-12])
+    result = BatchResult(
+        header=["age"],
+        algorithms=[],
+        signature=signature,
+        ignored_columns=[],
+        label_column=None,
+        request_ids=np.arange(1, 4, dtype=np.int64),
+        values=values,
+        arms=np.zeros(3, np.int64),
+    )
+    body = json.loads("".join(batch_output.json_stream(result)))
+    assert [p["prediction"] for p in body["predictions"]] == values.tolist()
+    upload = io.BytesIO(b"age\n1\n2\n3\n")
+    rows = list(csv.reader(io.StringIO("".join(batch_output.csv_stream(result, upload)))))
+    assert rows[0] == ["age", "request_id", "prediction", "feedback_token"]
+    assert [float(r[2]) for r in rows[1:]] == values.tolist()
+    answers = codecs.answer_texts(signature, ModelOutput(values=values))
+    assert [json.loads(a) for a in answers] == codecs.answers(signature, ModelOutput(values=values))
+
+
+def test_a_multiclass_csv_answer_has_a_probability_column_per_class() -> None:
+    signature = Signature(
+        BINARY.features, "classification", ("a", "b", "c"), ("label", "probabilities", "status")
+    )
+    probabilities = np.array([[0.2, 0.5, 0.3], [0.7, 0.2, 0.1]])
+    result = BatchResult(
+        header=["age"],
+        algorithms=[],
+        signature=signature,
+        ignored_columns=[],
+        label_column=None,
+        request_ids=np.array([7, 8], dtype=np.int64),
+        labels=np.array(["b", "a"], dtype=object),
+        probabilities=probabilities,
+        arms=np.zeros(2, np.int64),
+    )
+    rows = list(
+        csv.reader(
+            io.StringIO("".join(batch_output.csv_stream(result, io.BytesIO(b"age\n1\n2\n"))))
+        )
+    )
+    assert rows[0] == [
+        "age", "request_id", "label", "probability_a", "probability_b", "probability_c",
+        "feedback_token",
+    ]  # fmt: skip
+    assert rows[1][:6] == ["1", "7", "b", "0.2", "0.5", "0.3"]
+    body = json.loads("".join(batch_output.json_stream(result)))
+    assert body["predictions"][1]["probabilities"] == {"a": 0.7, "b": 0.2, "c": 0.1}
+    assert "probability" not in body["predictions"][1]

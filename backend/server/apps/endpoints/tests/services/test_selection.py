@@ -9,23 +9,24 @@ from typing import Any
 import numpy as np
 import pytest
 
-from apps.endpoints import services
-from apps.endpoints.errors import (
+from apps.core.errors import (
     AlgorithmNotFound,
     AmbiguousAlgorithm,
     EndpointNotFound,
     InvalidInput,
 )
+from apps.endpoints import catalogue, serving
 from apps.endpoints.models import MLAlgorithm, MLRequest
 from apps.endpoints.tests.factories import algorithm
+from apps.ml.income_classifier import IncomeClassifier
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
 
 pytestmark = pytest.mark.django_db
 
 
-def predict(status: str, version: str | None = None, **kw: object) -> services.ServedPrediction:
-    [served] = services.predict(
+def predict(status: str, version: str | None = None, **kw: object) -> serving.ServedPrediction:
+    [served] = serving.predict(
         endpoint_name="income_classifier",
         records=[SAMPLE_RECORD],
         status=status,
@@ -82,7 +83,7 @@ def test_ab_testing_splits_traffic_between_both_arms_at_random(registry: MLRegis
 
 def test_an_inactive_status_does_not_count(registry: MLRegistry) -> None:
     alg = algorithm(registry, status="production")
-    services.set_algorithm_status(algorithm=alg, status="testing", created_by="tests")
+    catalogue.set_algorithm_status(algorithm=alg, status="testing", created_by="tests")
     with pytest.raises(AlgorithmNotFound):
         predict("production")
     assert predict("testing")["algorithm"]["id"] == alg.pk
@@ -91,7 +92,7 @@ def test_an_inactive_status_does_not_count(registry: MLRegistry) -> None:
 def test_unknown_endpoint_status_and_version_are_distinct_errors(registry: MLRegistry) -> None:
     algorithm(registry)
     with pytest.raises(EndpointNotFound):
-        services.predict(endpoint_name="nope", records=[SAMPLE_RECORD], status="production")
+        serving.predict(endpoint_name="nope", records=[SAMPLE_RECORD], status="production")
     with pytest.raises(AlgorithmNotFound, match="version '9'"):
         predict("production", version="9")
     with pytest.raises(InvalidInput, match="'retired' is not a status"):
@@ -104,7 +105,7 @@ def test_each_prediction_is_logged_as_json(registry: MLRegistry) -> None:
     row = MLRequest.objects.get(pk=served["request_id"])
     assert row.input_data == SAMPLE_RECORD
     assert row.full_response == {
-        k: served[k] for k in ("probability", "label", "status", "imputed")
+        k: served[k] for k in ("label", "probability", "probabilities", "status", "imputed")
     }
     assert isinstance(row.full_response["probability"], float)
     assert row.response == served["label"]
@@ -114,6 +115,7 @@ def test_each_prediction_is_logged_as_json(registry: MLRegistry) -> None:
 def test_a_batch_is_one_model_call_and_a_constant_number_of_queries(registry: MLRegistry) -> None:
     alg = algorithm(registry)
     wrapper = registry.get(alg)
+    assert isinstance(wrapper, IncomeClassifier)
     calls: list[int] = []
     original = wrapper.predict_proba
 
@@ -130,7 +132,7 @@ def test_a_batch_is_one_model_call_and_a_constant_number_of_queries(registry: ML
         # select the algorithm; savepoint, reserve ids, insert all rows (COPY on
         # PostgreSQL, which the query log does not show), release
         with CaptureQueriesContext(connection) as queries:
-            services.predict(
+            serving.predict(
                 endpoint_name="income_classifier", records=[SAMPLE_RECORD] * n, status="production"
             )
         counts.append(len(queries))
@@ -146,7 +148,7 @@ def test_a_single_prediction_costs_two_queries(
     algorithm(registry)
     registry.get(MLAlgorithm.objects.get())  # loaded, as in a warm worker
     with django_assert_num_queries(2):  # select the algorithm, INSERT ... RETURNING
-        [served] = services.predict(
+        [served] = serving.predict(
             endpoint_name="income_classifier", records=[SAMPLE_RECORD], status="production"
         )
     row = MLRequest.objects.get(pk=served["request_id"])
@@ -156,7 +158,7 @@ def test_a_single_prediction_costs_two_queries(
 def test_invalid_input_logs_nothing(registry: MLRegistry) -> None:
     algorithm(registry)
     with pytest.raises(InvalidInput):
-        services.predict(
+        serving.predict(
             endpoint_name="income_classifier",
             records=[dict(SAMPLE_RECORD, age="x")],
             status="production",
@@ -187,7 +189,7 @@ def test_selections_are_cached_for_the_ttl_and_cleared_by_status_changes(
         monkeypatch.undo()
         predict("testing")  # cached now
         # A change through the service in this process is seen at once.
-        services.set_algorithm_status(algorithm=alg, status="staging", created_by="t")
+        catalogue.set_algorithm_status(algorithm=alg, status="staging", created_by="t")
         with pytest.raises(AlgorithmNotFound):
             predict("testing")
     finally:

@@ -99,3 +99,11 @@ class ModelUnavailable(ServiceError):
     status_code = 503
     code = "model_unavailable"
     default_message = "The model is not available right now."
+
+
+class ModelRejected(InvalidInput):
+    """A model file that cannot be registered as it is (400): it does not load, is not a
+    model, needs types the operator does not trust, or fails on its own example."""
+
+    code = "model_rejected"
+    default_message = "The model cannot be served."

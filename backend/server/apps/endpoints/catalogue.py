@@ -1,0 +1,283 @@
+"""The catalogue's writes: registering model versions and changing their statuses.
+
+``register_model`` is the one way a model file enters the catalogue, whoever brings it:
+``manage.py register_model`` (operators on the host), ``POST /api/v1/mlalgorithms`` and the
+admin's upload form (staff), and the demo models (``demo.py``). It checks the file before
+anything is recorded (``apps.ml.intake``), stores it in the artifacts folder under a name
+the catalogue records with its sha256, and writes the algorithm and its first status in
+one transaction. On any refusal nothing is left behind: no row, no file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from apps.core.errors import Conflict, InvalidInput, ServiceError
+from apps.endpoints import selectors
+from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
+from apps.ml import artifacts, compiled, intake
+
+Status = MLAlgorithmStatus.Status
+_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,128}")
+
+
+@dataclass
+class Registered:
+    algorithm: MLAlgorithm
+    notes: list[str] = field(default_factory=list)  # warnings for whoever registered it
+
+
+def register_model(
+    *,
+    artifact: Path | IO[bytes],
+    endpoint_name: str,
+    name: str,
+    version: str,
+    status: str = Status.TESTING,
+    description: str = "",
+    owner: str = "",
+    created_by: str = "",
+    file_name: str = "",
+    example: bytes | None = None,
+    target_column: str = "",
+    allow_pickle: bool = False,
+    kind: str | None = None,
+) -> Registered:
+    """Check a model file and record it as ``version`` of endpoint ``endpoint_name`` (made
+    on first use), with ``status``.
+
+    ``artifact``: a path on this host (the management command, the demo models), copied
+    into the artifacts folder as ``file_name`` (default: its own name); or an uploaded
+    file, stored under a name made of its sha256. ``allow_pickle``: whether a joblib file
+    may be loaded (operators on the host; uploads only with ``ALLOW_PICKLE_UPLOADS``).
+    Raises ``InvalidInput``/``ModelRejected`` (400) or ``Conflict`` (409)."""
+    _check_identity(endpoint_name=endpoint_name, name=name, version=version, status=status)
+    _refuse_duplicate(endpoint_name, name, version)
+    root = Path(settings.MODEL_ARTIFACTS_PATH)
+    path, sha256, created = _place(root, artifact, file_name)
+    try:
+        found = intake.inspect(
+            path,
+            sha256=sha256,
+            trusted=settings.SKOPS_TRUSTED_TYPES,
+            allow_pickle=allow_pickle,
+            example=example,
+            target_column=target_column or None,
+            compile=settings.ML_COMPILED_INFERENCE,
+            kind=kind,
+        )
+        serving = dict(found.serving)
+        onnx_bytes = serving.pop("onnx_bytes", None)
+        if onnx_bytes is not None:
+            compiled.write_generic(path, sha256, onnx_bytes)
+        algorithm = _record(
+            endpoint_name=endpoint_name,
+            name=name,
+            version=version,
+            status=status,
+            owner=owner or created_by,
+            created_by=created_by or owner,
+            description=description,
+            artifact=path.relative_to(root.resolve()).as_posix(),
+            sha256=sha256,
+            found=found,
+            serving=serving,
+            target_column=target_column,
+        )
+    except BaseException:
+        if created:
+            _remove(path, sha256)
+        raise
+    return Registered(algorithm, found.notes)
+
+
+def _check_identity(*, endpoint_name: str, name: str, version: str, status: str) -> None:
+    check_status(status)
+    problems = {}
+    if not _SLUG.fullmatch(endpoint_name):
+        problems["endpoint"] = ["Letters, digits, - and _ only (it is part of the URL)."]
+    for key, value in (("name", name), ("version", version)):
+        if not value.strip() or len(value) > 128:
+            problems[key] = ["Between 1 and 128 characters."]
+    if problems:
+        first = next(iter(problems))
+        raise InvalidInput(f"{first}: {problems[first][0]}", details=problems)
+
+
+def _refuse_duplicate(endpoint_name: str, name: str, version: str) -> None:
+    existing = selectors.find_algorithm(endpoint_name=endpoint_name, name=name, version=version)
+    if existing is not None:
+        raise Conflict(
+            f"Algorithm {existing.pk} is already '{name}' version '{version}' of endpoint "
+            f"'{endpoint_name}'. A new model is a new version.",
+            details={"version": ["This endpoint already has this name and version."]},
+        )
+
+
+def _record(
+    *,
+    endpoint_name: str,
+    name: str,
+    version: str,
+    status: str,
+    owner: str,
+    created_by: str,
+    description: str,
+    artifact: str,
+    sha256: str,
+    found: intake.Intake,
+    serving: Mapping[str, Any],
+    target_column: str,
+) -> MLAlgorithm:
+    card = found.signature.card()
+    try:
+        with transaction.atomic():
+            endpoint, _ = Endpoint.objects.get_or_create(
+                name=endpoint_name, defaults={"owner": owner}
+            )
+            algorithm = MLAlgorithm.objects.create(
+                parent_endpoint=endpoint,
+                name=name,
+                version=version,
+                owner=owner,
+                description=description,
+                code="",
+                wrapper=found.kind,
+                artifact=artifact,
+                artifact_sha256=sha256,
+                sklearn_version=found.sklearn_version,
+                features=card["features"],
+                task=card["task"],
+                classes=card["classes"],
+                outputs=card["outputs"],
+                metrics=dict(found.metrics),
+                example=found.example,
+                serving=dict(serving),
+                target_column=target_column,
+            )
+            MLAlgorithmStatus.objects.create(
+                status=status, active=True, created_by=created_by, parent_mlalgorithm=algorithm
+            )
+    except IntegrityError:  # registered by another process between the check and now
+        _refuse_duplicate(endpoint_name, name, version)
+        raise
+    selectors.forget_selections()
+    transaction.on_commit(selectors.forget_selections)
+    return algorithm
+
+
+# -- the file ----------------------------------------------------------------------------
+
+
+def _place(root: Path, artifact: Path | IO[bytes], file_name: str) -> tuple[Path, str, bool]:
+    """Put the model file in ``root``; returns its path, its sha256 and whether this call
+    created it (False: the same bytes were already there, perhaps another version's)."""
+    root.mkdir(parents=True, exist_ok=True)
+    if isinstance(artifact, Path):
+        if not artifact.is_file():
+            raise InvalidInput(f"No model file at {artifact}.")
+        sha256 = artifacts.sha256_of(artifact)
+        return _copy_into(root, artifact, file_name or artifact.name, sha256)
+    return _store_upload(root, artifact, file_name)
+
+
+def _copy_into(root: Path, source: Path, file_name: str, sha256: str) -> tuple[Path, str, bool]:
+    """``source`` at ``root/file_name``. Never replaces a different file: another version
+    may be using it."""
+    try:
+        target = artifacts.resolve(root, file_name)
+    except ServiceError as exc:
+        raise InvalidInput(exc.message) from exc
+    if target.exists():
+        if artifacts.sha256_of(target) == sha256:
+            return target, sha256, False
+        raise InvalidInput(
+            f"A different file named '{file_name}' is already in the artifacts folder; store "
+            "this one under another name (--artifact-name)."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    shutil.copyfile(source, tmp)
+    try:
+        # link() fails if the name appeared meanwhile, where rename() would overwrite it.
+        os.link(tmp, target)
+    except FileExistsError:
+        return _copy_into(root, source, file_name, sha256)  # decide again on what is there
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target, sha256, True
+
+
+def _store_upload(root: Path, upload: IO[bytes], original: str) -> tuple[Path, str, bool]:
+    """An uploaded file, under a name made of its sha256 (``uploads/<sha256>.skops``): two
+    uploads never collide, and the same bytes uploaded twice are one file."""
+    folder = root / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".upload-{uuid.uuid4().hex}.tmp"
+    digest = hashlib.sha256()
+    try:
+        with tmp.open("wb") as out:
+            upload.seek(0)
+            while chunk := upload.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        sha256 = digest.hexdigest()
+        suffix = artifacts.SKOPS_SUFFIX if artifacts.is_skops(original) else ".joblib"
+        target = folder / f"{sha256}{suffix}"
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            return target, sha256, False  # the same bytes: same name, same content
+        return target, sha256, True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove(path: Path, sha256: str) -> None:
+    """A file this registration placed, and any compiled form made from it."""
+    path.unlink(missing_ok=True)
+    for derived in (compiled.cache_path(path, sha256), compiled.card_path(path, sha256)):
+        derived.unlink(missing_ok=True)
+
+
+# -- statuses ----------------------------------------------------------------------------
+
+
+def check_status(status: str) -> None:
+    """``InvalidInput`` unless ``status`` is one of the statuses."""
+    if status not in Status.values:
+        raise InvalidInput(
+            f"'{status}' is not a status.",
+            details={"status": [f"Expected one of: {', '.join(Status.values)}."]},
+        )
+
+
+@transaction.atomic
+def set_algorithm_status(
+    *, algorithm: MLAlgorithm, status: str, created_by: str
+) -> MLAlgorithmStatus:
+    """Make ``status`` the algorithm's active status; the previous one stays as history."""
+    check_status(status)
+    # Lock the algorithm so two concurrent changes serialise instead of both deactivating
+    # the old status and tripping the one-active-status constraint.
+    MLAlgorithm.objects.select_for_update().only("pk").get(pk=algorithm.pk)
+    MLAlgorithmStatus.objects.filter(parent_mlalgorithm=algorithm, active=True).update(active=False)
+    created = MLAlgorithmStatus.objects.create(
+        status=status, active=True, created_by=created_by, parent_mlalgorithm=algorithm
+    )
+    # Now, and again once committed, so that no request in between caches the old state.
+    selectors.forget_selections()
+    transaction.on_commit(selectors.forget_selections)
+    return created

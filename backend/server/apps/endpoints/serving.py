@@ -1,0 +1,138 @@
+"""Serving: select the algorithm (or let an A/B test route), predict, log.
+
+The catalogue's writes are in ``catalogue.py``, the A/B lifecycle in ``ab_testing.py``.
+Keyword-only functions; they raise ``apps.core.errors`` types, which the exception handler
+maps to HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict
+
+from django.db import transaction
+
+from apps.core.errors import AmbiguousAlgorithm
+from apps.endpoints import ab_testing, bulk, catalogue, demo, feedback, selectors
+from apps.endpoints.models import MLAlgorithm, MLAlgorithmStatus
+from apps.ml import codecs
+from apps.ml import registry as ml_registry
+from apps.ml.codecs import Prediction
+from apps.ops import metrics as ops_metrics
+
+Status = MLAlgorithmStatus.Status
+ChooseArm = Callable[[Sequence[MLAlgorithm]], MLAlgorithm]
+
+
+# -- predictions -------------------------------------------------------------------------
+
+
+class AlgorithmRef(TypedDict):
+    id: int
+    name: str
+    version: str
+
+
+class ServedPrediction(Prediction):
+    """A prediction as the API answers it: the model's answer, the log row, the model."""
+
+    request_id: int
+    feedback_token: str  # proves the right to give this request's feedback (feedback.py)
+    algorithm: AlgorithmRef
+
+
+def candidate_algorithms(
+    *, endpoint_name: str, status: str, version: str | None
+) -> list[MLAlgorithm]:
+    """The design's selection rules: the algorithms with this active status (and version).
+    Exactly one serves; several are an error unless they are the arms of an A/B test, in
+    which case all of them are returned and the caller picks per request (or per row)."""
+    catalogue.check_status(status)
+    candidates = selectors.algorithms_for_prediction(
+        endpoint_name=endpoint_name, status=status, version=version
+    )
+    if len(candidates) == 1 or status == Status.AB_TESTING:
+        return candidates
+    raise AmbiguousAlgorithm(
+        f"{len(candidates)} algorithms of '{endpoint_name}' have status '{status}'; "
+        "pass ?version= to choose one.",
+        details={"candidates": [_ref(a) for a in candidates]},
+    )
+
+
+def select_algorithm(
+    *, endpoint_name: str, status: str, version: str | None, choose: ChooseArm
+) -> MLAlgorithm:
+    """The one algorithm that serves a request (an A/B arm chosen by ``choose``)."""
+    candidates = candidate_algorithms(endpoint_name=endpoint_name, status=status, version=version)
+    return candidates[0] if len(candidates) == 1 else choose(candidates)
+
+
+def predict(
+    *,
+    endpoint_name: str,
+    records: Sequence[Mapping[str, Any]],
+    status: str,
+    version: str | None = None,
+    assignment_key: str | None = None,
+    rng: random.Random | None = None,
+    user_id: int | None = None,
+) -> list[ServedPrediction]:
+    """Serve ``records`` with one algorithm and log each as an ``MLRequest``.
+
+    Batched by construction: one model call for all records, one bulk write for all log
+    rows (``bulk.py``: the ORM cost more than the compiled model per row). With status
+    ``ab_testing`` (and no version) the endpoint's running A/B test
+    routes the whole batch (``ab_testing.route``, by ``assignment_key`` when given) and each
+    row records the test. ``rng`` draws the A/B arm (injectable for tests). ``user_id``: the
+    authenticated client, who alone may then read the rows and give their feedback."""
+    demo.ensure_registered()
+    catalogue.check_status(status)
+    abtest = None
+    if status == Status.AB_TESTING and version is None:
+        algorithm, abtest = ab_testing.route(
+            endpoint_name=endpoint_name, assignment_key=assignment_key, rng=rng
+        )
+    else:
+        algorithm = select_algorithm(
+            endpoint_name=endpoint_name,
+            status=status,
+            version=version,
+            choose=(rng or random).choice,
+        )
+    predictions = ml_registry.get_registry().get(algorithm).compute_predictions(records)
+    abtest_id = abtest.pk if abtest else None
+    rows: list[bulk.Row] = [
+        (
+            json.dumps(record),
+            json.dumps(prediction),
+            codecs.response_text(prediction),
+            None,
+            algorithm.pk,
+            abtest_id,
+            user_id,
+            None,
+        )
+        for record, prediction in zip(records, predictions, strict=True)
+    ]
+    if len(rows) == 1:
+        ids = [bulk.insert_request(rows[0])]
+    else:
+        with transaction.atomic():
+            ids = bulk.insert_requests(rows).tolist()
+    ops_metrics.count_predictions(
+        endpoint=endpoint_name, algorithm=algorithm, status=status, records=len(ids)
+    )
+    ref = _ref(algorithm)
+    return [
+        ServedPrediction(
+            **prediction, request_id=pk, feedback_token=feedback.token_for(pk), algorithm=ref
+        )
+        for prediction, pk in zip(predictions, ids, strict=True)
+    ]
+
+
+def _ref(algorithm: MLAlgorithm) -> AlgorithmRef:
+    return AlgorithmRef(id=algorithm.pk, name=algorithm.name, version=algorithm.version)

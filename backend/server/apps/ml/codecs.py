@@ -1,0 +1,435 @@
+"""Requests in, answers out, by the signature: the one place both shapes are defined.
+
+In: JSON records (``frame_from_records``) or the text columns of a CSV file
+(``frame_from_text``) become a ``Frame``, every value checked against its feature: a
+non-number in a number column, a list or object where a value belongs, NaN or Infinity,
+a category the model's encoder would refuse, a missing required feature: each is an
+``InvalidInput`` naming the field (or the line and column of a file), never a model error.
+
+Out: a runtime's ``ModelOutput`` (arrays for the whole batch) becomes ``Prediction``s, the
+one answer shape that the JSON answers, the CSV columns, the log rows and the OpenAPI
+schema all derive from (``Signature.outputs`` says which of its fields a model has).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import numpy as np
+
+from apps.core.errors import InvalidInput
+from apps.ml.signature import Feature, Signature
+
+if TYPE_CHECKING:  # pandas is imported only where a model needs a DataFrame
+    import pandas as pd
+
+
+class Prediction(TypedDict, total=False):
+    """One answer. Which fields a model has is ``Signature.outputs``."""
+
+    label: str  # classifiers: the predicted class, as text
+    probability: float  # binary classifiers: the probability of the positive class
+    probabilities: dict[str, float]  # classifiers with predict_proba: every class
+    prediction: float  # regressors
+    status: str  # always "OK": a failure is an error answer, never a prediction
+    imputed: list[str]  # features the model filled in (the Adult models: missing, unseen)
+
+
+# -- in ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Frame:
+    """A batch of rows as typed columns, in signature order: float64 for numbers (NaN where
+    missing); object arrays for categories, strings and booleans (None where missing).
+    Built without pandas, which costs more than a compiled model for one row; ``to_pandas``
+    gives a scikit-learn pipeline its DataFrame."""
+
+    columns: dict[str, np.ndarray]
+    rows: int
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The columns as a DataFrame; a missing text value is NaN, as pandas reads a gap
+        in a CSV file and as scikit-learn's imputers look for it (they pass None on)."""
+        import pandas as pd
+
+        columns = {}
+        for name, column in self.columns.items():
+            if column.dtype == object and any(v is None for v in column.tolist()):
+                column = column.copy()
+                column[[v is None for v in column.tolist()]] = np.nan
+            columns[name] = column
+        return pd.DataFrame(columns, copy=False)
+
+    def to_matrix(self) -> np.ndarray:
+        """All columns side by side as float64 (a model fitted on a plain array)."""
+        if not self.columns:
+            return np.empty((self.rows, 0))
+        return np.column_stack([np.asarray(c, dtype=np.float64) for c in self.columns.values()])
+
+    def take(self, rows: np.ndarray) -> Frame:
+        return Frame({k: v[rows] for k, v in self.columns.items()}, len(rows))
+
+
+MAX_SHOWN_VALUES = 40  # allowed values listed in an error, the rest counted
+
+
+def frame_from_records(records: Sequence[Any], signature: Signature) -> Frame:
+    """Check and convert JSON records. Raises ``InvalidInput`` naming every bad field
+    (prefixed by the record's position when there is more than one)."""
+    errors: dict[str, Any] = {}
+    for i, record in enumerate(records):
+        problems = _record_problems(record, signature)
+        if problems:
+            errors.update(problems if len(records) == 1 else {str(i): problems})
+    columns: dict[str, np.ndarray] = {}
+    for feature in signature.features:
+        values = [r.get(feature.name) if isinstance(r, Mapping) else None for r in records]
+        column, bad = _json_column(feature, values)
+        for i, message in bad:
+            where = feature.name if len(records) == 1 else str(i)
+            if len(records) == 1:
+                errors.setdefault(where, []).append(message)
+            else:
+                errors.setdefault(where, {}).setdefault(feature.name, []).append(message)
+        columns[feature.name] = column
+    if errors:
+        raise InvalidInput("Some features are not valid; see details.", details=errors)
+    return Frame(columns, len(records))
+
+
+def _record_problems(record: Any, signature: Signature) -> dict[str, list[str]]:
+    if not isinstance(record, Mapping):
+        return {"non_field_errors": ["Expected an object of feature names and values."]}
+    unknown = [key for key in record if signature.feature(str(key)) is None]
+    expected = ", ".join(signature.names)
+    return {str(key): [f"Unknown feature. Expected: {_clip(expected)}."] for key in unknown}
+
+
+def _json_column(feature: Feature, values: list[Any]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    bad: list[tuple[int, str]] = []
+    out: list[Any] = []
+    for i, value in enumerate(values):
+        try:
+            out.append(_json_value(feature, value))
+        except ValueError as exc:
+            bad.append((i, str(exc)))
+            out.append(None)
+    return _as_column(feature, out), bad
+
+
+def _is_missing_text(feature: Feature, value: Any) -> bool:
+    return isinstance(value, str) and value.strip() in feature.missing
+
+
+def _json_value(feature: Feature, value: Any) -> Any:
+    if value is None or _is_missing_text(feature, value):
+        if feature.required:
+            raise ValueError("This feature is required.")
+        return None
+    if feature.type == "number":
+        return _to_number(value)
+    if feature.type == "boolean":
+        return _to_boolean(value)
+    if feature.type == "category":
+        return _to_category(feature, value)
+    if not isinstance(value, str):
+        raise ValueError(f"A string is required, got {type(value).__name__}.")
+    return value
+
+
+def _to_number(value: Any) -> float:
+    # bool is an int in Python; JSON true for an age is a client bug, not 1.
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"A number is required, got {type(value).__name__}.")
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise ValueError(f"A number is required, got '{_clip(str(value))}'.") from None
+    if not math.isfinite(number):
+        raise ValueError("A finite number is required.")
+    return number
+
+
+_TRUE_TEXTS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _to_boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE_TEXTS:
+        return _TRUE_TEXTS[value.strip().lower()]
+    if not isinstance(value, (str, int, float)):
+        raise ValueError(f"true or false is required, got {type(value).__name__}.")
+    raise ValueError(f"true or false is required, got '{_clip(str(value))}'.")
+
+
+def _to_category(feature: Feature, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"A string is required, got {type(value).__name__}.")
+    known = feature.categories or ()
+    numeric = bool(known) and all(isinstance(c, (int, float)) for c in known)
+    if numeric:  # an encoder fitted on numbers: 2, 2.0 and "2" are the category 2
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(_not_a_category(feature, str(value))) from None
+        for category in known:
+            if category == number:
+                return category
+        if feature.unknown == "error":
+            raise ValueError(_not_a_category(feature, str(value)))
+        return number
+    if not isinstance(value, str):
+        raise ValueError(f"A string is required, got {type(value).__name__}.")
+    text = value.strip()
+    if known and feature.unknown == "error" and text not in feature.known:
+        raise ValueError(_not_a_category(feature, text))
+    return text
+
+
+def _not_a_category(feature: Feature, text: str) -> str:
+    known = [str(c) for c in feature.categories or ()]
+    shown = ", ".join(known[:MAX_SHOWN_VALUES])
+    more = f" and {len(known) - MAX_SHOWN_VALUES} more" if len(known) > MAX_SHOWN_VALUES else ""
+    return f"'{_clip(text)}' is not a valid {feature.name}. Valid: {shown}{more}."
+
+
+def _as_column(feature: Feature, values: list[Any]) -> np.ndarray:
+    if feature.type == "number":
+        return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
+
+
+def frame_from_text(
+    columns: Mapping[str, Sequence[str]], signature: Signature, *, first_line: int = 2
+) -> Frame:
+    """Check and convert the text cells of a CSV file, column by column, with fast paths
+    for clean columns. An empty cell is missing. Bad cells raise ``InvalidInput`` naming
+    the first one's line (``first_line`` is the line of row 0) and column; ``details.cells``
+    lists up to ten."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    out: dict[str, np.ndarray] = {}
+    problems: list[dict[str, Any]] = []
+    for feature in signature.features:
+        cells = columns[feature.name]
+        column, bad = _text_column(feature, cells)
+        for i, message in bad[:10]:
+            problems.append(
+                {
+                    "line": first_line + i,
+                    "column": feature.name,
+                    "value": _clip(cells[i].strip(), 40),
+                    "message": message,
+                }
+            )
+        out[feature.name] = column
+    if problems:
+        problems.sort(key=lambda p: p["line"])
+        first = problems[0]
+        raise InvalidInput(
+            f"Line {first['line']}, column '{first['column']}': {first['message']}",
+            details={"cells": problems[:10]},
+        )
+    return Frame(out, n)
+
+
+def _text_column(
+    feature: Feature, cells: Sequence[str]
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    if feature.type == "number":
+        return _number_cells(feature, cells)
+    if feature.type == "category" and feature.categories and not _numeric_categories(feature):
+        fast = _category_cells(feature, cells)
+        if fast is not None:
+            return fast, []
+    values: list[Any] = []
+    bad: list[tuple[int, str]] = []
+    for i, cell in enumerate(cells):
+        try:
+            values.append(_json_value(feature, None if not cell.strip() else cell))
+        except ValueError as exc:
+            bad.append((i, str(exc)))
+            values.append(None)
+    return _as_column(feature, values), bad
+
+
+def _numeric_categories(feature: Feature) -> bool:
+    return all(isinstance(c, (int, float)) for c in feature.categories or ())
+
+
+def _category_cells(feature: Feature, cells: Sequence[str]) -> np.ndarray | None:
+    """A clean column of text categories in one pass over its distinct cells; None when a
+    cell needs a closer look (spaces, gaps, values outside the categories)."""
+    known = feature.known
+    if not set(cells) <= known:
+        return None
+    column = np.empty(len(cells), dtype=object)
+    column[:] = cells
+    return column
+
+
+def _number_cells(
+    feature: Feature, cells: Sequence[str]
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    try:  # the common case: every cell a number, parsed in one C loop
+        numbers = np.array(cells, dtype=np.float64)
+        if np.isfinite(numbers).all():
+            return numbers, []
+    except ValueError:
+        pass
+    numbers = np.empty(len(cells), dtype=np.float64)
+    bad: list[tuple[int, str]] = []
+    for i, cell in enumerate(cells):
+        try:
+            value = _json_value(feature, None if not cell.strip() else cell)
+            numbers[i] = math.nan if value is None else value
+        except ValueError as exc:
+            bad.append((i, str(exc)))
+            numbers[i] = math.nan
+    return numbers, bad
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# -- out ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelOutput:
+    """What a runtime answers for a batch: arrays, one entry per row."""
+
+    labels: np.ndarray | None = None  # classifiers: the class as text (object array)
+    probabilities: np.ndarray | None = None  # classifiers: (rows, classes), signature order
+    values: np.ndarray | None = None  # regressors: float64
+    imputed: list[list[str]] | None = None  # runtimes that fill features in
+    engine: str = field(default="", compare=False)  # which engine answered (for the log)
+
+    def take(self, rows: np.ndarray) -> ModelOutput:
+        return ModelOutput(
+            labels=None if self.labels is None else self.labels[rows],
+            probabilities=None if self.probabilities is None else self.probabilities[rows],
+            values=None if self.values is None else self.values[rows],
+            imputed=None if self.imputed is None else [self.imputed[i] for i in rows.tolist()],
+            engine=self.engine,
+        )
+
+
+def answers(signature: Signature, output: ModelOutput) -> list[Prediction]:
+    """One ``Prediction`` per row, with exactly the fields of ``signature.outputs``."""
+    wanted = set(signature.outputs)
+    n = _rows(output)
+    columns: dict[str, Sequence[Any]] = {}
+    if "label" in wanted and output.labels is not None:
+        columns["label"] = output.labels.tolist()
+    if output.probabilities is not None:
+        rows = output.probabilities.tolist()
+        if "probability" in wanted:
+            columns["probability"] = [row[1] for row in rows]
+        if "probabilities" in wanted:
+            classes = signature.classes
+            columns["probabilities"] = [dict(zip(classes, row, strict=True)) for row in rows]
+    if "prediction" in wanted and output.values is not None:
+        columns["prediction"] = output.values.tolist()
+    if "status" in wanted:
+        columns["status"] = list(repeat("OK", n))
+    if "imputed" in wanted:
+        columns["imputed"] = (
+            output.imputed if output.imputed is not None else [[] for _ in range(n)]
+        )
+    order = [name for name in signature.outputs if name in columns]
+    return [
+        Prediction(**{name: columns[name][i] for name in order})  # type: ignore[typeddict-item]
+        for i in range(n)
+    ]
+
+
+def _rows(output: ModelOutput) -> int:
+    for array in (output.labels, output.values, output.probabilities):
+        if array is not None:
+            return len(array)
+    return len(output.imputed or ())
+
+
+def response_texts(output: ModelOutput) -> list[str]:
+    """``response_text`` of every row of a batch: the labels, or the predicted numbers."""
+    if output.labels is not None:
+        labels: list[str] = output.labels.tolist()
+        return labels
+    assert output.values is not None
+    return [repr(v) for v in output.values.tolist()]
+
+
+def response_text(prediction: Prediction) -> str:
+    """What the log's ``response`` column holds: the label, or the predicted number."""
+    if "label" in prediction:
+        return prediction["label"]
+    return repr(float(prediction["prediction"]))
+
+
+def answer_texts(signature: Signature, output: ModelOutput) -> list[str]:
+    """Each row's ``Prediction`` as JSON text, as ``json.dumps(answers(...)[i])`` would
+    write it, for the log of a batch: one template per distinct label, filled with the
+    row's numbers (floats in JSON are their repr), rather than a dict and a dumps per row."""
+    wanted = signature.outputs
+    n = _rows(output)
+    tail = ',"status":"OK"' if "status" in wanted else ""
+    imputed = "imputed" in wanted
+    if signature.task != "classification":
+        assert output.values is not None
+        template = '{"prediction":%r' + tail + (',"imputed":[]}' if imputed else "}")
+        texts = [template % v for v in output.values.tolist()]
+    else:
+        assert output.labels is not None
+        numbers = _probability_slots(signature, output)
+        templates: dict[str, str] = {}
+        texts = []
+        labels: list[str] = output.labels.tolist()
+        for i, label in enumerate(labels):
+            found = templates.get(label)
+            if found is None:
+                found = templates[label] = _label_template(signature, label, tail, imputed)
+            template = found
+            texts.append(template % numbers[i] if numbers else template)
+    if imputed and output.imputed is not None:
+        for i, filled in enumerate(output.imputed):
+            if filled:
+                texts[i] = texts[i].removesuffix("[]}") + json.dumps(filled) + "}"
+    assert len(texts) == n
+    return texts
+
+
+def _label_template(signature: Signature, label: str, tail: str, imputed: bool) -> str:
+    def escaped(value: str) -> str:  # JSON text, with % doubled for the template
+        return json.dumps(value).replace("%", "%%")
+
+    parts = ['{"label":' + escaped(label)]
+    if "probability" in signature.outputs:
+        parts.append(',"probability":%r')
+    if "probabilities" in signature.outputs:
+        pairs = ",".join(f"{escaped(c)}:%r" for c in signature.classes)
+        parts.append(',"probabilities":{' + pairs + "}")
+    return "".join(parts) + tail + (',"imputed":[]}' if imputed else "}")
+
+
+def _probability_slots(signature: Signature, output: ModelOutput) -> list[tuple[float, ...]]:
+    """Per row, the numbers a label template takes, in order."""
+    if output.probabilities is None or not (
+        {"probability", "probabilities"} & set(signature.outputs)
+    ):
+        return []
+    rows = output.probabilities.tolist()
+    if "probability" in signature.outputs and "probabilities" in signature.outputs:
+        return [(row[1], *row) for row in rows]
+    if "probability" in signature.outputs:
+        return [(row[1],) for row in rows]
+    return [tuple(row) for row in rows]

@@ -1,0 +1,59 @@
+"""The one interface every kind of model implements, in the spirit of MLServer's ``MLModel``.
+
+A runtime is loaded from an artifact and a signature (by the registry, ``loading.py``) and
+predicts one ``Frame`` per call: a single prediction is a batch of one. Three kinds:
+
+- ``SklearnRuntime`` (``sklearn_runtime.py``): any fitted estimator or pipeline;
+- ``OnnxRuntime`` (``compiled.py``): the same model compiled to ONNX, used only where it
+  reproduced scikit-learn on the model's example and generated rows;
+- ``IncomeClassifier`` (``income_classifier/``): the Adult bundles this project trains.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from apps.core.errors import InvalidInput
+from apps.ml import codecs
+from apps.ml.codecs import Frame, ModelOutput, Prediction
+from apps.ml.signature import Signature
+
+logger = logging.getLogger(__name__)
+
+MAX_MODEL_MESSAGE = 300  # characters of an estimator's own error shown to the client
+
+
+class Runtime(ABC):
+    signature: Signature
+    engine: str = ""  # "sklearn", "onnx": what serves the predictions (the model card says)
+
+    @abstractmethod
+    def predict(self, frame: Frame) -> ModelOutput:
+        """Predict every row of ``frame`` in one model call."""
+
+    def compute_predictions(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+        """JSON records in, answers out: check, convert, predict once, answer."""
+        frame = codecs.frame_from_records(records, self.signature)
+        return codecs.answers(self.signature, self.predict(frame))
+
+    def compute_prediction(self, record: Mapping[str, Any]) -> Prediction:
+        return self.compute_predictions([record])[0]
+
+
+class ModelFailed(InvalidInput):
+    """The estimator raised on valid-looking input (a value its pipeline cannot take): the
+    client's input, so a 400 with the estimator's message, clipped; never a traceback."""
+
+    code = "invalid_input"
+
+
+def model_failed(exc: Exception, *, rows: int) -> ModelFailed:
+    message = f"{type(exc).__name__}: {exc}"
+    if len(message) > MAX_MODEL_MESSAGE:
+        message = message[:MAX_MODEL_MESSAGE] + "..."
+    logger.warning("The model refused %d row(s): %s", rows, message)
+    where = "this record" if rows == 1 else f"these {rows} rows"
+    return ModelFailed(f"The model could not predict {where}: {message}")
