@@ -128,7 +128,7 @@ def http_upload(path: Path, database_url: str, repeat: int, bare: BareModel) -> 
                 "/dev/null",
                 "-F",
                 f"file=@{make_csv(1000)}",
-                f"{base}/batch-predict",
+                f"{base}/batch-predict?endpoint=income_classifier",
             ],
             check=True,
         )
@@ -153,7 +153,7 @@ def http_upload(path: Path, database_url: str, repeat: int, bare: BareModel) -> 
                     "%{http_code}",
                     "-F",
                     f"file=@{path}",
-                    f"{base}/batch-predict",
+                    f"{base}/batch-predict?endpoint=income_classifier",
                 ],
                 capture_output=True,
                 text=True,
@@ -207,8 +207,9 @@ django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from apps.endpoints.models import MLAlgorithm, MLRequest
+from apps.endpoints import demo
 from apps.ml.registry import get_registry
-registry = get_registry(); registry.ensure_declared()
+demo.ensure_registered(); registry = get_registry()
 algorithm = MLAlgorithm.objects.get(name="random forest")
 wrapper = registry.get(algorithm)
 rows = list(csv.DictReader(open({str(path)!r})))

@@ -150,7 +150,11 @@ class Server:
         self.process.wait(timeout=30)
 
 
-def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+def wrk(
+    url: str, script: Path, connections: int, seconds: int, *, path: str = PATH
+) -> dict[str, float]:
+    """wrk's numbers for ``url`` + ``path`` (or ``path`` alone when it is a whole URL)."""
+    target = path if path.startswith("http") else url + path
     done = subprocess.run(
         [
             "wrk",
@@ -163,7 +167,7 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, flo
             "--latency",
             "-s",
             str(script),
-            url + PATH,
+            target,
         ],
         capture_output=True,
         text=True,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import LazySettings
+from django.conf import LazySettings, settings
 from rest_framework.test import APIClient
 
 from apps.ml.registry import MLRegistry, set_registry
@@ -36,6 +36,15 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def no_writes_to_the_real_artifacts(
+    tmp_path_factory: pytest.TempPathFactory, settings: LazySettings
+) -> None:
+    """Every test's MODEL_ARTIFACTS_PATH is a folder of its own unless it sets one:
+    registering a model copies the file there, and research/artifacts is the user's."""
+    settings.MODEL_ARTIFACTS_PATH = tmp_path_factory.mktemp("artifacts")
+
+
 @pytest.fixture
 def artifacts_dir(tiny_artifacts: Path, tmp_path: Path, settings: LazySettings) -> Path:
     """A private copy of the tiny artifacts (tests may tamper with it), set as
@@ -57,7 +66,7 @@ def _use_registry(registry: MLRegistry) -> Iterator[MLRegistry]:
 @pytest.fixture
 def registry(artifacts_dir: Path) -> Iterator[MLRegistry]:
     """An empty registry over the tiny artifacts."""
-    yield from _use_registry(MLRegistry(artifacts_dir))
+    yield from _use_registry(MLRegistry(artifacts_dir, trusted=settings.SKOPS_TRUSTED_TYPES))
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,25 @@ def test_a_libc_without_mallopt_does_not_stop_the_server(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     config = runpy.run_path(str(CONF))
     assert config["worker_class"] == "gthread"
+
+
+def test_native_thread_pools_get_one_thread_unless_the_environment_says_otherwise() -> None:
+    script = (
+        "import os, runpy, sys; runpy.run_path(sys.argv[1]);"
+        "print(os.environ['OMP_NUM_THREADS'], os.environ['OPENBLAS_NUM_THREADS'])"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+
+    def run(**env: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(CONF)],
+            env={**environ, "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert run() == "1 1"
+    assert run(OMP_NUM_THREADS="4") == "4 1"

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 from django.conf import settings
@@ -34,8 +34,8 @@ from apps.endpoints import bulk, demo, evaluation, feedback, selectors, serving
 from apps.endpoints.models import ABTest, MLAlgorithm, MLAlgorithmStatus
 from apps.ml import codecs
 from apps.ml import registry as ml_registry
-from apps.ml.codecs import Frame, ModelOutput
-from apps.ml.runtime import Runtime
+from apps.ml.codecs import ModelOutput
+from apps.ml.runtime import Runtime, check_finite
 from apps.ml.signature import Signature
 from apps.ops import metrics as ops_metrics
 
@@ -150,9 +150,10 @@ class _Chunk:
     first_line: int
     columns: dict[str, Sequence[str]]
     size: int
-    # Filled in by _decode: which arm serves each row, and per arm its rows and their frame.
+    # Filled in by _decode: which arm serves each row, and per arm its rows and their
+    # encoded form (Runtime.encode).
     arms: np.ndarray | None = None
-    work: list[tuple[np.ndarray, Frame]] = field(default_factory=list)
+    work: list[tuple[np.ndarray, Any]] = field(default_factory=list)
 
 
 def _score_chunks(
@@ -212,17 +213,20 @@ def _decode(chunk: _Chunk, runtimes: list[Runtime]) -> None:
             {f: chunk.columns[f] for f in signature.names}, signature, first_line=chunk.first_line
         )
         rows = np.arange(chunk.size) if chunk.arms is None else np.flatnonzero(chunk.arms == arm)
-        chunk.work.append((rows, frame if chunk.arms is None else frame.take(rows)))
+        mine = frame if chunk.arms is None else frame.take(rows)
+        # Encoded here, on the request's thread: the model's thread then runs the model
+        # call alone, which releases the GIL while this thread builds the log rows.
+        chunk.work.append((rows, runtime.encode(mine) if rows.size else None))
 
 
 def _predict(chunk: _Chunk, runtimes: list[Runtime]) -> ModelOutput:
     """The chunk's answers in file order, each arm predicting its own rows in one call."""
     if chunk.arms is None:
-        [(_, frame)] = chunk.work
-        return runtimes[0].predict(frame)
+        [(_, encoded)] = chunk.work
+        return runtimes[0].predict_encoded(encoded)
     parts = [
-        (rows, runtime.predict(frame))
-        for runtime, (rows, frame) in zip(runtimes, chunk.work, strict=True)
+        (rows, runtime.predict_encoded(encoded))
+        for runtime, (rows, encoded) in zip(runtimes, chunk.work, strict=True)
         if rows.size
     ]
     return _interleave(parts, chunk.size)
@@ -255,6 +259,7 @@ def _interleave(parts: list[tuple[np.ndarray, ModelOutput]], size: int) -> Model
 def _log_rows(chunk: _Chunk, scoring: Future[ModelOutput], result: BatchResult) -> list[bulk.Row]:
     """Attach one chunk's feedback and build its log rows."""
     output = scoring.result()
+    check_finite(output, first_line=chunk.first_line)
     arms = chunk.arms if chunk.arms is not None else np.zeros(chunk.size, np.int64)
     algorithm_ids = np.array([a.pk for a in result.algorithms])[arms].tolist()
     signature = result.signature

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
 from apps.endpoints import feedback
@@ -55,62 +56,86 @@ def csv_columns(signature: Signature) -> list[str]:
     return columns
 
 
-def _pieces(result: BatchResult) -> Iterator[tuple[list[int], list[tuple[Any, ...]], list[str]]]:
-    """Per piece of rows: their ids, their answer cells (in ``csv_columns`` order) and their
-    feedback tokens, made Python objects a piece at a time: converting whole arrays at once
-    cost about 70 MB at a million rows."""
-    columns = csv_columns(result.signature)
+@dataclass
+class _Piece:
+    """A piece of the answer's rows as Python objects, made a piece at a time: converting
+    whole arrays at once cost about 70 MB at a million rows."""
+
+    ids: list[int]
+    tokens: list[str]
+    labels: list[str] | None = None
+    probabilities: list[list[float]] | None = None
+    values: list[float] | None = None
+
+
+def _pieces(result: BatchResult) -> Iterator[_Piece]:
     for start in range(0, result.count, _ROWS_PER_PIECE):
-        piece = slice(start, start + _ROWS_PER_PIECE)
-        ids = result.request_ids[piece].tolist()
+        part = slice(start, start + _ROWS_PER_PIECE)
+        ids = result.request_ids[part].tolist()
+        piece = _Piece(ids=ids, tokens=feedback.tokens_for(ids))
+        if result.labels is not None:
+            piece.labels = result.labels[part].tolist()
+        if result.probabilities is not None:
+            piece.probabilities = result.probabilities[part].tolist()
         if result.values is not None:
-            cells: list[tuple[Any, ...]] = [(v,) for v in result.values[piece].tolist()]
-        else:
-            assert result.labels is not None
-            labels = result.labels[piece].tolist()
-            if result.probabilities is None or columns == ["label"]:
-                cells = [(label,) for label in labels]
-            elif "probability" in columns:
-                positive = result.probabilities[piece, 1].tolist()
-                cells = list(zip(labels, positive, strict=True))
-            else:
-                rows = result.probabilities[piece].tolist()
-                cells = [(label, *row) for label, row in zip(labels, rows, strict=True)]
-        if len(cells) != len(ids):
-            raise ValueError("a BatchResult's arrays differ in length")
-        yield ids, cells, feedback.tokens_for(ids)
+            piece.values = result.values[part].tolist()
+        for column in (piece.labels, piece.probabilities, piece.values):
+            if column is not None and len(column) != len(ids):
+                raise ValueError("a BatchResult's arrays differ in length")
+        yield piece
+
+
+def _csv_cells(result: BatchResult, piece: _Piece) -> list[tuple[Any, ...]]:
+    """Per row, its answer's cells in ``csv_columns`` order."""
+    if piece.values is not None:
+        return [(v,) for v in piece.values]
+    assert piece.labels is not None
+    columns = csv_columns(result.signature)
+    if piece.probabilities is None or columns == ["label"]:
+        return [(label,) for label in piece.labels]
+    if "probability" in columns:
+        return [
+            (label, row[1]) for label, row in zip(piece.labels, piece.probabilities, strict=True)
+        ]
+    return [(label, *row) for label, row in zip(piece.labels, piece.probabilities, strict=True)]
 
 
 def _json_rows(result: BatchResult) -> Iterator[str]:
-    signature = result.signature
-    columns = csv_columns(signature)
-    classes = signature.classes
-    with_map = "probabilities" in signature.outputs and result.probabilities is not None
-    quoted: dict[str, str] = {}  # a file has a handful of labels: each is encoded once
-    for start, (ids, cells, tokens) in zip(
-        range(0, result.count, _ROWS_PER_PIECE), _pieces(result), strict=True
-    ):
-        probabilities = (
-            result.probabilities[start : start + len(ids)].tolist()
-            if with_map and result.probabilities is not None
-            else None
-        )
-        for i, (pk, row, token) in enumerate(zip(ids, cells, tokens, strict=True)):
-            if columns == ["prediction"]:
-                answer = f'"prediction":{row[0]!r}'
-            else:
-                label = row[0]
-                text = quoted.get(label) or quoted.setdefault(label, json.dumps(label))
-                answer = f'"label":{text}'
-                if "probability" in columns:
-                    answer += f',"probability":{row[1]!r}'
-                if probabilities is not None:
-                    pairs = ",".join(
-                        f"{json.dumps(c)}:{p!r}"
-                        for c, p in zip(classes, probabilities[i], strict=True)
-                    )
-                    answer += f',"probabilities":{{{pairs}}}'
-            yield f'{{"request_id":{pk},{answer},"feedback_token":"{token}"}}'
+    """Each row as JSON text, from a template per label filled with the row's numbers (as
+    ``codecs.answer_texts`` does for the log): a dict and a dumps per row cost more than
+    the model."""
+    outputs = result.signature.outputs
+    binary = "probability" in outputs
+    with_map = "probabilities" in outputs and result.probabilities is not None
+
+    def quoted(text: str) -> str:  # JSON text, with % doubled for the template
+        return json.dumps(text).replace("%", "%%")
+
+    probabilities = ""
+    if with_map:
+        pairs = ",".join(f"{quoted(c)}:%r" for c in result.signature.classes)
+        probabilities = ',"probabilities":{' + pairs + "}"
+    tail = ',"feedback_token":"%s"}'
+    templates: dict[str, str] = {}
+    for piece in _pieces(result):
+        if piece.values is not None:
+            for pk, value, token in zip(piece.ids, piece.values, piece.tokens, strict=True):
+                yield f'{{"request_id":{pk},"prediction":{value!r},"feedback_token":"{token}"}}'
+            continue
+        assert piece.labels is not None
+        rows = piece.probabilities or [[]] * len(piece.ids)
+        for pk, label, row, token in zip(piece.ids, piece.labels, rows, piece.tokens, strict=True):
+            template = templates.get(label)
+            if template is None:
+                template = templates[label] = (
+                    '{"request_id":%d,"label":'
+                    + quoted(label)
+                    + (',"probability":%r' if binary and row else "")
+                    + (probabilities if row else "")
+                    + tail
+                )
+            numbers = ((row[1], *row) if binary else tuple(row)) if row else ()
+            yield template % (pk, *numbers, token)
 
 
 def predictions(result: BatchResult) -> list[dict[str, Any]]:
@@ -145,8 +170,10 @@ def csv_stream(result: BatchResult, upload: IO[bytes]) -> Iterator[str]:
         )
         answers = (
             (pk, *cells, token)
-            for ids, piece, tokens in _pieces(result)
-            for pk, cells, token in zip(ids, piece, tokens, strict=True)
+            for piece in _pieces(result)
+            for pk, cells, token in zip(
+                piece.ids, _csv_cells(result, piece), piece.tokens, strict=True
+            )
         )
         for n, row in enumerate(row for row in reader if row):  # blank lines were skipped
             writer.writerow([*row, *next(answers)])

@@ -16,7 +16,7 @@ from django.db import transaction
 
 from apps.core.errors import AmbiguousAlgorithm
 from apps.endpoints import ab_testing, bulk, catalogue, demo, feedback, selectors
-from apps.endpoints.models import MLAlgorithm, MLAlgorithmStatus
+from apps.endpoints.models import ABTest, MLAlgorithm, MLAlgorithmStatus
 from apps.ml import codecs
 from apps.ml import registry as ml_registry
 from apps.ml.codecs import Prediction
@@ -102,7 +102,8 @@ def predict(
             version=version,
             choose=(rng or random).choice,
         )
-    predictions = ml_registry.get_registry().get(algorithm).compute_predictions(records)
+    served = records if abtest is None else _for_arm(records, abtest, algorithm)
+    predictions = ml_registry.get_registry().get(algorithm).compute_predictions(served)
     abtest_id = abtest.pk if abtest else None
     rows: list[bulk.Row] = [
         (
@@ -131,6 +132,29 @@ def predict(
             **prediction, request_id=pk, feedback_token=feedback.token_for(pk), algorithm=ref
         )
         for prediction, pk in zip(predictions, ids, strict=True)
+    ]
+
+
+def _for_arm(
+    records: Sequence[Mapping[str, Any]], abtest: ABTest, arm: MLAlgorithm
+) -> Sequence[Mapping[str, Any]]:
+    """The records as the routed arm takes them. The two versions of a test may take
+    different features (a challenger that uses one more): the client, who cannot know its
+    arm, sends what either takes, and each arm gets its own. A feature neither takes is
+    still refused."""
+    others = {
+        f["name"]
+        for version in (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2)
+        if version.pk != arm.pk
+        for f in version.features
+    }
+    own = {f["name"] for f in arm.features}
+    extra = others - own
+    if not extra:
+        return records
+    return [
+        {k: v for k, v in r.items() if k not in extra} if isinstance(r, Mapping) else r
+        for r in records
     ]
 
 

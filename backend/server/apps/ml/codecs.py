@@ -58,6 +58,10 @@ class Frame:
         in a CSV file and as scikit-learn's imputers look for it (they pass None on)."""
         import pandas as pd
 
+        if self.columns and all(c.dtype == np.float64 for c in self.columns.values()):
+            # All numbers (the common case): one block, three times faster to build than
+            # a column each, which one-row predictions feel.
+            return pd.DataFrame(self.to_matrix(), columns=list(self.columns))
         columns = {}
         for name, column in self.columns.items():
             if column.dtype == object and any(v is None for v in column.tolist()):
@@ -246,34 +250,29 @@ def _text_column(
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
     if feature.type == "number":
         return _number_cells(feature, cells)
-    if feature.type == "category" and feature.categories and not _numeric_categories(feature):
-        fast = _category_cells(feature, cells)
-        if fast is not None:
-            return fast, []
-    values: list[Any] = []
-    bad: list[tuple[int, str]] = []
-    for i, cell in enumerate(cells):
+    # Categories, strings and booleans: a column of a file holds a handful of distinct
+    # cells (and a string column's cells are taken as they are): each distinct cell is
+    # checked once, then the column is mapped. A category column whose cells are all known
+    # as they are needs no mapping at all.
+    if feature.type == "category" and feature.categories and set(cells) <= feature.known:
+        if not _numeric_categories(feature):
+            column = np.empty(len(cells), dtype=object)
+            column[:] = cells
+            return column, []
+    converted: dict[str, Any] = {}
+    refused: dict[str, str] = {}
+    for cell in set(cells):
         try:
-            values.append(_json_value(feature, None if not cell.strip() else cell))
+            converted[cell] = _json_value(feature, None if not cell.strip() else cell)
         except ValueError as exc:
-            bad.append((i, str(exc)))
-            values.append(None)
+            refused[cell] = str(exc)
+    bad = [(i, refused[cell]) for i, cell in enumerate(cells) if cell in refused] if refused else []
+    values = [converted.get(cell) for cell in cells]
     return _as_column(feature, values), bad
 
 
 def _numeric_categories(feature: Feature) -> bool:
     return all(isinstance(c, (int, float)) for c in feature.categories or ())
-
-
-def _category_cells(feature: Feature, cells: Sequence[str]) -> np.ndarray | None:
-    """A clean column of text categories in one pass over its distinct cells; None when a
-    cell needs a closer look (spaces, gaps, values outside the categories)."""
-    known = feature.known
-    if not set(cells) <= known:
-        return None
-    column = np.empty(len(cells), dtype=object)
-    column[:] = cells
-    return column
 
 
 def _number_cells(

@@ -308,8 +308,11 @@ class OnnxRuntime(Runtime):
         self.dtype = _DTYPES[dtype]
         self._inputs = [i.name for i in session.get_inputs()]
 
-    def predict(self, frame: Frame) -> ModelOutput:
-        outputs = self.session.run(None, self._feed(frame))
+    def encode(self, frame: Frame) -> dict[str, np.ndarray]:
+        return self._feed(frame)
+
+    def predict_encoded(self, encoded: dict[str, np.ndarray]) -> ModelOutput:
+        outputs = self.session.run(None, encoded)
         if self.signature.task == CLASSIFICATION:
             labels = np.array([str(v) for v in np.ravel(outputs[0]).tolist()], dtype=object)
             probabilities = np.asarray(outputs[1], dtype=np.float64) if len(outputs) > 1 else None

@@ -110,6 +110,8 @@ def _load(path: Path, sha256: str, trusted: Sequence[str]) -> tuple[Any, list[st
         warnings.simplefilter("always", InconsistentVersionWarning)
         try:
             model, _ = artifacts.load_verified(path.parent, path.name, sha256, trusted=trusted)
+        except ModelRejected:  # untrusted types, a file that is not skops: said as it is
+            raise
         except ServiceError as exc:
             raise ModelRejected(exc.message, details=exc.details) from exc
         except Exception as exc:  # a damaged file, or a class this server does not have

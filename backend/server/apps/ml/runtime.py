@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from apps.core.errors import InvalidInput
 from apps.ml import codecs
 from apps.ml.codecs import Frame, ModelOutput, Prediction
@@ -30,14 +32,29 @@ class Runtime(ABC):
     signature: Signature
     engine: str = ""  # "sklearn", "onnx": what serves the predictions (the model card says)
 
-    @abstractmethod
     def predict(self, frame: Frame) -> ModelOutput:
         """Predict every row of ``frame`` in one model call."""
+        return self.predict_encoded(self.encode(frame))
+
+    # A prediction in two steps, for the batch path: ``encode`` (Python work that holds
+    # the GIL: the model's own input form) on the request's thread, ``predict_encoded``
+    # (the model call, which mostly releases it) on the model's, so that on two cores the
+    # two overlap across chunks instead of queueing for the GIL (batch.py).
+
+    def encode(self, frame: Frame) -> Any:
+        """The model's input for ``frame`` (by default the frame itself)."""
+        return frame
+
+    @abstractmethod
+    def predict_encoded(self, encoded: Any) -> ModelOutput:
+        """Predict what ``encode`` made."""
 
     def compute_predictions(self, records: Sequence[Mapping[str, Any]]) -> list[Prediction]:
         """JSON records in, answers out: check, convert, predict once, answer."""
         frame = codecs.frame_from_records(records, self.signature)
-        return codecs.answers(self.signature, self.predict(frame))
+        output = self.predict(frame)
+        check_finite(output)
+        return codecs.answers(self.signature, output)
 
     def compute_prediction(self, record: Mapping[str, Any]) -> Prediction:
         return self.compute_predictions([record])[0]
@@ -57,3 +74,19 @@ def model_failed(exc: Exception, *, rows: int) -> ModelFailed:
     logger.warning("The model refused %d row(s): %s", rows, message)
     where = "this record" if rows == 1 else f"these {rows} rows"
     return ModelFailed(f"The model could not predict {where}: {message}")
+
+
+def check_finite(output: ModelOutput, *, first_line: int | None = None) -> None:
+    """A model answers numbers; NaN or infinity (an input far outside what it was trained
+    on can give one) is not an answer, and JSON cannot carry it: a 400 for that input."""
+    for array in (output.values, output.probabilities):
+        if array is None:
+            continue
+        bad = ~np.isfinite(array)
+        if bad.any():
+            row = int(np.flatnonzero(bad.reshape(len(array), -1).any(axis=1))[0])
+            where = f"Line {first_line + row}: the" if first_line is not None else "The"
+            raise ModelFailed(
+                f"{where} model answered a value that is not a finite number (NaN or "
+                "infinity): the input may lie far outside what it was trained on."
+            )

@@ -20,14 +20,17 @@ class SklearnRuntime(Runtime):
         self.signature = signature
         # Fitted on a DataFrame: it is given one (a ColumnTransformer picks columns by
         # name). Fitted on an array: it is given the numbers as one matrix.
-        self._wants_frame = getattr(model, "feature_names_in_", None) is not None
+        self._wants_frame = _fitted_on_a_frame(model)
         self._head, self._final = _split(model)
         self._probabilities = "probabilities" in signature.outputs or (
             "probability" in signature.outputs
         )
 
-    def predict(self, frame: Frame) -> ModelOutput:
-        x = frame.to_pandas() if self._wants_frame else frame.to_matrix()
+    def encode(self, frame: Frame) -> tuple[Any, int]:
+        return (frame.to_pandas() if self._wants_frame else frame.to_matrix()), frame.rows
+
+    def predict_encoded(self, encoded: tuple[Any, int]) -> ModelOutput:
+        x, rows = encoded
         try:
             if self.signature.task == CLASSIFICATION:
                 return self._classify(x)
@@ -35,7 +38,7 @@ class SklearnRuntime(Runtime):
         except (MemoryError, RecursionError):
             raise
         except Exception as exc:  # any estimator error is about the input
-            raise model_failed(exc, rows=frame.rows) from exc
+            raise model_failed(exc, rows=rows) from exc
         if values.ndim != 1:
             raise ModelRejected("The regressor answers more than one value a row.")
         return ModelOutput(values=values, engine=self.engine)
@@ -50,6 +53,15 @@ class SklearnRuntime(Runtime):
         if self._probabilities:
             probabilities = np.asarray(self._final.predict_proba(xt), dtype=np.float64)
         return ModelOutput(labels=text, probabilities=probabilities, engine=self.engine)
+
+
+def _fitted_on_a_frame(model: Any) -> bool:
+    """Whether the model, or a step of its pipeline, recorded DataFrame column names (a
+    first step of the user's own may not record them and pass the frame on)."""
+    from sklearn.pipeline import Pipeline
+
+    steps = [step for _, step in model.steps] if isinstance(model, Pipeline) else [model]
+    return any(getattr(step, "feature_names_in_", None) is not None for step in [model, *steps])
 
 
 def _split(model: Any) -> tuple[Any, Any]:

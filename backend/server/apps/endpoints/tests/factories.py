@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from apps.endpoints import catalogue
@@ -20,7 +21,13 @@ def algorithm(
     artifact: str = "random_forest.joblib",
 ) -> MLAlgorithm:
     """An algorithm served by one of the tiny Adult artifacts in ``registry.artifacts_root``,
-    registered the way every model is (``catalogue.register_model``)."""
+    registered the way every model is (``catalogue.register_model``), which stores it in
+    MODEL_ARTIFACTS_PATH: that must be the registry's folder."""
+    from django.conf import settings
+
+    assert Path(settings.MODEL_ARTIFACTS_PATH) == registry.artifacts_root, (
+        "set settings.MODEL_ARTIFACTS_PATH to the registry's folder (the artifacts_dir fixture)"
+    )
     return catalogue.register_model(
         artifact=registry.artifacts_root / artifact,
         endpoint_name=endpoint,

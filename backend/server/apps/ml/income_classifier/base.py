@@ -202,8 +202,11 @@ class IncomeClassifier(Runtime):
     def engine(self) -> str:  # type: ignore[override]
         return "onnx" if self.compiled is not None else "sklearn"
 
-    def predict(self, frame: Frame) -> ModelOutput:
-        matrix, filled = self.preprocessing.encode(frame)
+    def encode(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
+        return self.preprocessing.encode(frame)
+
+    def predict_encoded(self, encoded: tuple[np.ndarray, np.ndarray]) -> ModelOutput:
+        matrix, filled = encoded
         positive = self.predict_proba(matrix)
         return ModelOutput(
             labels=np.array(self.labels_for(positive), dtype=object),

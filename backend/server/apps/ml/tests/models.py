@@ -10,6 +10,7 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
@@ -109,3 +110,21 @@ def example_csv(frame: pd.DataFrame, target: np.ndarray | None = None, rows: int
         part["target"] = target[:rows]
     text: str = part.to_csv(index=False)
     return text.encode()
+
+
+class Picky(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """A step whose own check refuses input the signature cannot know about: a wine with
+    more than 100 % alcohol. Importable, so joblib can pickle a pipeline that holds it."""
+
+    def fit(self, x: Any, y: Any = None) -> Picky:
+        return self
+
+    def transform(self, x: Any) -> Any:
+        if (np.asarray(x, dtype=float)[:, 0] > 100).any():
+            raise ValueError("alcohol over 100 % is not a wine")
+        return x
+
+
+def picky_classifier() -> Pipeline:
+    x, y = wine()
+    return make_pipeline(Picky(), StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, y)

@@ -262,10 +262,11 @@ def test_a_tampered_card_is_not_used(
 
 
 @pytest.mark.django_db
-def test_the_registry_prefers_the_verified_cache(tiny: tuple[Path, str]) -> None:
+def test_the_registry_prefers_the_verified_cache(tiny: tuple[Path, str], settings: Any) -> None:
     from apps.endpoints.tests.factories import algorithm as make_algorithm
 
     folder, name = tiny
+    settings.MODEL_ARTIFACTS_PATH = folder
     IncomeClassifier.from_artifact(folder, name, compile=True)  # as make train does
     registry = MLRegistry(folder, compile=True)
     alg = make_algorithm(registry, artifact=name)

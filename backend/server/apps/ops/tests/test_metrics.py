@@ -97,3 +97,40 @@ def test_a_scrape_still_answers_while_the_database_is_down(
     with failing:
         samples = scrape(api)
     assert not any(name.startswith("ml_feedback") for name, _ in samples)
+
+
+@pytest.mark.django_db
+def test_a_regressors_feedback_gives_its_running_mean_absolute_error(
+    api: APIClient, registry: MLRegistry
+) -> None:
+    import io
+    import json as json_module
+
+    import skops.io
+
+    from apps.endpoints import catalogue
+    from apps.ml.tests import models
+
+    buffer = io.BytesIO()
+    skops.io.dump(models.diabetes_regressor(), buffer)
+    buffer.seek(0)
+    catalogue.register_model(
+        artifact=buffer, file_name="d.skops", endpoint_name="diabetes", name="gb", version="1",
+        status="production",
+    )  # fmt: skip
+    x, y = models.diabetes()
+    errors = []
+    for i in range(3):
+        record = json_module.loads(x.iloc[[i]].to_json(orient="records"))[0]
+        served = api.post("/api/v1/diabetes/predict", record, format="json").json()
+        body = {"feedback": str(y[i]), "feedback_token": served["feedback_token"]}
+        assert (
+            api.put(f"/api/v1/mlrequests/{served['request_id']}", body, format="json").status_code
+            == 200
+        )
+        errors.append(abs(served["prediction"] - y[i]))
+    samples = scrape(api)
+    key = tuple(sorted({"endpoint": "diabetes", "algorithm": "gb", "version": "1"}.items()))
+    assert samples[("ml_feedback_total", key)] == 3
+    assert samples[("ml_running_mae", key)] == pytest.approx(sum(errors) / 3)
+    assert ("ml_running_accuracy", key) not in samples
