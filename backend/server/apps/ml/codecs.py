@@ -52,6 +52,8 @@ class Frame:
 
     columns: dict[str, np.ndarray]
     rows: int
+    # All columns side by side, when the frame was built that way (``_numbers_only``).
+    matrix: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_pandas(self) -> pd.DataFrame:
         """The columns as a DataFrame; a missing text value is NaN, as pandas reads a gap
@@ -72,6 +74,8 @@ class Frame:
 
     def to_matrix(self) -> np.ndarray:
         """All columns side by side as float64 (a model fitted on a plain array)."""
+        if self.matrix is not None:
+            return self.matrix
         if not self.columns:
             return np.empty((self.rows, 0))
         return np.column_stack([np.asarray(c, dtype=np.float64) for c in self.columns.values()])
@@ -86,6 +90,10 @@ MAX_SHOWN_VALUES = 40  # allowed values listed in an error, the rest counted
 def frame_from_records(records: Sequence[Any], signature: Signature) -> Frame:
     """Check and convert JSON records. Raises ``InvalidInput`` naming every bad field
     (prefixed by the record's position when there is more than one)."""
+    if signature.all_numbers:
+        fast = _numbers_only(records, signature)
+        if fast is not None:
+            return fast
     errors: dict[str, Any] = {}
     for i, record in enumerate(records):
         problems = _record_problems(record, signature)
@@ -105,6 +113,32 @@ def frame_from_records(records: Sequence[Any], signature: Signature) -> Frame:
     if errors:
         raise InvalidInput("Some features are not valid; see details.", details=errors)
     return Frame(columns, len(records))
+
+
+def _numbers_only(records: Sequence[Any], signature: Signature) -> Frame | None:
+    """The frame of records that hold every feature as a finite int or float and nothing
+    else, built as one matrix; None for anything else, which the general path checks and
+    explains. A one-row request to a model of 30 numbers spent a quarter of its time in
+    the general path's 30 one-element columns."""
+    names = signature.names
+    try:
+        rows = [[record[name] for name in names] for record in records]
+    except (KeyError, TypeError):  # a missing feature, or a record that is not an object
+        return None
+    if any(len(record) != len(names) for record in records):  # unknown keys
+        return None
+    for row in rows:
+        for value in row:
+            if type(value) is not float and type(value) is not int:  # bool is not a number
+                return None
+    try:
+        matrix = np.array(rows, dtype=np.float64).reshape(len(records), len(names))
+    except OverflowError:  # an integer beyond float64
+        return None
+    if not np.isfinite(matrix).all():
+        return None
+    columns = {name: matrix[:, j] for j, name in enumerate(names)}
+    return Frame(columns, len(records), matrix)
 
 
 def _record_problems(record: Any, signature: Signature) -> dict[str, list[str]]:

@@ -10,10 +10,17 @@ error, a disagreement, no sample — logs why and leaves the model on scikit-lea
 
 For large batches scikit-learn's vectorised trees can be the faster of the two, so each
 call picks the faster path for its size, from timings taken when the model is compiled.
+
+Two users of this module: the Adult demo bundles (``compile_model``: a card of
+preprocessing and probabilities beside the artifact, so a worker serves without
+unpickling), and every other model (``compile_generic``, at registration: converted with
+float32 inputs, else float64, verified on the input example and generated rows within
+``GENERIC_TOLERANCE``; the outcome is recorded in the algorithm's ``serving`` card).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -323,11 +330,12 @@ class OnnxRuntime(Runtime):
 
     def _feed(self, frame: Frame) -> dict[str, np.ndarray]:
         if self.layout == "matrix":
-            matrix = (
-                np.column_stack([_numbers(c, self.dtype) for c in frame.columns.values()])
-                if frame.columns
-                else np.empty((frame.rows, 0), self.dtype)
-            )
+            if frame.matrix is not None:
+                matrix = frame.matrix.astype(self.dtype, copy=False)
+            elif frame.columns:
+                matrix = np.column_stack([_numbers(c, self.dtype) for c in frame.columns.values()])
+            else:
+                matrix = np.empty((frame.rows, 0), self.dtype)
             return {self._inputs[0]: matrix}
         feed = {}
         for name, feature in zip(self._inputs, self.signature.features, strict=True):
@@ -416,8 +424,6 @@ def compile_generic(
         if problem:
             reasons.append(f"{dtype}: {problem}")
             continue
-        import hashlib
-
         return runtime, {
             "engine": "onnx",
             "reason": f"reproduced scikit-learn on {frame.rows} rows "
@@ -479,8 +485,6 @@ def load_generic(
 ) -> OnnxRuntime | None:
     """The cached ONNX form recorded in ``serving``, if its bytes still have the recorded
     sha256; None otherwise (the caller loads the artifact and converts again)."""
-    import hashlib
-
     try:
         onnx_bytes = cache_path(artifact, sha256).read_bytes()
     except OSError:

@@ -233,10 +233,9 @@ def _compile(
     frame = codecs.frame_from_records(sample, runtime.signature)
     try:
         expected = runtime.predict(frame)
-    except ServiceError as exc:  # a generated row the model does not take: try the example alone
+    except ServiceError:  # a generated row the model does not take: try the example alone
         frame = codecs.frame_from_records(rows[:VERIFIED_ROWS], runtime.signature)
         expected = runtime.predict(frame)
-        del exc
     _, card = compiled.compile_generic(model, runtime.signature, frame, expected)
     return card
 

@@ -90,13 +90,20 @@ class Signature:
     # (binary classifiers), "probabilities", "prediction" (regressors), "status", "imputed".
     outputs: tuple[str, ...] = ()
     _by_name: dict[str, Feature] = field(init=False, repr=False, compare=False)
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {f.name: f for f in self.features})
+        object.__setattr__(self, "_names", tuple(f.name for f in self.features))
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.features)
+        return self._names
+
+    @property
+    def all_numbers(self) -> bool:
+        """Every feature a number (most models fitted on a numeric matrix)."""
+        return bool(self.features) and all(f.type == "number" for f in self.features)
 
     def feature(self, name: str) -> Feature | None:
         return self._by_name.get(name)

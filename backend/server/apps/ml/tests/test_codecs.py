@@ -107,6 +107,50 @@ def test_long_allowed_values_are_clipped_in_the_message() -> None:
     assert "and 460 more" in message and len(message) < 600
 
 
+NUMBERS = Signature(
+    features=(Feature("a", "number"), Feature("b", "number", required=False)),
+    task="regression",
+    outputs=("prediction", "status"),
+)
+
+
+def test_all_number_records_make_the_same_frame_as_one_matrix() -> None:
+    records = [{"a": 1, "b": 2.5}, {"a": -3.25, "b": 0}]
+    fast = codecs.frame_from_records(records, NUMBERS)
+    assert fast.matrix is not None  # built by the fast path
+    assert fast.to_matrix().tolist() == [[1.0, 2.5], [-3.25, 0.0]]
+    assert fast.columns["b"].tolist() == [2.5, 0.0]
+    assert fast.to_pandas().to_dict("records") == [{"a": 1.0, "b": 2.5}, {"a": -3.25, "b": 0.0}]
+    # A gap leaves the fast path; the general one fills in NaN and gives the same columns.
+    general = codecs.frame_from_records([*records, {"a": 7}], NUMBERS)
+    assert general.matrix is None
+    assert general.to_matrix()[:2].tolist() == fast.to_matrix().tolist()
+    assert math.isnan(general.columns["b"][2])
+
+
+@pytest.mark.parametrize(
+    ("record", "field", "message"),
+    [
+        ({"a": True, "b": 1}, "a", "A number is required, got bool."),
+        ({"a": 10**400, "b": 1}, "a", "A number is required, got '1000000000"),
+        ({"a": "1", "b": float("inf")}, "b", "A finite number is required."),
+        ({"a": 1, "b": [1]}, "b", "A number is required, got list."),
+        ({"a": 1, "b": 1, "c": 1}, "c", "Unknown feature."),
+        ({"b": 1}, "a", "This feature is required."),
+    ],
+)
+def test_all_number_records_are_checked_as_any_other(
+    record: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        codecs.frame_from_records([record], NUMBERS)
+    assert caught.value.details[field][0].startswith(message)
+    # "1" is a number too: only the check of the other field fails.
+    assert codecs.frame_from_records([{"a": "1", "b": 2}], NUMBERS).to_matrix().tolist() == [
+        [1.0, 2.0]
+    ]
+
+
 def test_text_cells_are_checked_and_named_by_line_and_column() -> None:
     columns = {
         "age": ["40", "41", "x"],
