@@ -68,7 +68,13 @@ class CompiledModel:
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         probabilities = self.session.run(None, {self.input_name: matrix.astype(np.float32)})[1]
-        return np.asarray(probabilities[:, self.positive], dtype=np.float64)
+        return _probabilities(probabilities[:, self.positive])
+
+
+def _probabilities(output: Any) -> np.ndarray:
+    """float64 probabilities within [0, 1]: ONNX Runtime sums a forest's votes in float32,
+    and a sure class comes out as 1.0000001192092896."""
+    return np.clip(np.asarray(output, dtype=np.float64), 0.0, 1.0)
 
 
 def cache_path(artifact: Path, sha256: str) -> Path:
@@ -322,7 +328,7 @@ class OnnxRuntime(Runtime):
         outputs = self.session.run(None, encoded)
         if self.signature.task == CLASSIFICATION:
             labels = np.array([str(v) for v in np.ravel(outputs[0]).tolist()], dtype=object)
-            probabilities = np.asarray(outputs[1], dtype=np.float64) if len(outputs) > 1 else None
+            probabilities = _probabilities(outputs[1]) if len(outputs) > 1 else None
             return ModelOutput(labels=labels, probabilities=probabilities, engine=self.engine)
         return ModelOutput(
             values=np.asarray(outputs[0], dtype=np.float64).ravel(), engine=self.engine

@@ -143,3 +143,22 @@ def test_a_form_that_disagrees_is_refused() -> None:
     )
     assert "labels differ" in (compiled.generic_disagreement(sig, expected, flipped) or "")
     assert compiled.generic_disagreement(sig, expected, expected) is None
+
+
+def test_probabilities_from_float32_trees_stay_within_0_and_1(tmp_path: Path) -> None:
+    """ONNX Runtime sums a forest's votes in float32: a sure class came out as
+    1.0000001192092896, a probability no client should see (found by registering an iris
+    forest over HTTP)."""
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    data = load_iris(as_frame=True)
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(data.data, data.target)
+    example = data.data.head(5).assign(species=data.target.head(5)).to_csv(index=False).encode()
+    found = inspected(model, tmp_path, "iris.joblib", example)
+    assert found.serving["engine"] == "onnx", found.serving["reason"]
+    frame = codecs.frame_from_records(data.data.to_dict(orient="records"), found.signature)
+    got = onnx_runtime(found).predict(frame)
+    assert got.probabilities is not None
+    assert got.probabilities.max() <= 1.0 and got.probabilities.min() >= 0.0
+    assert np.max(np.abs(got.probabilities - model.predict_proba(data.data))) <= 1e-5
