@@ -72,10 +72,15 @@ def _algorithms_for_prediction(
     found = list(candidates.order_by("id"))
     if found:
         return found
-    if not Endpoint.objects.filter(name=endpoint_name).exists():
-        raise EndpointNotFound(f"No endpoint named '{endpoint_name}'.")
+    check_endpoint(endpoint_name)
     wanted = f"status '{status}'" + (f" and version '{version}'" if version is not None else "")
     raise AlgorithmNotFound(f"Endpoint '{endpoint_name}' has no algorithm with {wanted}.")
+
+
+def check_endpoint(endpoint_name: str) -> None:
+    """Raise ``EndpointNotFound`` unless an endpoint of this name exists."""
+    if not Endpoint.objects.filter(name=endpoint_name).exists():
+        raise EndpointNotFound(f"No endpoint named '{endpoint_name}'.")
 
 
 def sole_endpoint_name() -> str:

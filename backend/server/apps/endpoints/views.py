@@ -244,9 +244,15 @@ class PredictView(PredictAccessMixin, APIView):
     @openapi.predict_schema
     def post(self, request: Request, endpoint_name: str) -> Response:
         params = request.query_params
+        record = _record(request.data)
+        if not record:  # a 404 for an unknown endpoint comes first, whatever the body
+            selectors.check_endpoint(endpoint_name)
+            # Refused even where every feature may be missing (the Adult models fill
+            # them in): an answer made of nothing but defaults is a client's mistake.
+            raise InvalidInput("The body is empty; send the record's features as a JSON object.")
         [prediction] = serving.predict(
             endpoint_name=endpoint_name,
-            records=[_record(request.data)],
+            records=[record],
             status=params.get("status") or settings.PREDICT_DEFAULT_STATUS,  # checked there
             version=_short("version", params.get("version"), 128),
             assignment_key=assignment_key(request),
@@ -381,8 +387,6 @@ def _record(data: Any) -> dict[str, Any]:
         data = data.dict()
     if not isinstance(data, Mapping):
         raise InvalidInput("The body must be one JSON object of feature names and values.")
-    if not data:
-        raise InvalidInput("The body is empty; send the record's features as a JSON object.")
     return dict(data)
 
 

@@ -97,6 +97,17 @@ def test_unknown_endpoint_version_and_status(api: APIClient, demo_registry: MLRe
     assert "status" in error["details"]
 
 
+def test_an_empty_object_is_judged_by_the_endpoint_it_is_sent_to(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    """It was refused as "the body is empty" before the endpoint was looked up, so an
+    unknown endpoint answered 400 instead of 404 (found trying the service as a new user)."""
+    assert_error(post_json(api, {}, "/api/v1/nope/predict"), 404, "endpoint_not_found")
+    error = assert_error(post_json(api, {}), 400, "invalid_input")
+    assert error["message"].startswith("The body is empty")
+    assert MLRequest.objects.count() == 0
+
+
 def test_ambiguity_is_a_400_listing_the_candidates(
     api: APIClient, demo_registry: MLRegistry
 ) -> None:
