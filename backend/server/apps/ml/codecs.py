@@ -66,9 +66,10 @@ class Frame:
             return pd.DataFrame(self.to_matrix(), columns=list(self.columns))
         columns = {}
         for name, column in self.columns.items():
-            if column.dtype == object and any(v is None for v in column.tolist()):
+            gaps = [v is None for v in column.tolist()] if column.dtype == object else []
+            if any(gaps):
                 column = column.copy()
-                column[[v is None for v in column.tolist()]] = np.nan
+                column[gaps] = np.nan
             columns[name] = column
         return pd.DataFrame(columns, copy=False)
 
@@ -145,6 +146,8 @@ def _record_problems(record: Any, signature: Signature) -> dict[str, list[str]]:
     if not isinstance(record, Mapping):
         return {"non_field_errors": ["Expected an object of feature names and values."]}
     unknown = [key for key in record if signature.feature(str(key)) is None]
+    if not unknown:
+        return {}
     expected = ", ".join(signature.names)
     return {str(key): [f"Unknown feature. Expected: {_clip(expected)}."] for key in unknown}
 
@@ -211,8 +214,7 @@ def _to_category(feature: Feature, value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"A string is required, got {type(value).__name__}.")
     known = feature.categories or ()
-    numeric = bool(known) and all(isinstance(c, (int, float)) for c in known)
-    if numeric:  # an encoder fitted on numbers: 2, 2.0 and "2" are the category 2
+    if feature.numeric_categories:  # 2, 2.0 and "2" are the category 2
         try:
             number = float(value)
         except ValueError:
@@ -289,7 +291,7 @@ def _text_column(
     # checked once, then the column is mapped. A category column whose cells are all known
     # as they are needs no mapping at all.
     if feature.type == "category" and feature.categories and set(cells) <= feature.known:
-        if not _numeric_categories(feature):
+        if not feature.numeric_categories:
             column = np.empty(len(cells), dtype=object)
             column[:] = cells
             return column, []
@@ -303,10 +305,6 @@ def _text_column(
     bad = [(i, refused[cell]) for i, cell in enumerate(cells) if cell in refused] if refused else []
     values = [converted.get(cell) for cell in cells]
     return _as_column(feature, values), bad
-
-
-def _numeric_categories(feature: Feature) -> bool:
-    return all(isinstance(c, (int, float)) for c in feature.categories or ())
 
 
 def _number_cells(
@@ -346,15 +344,6 @@ class ModelOutput:
     values: np.ndarray | None = None  # regressors: float64
     imputed: list[list[str]] | None = None  # runtimes that fill features in
     engine: str = field(default="", compare=False)  # which engine answered (for the log)
-
-    def take(self, rows: np.ndarray) -> ModelOutput:
-        return ModelOutput(
-            labels=None if self.labels is None else self.labels[rows],
-            probabilities=None if self.probabilities is None else self.probabilities[rows],
-            values=None if self.values is None else self.values[rows],
-            imputed=None if self.imputed is None else [self.imputed[i] for i in rows.tolist()],
-            engine=self.engine,
-        )
 
 
 def answers(signature: Signature, output: ModelOutput) -> list[Prediction]:

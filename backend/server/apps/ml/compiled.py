@@ -43,6 +43,8 @@ _ALWAYS = 2**62  # max_rows when ONNX Runtime was the faster path at every size 
 THRESHOLD = 0.5
 
 Converter = Callable[[Any, np.ndarray], bytes]
+# The ONNX opsets every form is converted to, the Adult bundles' and any other model's.
+OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
 def skl2onnx_converter(estimator: Any, sample: np.ndarray) -> bytes:
@@ -53,7 +55,7 @@ def skl2onnx_converter(estimator: Any, sample: np.ndarray) -> bytes:
         estimator,
         sample[:1].astype(np.float32),
         options={id(estimator): {"zipmap": False}},
-        target_opset={"": 17, "ai.onnx.ml": 3},
+        target_opset=OPSET,
     )
     return bytes(onx.SerializeToString())
 
@@ -236,10 +238,8 @@ def _load_or_convert(
         pass
     started = time.perf_counter()
     onnx_bytes = converter(estimator, sample)
-    try:  # another worker may be writing the same file: write aside, then rename
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(onnx_bytes)
-        os.replace(tmp, cache)
+    try:
+        _write_atomically(cache, onnx_bytes)
         for stale in artifact.parent.glob(f"{artifact.name}.*.onnx"):
             if stale != cache:  # compiled from an earlier file of the same name
                 stale.unlink(missing_ok=True)
@@ -252,6 +252,13 @@ def _load_or_convert(
         )
     logger.info("%s: compiled to ONNX in %.1f s.", artifact.name, time.perf_counter() - started)
     return onnx_bytes
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Another worker may be writing the same file: write aside, then rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _session(onnx_bytes: bytes) -> Any:
@@ -356,7 +363,7 @@ class OnnxRuntime(Runtime):
 
 def _is_text(feature: Feature) -> bool:
     if feature.type == "category" and feature.categories:
-        return not all(isinstance(c, (int, float)) for c in feature.categories)
+        return not feature.numeric_categories
     return feature.type in ("category", "string")
 
 
@@ -400,7 +407,7 @@ def _convert(model: Any, signature: Signature, layout: str, dtype: str) -> bytes
         model,
         initial_types=types,
         options=options,
-        target_opset={"": 17, "ai.onnx.ml": 3},
+        target_opset=OPSET,
     )
     return bytes(onx.SerializeToString())
 
@@ -477,11 +484,8 @@ def generic_disagreement(
 def write_generic(artifact: Path, sha256: str, onnx_bytes: bytes) -> None:
     """Cache the ONNX form beside its artifact (a worker that loads it later skips the
     conversion). Best effort: without the file, workers convert again."""
-    cache = cache_path(artifact, sha256)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(onnx_bytes)
-        os.replace(tmp, cache)
+        _write_atomically(cache_path(artifact, sha256), onnx_bytes)
     except OSError as exc:
         logger.warning("%s: cannot cache the compiled form (%s).", artifact.name, exc)
 

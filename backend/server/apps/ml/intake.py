@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from apps.core.errors import ModelRejected, ServiceError
 from apps.ml import artifacts, codecs, compiled, signature
 from apps.ml.income_classifier import WRAPPERS, IncomeClassifier
@@ -214,9 +212,7 @@ def _check_predicts(runtime: Runtime, rows: list[dict[str, Any]], what: str) -> 
         raise ModelRejected(
             f"The model does not predict on {what}: {exc.message}", details=exc.details
         ) from exc
-    for answer in answers:
-        if "prediction" in answer and not np.isfinite(answer["prediction"]):
-            raise ModelRejected(f"The model answers {answer['prediction']} on {what}.")
+    for answer in answers:  # NaN or infinity: check_finite raised above
         if "label" in answer and runtime.signature.task == CLASSIFICATION:
             if answer["label"] not in runtime.signature.classes:
                 raise ModelRejected(
@@ -229,8 +225,7 @@ def _compile(
 ) -> dict[str, Any]:
     if not wanted:
         return {"engine": "sklearn", "reason": "compiled inference is off (ML_COMPILED_INFERENCE)"}
-    sample = rows[:VERIFIED_ROWS] + signature.generated_rows(runtime.signature, GENERATED_ROWS)
-    frame = codecs.frame_from_records(sample, runtime.signature)
+    frame = verification_frame(runtime.signature, rows[:VERIFIED_ROWS])
     try:
         expected = runtime.predict(frame)
     except ServiceError:  # a generated row the model does not take: try the example alone

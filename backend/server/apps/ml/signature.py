@@ -53,9 +53,18 @@ class Feature:
     missing: tuple[str, ...] = ()
     # The categories as text, for checking cells and JSON strings against them.
     known: frozenset[str] = field(init=False, repr=False, compare=False)
+    # Categories that are all numbers (an encoder fitted on numbers): 2, 2.0 and "2" are
+    # the category 2, and the ONNX form takes the column as numbers.
+    numeric_categories: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "known", frozenset(str(c) for c in self.categories or ()))
+        object.__setattr__(
+            self,
+            "numeric_categories",
+            bool(self.categories)
+            and all(isinstance(c, (int, float)) for c in self.categories or ()),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.type, "required": self.required}
@@ -91,19 +100,21 @@ class Signature:
     outputs: tuple[str, ...] = ()
     _by_name: dict[str, Feature] = field(init=False, repr=False, compare=False)
     _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    # Every feature a number (most models fitted on a numeric matrix).
+    all_numbers: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {f.name: f for f in self.features})
         object.__setattr__(self, "_names", tuple(f.name for f in self.features))
+        object.__setattr__(
+            self,
+            "all_numbers",
+            bool(self.features) and all(f.type == "number" for f in self.features),
+        )
 
     @property
     def names(self) -> tuple[str, ...]:
         return self._names
-
-    @property
-    def all_numbers(self) -> bool:
-        """Every feature a number (most models fitted on a numeric matrix)."""
-        return bool(self.features) and all(f.type == "number" for f in self.features)
 
     def feature(self, name: str) -> Feature | None:
         return self._by_name.get(name)

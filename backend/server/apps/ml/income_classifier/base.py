@@ -25,6 +25,7 @@ from apps.ml.income_classifier import schema
 from apps.ml.income_classifier.preprocessing import Preprocessing
 from apps.ml.runtime import Runtime
 from apps.ml.signature import Signature
+from apps.ml.sklearn_runtime import single_threaded
 
 BUNDLE_FORMAT = "ml_pipeline.income_classifier/1"
 THRESHOLD = 0.5  # ">50K" when P(>50K) is above it, as the forests' own predict
@@ -192,8 +193,6 @@ class IncomeClassifier(Runtime):
     def features(self) -> tuple[str, ...]:
         return self.preprocessing.features
 
-    classes: tuple[str, ...] = schema.CLASSES
-
     @property
     def signature(self) -> Signature:  # type: ignore[override]
         return self.preprocessing.signature()
@@ -221,12 +220,6 @@ class IncomeClassifier(Runtime):
         comparison; the labels are the two shared strings, not a copy per row."""
         classes = (schema.NEGATIVE_LABEL, schema.POSITIVE_LABEL)
         return [classes[positive] for positive in (probabilities > THRESHOLD).tolist()]
-
-    def normalise_label(self, value: str) -> str | None:
-        """A ground-truth label as the model names it (``adult.test`` writes ">50K."), or
-        None when ``value`` is not one of the classes."""
-        label = schema.normalise_label(value)
-        return label if label in self.classes else None
 
     @property
     def feature_card(self) -> list[dict[str, str]]:
@@ -261,8 +254,4 @@ def _positive_column(estimator: Any, artifact_name: str) -> int:
 def _serving_estimator(estimator: Any, artifact_name: str) -> Any:
     if not hasattr(estimator, "predict_proba"):
         raise ModelUnavailable(f"The estimator in '{artifact_name}' has no predict_proba.")
-    # One row is answered faster without joblib's thread pool, and the workers of the
-    # server already use the cores.
-    if hasattr(estimator, "n_jobs"):
-        estimator.n_jobs = 1
-    return estimator
+    return single_threaded(estimator)

@@ -134,13 +134,6 @@ class Preprocessing:
         matrix, filled = self.encode(codecs.frame_from_records(records, self.signature()))
         return matrix, self.imputed(filled)
 
-    def encode_columns(
-        self, columns: Mapping[str, Sequence[str]], *, first_line: int = 2
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Check and encode the text cells of a file (``codecs.frame_from_text``)."""
-        frame = codecs.frame_from_text(columns, self.signature(), first_line=first_line)
-        return self.encode(frame)
-
     def imputed(self, filled: np.ndarray) -> list[list[str]]:
         """Per row, the names of its filled features (most rows have none)."""
         out: list[list[str]] = [[] for _ in range(len(filled))]
