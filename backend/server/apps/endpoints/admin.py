@@ -358,19 +358,17 @@ class ABTestAdmin(admin.ModelAdmin[ABTest]):
         return self._accuracy(abtest, 2)
 
     def _accuracy(self, abtest: ABTest, arm: int) -> str:
+        # An ended test shows its summary; a running one the list's live counts.
         summary = abtest.summary_json
-        if summary is None and abtest.parent_mlalgorithm_1.task == Task.REGRESSION:
-            summary = ab_testing.evaluate(abtest)  # a query per running regressor test
-        if summary and summary.get("metric") == "mae":
-            numbers = summary["arms"][arm - 1]
-            mae, n = numbers["mae"], numbers["with_feedback"]
-            return f"MAE {mae:.4g} ({n})" if mae is not None else "no feedback"
-        if summary:
-            numbers = summary["arms"][arm - 1]
-            correct, n = numbers["correct"], numbers["with_feedback"]
-        else:
-            correct, n = getattr(abtest, f"correct_{arm}"), getattr(abtest, f"feedback_{arm}")
-        return f"{correct / n:.1%} ({correct}/{n})" if n else "no feedback"
+        numbers = summary["arms"][arm - 1] if summary else None
+        n = numbers["with_feedback"] if numbers else getattr(abtest, f"feedback_{arm}")
+        if not n:
+            return "no feedback"
+        if abtest.parent_mlalgorithm_1.task == Task.REGRESSION:
+            mae = numbers["mae"] if numbers else getattr(abtest, f"error_{arm}") / n
+            return f"MAE {mae:.4g} ({n})"
+        correct = numbers["correct"] if numbers else getattr(abtest, f"correct_{arm}")
+        return f"{correct / n:.1%} ({correct}/{n})"
 
     @admin.display(description="p-value")
     def p_value(self, abtest: ABTest) -> str:

@@ -13,7 +13,14 @@ from django.db.models import Count, F, FloatField, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import Abs, Cast
 
 from apps.core.errors import AlgorithmNotFound, EndpointNotFound, InvalidInput
-from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
+from apps.endpoints.models import (
+    ABTest,
+    Endpoint,
+    MLAlgorithm,
+    MLAlgorithmStatus,
+    MLRequest,
+    Task,
+)
 
 
 def algorithms_with_current_status() -> QuerySet[MLAlgorithm]:
@@ -139,6 +146,35 @@ def running_abtest(*, endpoint_name: str) -> ABTest | None:
     )
 
 
+def absolute_error(prefix: str = "") -> Abs:
+    """|feedback - response| of a request (``prefix``: the path to it, e.g. ``requests__``):
+    a regressor's prediction and its feedback are numbers stored as text (feedback.py)."""
+    return Abs(Cast(f"{prefix}feedback", FloatField()) - Cast(f"{prefix}response", FloatField()))
+
+
+def _per_arm(abtest: ABTest, **aggregates: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per arm, in one query: the requests this test routed, those with feedback, the
+    distinct clients who gave it, and ``aggregates`` (None for an arm without requests)."""
+    has_feedback = Q(feedback__isnull=False)
+    rows = {
+        row["parent_mlalgorithm"]: row
+        for row in abtest.requests.order_by()
+        .values("parent_mlalgorithm")
+        .annotate(
+            requests=Count("id"),
+            with_feedback=Count("id", filter=has_feedback),
+            feedback_clients=Count("feedback_by", filter=has_feedback, distinct=True),
+            **aggregates,
+        )
+    }
+    empty = {"requests": 0, "with_feedback": 0, "feedback_clients": 0}
+
+    def arm(pk: int) -> dict[str, Any]:
+        return dict(rows.get(pk) or {**empty, **dict.fromkeys(aggregates)})
+
+    return arm(abtest.parent_mlalgorithm_1_id), arm(abtest.parent_mlalgorithm_2_id)
+
+
 @dataclass(frozen=True)
 class ArmCounts:
     requests: int  # routed to the arm by the test
@@ -148,33 +184,20 @@ class ArmCounts:
 
 
 def abtest_arm_counts(*, abtest: ABTest) -> tuple[ArmCounts, ArmCounts]:
-    """Per arm, the requests this test routed, with feedback, correct, and the distinct
-    clients who gave the feedback; one query."""
-    has_feedback = Q(feedback__isnull=False)
-    rows = {
-        row["parent_mlalgorithm"]: row
-        for row in abtest.requests.order_by()
-        .values("parent_mlalgorithm")
-        .annotate(
-            requests=Count("id"),
-            with_feedback=Count("id", filter=has_feedback),
-            correct=Count("id", filter=has_feedback & Q(feedback=F("response"))),
-            feedback_clients=Count("feedback_by", filter=has_feedback, distinct=True),
-        )
-    }
+    """A classifier test's arms: per arm the requests, with feedback, correct, and the
+    distinct clients who gave the feedback; one query."""
+    right = Q(feedback__isnull=False) & Q(feedback=F("response"))
+    first, second = _per_arm(abtest, correct=Count("id", filter=right))
 
-    def arm(pk: int) -> ArmCounts:
-        row = rows.get(pk)
-        if row is None:  # no request routed to this arm yet
-            return ArmCounts(requests=0, with_feedback=0, correct=0, feedback_clients=0)
+    def counts(row: dict[str, Any]) -> ArmCounts:
         return ArmCounts(
             requests=row["requests"],
             with_feedback=row["with_feedback"],
-            correct=row["correct"],
+            correct=row["correct"] or 0,
             feedback_clients=row["feedback_clients"],
         )
 
-    return arm(abtest.parent_mlalgorithm_1_id), arm(abtest.parent_mlalgorithm_2_id)
+    return counts(first), counts(second)
 
 
 @dataclass(frozen=True)
@@ -188,34 +211,25 @@ class ArmErrors:
 
 def abtest_arm_errors(*, abtest: ABTest) -> tuple[ArmErrors, ArmErrors]:
     """A regressor test's arms: per arm the requests, those with feedback, the distinct
-    clients who gave it, and the sums of absolute and squared errors; one query. The
-    prediction (``response``) and the feedback are numbers stored as text (feedback.py)."""
+    clients who gave it, and the sums of absolute and squared errors; one query."""
     has_feedback = Q(feedback__isnull=False)
-    error = Abs(Cast("feedback", FloatField()) - Cast("response", FloatField()))
-    rows = {
-        row["parent_mlalgorithm"]: row
-        for row in abtest.requests.order_by()
-        .values("parent_mlalgorithm")
-        .annotate(
-            requests=Count("id"),
-            with_feedback=Count("id", filter=has_feedback),
-            feedback_clients=Count("feedback_by", filter=has_feedback, distinct=True),
-            total=Sum(error, filter=has_feedback),
-            squares=Sum(error * error, filter=has_feedback),
-        )
-    }
+    error = absolute_error()
+    first, second = _per_arm(
+        abtest,
+        total=Sum(error, filter=has_feedback),
+        squares=Sum(error * error, filter=has_feedback),
+    )
 
-    def arm(pk: int) -> ArmErrors:
-        row: dict[str, Any] = dict(rows.get(pk) or {})
+    def errors(row: dict[str, Any]) -> ArmErrors:
         return ArmErrors(
-            requests=row.get("requests", 0),
-            with_feedback=row.get("with_feedback", 0),
-            feedback_clients=row.get("feedback_clients", 0),
-            total=float(row.get("total") or 0.0),
-            squares=float(row.get("squares") or 0.0),
+            requests=row["requests"],
+            with_feedback=row["with_feedback"],
+            feedback_clients=row["feedback_clients"],
+            total=float(row["total"] or 0.0),
+            squares=float(row["squares"] or 0.0),
         )
 
-    return arm(abtest.parent_mlalgorithm_1_id), arm(abtest.parent_mlalgorithm_2_id)
+    return errors(first), errors(second)
 
 
 def abtest_feedback_clients(*, abtest: ABTest) -> int:
@@ -226,15 +240,19 @@ def abtest_feedback_clients(*, abtest: ABTest) -> int:
 
 
 def abtests_with_live_counts() -> QuerySet[ABTest]:
-    """A/B tests with both arms and, per arm, requests with feedback (``feedback_1``, ...)
-    and correct ones (``correct_1``, ...) counted now: one query for a whole list."""
+    """A/B tests with both arms and, per arm, requests with feedback (``feedback_1``, ...),
+    correct ones (``correct_1``, ...) and, for regressors, the sum of absolute errors
+    (``error_1``, ...), counted now: one query for a whole list."""
     has_feedback = Q(requests__feedback__isnull=False)
     right = has_feedback & Q(requests__feedback=F("requests__response"))
-    counts = {}
+    # Only a regressor's feedback is a number (both arms have the task of arm 1).
+    numeric = has_feedback & Q(parent_mlalgorithm_1__task=Task.REGRESSION)
+    counts: dict[str, Count | Sum] = {}
     for arm in (1, 2):
         on_arm = Q(requests__parent_mlalgorithm=F(f"parent_mlalgorithm_{arm}"))
         counts[f"feedback_{arm}"] = Count("requests", filter=has_feedback & on_arm)
         counts[f"correct_{arm}"] = Count("requests", filter=right & on_arm)
+        counts[f"error_{arm}"] = Sum(absolute_error("requests__"), filter=numeric & on_arm)
     return ABTest.objects.select_related("parent_mlalgorithm_1", "parent_mlalgorithm_2").annotate(
         **counts
     )

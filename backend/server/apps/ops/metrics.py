@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 from django.db import DatabaseError
-from django.db.models import Count, F, FloatField, Q, Sum
-from django.db.models.functions import Abs, Cast
+from django.db.models import Count, F, Q, Sum
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from apps.endpoints import selectors
 from apps.endpoints.models import MLAlgorithm, MLRequest, Task
 
 logger = logging.getLogger(__name__)
@@ -123,11 +123,10 @@ def _feedback_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         .values(*_GROUP)
         .annotate(n=Count("id"), right=Count("id", filter=Q(feedback=F("response"))))
     )
-    error = Abs(Cast("feedback", FloatField()) - Cast("response", FloatField()))
     regressed = list(
         given.filter(parent_mlalgorithm__task=Task.REGRESSION)
         .values(*_GROUP)
-        .annotate(n=Count("id"), error=Sum(error))
+        .annotate(n=Count("id"), error=Sum(selectors.absolute_error()))
     )
     return classified, regressed
 

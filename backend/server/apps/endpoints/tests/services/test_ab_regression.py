@@ -177,6 +177,8 @@ def test_the_report_and_the_admin_show_a_regressor_tests_errors(
     client.force_login(operator())
     running = client.get("/admin/endpoints/abtest/").content.decode()
     assert running.count("MAE ") == 2
+    for arm in ab_testing.evaluate(abtest)["arms"]:  # the list's sums give the same MAE
+        assert f"MAE {arm['mae']:.4g} ({arm['with_feedback']})" in running
     page = client.get(f"/abtests/{abtest.pk}/report").content.decode()
     assert "mean absolute error on requests with feedback" in page
     assert page.count('class="arm"') == 2
