@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from apps.endpoints import feedback
 from apps.endpoints.batch import BatchResult
+from apps.ml import codecs
 from apps.ml.signature import Signature
 
 _ROWS_PER_PIECE = 5_000
@@ -104,18 +105,8 @@ def _json_rows(result: BatchResult) -> Iterator[str]:
     """Each row as JSON text, from a template per label filled with the row's numbers (as
     ``codecs.answer_texts`` does for the log): a dict and a dumps per row cost more than
     the model."""
-    outputs = result.signature.outputs
-    binary = "probability" in outputs
-    with_map = "probabilities" in outputs and result.probabilities is not None
-
-    def quoted(text: str) -> str:  # JSON text, with % doubled for the template
-        return json.dumps(text).replace("%", "%%")
-
-    probabilities = ""
-    if with_map:
-        pairs = ",".join(f"{quoted(c)}:%r" for c in result.signature.classes)
-        probabilities = ',"probabilities":{' + pairs + "}"
-    tail = ',"feedback_token":"%s"}'
+    signature = result.signature
+    with_numbers = result.probabilities is not None
     templates: dict[str, str] = {}
     for piece in _pieces(result):
         if piece.values is not None:
@@ -123,18 +114,19 @@ def _json_rows(result: BatchResult) -> Iterator[str]:
                 yield f'{{"request_id":{pk},"prediction":{value!r},"feedback_token":"{token}"}}'
             continue
         assert piece.labels is not None
-        rows = piece.probabilities or [[]] * len(piece.ids)
-        for pk, label, row, token in zip(piece.ids, piece.labels, rows, piece.tokens, strict=True):
+        rows = codecs.probability_numbers(signature, piece.probabilities, len(piece.ids))
+        for pk, label, numbers, token in zip(
+            piece.ids, piece.labels, rows, piece.tokens, strict=True
+        ):
             template = templates.get(label)
             if template is None:
-                template = templates[label] = (
-                    '{"request_id":%d,"label":'
-                    + quoted(label)
-                    + (',"probability":%r' if binary and row else "")
-                    + (probabilities if row else "")
-                    + tail
+                template = templates[label] = codecs.label_template(
+                    signature,
+                    label,
+                    head='"request_id":%d,',
+                    tail=',"feedback_token":"%s"}',
+                    numbers=with_numbers,
                 )
-            numbers = ((row[1], *row) if binary else tuple(row)) if row else ()
             yield template % (pk, *numbers, token)
 
 

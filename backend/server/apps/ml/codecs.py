@@ -412,16 +412,19 @@ def answer_texts(signature: Signature, output: ModelOutput) -> list[str]:
         texts = [template % v for v in output.values.tolist()]
     else:
         assert output.labels is not None
-        numbers = _probability_slots(signature, output)
+        rows = None if output.probabilities is None else output.probabilities.tolist()
+        numbers = probability_numbers(signature, rows, len(output.labels))
+        end = tail + (',"imputed":[]}' if imputed else "}")
         templates: dict[str, str] = {}
         texts = []
         labels: list[str] = output.labels.tolist()
-        for i, label in enumerate(labels):
+        for label, filling in zip(labels, numbers, strict=True):
             found = templates.get(label)
             if found is None:
-                found = templates[label] = _label_template(signature, label, tail, imputed)
-            template = found
-            texts.append(template % numbers[i] if numbers else template)
+                found = templates[label] = label_template(
+                    signature, label, tail=end, numbers=rows is not None
+                )
+            texts.append(found % filling)
     if imputed and output.imputed is not None:
         for i, filled in enumerate(output.imputed):
             if filled:
@@ -430,28 +433,36 @@ def answer_texts(signature: Signature, output: ModelOutput) -> list[str]:
     return texts
 
 
-def _label_template(signature: Signature, label: str, tail: str, imputed: bool) -> str:
+def label_template(
+    signature: Signature, label: str, *, head: str = "", tail: str = "}", numbers: bool = True
+) -> str:
+    """A classifier's answer as JSON text to fill with ``%``: ``head`` (template text after
+    the opening brace), the label, a ``%r`` slot for each of ``probability_numbers`` (none
+    when ``numbers`` is false), then ``tail`` (closing brace included). Always fill it, even
+    with ``()``: the label's own ``%`` are doubled."""
+
     def escaped(value: str) -> str:  # JSON text, with % doubled for the template
         return json.dumps(value).replace("%", "%%")
 
-    parts = ['{"label":' + escaped(label)]
-    if "probability" in signature.outputs:
+    parts = ["{" + head + '"label":' + escaped(label)]
+    if numbers and "probability" in signature.outputs:
         parts.append(',"probability":%r')
-    if "probabilities" in signature.outputs:
+    if numbers and "probabilities" in signature.outputs:
         pairs = ",".join(f"{escaped(c)}:%r" for c in signature.classes)
         parts.append(',"probabilities":{' + pairs + "}")
-    return "".join(parts) + tail + (',"imputed":[]}' if imputed else "}")
+    return "".join(parts) + tail
 
 
-def _probability_slots(signature: Signature, output: ModelOutput) -> list[tuple[float, ...]]:
-    """Per row, the numbers a label template takes, in order."""
-    if output.probabilities is None or not (
-        {"probability", "probabilities"} & set(signature.outputs)
-    ):
-        return []
-    rows = output.probabilities.tolist()
-    if "probability" in signature.outputs and "probabilities" in signature.outputs:
+def probability_numbers(
+    signature: Signature, rows: list[list[float]] | None, count: int
+) -> list[tuple[float, ...]]:
+    """Per row, the numbers ``label_template`` takes, in order (``count`` empty tuples
+    without probabilities)."""
+    outputs = signature.outputs
+    if rows is None or not {"probability", "probabilities"} & set(outputs):
+        return [()] * count
+    if "probability" in outputs and "probabilities" in outputs:
         return [(row[1], *row) for row in rows]
-    if "probability" in signature.outputs:
+    if "probability" in outputs:
         return [(row[1],) for row in rows]
     return [tuple(row) for row in rows]

@@ -138,6 +138,27 @@ def test_the_logged_answers_escape_labels_and_match_the_single_answers() -> None
     assert json.loads(texts[1])["imputed"] == ["age"]
 
 
+def test_a_classifier_without_probabilities_logs_its_labels_unescaped() -> None:
+    """Its template has no number to fill, so it was never %-formatted and a label "50%"
+    was logged as "50%%" (found reviewing the batch and log templates side by side)."""
+    labels = ["50%", "%r %s", *AWKWARD]
+    signature = Signature(BINARY.features, "classification", tuple(labels), ("label", "status"))
+    output = ModelOutput(labels=np.array(labels, dtype=object))
+    texts = codecs.answer_texts(signature, output)
+    assert [json.loads(t) for t in texts] == codecs.answers(signature, output)
+    result = BatchResult(
+        header=["age"],
+        algorithms=[],
+        signature=signature,
+        ignored_columns=[],
+        label_column=None,
+        request_ids=np.arange(1, len(labels) + 1, dtype=np.int64),
+        labels=np.array(labels, dtype=object),
+        arms=np.zeros(len(labels), np.int64),
+    )
+    assert [p["label"] for p in batch_output.predictions(result)] == labels
+
+
 def test_a_regressors_rows_carry_its_prediction() -> None:
     signature = Signature(BINARY.features, "regression", (), ("prediction", "status"))
     values = np.array([1.5, -2.25, 1e-12])
