@@ -198,10 +198,6 @@ def evaluate(abtest: ABTest) -> dict[str, Any]:
     }
 
 
-def _algorithms(abtest: ABTest) -> tuple[MLAlgorithm, MLAlgorithm]:
-    return abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2
-
-
 def _ref(algorithm: MLAlgorithm) -> dict[str, Any]:
     return {"id": algorithm.pk, "name": algorithm.name, "version": algorithm.version}
 
@@ -209,7 +205,7 @@ def _ref(algorithm: MLAlgorithm) -> dict[str, Any]:
 def _classification(abtest: ABTest) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     counts = selectors.abtest_arm_counts(abtest=abtest)
     arms = []
-    for number, algorithm, arm in zip((1, 2), _algorithms(abtest), counts, strict=True):
+    for number, algorithm, arm in zip((1, 2), abtest.arms, counts, strict=True):
         n = arm.with_feedback
         accuracy = arm.correct / n if n else None
         arms.append(
@@ -242,9 +238,7 @@ def _regression(abtest: ABTest) -> tuple[list[dict[str, Any]], dict[str, Any] | 
     errors = selectors.abtest_arm_errors(abtest=abtest)
     samples = [stats.ErrorSample(e.with_feedback, e.total, e.squares) for e in errors]
     arms = []
-    for number, algorithm, arm, sample in zip(
-        (1, 2), _algorithms(abtest), errors, samples, strict=True
-    ):
+    for number, algorithm, arm, sample in zip((1, 2), abtest.arms, errors, samples, strict=True):
         mae = sample.mean if sample.n else None
         arms.append(
             {
@@ -351,7 +345,7 @@ def _decide(summary: dict[str, Any]) -> tuple[str, int | None]:
 
 
 def _apply(abtest: ABTest, production: int | None, by: str) -> None:
-    arms = (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2)
+    arms = abtest.arms
     if production is None:
         for arm, previous in zip(
             arms, (abtest.previous_status_1, abtest.previous_status_2), strict=True
@@ -371,10 +365,7 @@ def _restore(algorithm: MLAlgorithm, previous: str, by: str) -> None:
 
 
 def _statuses(abtest: ABTest) -> dict[str, str]:
-    return {
-        str(arm.pk): _status_of(arm)
-        for arm in (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2)
-    }
+    return {str(arm.pk): _status_of(arm) for arm in abtest.arms}
 
 
 def _label(arm: dict[str, Any]) -> str:

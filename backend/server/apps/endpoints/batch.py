@@ -137,7 +137,7 @@ def _arms(
     if status == MLAlgorithmStatus.Status.AB_TESTING and version is None:
         abtest = selectors.running_abtest(endpoint_name=endpoint_name)
         if abtest is not None:
-            arms = [abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2]
+            arms = list(abtest.arms)
             return abtest, arms, [1 - abtest.arm_2_share, abtest.arm_2_share]
     algorithms = serving.candidate_algorithms(
         endpoint_name=endpoint_name, status=status, version=version

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from apps.ml import signature
+
 
 class Endpoint(models.Model):
     """A URL-addressable prediction target, e.g. ``income_classifier``."""
@@ -22,8 +24,9 @@ class Endpoint(models.Model):
 
 
 class Task(models.TextChoices):
-    CLASSIFICATION = "classification"
-    REGRESSION = "regression"
+    # The ml layer's names for the tasks (a Signature's task), as database choices.
+    CLASSIFICATION = signature.CLASSIFICATION
+    REGRESSION = signature.REGRESSION
 
 
 class MLAlgorithm(models.Model):
@@ -246,3 +249,8 @@ class ABTest(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def arms(self) -> tuple[MLAlgorithm, MLAlgorithm]:
+        """The incumbent (arm 1) and the challenger (arm 2)."""
+        return self.parent_mlalgorithm_1, self.parent_mlalgorithm_2

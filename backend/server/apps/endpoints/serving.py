@@ -89,8 +89,7 @@ def predict(
     row records the test. ``rng`` draws the A/B arm (injectable for tests). ``user_id``: the
     authenticated client, who alone may then read the rows and give their feedback."""
     demo.ensure_registered()
-    catalogue.check_status(status)
-    abtest = None
+    abtest = None  # the status is checked by candidate_algorithms (ab_testing is valid)
     if status == Status.AB_TESTING and version is None:
         algorithm, abtest = ab_testing.route(
             endpoint_name=endpoint_name, assignment_key=assignment_key, rng=rng
@@ -128,10 +127,8 @@ def predict(
     )
     ref = _ref(algorithm)
     return [
-        ServedPrediction(
-            **prediction, request_id=pk, feedback_token=feedback.token_for(pk), algorithm=ref
-        )
-        for prediction, pk in zip(predictions, ids, strict=True)
+        ServedPrediction(**prediction, request_id=pk, feedback_token=token, algorithm=ref)
+        for prediction, pk, token in zip(predictions, ids, feedback.tokens_for(ids), strict=True)
     ]
 
 
@@ -143,10 +140,7 @@ def _for_arm(
     arm, sends what either takes, and each arm gets its own. A feature neither takes is
     still refused."""
     others = {
-        f["name"]
-        for version in (abtest.parent_mlalgorithm_1, abtest.parent_mlalgorithm_2)
-        if version.pk != arm.pk
-        for f in version.features
+        f["name"] for version in abtest.arms if version.pk != arm.pk for f in version.features
     }
     own = {f["name"] for f in arm.features}
     extra = others - own
