@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -14,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from apps.core.errors import ServiceError
-from apps.endpoints import ab_testing, catalogue, feedback, selectors, throttling
+from apps.endpoints import ab_testing, catalogue, feedback, selectors
 from apps.endpoints.models import (
     ABTest,
     Endpoint,
@@ -83,21 +82,18 @@ class RegisterModelForm(forms.ModelForm[MLAlgorithm]):
         cleaned = super().clean() or {}
         if self.errors:
             return cleaned
-        example = cleaned.get("input_example")
         try:
-            registered = catalogue.register_model(
-                artifact=cleaned["artifact_file"],
+            registered = catalogue.register_upload(
+                upload=cleaned["artifact_file"],
                 file_name=cleaned["artifact_file"].name,
+                example=cleaned.get("input_example"),
+                user=self.user,
                 endpoint_name=cleaned["endpoint_name"],
                 name=cleaned["model_name"],
                 version=cleaned["model_version"],
                 status=cleaned["status"],
                 description=cleaned.get("model_description", ""),
-                owner=self.user,
-                created_by=self.user,
-                example=example.read() if example is not None else None,
                 target_column=cleaned.get("target_column_name", ""),
-                allow_pickle=settings.ALLOW_PICKLE_UPLOADS,
             )
         except ServiceError as error:
             raise forms.ValidationError(error.message) from None
@@ -284,7 +280,7 @@ class MLRequestAdmin(admin.ModelAdmin[MLRequest]):
     def save_model(self, request: HttpRequest, obj: MLRequest, form: Any, change: bool) -> None:
         if not change or "feedback" not in form.changed_data:
             return
-        actor = feedback.Actor(user=request.user, address=throttling.client_address(request))
+        actor = feedback.Actor.of(request)
         feedback.give(
             request_id=obj.pk, value=form.cleaned_data["feedback"], token=None, actor=actor
         )

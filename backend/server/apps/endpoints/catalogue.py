@@ -103,6 +103,23 @@ def register_model(
     return Registered(algorithm, found.notes)
 
 
+def register_upload(
+    *, upload: IO[bytes], file_name: str, example: IO[bytes] | None, user: str, **identity: Any
+) -> Registered:
+    """A model uploaded over HTTP or in the admin by ``user`` (its owner), with its input
+    example; a pickle only with ``ALLOW_PICKLE_UPLOADS``. ``identity``: ``endpoint_name``,
+    ``name``, ``version``, ``status``, ``description``, ``target_column``."""
+    return register_model(
+        artifact=upload,
+        file_name=file_name,
+        owner=user,
+        created_by=user,
+        example=example.read() if example is not None else None,
+        allow_pickle=settings.ALLOW_PICKLE_UPLOADS,
+        **identity,
+    )
+
+
 def _check_identity(*, endpoint_name: str, name: str, version: str, status: str) -> None:
     check_status(status)
     problems = {}

@@ -28,18 +28,22 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from apps.core.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from apps.endpoints import selectors
 from apps.endpoints.models import FeedbackRevision, MLAlgorithm, MLRequest, Task
+
+if TYPE_CHECKING:
+    from rest_framework.request import Request
 
 # -- the token ---------------------------------------------------------------------------
 
@@ -95,8 +99,16 @@ class Actor:
     user: AbstractBaseUser | AnonymousUser
     address: str = ""
 
+    @classmethod
+    def of(cls, request: HttpRequest | Request) -> Actor:
+        """The client of ``request``, known by its peer address: headers such as
+        X-Forwarded-For are not trusted here, since any client can write them."""
+        return cls(user=request.user, address=str(request.META.get("REMOTE_ADDR") or ""))
+
     @property
     def user_id(self) -> int | None:
+        """The authenticated user, recorded on its logged requests (None when anonymous,
+        which is every client while PREDICT_ACCESS=open: no credentials are read then)."""
         return self.user.pk if self.user.is_authenticated else None
 
     @property

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 from django.core.cache import cache
 from django.db import DatabaseError
-from django.http import HttpRequest
 from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import ScopedRateThrottle
@@ -43,9 +42,3 @@ def cache_state() -> str:
     except CACHE_ERRORS as exc:
         return f"unavailable: {exc} (throttling is off until it answers)"
     return "ok"
-
-
-def client_address(request: HttpRequest) -> str:
-    """The address a client is known by in the audit (feedback_by): the peer's address.
-    Headers such as X-Forwarded-For are not trusted here: any client can write them."""
-    return str(request.META.get("REMOTE_ADDR") or "")

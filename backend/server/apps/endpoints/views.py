@@ -43,7 +43,6 @@ from apps.endpoints import (
     openapi,
     selectors,
     serving,
-    throttling,
 )
 from apps.endpoints.exception_handler import error_body
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
@@ -94,28 +93,18 @@ class MLAlgorithmViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[
         responses={201: RegisteredSerializer},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        limit = settings.MODEL_MAX_UPLOAD_BYTES
-        _check_upload_size(request, limit, "MODEL_MAX_UPLOAD_BYTES")
-        form = RegisterModelSerializer(data=_form_fields(request))
-        form.is_valid(raise_exception=True)
-        data = form.validated_data
-        upload, example = data["artifact"], data.get("input_example")
-        if upload.size > limit:
-            raise _too_large(limit, "MODEL_MAX_UPLOAD_BYTES")
-        user = request.user.get_username()
-        registered = catalogue.register_model(
-            artifact=upload,
-            file_name=upload.name,
+        data = _upload_form(self, request, field="artifact", setting="MODEL_MAX_UPLOAD_BYTES")
+        registered = catalogue.register_upload(
+            upload=data["artifact"],
+            file_name=data["artifact"].name,
+            example=data.get("input_example"),
+            user=request.user.get_username(),
             endpoint_name=data["endpoint"],
             name=data["name"],
             version=data["version"],
             status=data["status"],
             description=data.get("description", ""),
-            owner=user,
-            created_by=user,
-            example=example.read() if example is not None else None,
             target_column=data.get("target_column", ""),
-            allow_pickle=settings.ALLOW_PICKLE_UPLOADS,
         )
         algorithm = selectors.algorithms_with_current_status().get(pk=registered.algorithm.pk)
         algorithm.notes = registered.notes  # type: ignore[attr-defined]
@@ -172,7 +161,7 @@ class MLRequestViewSet(
             request_id=_request_id(pk),
             value=body.validated_data.get("feedback"),
             token=body.validated_data.get("feedback_token"),
-            actor=_actor(request),
+            actor=feedback.Actor.of(request),
         )
         return Response(FeedbackResultSerializer(row).data)
 
@@ -185,16 +174,6 @@ def _request_id(pk: str) -> int:
     if not (pk.isascii() and pk.isdigit() and len(pk) <= 18):
         raise NotFound(f"No logged request {pk[:40]}.")
     return int(pk)
-
-
-def _actor(request: Request) -> feedback.Actor:
-    return feedback.Actor(user=request.user, address=throttling.client_address(request))
-
-
-def _user_id(request: Request) -> int | None:
-    """The authenticated client, recorded on its logged requests (None when anonymous,
-    which is every client while PREDICT_ACCESS=open: no credentials are read then)."""
-    return request.user.pk if request.user.is_authenticated else None
 
 
 class BulkFeedbackView(GenericAPIView):  # type: ignore[type-arg]
@@ -211,14 +190,9 @@ class BulkFeedbackView(GenericAPIView):  # type: ignore[type-arg]
     @openapi.bulk_feedback_schema
     @extend_schema(responses={200: BulkFeedbackResultSerializer})
     def post(self, request: Request) -> Response:
-        _check_upload_size(request)
-        form = self.get_serializer(data=_form_fields(request))
-        form.is_valid(raise_exception=True)
-        upload = form.validated_data["file"]
-        if upload.size > settings.BATCH_MAX_UPLOAD_BYTES:
-            raise _too_large(settings.BATCH_MAX_UPLOAD_BYTES)
+        data = _upload_form(self, request)
         result = feedback.give_many(
-            upload=upload, actor=_actor(request), atomic=form.validated_data["atomic"]
+            upload=data["file"], actor=feedback.Actor.of(request), atomic=data["atomic"]
         )
         return Response(BulkFeedbackResultSerializer(result).data)
 
@@ -256,7 +230,7 @@ class PredictView(PredictAccessMixin, APIView):
             status=params.get("status") or settings.PREDICT_DEFAULT_STATUS,  # checked there
             version=_short("version", params.get("version"), 128),
             assignment_key=assignment_key(request),
-            user_id=_user_id(request),
+            user_id=feedback.Actor.of(request).user_id,
         )
         return Response(prediction)
 
@@ -289,19 +263,16 @@ class BatchPredictView(PredictAccessMixin, GenericAPIView[Any]):
 
     @openapi.batch_schema
     def post(self, request: Request) -> HttpResponseBase:
-        _check_upload_size(request)
-        form = self.get_serializer(data=_form_fields(request))
-        form.is_valid(raise_exception=True)
-        upload = form.validated_data["file"]
-        if upload.size > settings.BATCH_MAX_UPLOAD_BYTES:
-            raise _too_large(settings.BATCH_MAX_UPLOAD_BYTES)
+        data = _upload_form(self, request)
+        upload = data["file"]
+        actor = feedback.Actor.of(request)
         result = batch.score_csv(
             upload=upload,
-            endpoint_name=form.validated_data.get("endpoint"),
-            status=form.validated_data.get("status", settings.PREDICT_DEFAULT_STATUS),
-            version=form.validated_data.get("version"),
-            user_id=_user_id(request),
-            client=_actor(request).label,
+            endpoint_name=data.get("endpoint"),
+            status=data.get("status", settings.PREDICT_DEFAULT_STATUS),
+            version=data.get("version"),
+            user_id=actor.user_id,
+            client=actor.label,
         )
         if request.accepted_renderer.format == "csv":
             return StreamingHttpResponse(
@@ -326,13 +297,25 @@ class BatchPredictView(PredictAccessMixin, GenericAPIView[Any]):
         return response
 
 
-def _check_upload_size(
-    request: Request, limit: int | None = None, setting: str = "BATCH_MAX_UPLOAD_BYTES"
-) -> None:
-    """Refuse an upload before reading its body when the client says how big it is."""
-    limit = settings.BATCH_MAX_UPLOAD_BYTES if limit is None else limit
+def _upload_form(
+    view: GenericAPIView[Any],
+    request: Request,
+    *,
+    field: str = "file",
+    setting: str = "BATCH_MAX_UPLOAD_BYTES",
+) -> dict[str, Any]:
+    """The view's form, validated, its file ``field`` at most ``setting`` bytes: refused
+    before the body is read when the client says how big it is (64 KiB left for the other
+    fields), and by the file's own size after."""
+    limit = getattr(settings, setting)
     if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
-        raise _too_large(limit, setting)
+        raise _too_large(setting)
+    form = view.get_serializer(data=_form_fields(request))
+    form.is_valid(raise_exception=True)
+    data: dict[str, Any] = form.validated_data
+    if data[field].size > limit:
+        raise _too_large(setting)
+    return data
 
 
 def _form_fields(request: Request) -> dict[str, Any]:
@@ -342,8 +325,10 @@ def _form_fields(request: Request) -> dict[str, Any]:
     return {**request.query_params.dict(), **fields}
 
 
-def _too_large(limit: int, setting: str = "BATCH_MAX_UPLOAD_BYTES") -> PayloadTooLarge:
-    return PayloadTooLarge(f"The file is larger than {limit} bytes ({setting}).")
+def _too_large(setting: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The file is larger than {getattr(settings, setting)} bytes ({setting})."
+    )
 
 
 def assignment_key(request: Request) -> str | None:
