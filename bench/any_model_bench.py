@@ -42,7 +42,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from predict_bench import wrk
+from predict_bench import lua_script, wrk
 from threadpoolctl import threadpool_limits
 
 from common import SERVER, free_port, log, save
@@ -162,17 +162,6 @@ class Server:
         self.process.wait(timeout=30)
 
 
-def lua(records: list[dict[str, Any]], path: Path) -> Path:
-    bodies = ",\n".join("[[" + json.dumps(r) + "]]" for r in records)
-    path.write_text(
-        "local bodies = {" + bodies + "}\nlocal i = 0\n"
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        "request = function()\n  i = i % #bodies + 1\n"
-        "  return wrk.format(nil, nil, nil, bodies[i])\nend\n"
-    )
-    return path
-
-
 REGISTER_20MB = """
 import time, pandas as pd, joblib
 from pathlib import Path
@@ -215,14 +204,14 @@ def main() -> int:
                 # As the server's workers run (gunicorn.conf.py: one native thread each).
                 with threadpool_limits(1):
                     bare, whole = bare_and_runtime(model, records, name)
-                script = lua(records, folder / f"{name}.lua")
-                url = server.url + f"/api/v1/{name}/predict"
-                wrk(server.url, script, 8, 3, path=url)  # warm-up: each worker loads it
+                script = lua_script(records, folder, f"{name}.lua")
+                path = f"/api/v1/{name}/predict"
+                wrk(server.url, script, 8, 3, path=path)  # warm-up: each worker loads it
                 measured = {}
                 for connections in (1, 8):
                     log(f"(c) {name}, {connections} connection(s), {args.seconds} s")
                     measured[connections] = wrk(
-                        server.url, script, connections, args.seconds, path=url
+                        server.url, script, connections, args.seconds, path=path
                     )
                 one, eight = measured[1], measured[8]
                 rows.append(
@@ -236,15 +225,8 @@ def main() -> int:
                     + ("met" if one["p50"] <= limit else "NOT met")
                 )
         log("(d) registering a random forest of about 20 MB")
-        done = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", REGISTER_20MB % str(folder)],
-            cwd=SERVER,
-            env={**server.env, "DATABASE_URL": f"sqlite:///{folder / 'db.sqlite3'}"},
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        size, seconds, engine = done.stdout.split()[-3:]
+        printed = server.manage("shell", "-c", REGISTER_20MB % str(folder))
+        size, seconds, engine = printed.split()[-3:]
         mb = int(size) / 1e6
         targets.append(
             f"registering {mb:.1f} MB ({engine} serves it): {float(seconds):.2f} s, target <= 5 s: "

@@ -71,9 +71,10 @@ def in_process(records: list[dict[str, object]]) -> dict[str, float]:
     return timings
 
 
-def lua_script(records: list[dict[str, object]], folder: Path) -> Path:
+def lua_script(records: list[dict[str, object]], folder: Path, name: str = "predict.lua") -> Path:
+    """A wrk script that POSTs ``records`` in turn as JSON bodies."""
     bodies = ",\n".join("[[" + json.dumps(r) + "]]" for r in records)
-    path = folder / "predict.lua"
+    path = folder / name
     path.write_text(
         "local bodies = {" + bodies + "}\n"
         "local i = 0\n"
@@ -153,8 +154,8 @@ class Server:
 def wrk(
     url: str, script: Path, connections: int, seconds: int, *, path: str = PATH
 ) -> dict[str, float]:
-    """wrk's numbers for ``url`` + ``path`` (or ``path`` alone when it is a whole URL)."""
-    target = path if path.startswith("http") else url + path
+    """wrk's numbers for ``url`` + ``path``."""
+    target = url + path
     done = subprocess.run(
         [
             "wrk",

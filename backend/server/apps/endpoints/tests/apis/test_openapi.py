@@ -16,10 +16,7 @@ from apps.ml.registry import MLRegistry
 @pytest.fixture(scope="module")
 def spec(django_db_blocker: Any) -> dict[str, Any]:
     with django_db_blocker.unblock():
-        response = APIClient().get("/api/v1/schema", {"format": "json"})
-    assert response.status_code == 200
-    schema: dict[str, Any] = response.json()
-    return schema
+        return endpoint_spec(APIClient())
 
 
 @pytest.mark.django_db

@@ -33,14 +33,12 @@ def trained(tmp_path: Path) -> Path:
     return path
 
 
-def register(
-    path: Path, *extra: str, version: str = "1.0.0", endpoint: str = "income_classifier"
-) -> None:
+def register(path: Path, *extra: str, version: str = "1.0.0") -> None:
     call_command(
         "register_model",
         str(path),
         "--endpoint",
-        endpoint,
+        "income_classifier",
         "--name",
         "logistic",
         "--version",
