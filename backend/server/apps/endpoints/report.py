@@ -40,14 +40,13 @@ def chart(arms: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any
     """Coordinates of the SVG: one row per arm, an x axis in the test's metric: accuracy
     (percentage points) for classifiers, mean absolute error for regressors."""
     intervals = [a["ci_95"] for a in arms if a["ci_95"]]
-    if metric == "mae":
+    errors = metric == "mae"
+    if errors:
         low, high = error_axis_range(intervals)
         step = nice_step(high - low)
-        label = "{:g}"
     else:
         low, high = axis_range(intervals)
         step = 0.05 if high - low <= 0.5 else 0.1
-        label = "percent"
     plot = WIDTH - LEFT - RIGHT
 
     def x(value: float) -> float:
@@ -57,20 +56,20 @@ def chart(arms: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any
     rows = []
     for i, arm in enumerate(arms):
         y = TOP + ROW // 2 + i * ROW
+        if not errors:
+            value_label = f"{arm['correct']}/{arm['with_feedback']}"
+        elif arm.get("mae") is not None:
+            value_label = f"{arm['mae']:.3g} (n={arm['with_feedback']})"
+        else:
+            value_label = ""
         row: dict[str, Any] = {
             "y": y,
             "arm": arm,
             "label": f"Arm {arm['arm']}: {arm['algorithm']['name']} {arm['algorithm']['version']}",
-            "value_label": (
-                f"{arm['correct']}/{arm['with_feedback']}"
-                if metric != "mae"
-                else f"{arm['mae']:.3g} (n={arm['with_feedback']})"
-                if arm.get("mae") is not None
-                else ""
-            ),
+            "value_label": value_label,
         }
         if arm["ci_95"]:
-            value = arm["accuracy"] if metric != "mae" else arm["mae"]
+            value = arm["mae"] if errors else arm["accuracy"]
             row.update(x_low=x(arm["ci_95"][0]), x_high=x(arm["ci_95"][1]), x_acc=x(value))
         rows.append(row)
     axis_y = TOP + ROW * len(arms)
@@ -83,13 +82,13 @@ def chart(arms: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any
         "rows": rows,
         "axis_title": (
             "mean absolute error on requests with feedback (lower is better)"
-            if metric == "mae"
+            if errors
             else "accuracy on requests with feedback"
         ),
         "ticks": [
             {
                 "x": x(t),
-                "label": f"{t * 100:.0f}%" if label == "percent" else f"{round(t, 10):g}",
+                "label": f"{round(t, 10):g}" if errors else f"{t * 100:.0f}%",
             }
             for t in ticks
         ],
