@@ -26,20 +26,37 @@ BINARY = Signature(
 )
 
 
+def result_for(
+    signature: Signature,
+    rows: int,
+    *,
+    header: list[str] | None = None,
+    first_id: int = 1,
+    labels: np.ndarray | None = None,
+    probabilities: np.ndarray | None = None,
+    values: np.ndarray | None = None,
+) -> BatchResult:
+    """A BatchResult of ``rows`` rows (request ids from ``first_id``) with these answers
+    and no labels column."""
+    return BatchResult(
+        header=header or ["age"],
+        algorithms=[],
+        signature=signature,
+        ignored_columns=[],
+        label_column=None,
+        request_ids=np.arange(first_id, first_id + rows, dtype=np.int64),
+        labels=labels,
+        probabilities=probabilities,
+        values=values,
+        arms=np.zeros(rows, np.int64),
+    )
+
+
 def binary_result(rows: int = ROWS) -> BatchResult:
     positive = np.random.default_rng(0).random(rows)
     labels = np.array([">50K" if p > 0.5 else "<=50K" for p in positive.tolist()], dtype=object)
-    return BatchResult(
-        header=["age"],
-        algorithms=[],
-        signature=BINARY,
-        ignored_columns=[],
-        label_column=None,
-        request_ids=np.arange(1, rows + 1, dtype=np.int64),
-        probabilities=np.column_stack([1 - positive, positive]),
-        labels=labels,
-        arms=np.zeros(rows, np.int64),
-    )
+    probabilities = np.column_stack([1 - positive, positive])
+    return result_for(BINARY, rows, probabilities=probabilities, labels=labels)
 
 
 @pytest.fixture
@@ -99,16 +116,7 @@ def test_labels_of_any_text_are_escaped_in_both_answers() -> None:
     # Found in review: labels went into the answers through string templates, unescaped.
     n = len(AWKWARD)
     signature = Signature(BINARY.features, "classification", tuple(AWKWARD), ("label", "status"))
-    result = BatchResult(
-        header=["x"],
-        algorithms=[],
-        signature=signature,
-        ignored_columns=[],
-        label_column=None,
-        request_ids=np.arange(1, n + 1, dtype=np.int64),
-        labels=np.array(AWKWARD, dtype=object),
-        arms=np.zeros(n, np.int64),
-    )
+    result = result_for(signature, n, header=["x"], labels=np.array(AWKWARD, dtype=object))
     body = json.loads("".join(batch_output.json_stream(result)))
     assert [p["label"] for p in body["predictions"]] == AWKWARD
     upload = io.BytesIO(("x\n" + "".join(f"{i}\n" for i in range(n))).encode())
@@ -146,32 +154,14 @@ def test_a_classifier_without_probabilities_logs_its_labels_unescaped() -> None:
     output = ModelOutput(labels=np.array(labels, dtype=object))
     texts = codecs.answer_texts(signature, output)
     assert [json.loads(t) for t in texts] == codecs.answers(signature, output)
-    result = BatchResult(
-        header=["age"],
-        algorithms=[],
-        signature=signature,
-        ignored_columns=[],
-        label_column=None,
-        request_ids=np.arange(1, len(labels) + 1, dtype=np.int64),
-        labels=np.array(labels, dtype=object),
-        arms=np.zeros(len(labels), np.int64),
-    )
+    result = result_for(signature, len(labels), labels=np.array(labels, dtype=object))
     assert [p["label"] for p in batch_output.predictions(result)] == labels
 
 
 def test_a_regressors_rows_carry_its_prediction() -> None:
     signature = Signature(BINARY.features, "regression", (), ("prediction", "status"))
     values = np.array([1.5, -2.25, 1e-12])
-    result = BatchResult(
-        header=["age"],
-        algorithms=[],
-        signature=signature,
-        ignored_columns=[],
-        label_column=None,
-        request_ids=np.arange(1, 4, dtype=np.int64),
-        values=values,
-        arms=np.zeros(3, np.int64),
-    )
+    result = result_for(signature, 3, values=values)
     body = json.loads("".join(batch_output.json_stream(result)))
     assert [p["prediction"] for p in body["predictions"]] == values.tolist()
     upload = io.BytesIO(b"age\n1\n2\n3\n")
@@ -187,17 +177,8 @@ def test_a_multiclass_csv_answer_has_a_probability_column_per_class() -> None:
         BINARY.features, "classification", ("a", "b", "c"), ("label", "probabilities", "status")
     )
     probabilities = np.array([[0.2, 0.5, 0.3], [0.7, 0.2, 0.1]])
-    result = BatchResult(
-        header=["age"],
-        algorithms=[],
-        signature=signature,
-        ignored_columns=[],
-        label_column=None,
-        request_ids=np.array([7, 8], dtype=np.int64),
-        labels=np.array(["b", "a"], dtype=object),
-        probabilities=probabilities,
-        arms=np.zeros(2, np.int64),
-    )
+    labels = np.array(["b", "a"], dtype=object)
+    result = result_for(signature, 2, first_id=7, labels=labels, probabilities=probabilities)
     rows = list(
         csv.reader(
             io.StringIO("".join(batch_output.csv_stream(result, io.BytesIO(b"age\n1\n2\n"))))
