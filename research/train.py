@@ -5,8 +5,9 @@
 The Adult income classifiers: verifies the data against SHA256SUMS, fits the shared
 preprocessing on ``adult.data``, trains a random forest and an extra trees classifier
 with fixed seeds, reports accuracy on the official ``adult.test`` split, and writes
-``<name>.joblib`` bundles. It also builds and verifies each one's ONNX form, cached beside
-the artifact, unless ``--no-compile``.
+``<name>.joblib`` bundles. Their ONNX forms are built by the service, when it registers or
+first loads them: it seals each with its own SECRET_KEY (``apps/ml/compiled.py``), which a
+training script does not hold.
 
 Two models of other tasks, from data sets scikit-learn ships, saved as any data scientist
 would save them (no import from this project): a regressor (``diabetes.joblib``,
@@ -40,7 +41,6 @@ from adult import (
     verify_hashes,
 )  # also puts the service on sys.path
 from apps.ml import artifacts
-from apps.ml.income_classifier import WRAPPERS
 from apps.ml.income_classifier.base import make_bundle
 from apps.ml.income_classifier.preprocessing import Preprocessing
 
@@ -95,12 +95,12 @@ def fit_with_progress(
     return estimator.set_params(warm_start=False)
 
 
-def train(out_dir: Path, *, compile_models: bool = True, only: str | None = None) -> dict[str, Any]:
+def train(out_dir: Path, *, only: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(out_dir)
     if only != "sklearn":
-        manifest["artifacts"].update(train_adult(out_dir, compile_models=compile_models))
+        manifest["artifacts"].update(train_adult(out_dir))
     if only != "adult":
         manifest["artifacts"].update(train_sklearn_demos(out_dir))
     manifest["sklearn_version"] = sklearn.__version__
@@ -119,7 +119,7 @@ def _read_manifest(out_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def train_adult(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]:
+def train_adult(out_dir: Path) -> dict[str, Any]:
     print(f"[1/4] verifying data hashes in {RESEARCH_DIR / 'data' / 'adult'}", flush=True)
     verify_hashes()
     train_frame, test_frame = load_split("adult.data"), load_split("adult.test")
@@ -150,14 +150,6 @@ def train_adult(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]
             f"({time.perf_counter() - tick:.1f} s) -> {path}",
             flush=True,
         )
-        compiled = None
-        if compile_models:  # build the ONNX cache now, so the first request does not wait
-            tick = time.perf_counter()
-            compiled = WRAPPERS[key].from_artifact(out_dir, file_name, compile=True).compiled
-            state = "verified" if compiled else "REJECTED, scikit-learn will serve (see log)"
-            print(
-                f"      {key}: ONNX form {state} ({time.perf_counter() - tick:.1f} s)", flush=True
-            )
         written[key] = {
             "file": file_name,
             "sha256": artifacts.sha256_of(path),
@@ -165,7 +157,6 @@ def train_adult(out_dir: Path, *, compile_models: bool = True) -> dict[str, Any]
             "estimator": type(estimator).__name__,
             "params": {k: v for k, v in estimator.get_params().items() if k != "n_jobs"},
             "metrics": metrics,
-            "compiled_onnx": compiled is not None,
         }
     return written
 
@@ -231,13 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     default_out = os.environ.get("MODEL_ARTIFACTS_PATH") or str(RESEARCH_DIR / "artifacts")
     parser.add_argument("--out", type=Path, default=Path(default_out))
     parser.add_argument(
-        "--no-compile", action="store_true", help="skip building the ONNX forms (compiled.py)"
-    )
-    parser.add_argument(
         "--only", choices=["adult", "sklearn"], help="train only the Adult or the other demos"
     )
     args = parser.parse_args(argv)
-    train(args.out.resolve(), compile_models=not args.no_compile, only=args.only)
+    train(args.out.resolve(), only=args.only)
     return 0
 
 

@@ -20,7 +20,7 @@ def demo_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from train import train  # research/train.py
 
     folder = tmp_path_factory.mktemp("demo_artifacts")
-    train(folder, compile_models=False)  # the compiled-path tests compile what they need
+    train(folder)
     return folder
 
 

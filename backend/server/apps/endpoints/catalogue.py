@@ -266,8 +266,7 @@ def _store_upload(root: Path, upload: IO[bytes], original: str) -> tuple[Path, s
 def _remove(path: Path, sha256: str) -> None:
     """A file this registration placed, and any compiled form made from it."""
     path.unlink(missing_ok=True)
-    for derived in (compiled.cache_path(path, sha256), compiled.card_path(path, sha256)):
-        derived.unlink(missing_ok=True)
+    compiled.remove_cached(path, sha256)
 
 
 # -- statuses ----------------------------------------------------------------------------

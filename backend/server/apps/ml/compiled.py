@@ -3,8 +3,10 @@
 A scikit-learn forest spends 10-20 ms on a one-row ``predict_proba``, nearly all of it
 per-call overhead (input validation, a dispatch per tree); the same trees in ONNX Runtime
 answer in about 0.05 ms. The joblib artifact stays the source of truth: the compiled form
-is derived from it, cached next to it under a name bound to the artifact's sha256, and used
-only after it reproduced scikit-learn on the bundle's verification sample (probabilities
+is derived from it, cached next to it under a name bound to the artifact's sha256, sealed
+with a MAC keyed by ``SECRET_KEY`` (a file swapped beside an untouched artifact is not
+used: it is rebuilt from the verified artifact), and used only after it reproduced
+scikit-learn on the bundle's verification sample (probabilities
 within 1e-6, identical labels away from the threshold). Anything else — a converter
 error, a disagreement, no sample — logs why and leaves the model on scikit-learn.
 
@@ -21,6 +23,7 @@ float32 inputs, else float64, verified on the input example and generated rows w
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -31,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from apps.ml.codecs import Frame, ModelOutput
 from apps.ml.runtime import Runtime
@@ -67,6 +72,8 @@ class CompiledModel:
     positive: int
     # Batches of up to this many rows go to ONNX Runtime; larger ones to scikit-learn.
     max_rows: int
+    # "rebuilt from the artifact: <why the cache was not used>", else empty (for /readyz).
+    origin: str = ""
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         probabilities = self.session.run(None, {self.input_name: matrix.astype(np.float32)})[1]
@@ -90,11 +97,72 @@ def card_path(artifact: Path, sha256: str) -> Path:
     return artifact.with_name(f"{artifact.name}.{sha256[:16]}.serving.npz")
 
 
+def seal_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.mac")
+
+
+class Unsealed(ValueError):
+    """A cached file without a valid seal: written by someone without the service's key."""
+
+
+def _mac(path: Path, data: bytes, key: str | bytes) -> str:
+    # The file's name (which carries the artifact's sha256) is in the salt: a sealed form
+    # of one artifact does not pass for another's.
+    return salted_hmac(
+        f"apps.ml.compiled:{path.name}", data, secret=key, algorithm="sha256"
+    ).hexdigest()
+
+
+def _write_sealed(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, and its MAC beside it. The cache folder is the artifacts'
+    folder; whoever can write there but does not hold SECRET_KEY cannot make a compiled
+    form the service will serve."""
+    _write_atomically(path, data)
+    _write_atomically(seal_path(path), _mac(path, data, settings.SECRET_KEY).encode())
+
+
+def _read_sealed(path: Path) -> bytes:
+    """The bytes at ``path`` if their seal was made with SECRET_KEY or one of its
+    fallbacks (a rotated key only means rebuilding); ``Unsealed`` otherwise.
+    FileNotFoundError when there is no such file."""
+    data = path.read_bytes()
+    try:
+        seal = seal_path(path).read_text(encoding="ascii").strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        raise Unsealed(f"{path.name} has no seal") from None
+    for key in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS):
+        if constant_time_compare(seal, _mac(path, data, key)):
+            return data
+    raise Unsealed(f"{path.name} is not sealed with this service's key")
+
+
+def remove_cached(artifact: Path, sha256: str) -> None:
+    """Every compiled file made from the artifact with this sha256, seals included."""
+    for path in (cache_path(artifact, sha256), card_path(artifact, sha256)):
+        path.unlink(missing_ok=True)
+        seal_path(path).unlink(missing_ok=True)
+
+
 @dataclass
 class CachedForm:
     model: CompiledModel
     card: dict[str, Any]  # preprocessing, metrics, sklearn_version, positive
     sample: np.ndarray
+
+
+# Why a cached form of an artifact was not used, until the form built instead says so in
+# its origin (``engine_note``, shown by /readyz). Keyed by the artifact's path and sha256.
+_rejected: dict[tuple[Path, str], str] = {}
+
+
+def _reject(artifact: Path, sha256: str, why: str) -> None:
+    _rejected[(artifact, sha256)] = why
+
+
+def _rebuilt(artifact: Path, sha256: str) -> str:
+    """Why the form just built replaced a cached one; empty when nothing was rejected."""
+    why = _rejected.pop((artifact, sha256), None)
+    return f"rebuilt from the artifact: {why}" if why else ""
 
 
 def load_cached(artifact: Path, sha256: str) -> CachedForm | None:
@@ -106,20 +174,30 @@ def load_cached(artifact: Path, sha256: str) -> CachedForm | None:
         if stored is None:
             return None
         card, sample, expected = stored
-        session = _session(cache_path(artifact, sha256).read_bytes())
+        session = _session(_read_sealed(cache_path(artifact, sha256)))
         model = CompiledModel(
             session, session.get_inputs()[0].name, card["positive"], card["max_rows"]
         )
         problem = disagreement(expected, model.predict_proba(sample))
     except FileNotFoundError:
         return None
+    except Unsealed as exc:
+        logger.warning(
+            "%s: cached compiled form not sealed (%s); rebuilding it from the artifact.",
+            artifact.name,
+            exc,
+        )
+        _reject(artifact, sha256, str(exc))
+        return None
     except Exception as exc:
         logger.warning(
             "%s: cached compiled form unusable (%s: %s).", artifact.name, type(exc).__name__, exc
         )
+        _reject(artifact, sha256, f"the cached form was unusable ({type(exc).__name__})")
         return None
     if problem:
         logger.warning("%s: cached compiled form rejected (%s).", artifact.name, problem)
+        _reject(artifact, sha256, f"the cached form was rejected ({problem})")
         return None
     return CachedForm(model, card, sample)
 
@@ -143,9 +221,11 @@ def compile_model(
         )
         return None
     try:
-        onnx_bytes = _load_or_convert(estimator, sample, artifact, sha256, converter)
+        onnx_bytes, origin = _load_or_convert(estimator, sample, artifact, sha256, converter)
         session = _session(onnx_bytes)
-        compiled = CompiledModel(session, session.get_inputs()[0].name, positive, max_rows=0)
+        compiled = CompiledModel(
+            session, session.get_inputs()[0].name, positive, max_rows=0, origin=origin
+        )
         problem = disagreement(reference(sample), compiled.predict_proba(sample))
     except Exception as exc:
         logger.warning(
@@ -159,8 +239,7 @@ def compile_model(
         logger.warning(
             "%s: compiled form rejected (%s); serving with scikit-learn.", artifact.name, problem
         )
-        cache_path(artifact, sha256).unlink(missing_ok=True)
-        card_path(artifact, sha256).unlink(missing_ok=True)
+        remove_cached(artifact, sha256)
         return None
     # Timed once per artifact: timings taken again at every load differ with the load on
     # the machine, and the card would send batches to one engine or the other by chance.
@@ -178,9 +257,10 @@ def compile_model(
 def _read_card(artifact: Path, sha256: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray] | None:
     """The card cached for the artifact with this sha256, with its verification sample and
     scikit-learn's probabilities on it; None when there is none for this sha256. A damaged
-    file raises."""
+    or unsealed file raises."""
     try:
-        with np.load(card_path(artifact, sha256), allow_pickle=False) as stored:
+        data = _read_sealed(card_path(artifact, sha256))
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
             card = json.loads(str(stored["card"]))
             sample, expected = stored["sample"], stored["expected"]
     except FileNotFoundError:
@@ -207,11 +287,10 @@ def _save_card(
     expected: np.ndarray,
 ) -> None:
     full = {**card, "sha256": sha256, "positive": model.positive, "max_rows": model.max_rows}
-    path = card_path(artifact, sha256)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    buffer = io.BytesIO()
+    np.savez(buffer, card=np.array(json.dumps(full)), sample=sample, expected=expected)
     try:
-        np.savez(tmp, card=np.array(json.dumps(full)), sample=sample, expected=expected)
-        os.replace(tmp, path)
+        _write_sealed(card_path(artifact, sha256), buffer.getvalue())
     except OSError as exc:
         logger.warning("%s: cannot cache the serving card (%s).", artifact.name, exc)
 
@@ -230,20 +309,28 @@ def disagreement(expected: np.ndarray, got: np.ndarray) -> str | None:
 
 def _load_or_convert(
     estimator: Any, sample: np.ndarray, artifact: Path, sha256: str, converter: Converter
-) -> bytes:
+) -> tuple[bytes, str]:
+    """The ONNX form (from the sealed cache, else converted), and why a cache present
+    was not used (empty if none was rejected)."""
     cache = cache_path(artifact, sha256)
     try:
-        return cache.read_bytes()
+        return _read_sealed(cache), _rebuilt(artifact, sha256)
     except FileNotFoundError:
         pass
+    except Unsealed as exc:  # converted again below, and sealed
+        _reject(artifact, sha256, str(exc))
+        logger.warning(
+            "%s: cached compiled form not sealed (%s); compiling again.", artifact.name, exc
+        )
     started = time.perf_counter()
     onnx_bytes = converter(estimator, sample)
     try:
-        _write_atomically(cache, onnx_bytes)
+        _write_sealed(cache, onnx_bytes)
         for stale in artifact.parent.glob(f"{artifact.name}.*.onnx"):
             if stale != cache:  # compiled from an earlier file of the same name
-                stale.unlink(missing_ok=True)
-                stale.with_suffix(".serving.npz").unlink(missing_ok=True)
+                for path in (stale, stale.with_suffix(".serving.npz")):
+                    path.unlink(missing_ok=True)
+                    seal_path(path).unlink(missing_ok=True)
     except OSError as exc:
         logger.warning(
             "%s: cannot cache the compiled form (%s); compiling again next start.",
@@ -251,7 +338,7 @@ def _load_or_convert(
             exc,
         )
     logger.info("%s: compiled to ONNX in %.1f s.", artifact.name, time.perf_counter() - started)
-    return onnx_bytes
+    return onnx_bytes, _rebuilt(artifact, sha256)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -503,6 +590,7 @@ def load_generic(
         logger.warning(
             "%s: cached ONNX form does not match its recorded sha256; not used.", artifact.name
         )
+        _reject(artifact, sha256, "the cached ONNX form did not match its recorded sha256")
         return None
     try:
         return OnnxRuntime(
@@ -544,4 +632,5 @@ def rebuild_generic(
         )
         return None
     write_generic(artifact, sha256, onnx_bytes)
+    runtime.engine_note = _rebuilt(artifact, sha256)
     return runtime

@@ -31,6 +31,9 @@ MAX_MODEL_MESSAGE = 300  # characters of an estimator's own error shown to the c
 class Runtime(ABC):
     signature: Signature
     engine: str = ""  # "sklearn", "onnx": what serves the predictions (the model card says)
+    # Where the serving form came from, when that is news for an operator (/readyz shows
+    # it): e.g. a compiled cache that was not sealed with this service's key, rebuilt.
+    engine_note: str = ""
 
     def predict(self, frame: Frame) -> ModelOutput:
         """Predict every row of ``frame`` in one model call."""

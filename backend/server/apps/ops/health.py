@@ -82,7 +82,12 @@ def _check(registry: MLRegistry, algorithm: MLAlgorithm) -> dict[str, Any]:
         "ok": True,
     }
     try:
-        registry.get(algorithm)
+        runtime = registry.get(algorithm)
+        # Which engine serves, and news about it (a compiled cache rebuilt because it was
+        # not sealed with this service's key, say): a swapped cache shows here.
+        check["engine"] = runtime.engine
+        if runtime.engine_note:
+            check["engine_note"] = runtime.engine_note
         # Loaded earlier, the model still serves from memory; but a worker that restarts
         # must find the same file, so the file on disk is checked too.
         _verify_on_disk(registry.artifacts_root, algorithm)

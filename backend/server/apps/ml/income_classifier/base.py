@@ -201,6 +201,10 @@ class IncomeClassifier(Runtime):
     def engine(self) -> str:  # type: ignore[override]
         return "onnx" if self.compiled is not None else "sklearn"
 
+    @property
+    def engine_note(self) -> str:  # type: ignore[override]
+        return self.compiled.origin if self.compiled is not None else ""
+
     def encode(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         return self.preprocessing.encode(frame)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -129,12 +130,27 @@ def test_the_cache_is_reused_and_rebuilt_when_the_artifact_hash_changes(
     )
 
 
-def test_a_corrupt_cache_file_falls_back(
+def test_a_corrupt_cache_file_is_compiled_again(
     tiny: tuple[Path, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     folder, name = tiny
     wrapper = IncomeClassifier.from_artifact(folder, name)
-    compiled.cache_path(folder / name, wrapper.artifact_sha256).write_bytes(b"not onnx")
+    cache = compiled.cache_path(folder / name, wrapper.artifact_sha256)
+    cache.write_bytes(b"not onnx")
+    with caplog.at_level(logging.WARNING):
+        assert wrapper.compile(folder / name) is True
+    assert "not sealed" in caplog.text
+    assert cache.read_bytes() != b"not onnx"
+
+
+def test_a_corrupt_sealed_cache_falls_back(
+    tiny: tuple[Path, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes that carry a valid seal but are no ONNX model (a bug of ours, not an attack)
+    leave the model on scikit-learn."""
+    folder, name = tiny
+    wrapper = IncomeClassifier.from_artifact(folder, name)
+    compiled._write_sealed(compiled.cache_path(folder / name, wrapper.artifact_sha256), b"x")
     with caplog.at_level(logging.WARNING):
         assert wrapper.compile(folder / name) is False
     assert "compiled form unavailable" in caplog.text
@@ -259,7 +275,7 @@ def test_a_tampered_card_is_not_used(
     np.savez(path, card=np.array(card), sample=sample, expected=1 - expected)
     with caplog.at_level(logging.WARNING):
         assert IncomeClassifier.from_compiled_cache(folder, name, sha256=sha) is None
-    assert "cached compiled form rejected" in caplog.text
+    assert "cached compiled form not sealed" in caplog.text
 
 
 @pytest.mark.django_db
@@ -292,3 +308,69 @@ def test_the_crossover_is_timed_once_per_artifact_not_at_every_load(
     assert first.compiled.max_rows == again.compiled.max_rows == 5
     cached = IncomeClassifier.from_compiled_cache(folder, name, sha256=first.artifact_sha256)
     assert cached is not None and cached.compiled is not None and cached.compiled.max_rows == 5
+
+
+def _swap_cache(folder: Path, victim: str, victim_sha: str, donor: str, donor_sha: str) -> None:
+    """The attack: another model's compiled form and card (with its own "expected" values)
+    copied over the victim's, its artifact left untouched."""
+    for path in (compiled.cache_path, compiled.card_path):
+        shutil.copy(path(folder / donor, donor_sha), path(folder / victim, victim_sha))
+
+
+@pytest.fixture
+def swapped(tmp_path: Path) -> tuple[Path, str, IncomeClassifier, IncomeClassifier]:
+    """Regression: replacing ``*.onnx`` and ``*.serving.npz`` beside an untouched artifact
+    with another model's made predict answer for that model, and /readyz said ready: the
+    card was verified against the very files that were swapped."""
+    train_tiny_artifact(tmp_path, "victim.joblib", sample_rows=300)
+    train_tiny_artifact(tmp_path, "donor.joblib", seed=7, rows=500, sample_rows=300)
+    victim = IncomeClassifier.from_artifact(tmp_path, "victim.joblib", compile=True)
+    donor = IncomeClassifier.from_artifact(tmp_path, "donor.joblib", compile=True)
+    card = compiled.card_path(tmp_path / "donor.joblib", donor.artifact_sha256)
+    with np.load(card) as stored:  # the donor's card must claim the victim's artifact
+        fields = {key: stored[key] for key in stored.files}
+    forged = {**json.loads(str(fields["card"])), "sha256": victim.artifact_sha256}
+    np.savez(card, **{**fields, "card": np.array(json.dumps(forged))})
+    _swap_cache(
+        tmp_path, "victim.joblib", victim.artifact_sha256, "donor.joblib", donor.artifact_sha256
+    )
+    return tmp_path, "victim.joblib", victim, donor
+
+
+def test_a_swapped_compiled_cache_is_not_served(
+    swapped: tuple[Path, str, IncomeClassifier, IncomeClassifier],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder, name, victim, donor = swapped
+    assert victim.verification_sample is not None
+    sample = victim.verification_sample
+    # The donor answers differently, so serving it would show.
+    assert np.abs(donor._sklearn_proba(sample) - victim._sklearn_proba(sample)).max() > 0.05
+    with caplog.at_level(logging.WARNING):
+        assert (
+            IncomeClassifier.from_compiled_cache(folder, name, sha256=victim.artifact_sha256)
+            is None
+        )
+    assert "not sealed" in caplog.text
+    # Loading from the artifact rebuilds the compiled form instead of reusing the swap.
+    rebuilt = IncomeClassifier.from_artifact(folder, name, compile=True)
+    assert rebuilt.compiled is not None
+    np.testing.assert_allclose(
+        rebuilt.compiled.predict_proba(sample), victim._sklearn_proba(sample), atol=1e-6
+    )
+    again = IncomeClassifier.from_compiled_cache(folder, name, sha256=victim.artifact_sha256)
+    assert again is not None and again.compiled is not None  # the rebuilt cache is sealed
+    np.testing.assert_allclose(
+        again.compiled.predict_proba(sample), victim._sklearn_proba(sample), atol=1e-6
+    )
+
+
+def test_a_cache_sealed_with_another_key_is_rebuilt(tiny: tuple[Path, str], settings: Any) -> None:
+    folder, name = tiny
+    sha = IncomeClassifier.from_artifact(folder, name, compile=True).artifact_sha256
+    settings.SECRET_KEY = "another-key-" + "k" * 50
+    assert IncomeClassifier.from_compiled_cache(folder, name, sha256=sha) is None
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    assert IncomeClassifier.from_artifact(folder, name, compile=True).compiled is not None
+    settings.SECRET_KEY = "rotated-" + "r" * 50  # the old key is a fallback: still valid
+    assert IncomeClassifier.from_compiled_cache(folder, name, sha256=sha) is not None

@@ -133,3 +133,42 @@ def test_readyz_unloads_a_version_that_no_longer_has_a_status(
     MLAlgorithmStatus.objects.filter(parent_mlalgorithm=served).update(active=False)
     assert api.get("/readyz").status_code == 200
     assert served.pk not in registry.runtimes
+
+
+@pytest.mark.django_db
+def test_readyz_says_when_a_swapped_compiled_cache_was_rebuilt(
+    api: APIClient, registry: MLRegistry, artifacts_dir: Path, settings: Any
+) -> None:
+    """Regression: a model's ``.onnx`` and ``.serving.npz`` replaced by another model's
+    served that model, and /readyz still said ready with nothing to notice."""
+    import shutil
+
+    from apps.ml import compiled
+    from apps.ml.income_classifier import IncomeClassifier
+
+    settings.ML_COMPILED_INFERENCE = True
+    train_tiny_artifact(artifacts_dir, "victim.joblib", sample_rows=300)
+    train_tiny_artifact(artifacts_dir, "donor.joblib", seed=9, rows=500, sample_rows=300)
+    served = algorithm(registry, artifact="victim.joblib")  # compiled and sealed here
+    donor = IncomeClassifier.from_artifact(artifacts_dir, "donor.joblib", compile=True)
+
+    def readyz() -> dict[str, Any]:
+        with mock.patch(
+            "apps.ops.views.get_registry", return_value=MLRegistry(artifacts_dir, compile=True)
+        ):
+            response = api.get("/readyz")
+        assert response.status_code == 200, response.json()
+        [check] = response.json()["algorithms"]
+        return dict(check)
+
+    assert readyz()["engine"] == "onnx" and "engine_note" not in readyz()
+    for path in (compiled.cache_path, compiled.card_path):
+        shutil.copy(
+            path(artifacts_dir / "donor.joblib", donor.artifact_sha256),
+            path(artifacts_dir / served.artifact, served.artifact_sha256),
+        )
+    check = readyz()
+    assert check["engine"] == "onnx"
+    assert check["engine_note"].startswith("rebuilt from the artifact: ")
+    assert "not sealed" in check["engine_note"] or "no seal" in check["engine_note"]
+    assert "engine_note" not in readyz()  # rebuilt and sealed: the next worker uses it
