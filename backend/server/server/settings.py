@@ -208,6 +208,12 @@ PREDICT_CACHE_SECONDS = env_float("PREDICT_CACHE_SECONDS", 1.0)
 BATCH_MAX_UPLOAD_BYTES = env_int("BATCH_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)
 BATCH_MAX_ROWS = env_int("BATCH_MAX_ROWS", 2_000_000)
 BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 10_000)
+# ...or fewer, so that a chunk holds about this many bytes of the file: memory is bounded
+# by a chunk's bytes, whatever the width of its rows (10k Adult rows are about 1.1 MB).
+BATCH_CHUNK_BYTES = env_int("BATCH_CHUNK_BYTES", 16 * 1024 * 1024)
+# Columns in a batch file; more is a 413 before any row is read. A model with more
+# features needs it raised.
+BATCH_MAX_COLUMNS = env_int("BATCH_MAX_COLUMNS", 1000)
 # Per endpoint, the CSV column holding the true value, where the algorithm was registered
 # without a target column: stored as feedback, scored.
 BATCH_LABEL_COLUMNS: dict[str, str] = env_json("BATCH_LABEL_COLUMNS", {})

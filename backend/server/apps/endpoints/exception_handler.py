@@ -4,8 +4,9 @@
 
 ``details`` is present when there is more to say, e.g. per-field messages. Messages quote
 what the client sent (a wrong category, an unknown field) so it can be found; every string
-in an error, keys included, is clipped past 1,000 characters, so an error never echoes a
-long input back whole.
+in an error, keys included, is clipped past 1,000 characters, and ``details`` lists at
+most 50 problems at each level (``details_omitted`` counts the rest), so an error never
+echoes a long input back whole: 25k unknown keys answer 50 of them, not 5 MB.
 """
 
 from __future__ import annotations
@@ -30,24 +31,35 @@ logger = logging.getLogger(__name__)
 # Characters. Our longest message lists the 41 native countries (about 600); a longer
 # string can only be client input, kept to its first 200 characters.
 MAX_ERROR_STRING = 1000
+# Entries of a dict or list in ``details``: enough to act on, and a client that sent
+# thousands of bad fields learns how many from ``details_omitted``.
+MAX_ERROR_ITEMS = 50
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": _clip(message)}
+    error: dict[str, Any] = {"code": code, "message": _clip(message, [])}
     if details is not None:
-        error["details"] = _clip(details)
+        omitted: list[int] = []
+        error["details"] = _clip(details, omitted)
+        if omitted:
+            error["details_omitted"] = sum(omitted)
     return {"error": error}
 
 
-def _clip(value: Any) -> Any:
+def _clip(value: Any, omitted: list[int]) -> Any:
     if isinstance(value, str):
         if len(value) <= MAX_ERROR_STRING:
             return value
         return f"{value[:200]}...({len(value)} characters)"
     if isinstance(value, dict):
-        return {_clip(str(k)): _clip(v) for k, v in value.items()}
+        if len(value) > MAX_ERROR_ITEMS:
+            omitted.append(len(value) - MAX_ERROR_ITEMS)
+        items = list(value.items())[:MAX_ERROR_ITEMS]
+        return {_clip(str(k), omitted): _clip(v, omitted) for k, v in items}
     if isinstance(value, (list, tuple)):
-        return [_clip(v) for v in value]
+        if len(value) > MAX_ERROR_ITEMS:
+            omitted.append(len(value) - MAX_ERROR_ITEMS)
+        return [_clip(v, omitted) for v in value[:MAX_ERROR_ITEMS]]
     return value
 
 

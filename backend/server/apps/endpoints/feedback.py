@@ -421,6 +421,11 @@ def _read(upload: IO[bytes]) -> tuple[Iterator[tuple[int, dict[str, str]]], list
         raise _unreadable(exc, 1) from None
     if not header:
         raise InvalidInput("The file is empty.")
+    if len(header) > settings.BATCH_MAX_COLUMNS:  # each row becomes a dict of them
+        raise PayloadTooLarge(
+            f"The file has more than {settings.BATCH_MAX_COLUMNS} columns "
+            f"({len(header)}; BATCH_MAX_COLUMNS); it needs {', '.join(COLUMNS)}."
+        )
     missing = [c for c in ("request_id", "feedback") if c not in header]
     if missing:
         raise InvalidInput(

@@ -101,3 +101,18 @@ def test_a_server_error_is_json_without_a_traceback_and_logged_with_the_request_
     logged = [r for r in caplog.records if r.exc_info and "secret detail" in str(r.exc_info[1])]
     assert logged, "the 500 is logged with its exception"
     assert any(getattr(r, "request_id", None) == "req-500-test" for r in logged)
+
+
+def test_an_error_lists_the_first_problems_and_counts_the_rest(
+    api: APIClient, demo_registry: MLRegistry, settings: Any
+) -> None:
+    """Regression: a 220 KB body of 25k unknown keys got a 5 MB 400, one entry per key."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+    body = {**SAMPLE_RECORD, **{f"k{i}": 1 for i in range(25_000)}}
+    response = _post(api, body)
+    assert response.status_code == 400
+    assert len(response.content) < 20_000, len(response.content)
+    error = response.json()["error"]
+    assert len(error["details"]) == 50
+    assert error["details_omitted"] == 24_950
+    assert all(key.startswith("k") for key in error["details"])  # the first problems shown

@@ -606,3 +606,19 @@ def test_a_feedback_file_over_the_row_limit_is_a_413_and_applies_nothing(
     response = send_file(api, text)
     assert response.status_code == 413, response.content
     assert not MLRequest.objects.filter(feedback__isnull=False).exists()
+
+
+def test_a_feedback_file_past_the_column_limit_is_a_413(
+    api: APIClient, demo_registry: MLRegistry, settings: Any
+) -> None:
+    served = predict(api)
+    settings.BATCH_MAX_COLUMNS = 10
+    extra = [f"x{i}" for i in range(8)]
+    text = ",".join(["request_id", "feedback_token", "feedback", *extra]) + "\n"
+    text += f"{served['request_id']},{served['feedback_token']},>50K," + ",".join("0" * 8)
+    response = send_file(api, text)
+    assert response.status_code == 413, response.content
+    assert "more than 10 columns" in response.json()["error"]["message"]
+    assert not MLRequest.objects.filter(feedback__isnull=False).exists()
+    settings.BATCH_MAX_COLUMNS = 11
+    assert send_file(api, text).status_code == 200
