@@ -233,12 +233,17 @@ PREDICT_ACCESS = env_choice("PREDICT_ACCESS", "open", ("open", "token"))
 # "Feedback" and apps/endpoints/feedback.py.
 FEEDBACK_ACCESS = env_choice("FEEDBACK_ACCESS", "token", ("token", "authenticated", "staff"))
 
-# -- HTTPS and cookies: off by default (make run serves plain HTTP on localhost); set them
-# behind TLS. With them, `manage.py check --deploy` passes (README "Production").
+# -- HTTPS and cookies. With DEBUG off (production), cookies are Secure and HSTS is on for
+# a year, subdomains included; browsers ignore HSTS over plain HTTP and send Secure
+# cookies to http://localhost, so `DEBUG=0 make run` still works. With DEBUG on, all off.
+# Left to the deployment, because they depend on it: the redirect to HTTPS (behind a TLS
+# proxy it also needs SECURE_PROXY_SSL_HEADER) and HSTS preloading (a commitment to the
+# browsers' list). With those two, `manage.py check --deploy` is clean (README
+# "Production"; test_access checks both).
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 if env_bool("SECURE_PROXY_SSL_HEADER", False):  # only behind a proxy that sets it
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
