@@ -11,6 +11,7 @@ one transaction. On any refusal nothing is left behind: no row, no file.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -24,13 +25,15 @@ from typing import IO, Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from apps.core.errors import Conflict, InvalidInput, ServiceError
+from apps.core.errors import Conflict, InvalidInput, PayloadTooLarge, ServiceError
 from apps.endpoints import selectors
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
 from apps.ml import artifacts, compiled, intake
 
 Status = MLAlgorithmStatus.Status
 _SLUG = re.compile(r"[-a-zA-Z0-9_]{1,128}")
+# An input example is a few rows of CSV, read whole into memory.
+MAX_EXAMPLE_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -108,13 +111,28 @@ def register_upload(
 ) -> Registered:
     """A model uploaded over HTTP or in the admin by ``user`` (its owner), with its input
     example; a pickle only with ``ALLOW_PICKLE_UPLOADS``. ``identity``: ``endpoint_name``,
-    ``name``, ``version``, ``status``, ``description``, ``target_column``."""
+    ``name``, ``version``, ``status``, ``description``, ``target_column``.
+
+    The sizes are checked here, for the API and the admin's form alike: the file against
+    ``MODEL_MAX_UPLOAD_BYTES``, the example (read into memory) against
+    ``MAX_EXAMPLE_BYTES``."""
+    limit = settings.MODEL_MAX_UPLOAD_BYTES
+    if upload.seek(0, io.SEEK_END) > limit:
+        raise PayloadTooLarge(f"The file is larger than {limit} bytes (MODEL_MAX_UPLOAD_BYTES).")
+    upload.seek(0)
+    sample = None
+    if example is not None:
+        sample = example.read(MAX_EXAMPLE_BYTES + 1)
+        if len(sample) > MAX_EXAMPLE_BYTES:
+            raise PayloadTooLarge(
+                f"The input example is larger than {MAX_EXAMPLE_BYTES} bytes; a few rows do."
+            )
     return register_model(
         artifact=upload,
         file_name=file_name,
         owner=user,
         created_by=user,
-        example=example.read() if example is not None else None,
+        example=sample,
         allow_pickle=settings.ALLOW_PICKLE_UPLOADS,
         **identity,
     )

@@ -389,3 +389,41 @@ def test_the_admin_registers_an_uploaded_model_and_shows_refusals_on_the_form(
     assert algorithm.statuses.get(active=True).status == "staging"
     page = client.get(f"/admin/endpoints/mlalgorithm/{algorithm.pk}/change/").content.decode()
     assert "alcohol (number)" in page and "Served by" in page
+
+
+def test_the_admin_form_refuses_a_file_past_the_upload_limit(
+    client: Client, registry: MLRegistry, artifacts_dir: Path, settings: Any
+) -> None:
+    """Regression: the admin's form took a model file of any size (only the API checked
+    MODEL_MAX_UPLOAD_BYTES)."""
+    client.force_login(operator())
+    upload = dumped(models.wine_classifier(), "m.skops")
+    settings.MODEL_MAX_UPLOAD_BYTES = upload.size - 1
+    refused = client.post(
+        "/admin/endpoints/mlalgorithm/add/",
+        {
+            "endpoint_name": "wine",
+            "model_name": "lr",
+            "model_version": "1",
+            "status": "staging",
+            "artifact_file": upload,
+        },
+    )
+    assert refused.status_code == 200
+    assert "MODEL_MAX_UPLOAD_BYTES" in refused.content.decode()
+    assert MLAlgorithm.objects.count() == 0 and leftover_files(artifacts_dir) == []
+
+
+def test_an_input_example_past_its_limit_is_a_413(
+    staff_api: APIClient, registry: MLRegistry, artifacts_dir: Path
+) -> None:
+    """Regression: the input example was read whole into memory, up to the model's limit."""
+    from apps.endpoints import catalogue
+
+    x, y = models.wine()
+    big = models.example_csv(x, y) * (catalogue.MAX_EXAMPLE_BYTES // 1000)
+    assert len(big) > catalogue.MAX_EXAMPLE_BYTES
+    response = register(staff_api, models.wine_classifier(), example=big)
+    assert response.status_code == 413, response.content
+    assert "input example" in response.json()["error"]["message"]
+    assert MLAlgorithm.objects.count() == 0 and leftover_files(artifacts_dir) == []
