@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -138,3 +140,26 @@ def env_cache(name: str) -> dict[str, Any]:
 def _without_password(url: str) -> str:
     # A mistyped URL is quoted in the error; its password must not reach the logs.
     return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+def development_secret_key(path: Path) -> str:
+    """The development SECRET_KEY kept at ``path``: read, or made (random) and written
+    readable by its owner only. Written aside and linked into place, which fails if the
+    file exists: two processes starting at once (runserver, a management command) end up
+    with the same, complete key."""
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(50)
+    aside = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as file:
+        file.write(key + "\n")
+    try:
+        os.link(aside, path)
+    except FileExistsError:  # another process made it first
+        return path.read_text(encoding="ascii").strip()
+    finally:
+        os.unlink(aside)
+    return key

@@ -1,6 +1,7 @@
 """Settings, all from the environment. See README.md, "Configuration", for each variable.
 
-DEBUG is off unless asked for; SECRET_KEY has a development default only when DEBUG is on.
+DEBUG is off unless asked for; SECRET_KEY is required unless DEBUG is on (then a random
+development key, made once and kept in backend/server/.dev-secret-key).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from server.env import (
     STATUSES,
+    development_secret_key,
     env_bool,
     env_cache,
     env_choice,
@@ -41,7 +43,12 @@ if not SECRET_KEY:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set it in the environment (or DEBUG=1 for development)."
         )
-    SECRET_KEY = "development-only-insecure-key-do-not-use-in-production"
+    # Development: a random key made once per checkout and kept in a file only its owner
+    # reads (git ignores it), so feedback tokens survive restarts but nobody can forge
+    # them from a key written in this repository.
+    SECRET_KEY = development_secret_key(
+        Path(os.environ.get("DEV_SECRET_KEY_FILE") or BASE_DIR / ".dev-secret-key")
+    )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 

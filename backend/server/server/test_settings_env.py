@@ -10,7 +10,14 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 SETTINGS = str(Path(__file__).with_name("settings.py"))
-VARS = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "MODEL_ARTIFACTS_PATH")
+VARS = (
+    "DEBUG",
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "DATABASE_URL",
+    "MODEL_ARTIFACTS_PATH",
+    "DEV_SECRET_KEY_FILE",
+)
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
@@ -30,9 +37,20 @@ def test_debug_is_off_and_a_secret_key_is_required_by_default(
     assert settings["DEBUG"] is False and settings["SECRET_KEY"] == "s3cret"
 
 
-def test_debug_on_gets_a_development_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = load(monkeypatch, DEBUG="1")
-    assert settings["DEBUG"] is True and "development" in settings["SECRET_KEY"]
+def test_debug_on_gets_a_random_development_key_kept_in_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Regression: the development key was a constant in this repository, so anyone who
+    could reach a `make run` server could forge its feedback tokens and signed values."""
+    keyfile = tmp_path / "dev-secret-key"
+    settings = load(monkeypatch, DEBUG="1", DEV_SECRET_KEY_FILE=str(keyfile))
+    key = settings["SECRET_KEY"]
+    assert settings["DEBUG"] is True and len(key) >= 50
+    assert "development-only" not in key
+    assert keyfile.read_text().strip() == key and keyfile.stat().st_mode & 0o077 == 0
+    assert load(monkeypatch, DEBUG="1", DEV_SECRET_KEY_FILE=str(keyfile))["SECRET_KEY"] == key
+    other = load(monkeypatch, DEBUG="1", DEV_SECRET_KEY_FILE=str(tmp_path / "other"))
+    assert other["SECRET_KEY"] != key  # a new machine, a new key
 
 
 def test_a_nonsense_boolean_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
