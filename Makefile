@@ -3,18 +3,20 @@
 #   make test   set up .venv and run the test suite (SQLite unless DATABASE_URL says otherwise)
 #   make check  set up .venv, then ruff (format, lint) and mypy as pyproject.toml configures them
 #   make serve  production: gunicorn after migrate and collectstatic (needs SECRET_KEY)
+#   make proxy  nginx in front of make serve, configured by deploy/nginx/ml_pipeline.conf
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-requirements
 PORT ?= 8000
+PROXY_PORT ?= 8080
 ARTIFACTS := $(or $(MODEL_ARTIFACTS_PATH),$(CURDIR)/research/artifacts)
 MANAGE := cd backend/server && $(PY) manage.py
 # The development server runs with DEBUG on unless the caller sets DEBUG itself.
 DEV_ENV := export DEBUG=$${DEBUG:-1} MODEL_ARTIFACTS_PATH=$(ARTIFACTS);
 
-.PHONY: run serve test check fuzz train venv migrate superuser clean
+.PHONY: run serve proxy test check fuzz train venv migrate superuser clean
 
 $(INSTALLED): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -46,12 +48,20 @@ migrate: $(INSTALLED) $(DEMO_MODELS)
 run: migrate
 	$(DEV_ENV) cd backend/server && exec $(PY) manage.py runserver --noreload 127.0.0.1:$(PORT)
 
-# Production: DEBUG off, SECRET_KEY from the environment, gunicorn on $(HOST):$(PORT) with
-# WEB_CONCURRENCY workers of GUNICORN_THREADS threads (backend/server/bin/serve).
+# Production: DEBUG off, SECRET_KEY from the environment, gunicorn on $(HOST):$(PORT) (HOST
+# defaults to 127.0.0.1) with WEB_CONCURRENCY workers of GUNICORN_THREADS threads
+# (backend/server/bin/serve).
 serve: $(INSTALLED) $(DEMO_MODELS)
 	@test -n "$$SECRET_KEY" || { echo "make serve needs SECRET_KEY in the environment."; exit 1; }
 	export MODEL_ARTIFACTS_PATH=$(ARTIFACTS) PORT=$(PORT) PYTHON=$(PY); \
 		exec backend/server/bin/serve
+
+# nginx (Debian's package) in the foreground on 127.0.0.1:$(PROXY_PORT), in front of
+# `make serve` on $(PORT): deploy/nginx/ml_pipeline.conf as shipped but for the ports and
+# the access log, its files in a temporary folder (deploy/nginx/local.py; the tests in
+# apps/ops/tests/test_slow_clients.py run it the same way).
+proxy:
+	exec $(PYTHON) deploy/nginx/local.py --port $(PROXY_PORT) --upstream-port $(PORT)
 
 superuser: migrate
 	$(DEV_ENV) $(MANAGE) createsuperuser
@@ -63,7 +73,7 @@ test: $(INSTALLED)
 check: $(INSTALLED)
 	$(PY) -m ruff format --check .
 	$(PY) -m ruff check .
-	$(PY) -m mypy backend/server research bench
+	$(PY) -m mypy backend/server research bench deploy
 
 # schemathesis against the OpenAPI schema and a live gunicorn on a temp database (.ci/fuzz).
 fuzz: $(INSTALLED) $(DEMO_MODELS)

@@ -47,7 +47,12 @@ _NATIVE_THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 for _name in _NATIVE_THREADS:
     os.environ.setdefault(_name, "1")
 
-bind = [f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"]
+# The loopback unless HOST says otherwise: production runs behind a proxy on the same host
+# (deploy/nginx/ml_pipeline.conf) that reads each request whole before it takes one of the
+# threads here. On every interface, slow clients could go around it and hold all of them
+# (apps/ops/tests/test_slow_clients.py). HOST=0.0.0.0 listens on all interfaces: in a
+# container, say, whose proxy is outside it.
+bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
 # WEB_CONCURRENCY is the convention of Heroku-style platforms; gunicorn reads it too.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads overlap a request's database wait with another's model call; the model calls

@@ -91,3 +91,24 @@ def test_native_thread_pools_get_one_thread_unless_the_environment_says_otherwis
 
     assert run() == "1 1"
     assert run(OMP_NUM_THREADS="4") == "4 1"
+
+
+def test_gunicorn_listens_on_the_loopback_unless_host_says_otherwise(tmp_path: Path) -> None:
+    """Production runs behind a proxy on the same host (deploy/nginx/ml_pipeline.conf);
+    listening on every interface would let slow clients go around it."""
+    script = "import runpy, sys; print(*runpy.run_path(sys.argv[1])['bind'])"
+    environ = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
+
+    def bind(**env: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(CONF)],
+            env={**environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert bind() == "127.0.0.1:8000"
+    assert bind(HOST="0.0.0.0", PORT="9000") == "0.0.0.0:9000"
