@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +85,14 @@ DEMO_MODELS = (
 )
 
 
+# After a failed try, the next waits this long: every prediction asks, and a demo whose file
+# is missing would otherwise cost a few queries and a warning in the log per request.
+RETRY_SECONDS = 5.0
+
+
 class _State:
     done = False
+    next_try = 0.0  # time.monotonic() before which no new try is made
     lock = threading.Lock()
 
 
@@ -94,12 +101,16 @@ def ensure_registered() -> bool:
     whether all of them are. Cheap once they are: a flag per process."""
     if _State.done or not settings.ML_DEMO_MODELS:
         return True
+    if time.monotonic() < _State.next_try:
+        return False
     with _State.lock:
-        if not _State.done:
+        if not _State.done and time.monotonic() >= _State.next_try:
             try:
                 _State.done = all([register(spec) for spec in DEMO_MODELS])
             except DatabaseError as exc:  # the tables may not exist yet
                 logger.warning("Demo models not registered yet (database not ready: %s).", exc)
+            if not _State.done:
+                _State.next_try = time.monotonic() + RETRY_SECONDS
     return _State.done
 
 
@@ -139,3 +150,4 @@ def register(spec: DemoModel) -> bool:
 def forget() -> None:
     """Start over (tests)."""
     _State.done = False
+    _State.next_try = 0.0

@@ -99,6 +99,7 @@ def test_demo_models_wait_for_their_files_and_register_later(tmp_path: Path, set
         for name in ("random_forest.joblib", "extra_trees.joblib"):
             train_tiny_artifact(tmp_path, name)
         with mock.patch.object(demo, "DEMO_MODELS", demo.DEMO_MODELS[:2]):
+            demo._State.next_try = 0.0  # as if RETRY_SECONDS had passed
             assert demo.ensure_registered() is True
         assert MLAlgorithm.objects.count() == 2
     finally:
@@ -118,6 +119,7 @@ def test_a_database_without_tables_is_retried_not_fatal(artifacts_dir: Path, set
             with failing:
                 assert demo.ensure_registered() is False
             assert MLAlgorithm.objects.count() == 0
+            demo._State.next_try = 0.0  # as if RETRY_SECONDS had passed
             assert demo.ensure_registered() is True
         assert MLAlgorithm.objects.count() == 2
     finally:
@@ -286,3 +288,33 @@ def test_an_empty_catalogue_answers_404_not_a_key_error(registry: MLRegistry) ->
 
     with pytest.raises(NotFound, match="No endpoint named 'income_classifier'"):
         predict(endpoint_name="income_classifier", records=[SAMPLE_RECORD], status="production")
+
+
+def test_a_failed_demo_is_retried_after_a_pause_not_on_every_request(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: with a demo file missing, every prediction tried to register the demos
+    again: a few queries and a warning in the log per request."""
+    settings.MODEL_ARTIFACTS_PATH = tmp_path
+    settings.ML_DEMO_MODELS = True
+    clock = [1000.0]
+    monkeypatch.setattr(demo.time, "monotonic", lambda: clock[0])
+    tries: list[str] = []
+    real = demo.register
+
+    def counting(spec: demo.DemoModel) -> bool:
+        tries.append(spec.name)
+        return real(spec)
+
+    monkeypatch.setattr(demo, "register", counting)
+    demo.forget()
+    try:
+        with mock.patch.object(demo, "DEMO_MODELS", demo.DEMO_MODELS[:1]):
+            assert [demo.ensure_registered() for _ in range(50)] == [False] * 50
+            assert len(tries) == 1
+            clock[0] += demo.RETRY_SECONDS
+            train_tiny_artifact(tmp_path, "random_forest.joblib")
+            assert demo.ensure_registered() is True
+            assert len(tries) == 2
+    finally:
+        demo.forget()
