@@ -2,7 +2,8 @@
 
 The file is read in chunks of ``BATCH_CHUNK_ROWS`` rows, fewer when its rows are wide (a
 chunk holds about ``BATCH_CHUNK_BYTES`` of the file), so memory stays flat whatever its
-size and shape; only the columns the models read (and the label) are turned into text. Per chunk: one check-and-convert pass per column (``codecs.frame_from_text``, by the
+size and shape; only the columns the models read (and the label) are turned into text.
+Per chunk: one check-and-convert pass per column (``codecs.frame_from_text``, by the
 model's signature), one model call per algorithm (one, or the two arms of an A/B test),
 one bulk write of the log rows. The whole upload is one transaction: a bad cell on the
 last line leaves nothing written.

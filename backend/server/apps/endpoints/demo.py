@@ -88,11 +88,12 @@ DEMO_MODELS = (
 # After a failed try, the next waits this long: every prediction asks, and a demo whose file
 # is missing would otherwise cost a few queries and a warning in the log per request.
 RETRY_SECONDS = 5.0
+_clock = time.monotonic  # replaced in tests
 
 
 class _State:
     done = False
-    next_try = 0.0  # time.monotonic() before which no new try is made
+    next_try = 0.0  # the _clock() before which no new try is made
     lock = threading.Lock()
 
 
@@ -101,16 +102,16 @@ def ensure_registered() -> bool:
     whether all of them are. Cheap once they are: a flag per process."""
     if _State.done or not settings.ML_DEMO_MODELS:
         return True
-    if time.monotonic() < _State.next_try:
+    if _clock() < _State.next_try:
         return False
     with _State.lock:
-        if not _State.done and time.monotonic() >= _State.next_try:
+        if not _State.done and _clock() >= _State.next_try:
             try:
                 _State.done = all([register(spec) for spec in DEMO_MODELS])
             except DatabaseError as exc:  # the tables may not exist yet
                 logger.warning("Demo models not registered yet (database not ready: %s).", exc)
             if not _State.done:
-                _State.next_try = time.monotonic() + RETRY_SECONDS
+                _State.next_try = _clock() + RETRY_SECONDS
     return _State.done
 
 

@@ -398,7 +398,8 @@ def test_the_admin_form_refuses_a_file_past_the_upload_limit(
     MODEL_MAX_UPLOAD_BYTES)."""
     client.force_login(operator())
     upload = dumped(models.wine_classifier(), "m.skops")
-    settings.MODEL_MAX_UPLOAD_BYTES = upload.size - 1
+    settings.MODEL_MAX_UPLOAD_BYTES = len(upload.read()) - 1
+    upload.seek(0)
     refused = client.post(
         "/admin/endpoints/mlalgorithm/add/",
         {

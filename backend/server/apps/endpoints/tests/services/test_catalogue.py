@@ -298,7 +298,7 @@ def test_a_failed_demo_is_retried_after_a_pause_not_on_every_request(
     settings.MODEL_ARTIFACTS_PATH = tmp_path
     settings.ML_DEMO_MODELS = True
     clock = [1000.0]
-    monkeypatch.setattr(demo.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(demo, "_clock", lambda: clock[0])
     tries: list[str] = []
     real = demo.register
 
