@@ -7,6 +7,7 @@ development key, made once and kept in backend/server/.dev-secret-key).
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served from here rather than a CDN
+    "axes",  # failed logins and lockouts ("Login attempts" below)
     "apps.endpoints",
     "apps.ml",
     "apps.ops",
@@ -82,6 +84,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes documents: turns a login form's lockout into its 429 page. It reads one
+    # flag on the request after the view: no query, nothing on requests without a login.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "server.urls"
@@ -260,10 +265,11 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK: dict[str, Any] = {
     # Token first: an anonymous request is answered 401 with "WWW-Authenticate: Token",
     # which tells API clients what to send and makes no browser pop up a login dialog.
+    # Token and Basic: DRF's, with the lockout of failed logins (endpoints/login_attempts.py).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apps.endpoints.login_attempts.LockoutTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "apps.endpoints.login_attempts.LockoutBasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["apps.endpoints.permissions.IsOperatorOrReadOnly"],
     "DEFAULT_PARSER_CLASSES": [
@@ -284,7 +290,44 @@ REST_FRAMEWORK: dict[str, Any] = {
         "management": env_rate("MANAGEMENT_THROTTLE_RATE"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # How many proxies in front of the service append to X-Forwarded-For: the client is the
+    # entry the farthest of them wrote. 0 (the default): the peer address (REMOTE_ADDR),
+    # and the header is ignored. DRF's own default (None) trusts the whole header, which
+    # any client writes: a new value per request escaped every rate. Also the address
+    # that login lockouts count (apps/endpoints/throttling.py, client_address).
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
+
+# -- Login attempts ----------------------------------------------------------------------
+# django-axes counts failed logins (the admin's and the browsable API's login forms, HTTP
+# Basic) per user name and per address: LOGIN_FAILURE_LIMIT failures for a name, or from
+# an address, lock it for LOGIN_LOCKOUT_MINUTES, during which even the right password is
+# refused and no password is hashed. Wrong tokens are counted per address in the cache
+# instead. `manage.py axes_reset` unlocks (README "Access").
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked login before hashing
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+# Either one locks: a name guessed at from many addresses, an address guessing many names.
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# The address rates use: X-Forwarded-For counts only as far as NUM_PROXIES says.
+AXES_CLIENT_IP_CALLABLE = "apps.endpoints.throttling.client_address"
+# Counts in the database, not the cache: shared by all workers without CACHE_URL (the
+# default per-process cache would give each worker its own limit), listed in the admin
+# ("Access attempts"), and cleared by `manage.py axes_reset`. A request without a login
+# costs nothing; HTTP Basic, two indexed queries per request (README "Access").
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# The lock lasts LOGIN_LOCKOUT_MINUTES from the failure that set it, however often the
+# client tries meanwhile: tries during the lock are neither hashed nor counted.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A successful login forgets that name's failures from that address only
+# (login_attempts.forget_own_failures). axes' reset would also forget every failure from
+# the address: anyone with an account could log in between guesses at other names.
+AXES_RESET_ON_SUCCESS = False
+# A locked login form answers a plain 429 with Retry-After (the API: the JSON error shape).
+AXES_LOCKOUT_CALLABLE = "apps.endpoints.login_attempts.lockout_response"
 
 # OpenAPI schema at /api/v1/schema, Swagger UI at /api/v1/docs (drf-spectacular).
 SPECTACULAR_SETTINGS = {

@@ -1,6 +1,7 @@
 from typing import Any
 
 from django.apps import AppConfig
+from django.contrib.auth.signals import user_logged_in
 from django.db.models.signals import post_migrate
 
 
@@ -10,7 +11,10 @@ class EndpointsConfig(AppConfig):
     verbose_name = "Prediction endpoints"
 
     def ready(self) -> None:
+        from apps.endpoints.login_attempts import forget_own_failures
+
         post_migrate.connect(_register_demo_models, sender=self)
+        user_logged_in.connect(forget_own_failures, dispatch_uid="forget_own_failures")
 
 
 def _register_demo_models(using: str, **kwargs: Any) -> None:

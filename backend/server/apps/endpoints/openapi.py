@@ -166,14 +166,15 @@ ERROR_DESCRIPTIONS = {
     413: "The body is larger than MAX_BODY_BYTES (uploads: BATCH_MAX_UPLOAD_BYTES).",
     415: "The Content-Type is not one this route accepts.",
     429: (
-        "Over this client's rate (PREDICT_THROTTLE_RATE, MANAGEMENT_THROTTLE_RATE);"
-        " see Retry-After."
+        "Over this client's rate (PREDICT_THROTTLE_RATE, MANAGEMENT_THROTTLE_RATE; code"
+        " throttled), or too many failed logins for this user name or from this address"
+        " (LOGIN_FAILURE_LIMIT; code locked_out); see Retry-After."
     ),
     503: "The database or the model is unavailable; try again.",
 }
-# Any route: authentication (a bad token is a 401 even where reading is open), content
-# negotiation (404, 406), a database outage (503).
-ANY_ROUTE_ERRORS = (401, 404, 406, 503)
+# Any route: authentication (a bad token is a 401 even where reading is open; a locked
+# out login, 429), content negotiation (404, 406), a database outage (503).
+ANY_ROUTE_ERRORS = (401, 404, 406, 429, 503)
 # Refused by gunicorn (its default limits) before Django sees the request, so in gunicorn's
 # shape: an HTML page, not the JSON error shape.
 GUNICORN_ERRORS = {
@@ -193,9 +194,10 @@ def _template(path: str) -> str:
 def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: document, on every operation, the error answers
     (in the one ``ErrorSchema`` shape) that the framework gives around the view:
-    ``ANY_ROUTE_ERRORS``, ``WRITE_ERRORS`` for methods with a body, 429 on throttled views
-    (those with a ``throttle_scope``) and a view's own ``openapi_error_codes``; and
-    ``GUNICORN_ERRORS``. What a view documents itself is kept."""
+    ``ANY_ROUTE_ERRORS`` (429 among them: a locked-out login anywhere, a rate on views with
+    a ``throttle_scope``), ``WRITE_ERRORS`` for methods with a body and a view's own
+    ``openapi_error_codes``; and ``GUNICORN_ERRORS``. What a view documents itself is
+    kept."""
     views = {
         (_template(path), method.lower()): getattr(callback, "cls", None)
         for path, _regex, method, callback in generator.endpoints or ()
@@ -206,8 +208,6 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
             codes = set(ANY_ROUTE_ERRORS)
             if method in _WRITE_METHODS:
                 codes.update(WRITE_ERRORS)
-            if getattr(view, "throttle_scope", None):
-                codes.add(429)
             codes.update(getattr(view, "openapi_error_codes", ()))
             responses = operation.setdefault("responses", {})
             for code in sorted(codes):
