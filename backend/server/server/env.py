@@ -19,6 +19,8 @@ STATUSES = ("testing", "staging", "production", "ab_testing")
 # DRF's rate format: requests per second, minute, hour or day ("100/second", "5/m").
 _RATE = re.compile(r"[1-9][0-9]*/(s|m|h|d)[a-z]*")
 
+_HEADER_TOKEN = re.compile(r"[!-~]+")  # visible ASCII, as RFC 9110 allows in a header
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -69,6 +71,18 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 def env_str(name: str, default: str) -> str:
     return os.environ.get(name) or default
+
+
+def env_token(name: str) -> str:
+    """A secret a client sends in a header (``Authorization: Bearer <it>``), or "" when
+    unset. Visible ASCII without spaces: a header cannot carry more, and a token no client
+    can send would refuse every request. The value is never echoed in the error."""
+    value = (os.environ.get(name) or "").strip()
+    if value and not _HEADER_TOKEN.fullmatch(value):
+        raise ImproperlyConfigured(
+            f"{name} must be printable ASCII without spaces (it is sent in a header)."
+        )
+    return value
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:

@@ -27,6 +27,7 @@ from server.env import (
     env_list,
     env_rate,
     env_str,
+    env_token,
 )
 
 # Classes that are generic only for the type checker (the admin's ModelAdmin[Model]...)
@@ -244,6 +245,11 @@ PREDICT_ACCESS = env_choice("PREDICT_ACCESS", "open", ("open", "token"))
 # "staff" (operators only). Operators may always give it, without tokens. See README
 # "Feedback" and apps/endpoints/feedback.py.
 FEEDBACK_ACCESS = env_choice("FEEDBACK_ACCESS", "token", ("token", "authenticated", "staff"))
+
+# The bearer token /metrics asks for (Prometheus: `authorization: {credentials: ...}`);
+# without it a scrape gets 401. Unset (the default), /metrics is open like /healthz and
+# /readyz: keep it off the public internet at the proxy then. See README "Operations".
+METRICS_TOKEN = env_token("METRICS_TOKEN")
 
 # -- HTTPS and cookies. With DEBUG off (production), cookies are Secure and HSTS is on for
 # a year, subdomains included; browsers ignore HSTS over plain HTTP and send Secure

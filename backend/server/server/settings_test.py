@@ -34,3 +34,6 @@ WHITENOISE_AUTOREFRESH = True
 # Whatever CACHE_URL the shell exports: tests clear the cache, which on a shared Redis would
 # be FLUSHDB. Tests that need another cache set it themselves.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Whatever METRICS_TOKEN the shell exports: tests of /metrics set the token they need.
+METRICS_TOKEN = ""

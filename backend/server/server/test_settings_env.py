@@ -127,3 +127,16 @@ def test_the_statuses_settings_know_are_the_models_statuses() -> None:
     from server.env import STATUSES
 
     assert set(STATUSES) == set(MLAlgorithmStatus.Status.values)
+
+
+def test_the_metrics_token_is_off_by_default_and_must_fit_in_a_header(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("METRICS_TOKEN", raising=False)
+    assert load(monkeypatch, SECRET_KEY="x")["METRICS_TOKEN"] == ""
+    settings = load(monkeypatch, SECRET_KEY="x", METRICS_TOKEN=" s3cret-Token_1 ")
+    assert settings["METRICS_TOKEN"] == "s3cret-Token_1"
+    for bad in ("two words", "caf\u00e9"):
+        with pytest.raises(ImproperlyConfigured, match="METRICS_TOKEN must be") as raised:
+            load(monkeypatch, SECRET_KEY="x", METRICS_TOKEN=bad)
+        assert bad not in str(raised.value)  # a secret is never echoed

@@ -285,6 +285,14 @@ class MLRequestAdmin(admin.ModelAdmin[MLRequest]):
             request_id=obj.pk, value=form.cleaned_data["feedback"], token=None, actor=actor
         )
 
+    # Deleting requests takes their feedback out of the tally that /metrics reads
+    # (tally.py); Django's own delete would leave it counted.
+    def delete_model(self, request: HttpRequest, obj: MLRequest) -> None:
+        feedback.delete_requests(MLRequest.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[MLRequest]) -> None:
+        feedback.delete_requests(queryset)
+
 
 @admin.register(ABTest)
 class ABTestAdmin(admin.ModelAdmin[ABTest]):

@@ -16,6 +16,10 @@ not, since it takes the GIL back for every row.
 Must run inside ``transaction.atomic()``: on SQLite the project opens transactions with
 ``BEGIN IMMEDIATE`` (settings.py), so the write lock is held while ids are reserved and no
 other writer can take the same ids.
+
+Rows written with feedback (a batch file's label column) are added to the feedback tally
+(``tally.py``) in the same transaction: at once by ``insert_requests`` and
+``insert_request``, once at the end by ``BackgroundWriter``.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
+from apps.endpoints import tally
 from apps.endpoints.models import MLRequest
 
 # (input_data JSON, full_response JSON, response label, feedback or None, algorithm id,
@@ -54,12 +59,23 @@ _NO_AUDIT = (None, None)
 _MAX_ROWS_PER_STATEMENT = 4_000
 
 
-def insert_requests(rows: Sequence[Row], *, using: BaseDatabaseWrapper | None = None) -> np.ndarray:
-    """Insert ``rows`` on ``using`` (default: this thread's connection); returns their ids
-    in order."""
-    db = using or connections[DEFAULT_DB_ALIAS]
+def insert_requests(rows: Sequence[Row]) -> np.ndarray:
+    """Insert ``rows``, and the feedback they carry into the tally; returns their ids in
+    order."""
+    ids = write_rows(rows, using=connections[DEFAULT_DB_ALIAS])
+    if any(row[3] is not None for row in rows):
+        counts = tally.Changes()
+        counts.add_rows(rows, regressors=tally.regressor_ids())
+        tally.save(counts)
+    return ids
+
+
+def write_rows(rows: Sequence[Row], *, using: BaseDatabaseWrapper) -> np.ndarray:
+    """Insert ``rows`` on ``using``, from any thread, and nothing else (the caller keeps
+    the tally); returns their ids in order."""
+    db = using
     if db.get_autocommit():
-        raise RuntimeError("insert_requests must run inside transaction.atomic() (see module doc)")
+        raise RuntimeError("write_rows must run inside transaction.atomic() (see module doc)")
     if not rows:
         return np.empty(0, dtype=np.int64)
     ids = _reserve_ids(db, len(rows))
@@ -105,8 +121,8 @@ def _insert_values(
 
 
 class BackgroundWriter:
-    """Writes chunks of rows with ``insert_requests`` on a thread of its own, on the
-    caller's connection and so in the caller's transaction.
+    """Writes chunks of rows with ``write_rows`` on a thread of its own, on the caller's
+    connection and so in the caller's transaction.
 
         with transaction.atomic(), BackgroundWriter() as writer:
             ids = writer.submit(rows)  # a Future of the rows' ids
@@ -114,7 +130,9 @@ class BackgroundWriter:
     The caller must not use the connection until the ``with`` block ends: leaving it waits
     for every write, so the transaction commits or rolls back only after the last one. At
     most ``max_pending`` chunks wait to be written (``submit`` blocks past that), so a
-    writer slower than its caller does not make memory grow with the file.
+    writer slower than its caller does not make memory grow with the file. The rows'
+    feedback is added to the tally when the block ends, once: the tally's row of an
+    algorithm stays locked from then until the commit, not for the whole upload.
     """
 
     def __init__(self, max_pending: int = 2) -> None:
@@ -123,6 +141,8 @@ class BackgroundWriter:
         self._pending: list[Future[np.ndarray]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._failed = False  # set by the writer thread; later writes must not run
+        self._counts = tally.Changes()  # the rows' feedback, added up by the writer thread
+        self._regressors: set[int] = set()
 
     def __enter__(self) -> Self:
         if self._db.get_autocommit():
@@ -133,6 +153,7 @@ class BackgroundWriter:
             # COPY, while this process prepares the next chunk.
             with self._db.cursor() as cursor:
                 cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        self._regressors = tally.regressor_ids()  # now: the writer thread runs no ORM query
         self._db.inc_thread_sharing()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
         return self
@@ -155,10 +176,12 @@ class BackgroundWriter:
             self._failed = True
             raise DatabaseError("The batch's transaction ended before its rows were written.")
         try:
-            return insert_requests(rows, using=self._db)
+            ids = write_rows(rows, using=self._db)
         except BaseException:
             self._failed = True
             raise
+        self._counts.add_rows(rows, regressors=self._regressors)
+        return ids
 
     def __exit__(
         self,
@@ -174,11 +197,24 @@ class BackgroundWriter:
         if exc_type is None:
             for future in self._pending:
                 future.result()
+            tally.save(self._counts)
 
 
 def insert_request(row: Row) -> int:
     """Insert one row; returns its id. One statement (INSERT ... RETURNING), no
-    transaction needed: the single-prediction path, where ORM overhead is most of the cost."""
+    transaction needed: the single-prediction path, where ORM overhead is most of the cost.
+    A row with feedback (none on that path) also adds it to the tally, in one transaction."""
+    if row[3] is not None:
+        with transaction.atomic():
+            pk = _insert_one(row)
+            counts = tally.Changes()
+            counts.add_rows([row], regressors=tally.regressor_ids())
+            tally.save(counts)
+            return pk
+    return _insert_one(row)
+
+
+def _insert_one(row: Row) -> int:
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
     json_value = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
     columns = _COLUMNS.removesuffix(", id")

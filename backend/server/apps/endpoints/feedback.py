@@ -14,6 +14,7 @@ A/B tests are decided on feedback, so feedback is a right that comes with the pr
 - The value must be one of the algorithm's classes (a finite number for a regressor).
 - The audit: when, by whom and how (``token``, ``staff`` or ``upload``); a value replaced
   by another is kept as a ``FeedbackRevision``.
+- The tally (``tally.py``), what /metrics shows, changes in the same transaction.
 
 Feedback arrives one request at a time (``give``) or as a CSV file (``give_many``).
 """
@@ -25,7 +26,7 @@ import hashlib
 import hmac
 import io
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import IO, TYPE_CHECKING, Any
@@ -34,12 +35,13 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from apps.core.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
-from apps.endpoints import selectors
+from apps.endpoints import selectors, tally
 from apps.endpoints.models import FeedbackRevision, MLAlgorithm, MLRequest, Task
 
 if TYPE_CHECKING:
@@ -232,17 +234,38 @@ def give(*, request_id: int, value: Any, token: str | None, actor: Actor) -> MLR
             raise Forbidden(problem)
         if value is None:
             raise _bad_value("Send the ground truth as 'feedback'.")
-        checked = check_value(Target.of(row.parent_mlalgorithm), value)
-        _apply([(row, checked)], by=actor.label, via=via)
+        target = Target.of(row.parent_mlalgorithm)
+        checked = check_value(target, value)
+        counts = tally.Changes()
+        tasks = {row.parent_mlalgorithm_id: target.task}
+        _apply([(row, checked)], by=actor.label, via=via, tasks=tasks, counts=counts)
+        tally.save(counts)
     return row
 
 
-def _apply(changes: Sequence[tuple[MLRequest, str]], *, by: str, via: str) -> int:
+def _apply(
+    changes: Sequence[tuple[MLRequest, str]],
+    *,
+    by: str,
+    via: str,
+    tasks: Mapping[int, str],
+    counts: tally.Changes,
+) -> int:
     """Write the new values; returns how many changed. Each replaced value becomes a
     revision. Re-sending the value a request already has changes nothing (and keeps the
-    audit of whoever gave it first)."""
+    audit of whoever gave it first). What changed is added to ``counts`` (``tasks``: each
+    algorithm's task), for the caller to save in its transaction (tally.py)."""
     now = timezone.now()
     changed = [(row, value) for row, value in changes if row.feedback != value]
+    for row, value in changed:
+        algorithm_id = row.parent_mlalgorithm_id
+        counts.replace(
+            algorithm_id=algorithm_id,
+            response=row.response,
+            old=row.feedback,
+            new=value,
+            task=tasks[algorithm_id],
+        )
     FeedbackRevision.objects.bulk_create(
         FeedbackRevision(
             request_id=row.pk,
@@ -273,6 +296,28 @@ def _apply(changes: Sequence[tuple[MLRequest, str]], *, by: str, via: str) -> in
 
 
 _MAX_GROUPED_UPDATES = 20
+
+
+def delete_requests(requests: QuerySet[MLRequest]) -> int:
+    """Delete logged requests (the admin's delete), taking their feedback out of the tally;
+    returns how many were deleted. The rows are locked first, so that feedback given to
+    one of them meanwhile is either counted and taken out here or never written."""
+    with transaction.atomic():
+        rows = list(
+            requests.select_for_update(of=("self",))
+            .order_by()
+            .values_list(
+                "pk", "parent_mlalgorithm_id", "parent_mlalgorithm__task", "response", "feedback"
+            )
+        )
+        counts = tally.Changes()
+        for _, algorithm_id, task, response, value in rows:
+            counts.replace(
+                algorithm_id=algorithm_id, response=response, old=value, new=None, task=task
+            )
+        MLRequest.objects.filter(pk__in=[row[0] for row in rows]).delete()
+        tally.save(counts)
+    return len(rows)
 
 
 # -- a file of them ----------------------------------------------------------------------
@@ -322,10 +367,12 @@ def give_many(*, upload: IO[bytes], actor: Actor, atomic: bool = False) -> BulkR
     result = BulkResult(ignored_columns=[c for c in header if c not in COLUMNS])
     seen: dict[int, int] = {}  # request id -> the line that gave it
     targets: dict[int, Target] = {}
+    counts = tally.Changes()
     with transaction.atomic():
         for chunk in _chunked(rows, _CHUNK_ROWS):
             lines = [_checked_line(line, cells, actor, seen, result) for line, cells in chunk]
-            _apply_lines([x for x in lines if x is not None], actor, targets, result, atomic)
+            good = [x for x in lines if x is not None]
+            _apply_lines(good, actor, targets, result, atomic, counts)
         if result.applied + result.refused_count == 0:
             raise InvalidInput("The file has a header but no rows.")
         result.refused.sort(key=lambda refusal: refusal.line)
@@ -336,6 +383,9 @@ def give_many(*, upload: IO[bytes], actor: Actor, atomic: bool = False) -> BulkR
                 f"{result.refused[0].line}: {result.refused[0].reason}",
                 details={"refused": [r.__dict__ for r in result.refused]},
             )
+        # Once, at the end: the tally's rows stay locked until the file's transaction
+        # commits, and other feedback for these algorithms waits for them.
+        tally.save(counts)
     return result
 
 
@@ -364,6 +414,7 @@ _FEEDBACK_FIELDS = (
     "id",
     "user_id",
     "parent_mlalgorithm_id",
+    "response",  # for the tally
     "feedback",
     "feedback_at",
     "feedback_by",
@@ -377,6 +428,7 @@ def _apply_lines(
     targets: dict[int, Target],
     result: BulkResult,
     atomic: bool,
+    counts: tally.Changes,
 ) -> None:
     found = {
         row.pk: row
@@ -406,8 +458,9 @@ def _apply_lines(
         result.applied += 1
     if atomic and result.refused_count:
         return  # the file will be refused: no point writing what is rolled back
+    tasks = {pk: target.task for pk, target in targets.items()}
     for via, rows in changes.items():
-        result.changed += _apply(rows, by=actor.label, via=via)
+        result.changed += _apply(rows, by=actor.label, via=via, tasks=tasks, counts=counts)
 
 
 def _read(upload: IO[bytes]) -> tuple[Iterator[tuple[int, dict[str, str]]], list[str]]:

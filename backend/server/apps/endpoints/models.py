@@ -196,6 +196,26 @@ class FeedbackRevision(models.Model):
         return f"request {self.request_id}: {self.feedback} (replaced {self.replaced_at})"
 
 
+class FeedbackTally(models.Model):
+    """One algorithm's feedback, summed up: what /metrics shows, read without scanning the
+    request log (one row per algorithm whatever the log's size).
+
+    Kept by ``apps/endpoints/tally.py`` in the transaction of every write that sets,
+    changes or clears ``MLRequest.feedback``; ``manage.py recount_feedback`` rebuilds it
+    from the log."""
+
+    algorithm = models.OneToOneField(
+        MLAlgorithm, on_delete=models.CASCADE, primary_key=True, related_name="feedback_tally"
+    )
+    given = models.BigIntegerField(default=0)  # logged requests with feedback
+    correct = models.BigIntegerField(default=0)  # of those, feedback equal to the response
+    # Regressors: the sum of |feedback - prediction| (0 for classifiers).
+    absolute_error = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return f"{self.algorithm_id}: {self.correct}/{self.given}"
+
+
 class ABTest(models.Model):
     """A comparison of two algorithms of one endpoint on live traffic.
 

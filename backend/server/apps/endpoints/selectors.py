@@ -16,6 +16,7 @@ from apps.core.errors import AlgorithmNotFound, EndpointNotFound, InvalidInput
 from apps.endpoints.models import (
     ABTest,
     Endpoint,
+    FeedbackTally,
     MLAlgorithm,
     MLAlgorithmStatus,
     MLRequest,
@@ -130,6 +131,75 @@ def visible_requests(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[MLRe
     if user.is_authenticated:
         return MLRequest.objects.filter(user_id=user.pk)
     return MLRequest.objects.none()
+
+
+# -- feedback per algorithm -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedbackCounts:
+    """One algorithm's feedback: how many logged requests have it, how many of those it
+    equals (the response's text), and for a regressor the sum of |feedback - prediction|."""
+
+    algorithm_id: int
+    endpoint: str
+    name: str
+    version: str
+    task: str
+    given: int
+    correct: int
+    absolute_error: float  # 0 for a classifier
+
+
+_ALGORITHM = ("parent_endpoint__name", "name", "version", "task")
+
+
+def feedback_counts() -> list[FeedbackCounts]:
+    """Per algorithm with feedback, its counts from the tally (tally.py): one query on a
+    row per algorithm, whatever the size of the request log."""
+    rows = (
+        FeedbackTally.objects.filter(given__gt=0)
+        .order_by("algorithm_id")
+        .values_list(
+            "algorithm_id",
+            *(f"algorithm__{key}" for key in _ALGORITHM),
+            "given",
+            "correct",
+            "absolute_error",
+        )
+    )
+    return [FeedbackCounts(*row) for row in rows]
+
+
+def feedback_counts_by_scan() -> list[FeedbackCounts]:
+    """``feedback_counts`` computed from the request log itself: two aggregate queries that
+    read every request with feedback (1.3 s at 1M rows on PostgreSQL, in
+    bench/metrics_bench.py). What /metrics ran before the tally; now the reference that
+    rebuilds and checks it (``manage.py recount_feedback``, the tests, the bench)."""
+    given = MLRequest.objects.filter(feedback__isnull=False).order_by()
+    group = ["parent_mlalgorithm", *(f"parent_mlalgorithm__{key}" for key in _ALGORITHM)]
+    counts = {"n": Count("id"), "right": Count("id", filter=Q(feedback=F("response")))}
+    # Only a regressor's responses and feedback are numbers (feedback.check_value).
+    classified = given.exclude(parent_mlalgorithm__task=Task.REGRESSION).values(*group)
+    regressed = given.filter(parent_mlalgorithm__task=Task.REGRESSION).values(*group)
+    rows = [
+        *classified.annotate(**counts),
+        *regressed.annotate(**counts, error=Sum(absolute_error())),
+    ]
+    found = [
+        FeedbackCounts(
+            algorithm_id=row["parent_mlalgorithm"],
+            endpoint=row["parent_mlalgorithm__parent_endpoint__name"],
+            name=row["parent_mlalgorithm__name"],
+            version=row["parent_mlalgorithm__version"],
+            task=row["parent_mlalgorithm__task"],
+            given=row["n"],
+            correct=row["right"],
+            absolute_error=float(row.get("error") or 0.0),
+        )
+        for row in rows
+    ]
+    return sorted(found, key=lambda counts: counts.algorithm_id)
 
 
 # -- A/B tests ---------------------------------------------------------------------------

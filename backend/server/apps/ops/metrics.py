@@ -8,25 +8,29 @@ Two kinds:
   them to files there and a scrape of any worker adds up all of them.
 - Read from the database at scrape time: feedback received per algorithm, and its running
   accuracy (classifiers) or mean absolute error (regressors). They are the same whichever
-  worker answers, and survive restarts.
+  worker answers, and survive restarts. They come from the feedback tally, a row per
+  algorithm kept as feedback is written (``apps/endpoints/tally.py``): one small query per
+  scrape, whatever the size of the request log.
+
+``METRICS_TOKEN``, when set, is the bearer token a scrape must send (``scrape_allowed``).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count, F, Q, Sum
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from apps.endpoints import selectors
-from apps.endpoints.models import MLAlgorithm, MLRequest, Task
+from apps.endpoints.models import MLAlgorithm, Task
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +70,13 @@ def count_batch_predictions(
 
 class FeedbackCollector:
     """Feedback counts per algorithm, with accuracy (classifiers) or mean absolute error
-    (regressors); two aggregate queries per scrape."""
+    (regressors), from ``source``: the tally by default (one query per scrape);
+    bench/metrics_bench.py passes the scan of the request log it replaced."""
+
+    def __init__(
+        self, source: Callable[[], list[selectors.FeedbackCounts]] = selectors.feedback_counts
+    ) -> None:
+        self.source = source
 
     def collect(self) -> Iterable[Metric]:
         labels = ["endpoint", "algorithm", "version"]
@@ -87,57 +97,42 @@ class FeedbackCollector:
             labels=labels,
         )
         try:
-            classified, regressed = _feedback_rows()
+            rows = self.source()
         except DatabaseError as exc:  # a scrape must not fail while the database is down
             logger.warning("Feedback metrics skipped: %s", exc)
             return []
-        for row in classified:
-            values = _labels(row)
-            received.add_metric(values, row["n"])
-            correct.add_metric(values, row["right"])
-            accuracy.add_metric(values, row["right"] / row["n"])
-        for row in regressed:
-            values = _labels(row)
-            received.add_metric(values, row["n"])
-            mae.add_metric(values, row["error"] / row["n"])
+        for row in rows:
+            values = [row.endpoint, row.name, row.version]
+            received.add_metric(values, row.given)
+            if row.task == Task.REGRESSION:
+                mae.add_metric(values, row.absolute_error / row.given)
+            else:
+                correct.add_metric(values, row.correct)
+                accuracy.add_metric(values, row.correct / row.given)
         return [received, correct, accuracy, mae]
 
 
-_GROUP = (
-    "parent_mlalgorithm__parent_endpoint__name",
-    "parent_mlalgorithm__name",
-    "parent_mlalgorithm__version",
-)
+def scrape_allowed(authorization: str) -> bool:
+    """Whether a scrape with this ``Authorization`` header may read /metrics: always when
+    ``METRICS_TOKEN`` is unset, else only with ``Bearer <METRICS_TOKEN>``. Compared in
+    constant time, so that timing does not reveal how much of a guess was right."""
+    token: str = settings.METRICS_TOKEN
+    if not token:
+        return True
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer":  # auth schemes are case-insensitive (RFC 9110)
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def _labels(row: dict[str, Any]) -> list[str]:
-    return [str(row[key]) for key in _GROUP]
-
-
-def _feedback_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per algorithm with feedback: classifiers' counts of right answers, regressors' sums
-    of absolute errors (their answers and feedback are numbers as text)."""
-    given = MLRequest.objects.filter(feedback__isnull=False).order_by()
-    classified = list(
-        given.exclude(parent_mlalgorithm__task=Task.REGRESSION)
-        .values(*_GROUP)
-        .annotate(n=Count("id"), right=Count("id", filter=Q(feedback=F("response"))))
-    )
-    regressed = list(
-        given.filter(parent_mlalgorithm__task=Task.REGRESSION)
-        .values(*_GROUP)
-        .annotate(n=Count("id"), error=Sum(selectors.absolute_error()))
-    )
-    return classified, regressed
-
-
-def scrape_registry() -> CollectorRegistry:
+def scrape_registry(feedback: FeedbackCollector | None = None) -> CollectorRegistry:
     """What ``/metrics`` exposes: this process's metrics (or, in multiprocess mode, every
-    worker's), plus the feedback metrics from the database."""
+    worker's), plus the feedback metrics from the database (``feedback``: the default
+    ``FeedbackCollector`` unless given)."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
     else:
         registry.register(REGISTRY)
-    registry.register(FeedbackCollector())
+    registry.register(feedback or FeedbackCollector())
     return registry

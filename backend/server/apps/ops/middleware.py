@@ -23,7 +23,8 @@ PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {
 class ProbeMiddleware:
     """Answers /healthz, /readyz and /metrics before Django validates the Host header: load
     balancers and Prometheus address a server by its IP, which is rarely in ALLOWED_HOSTS.
-    Being first, these paths also skip sessions, CSRF and the request metrics."""
+    Being first, these paths also skip sessions, CSRF and the request metrics; /metrics
+    checks its own token (METRICS_TOKEN) in its view."""
 
     def __init__(self, get_response: GetResponse) -> None:
         self.get_response = get_response

@@ -1,5 +1,6 @@
 """The probe and scrape views. Plain Django, no DRF: no authentication, sessions or content
-negotiation on paths a load balancer and Prometheus call every few seconds."""
+negotiation on paths a load balancer and Prometheus call every few seconds. /metrics checks
+its own bearer token when ``METRICS_TOKEN`` is set (``metrics.scrape_allowed``)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not metrics.scrape_allowed(request.headers.get("Authorization", "")):
+        message = "/metrics needs the header 'Authorization: Bearer <METRICS_TOKEN>'."
+        return JsonResponse(
+            error_body("not_authenticated", message),
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     return HttpResponse(
         generate_latest(metrics.scrape_registry()), content_type=CONTENT_TYPE_LATEST
     )

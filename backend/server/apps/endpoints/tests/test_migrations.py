@@ -55,3 +55,40 @@ def test_the_signature_migration_fills_the_card_of_rows_registered_before_it() -
     assert len(row.features) == 14 and row.features[1]["categories"][0] == "Private"
     assert row.outputs == ["label", "probability", "probabilities", "status", "imputed"]
     assert row.classes == ["<=50K", ">50K"] and row.target_column == "income"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_tally_migration_counts_the_feedback_logged_before_it_and_reverses() -> None:
+    before = [("endpoints", "0006_model_signature")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps
+    endpoint = old.get_model("endpoints", "Endpoint").objects.create(name="e")
+    MLAlgorithm, MLRequest = (old.get_model("endpoints", m) for m in ("MLAlgorithm", "MLRequest"))
+    classifier, regressor = (
+        MLAlgorithm.objects.create(name=name, version="1", parent_endpoint=endpoint, task=task)
+        for name, task in (("c", "classification"), ("r", "regression"))
+    )
+    for algorithm, response, given in [
+        (classifier, "a", "a"), (classifier, "a", "b"), (classifier, "b", None),
+        (regressor, "1.5", "2.0"), (regressor, "3.0", "1.0"), (regressor, "2.0", None),
+    ]:  # fmt: skip
+        MLRequest.objects.create(
+            input_data={}, full_response={}, response=response, feedback=given,
+            parent_mlalgorithm=algorithm,
+        )  # fmt: skip
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    from apps.endpoints import selectors
+
+    counts = selectors.feedback_counts()
+    assert counts == selectors.feedback_counts_by_scan()
+    assert [(c.name, c.given, c.correct, c.absolute_error) for c in counts] == [
+        ("c", 2, 1, 0.0),
+        ("r", 2, 0, 2.5),
+    ]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)  # drops the table
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert selectors.feedback_counts() == counts

@@ -1,7 +1,9 @@
-"""/metrics: Prometheus text whose counters move with traffic."""
+"""/metrics: Prometheus text whose counters move with traffic, read in one query, behind
+METRICS_TOKEN when it is set."""
 
 from __future__ import annotations
 
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -92,7 +94,8 @@ def test_a_scrape_still_answers_while_the_database_is_down(
     api: APIClient, demo_registry: MLRegistry
 ) -> None:
     failing = mock.patch(
-        "apps.ops.metrics.MLRequest.objects.filter", side_effect=OperationalError("down")
+        "apps.endpoints.selectors.FeedbackTally.objects.filter",
+        side_effect=OperationalError("down"),
     )
     with failing:
         samples = scrape(api)
@@ -134,3 +137,66 @@ def test_a_regressors_feedback_gives_its_running_mean_absolute_error(
     assert samples[("ml_feedback_total", key)] == 3
     assert samples[("ml_running_mae", key)] == pytest.approx(sum(errors) / 3)
     assert ("ml_running_accuracy", key) not in samples
+
+
+def test_a_scrape_reads_the_feedback_tally_in_one_query_not_the_request_log(
+    api: APIClient, demo_registry: MLRegistry, django_assert_num_queries: Any
+) -> None:
+    for _ in range(3):
+        answer = api.post(PREDICT, SAMPLE_RECORD, format="json").json()
+        url = f"/api/v1/mlrequests/{answer['request_id']}"
+        body = {"feedback": ">50K", "feedback_token": answer["feedback_token"]}
+        assert api.put(url, body).status_code == 200
+    with django_assert_num_queries(1) as queries:
+        samples = scrape(api)
+    assert "endpoints_mlrequest" not in queries.captured_queries[0]["sql"]
+    assert samples[("ml_feedback_total", tuple(sorted(FOREST.items())))] == 3
+
+
+# -- METRICS_TOKEN -----------------------------------------------------------------------
+
+
+def test_without_a_metrics_token_a_scrape_needs_no_credentials(
+    api: APIClient, settings: Any
+) -> None:
+    settings.METRICS_TOKEN = ""
+    assert api.get("/metrics").status_code == 200
+    assert api.get("/metrics", HTTP_AUTHORIZATION="Bearer anything").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["", "Bearer", "Bearer wrong-token", "Token s3cret-metrics-token", "s3cret-metrics-token"],
+)
+def test_with_a_metrics_token_a_scrape_without_it_is_a_401_that_says_what_to_send(
+    api: APIClient, settings: Any, authorization: str
+) -> None:
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    headers: dict[str, Any] = {"HTTP_AUTHORIZATION": authorization} if authorization else {}
+    response = api.get("/metrics", **headers)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    error = response.json()["error"]
+    assert error["code"] == "not_authenticated" and "Bearer" in error["message"]
+    assert "ml_" not in response.content.decode()
+
+
+def test_with_a_metrics_token_a_scrape_that_sends_it_is_answered_from_any_host(
+    api: APIClient, settings: Any
+) -> None:
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    for scheme in ("Bearer", "bearer"):
+        response = api.get(
+            "/metrics", HTTP_AUTHORIZATION=f"{scheme} s3cret-metrics-token", HTTP_HOST="10.1.2.3"
+        )
+        assert response.status_code == 200
+        assert "ml_http_errors" in response.content.decode()
+    assert api.get("/healthz").status_code == 200  # the probes stay open
+
+
+def test_the_metrics_token_is_compared_in_constant_time(api: APIClient, settings: Any) -> None:
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    with mock.patch("apps.ops.metrics.hmac.compare_digest", return_value=False) as compare:
+        response = api.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-metrics-token")
+    assert response.status_code == 401
+    compare.assert_called_once_with(b"s3cret-metrics-token", b"s3cret-metrics-token")

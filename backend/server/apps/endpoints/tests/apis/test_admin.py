@@ -67,3 +67,32 @@ def test_the_promote_action_uses_the_status_service(
 def test_anonymous_users_are_sent_to_the_login_page(client: Client) -> None:
     response = client.get("/admin/endpoints/mlalgorithm/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_requests_deleted_in_the_admin_leave_the_feedback_counts(
+    admin_client_: Client, demo_registry: MLRegistry
+) -> None:
+    from django.contrib.auth.models import AnonymousUser
+
+    from apps.endpoints import feedback, selectors
+
+    rf = MLAlgorithm.objects.get(name="random forest")
+    rows = [
+        MLRequest.objects.create(
+            input_data={}, full_response={}, response="<=50K", parent_mlalgorithm=rf
+        )
+        for _ in range(4)
+    ]
+    anonymous = feedback.Actor(user=AnonymousUser())
+    for row in rows:
+        token = feedback.token_for(row.pk)
+        feedback.give(request_id=row.pk, value="<=50K", token=token, actor=anonymous)
+    assert [c.given for c in selectors.feedback_counts()] == [4]
+    admin_client_.post(
+        "/admin/endpoints/mlrequest/",
+        {"action": "delete_selected", "_selected_action": [r.pk for r in rows[:2]], "post": "yes"},
+    )
+    admin_client_.post(f"/admin/endpoints/mlrequest/{rows[2].pk}/delete/", {"post": "yes"})
+    assert list(MLRequest.objects.values_list("pk", flat=True)) == [rows[3].pk]
+    assert selectors.feedback_counts() == selectors.feedback_counts_by_scan()
+    assert [(c.given, c.correct) for c in selectors.feedback_counts()] == [(1, 1)]

@@ -157,7 +157,7 @@ def test_submit_waits_while_too_many_writes_are_pending(
         written.append(len(rows))
         return np.arange(len(rows))
 
-    monkeypatch.setattr(bulk, "insert_requests", slow_insert)
+    monkeypatch.setattr(bulk, "write_rows", slow_insert)
     submitted: list[int] = []
     with transaction.atomic(), bulk.BackgroundWriter(max_pending=1) as writer:
 
@@ -184,7 +184,7 @@ def test_no_write_runs_after_one_has_failed(
     in autocommit, and its rows stayed after the upload was answered with a 503."""
     alg = algorithm(registry)
     row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
-    real = bulk.insert_requests
+    real = bulk.write_rows
     calls: list[int] = []
 
     def full_disk_on_second_write(rows: Sequence[bulk.Row], *, using: Any) -> np.ndarray:
@@ -195,7 +195,7 @@ def test_no_write_runs_after_one_has_failed(
             raise OperationalError("database or disk is full")
         return real(rows, using=using)
 
-    monkeypatch.setattr(bulk, "insert_requests", full_disk_on_second_write)
+    monkeypatch.setattr(bulk, "write_rows", full_disk_on_second_write)
     with pytest.raises(OperationalError), transaction.atomic(), bulk.BackgroundWriter() as writer:
         for _ in range(3):
             writer.submit([row] * 10)
