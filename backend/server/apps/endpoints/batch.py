@@ -5,8 +5,10 @@ chunk holds about ``BATCH_CHUNK_BYTES`` of the file), so memory stays flat whate
 size and shape; only the columns the models read (and the label) are turned into text.
 Per chunk: one check-and-convert pass per column (``codecs.frame_from_text``, by the
 model's signature), one model call per algorithm (one, or the two arms of an A/B test),
-one bulk write of the log rows. The whole upload is one transaction: a bad cell on the
-last line leaves nothing written.
+one bulk write of the log rows. A bad cell on the last line leaves nothing written: on
+PostgreSQL the whole upload is one transaction; on SQLite, whose single write lock that
+transaction would hold for the whole upload (single predictions waited behind it, then
+failed), each chunk commits on its own and a failed upload deletes what it committed.
 
 The columns are the model's features (its signature names them); extra columns are
 ignored and reported, a missing feature column is an error, order does not matter. The
@@ -30,11 +32,11 @@ from typing import IO, Any
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from apps.core.errors import InvalidInput, PayloadTooLarge
 from apps.endpoints import bulk, demo, evaluation, feedback, selectors, serving
-from apps.endpoints.models import ABTest, MLAlgorithm, MLAlgorithmStatus
+from apps.endpoints.models import ABTest, MLAlgorithm, MLAlgorithmStatus, MLRequest
 from apps.ml import codecs
 from apps.ml import registry as ml_registry
 from apps.ml.codecs import ModelOutput
@@ -124,8 +126,12 @@ def score_csv(
         client=client,
     )
     assign = assign_arms or random_arms
-    with transaction.atomic():
-        _score_chunks(upload, result, runtimes, lambda n: assign(n, shares), chunk_rows)
+    split = lambda n: assign(n, shares)  # noqa: E731
+    if _in_pieces():
+        _score_chunks(upload, result, runtimes, split, chunk_rows, pieces=True)
+    else:
+        with transaction.atomic():
+            _score_chunks(upload, result, runtimes, split, chunk_rows)
     if result.count == 0:
         raise InvalidInput("The file has a header but no rows.")
     ops_metrics.count_batch_predictions(
@@ -168,16 +174,55 @@ def _score_chunks(
     runtimes: list[Runtime],
     assign_arms: Callable[[int], np.ndarray],
     chunk_rows: int,
+    *,
+    pieces: bool = False,
 ) -> None:
     """Three things run at once: the model scores chunk k+1 on one thread, this thread
     builds chunk k's log rows, and the writer thread writes chunk k-1. scikit-learn's tree
     code, ONNX Runtime and the database (see bulk.py) release the GIL, so on two cores
     their work overlaps the Python work instead of adding to it."""
     ids: list[Future[np.ndarray]] = []
+    writer = bulk.BackgroundWriter(pieces=pieces)
+    try:
+        _run_chunks(upload, result, runtimes, assign_arms, chunk_rows, writer, ids)
+    except BaseException:
+        if pieces:
+            _undo(writer.written)
+        raise
+    if ids:
+        result.request_ids = np.concatenate([written.result() for written in ids])
+        result.arms = np.concatenate(result.arm_chunks)
+        _join_outputs(result)
+
+
+def _in_pieces() -> bool:
+    """SQLite, outside a transaction of the caller's (a test's, say): commit per chunk."""
+    return connection.vendor == "sqlite" and connection.get_autocommit()
+
+
+def _undo(written: list[np.ndarray]) -> None:
+    """Delete the chunks a failed upload committed (SQLite), with their feedback's share of
+    the tally, one chunk per transaction. Each chunk's ids are a range reserved for it."""
+    for ids in written:
+        if ids.size:
+            feedback.delete_requests(
+                MLRequest.objects.filter(pk__gte=int(ids[0]), pk__lte=int(ids[-1]))
+            )
+
+
+def _run_chunks(
+    upload: IO[bytes],
+    result: BatchResult,
+    runtimes: list[Runtime],
+    assign_arms: Callable[[int], np.ndarray],
+    chunk_rows: int,
+    writer: bulk.BackgroundWriter,
+    ids: list[Future[np.ndarray]],
+) -> None:
     pending: tuple[_Chunk, Future[ModelOutput]] | None = None
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-model") as model,
-        bulk.BackgroundWriter() as writer,
+        writer,
     ):
         needed = {
             *_logged_features(result),
@@ -197,10 +242,6 @@ def _score_chunks(
             result.count_rows += chunk.size
         if pending is not None:
             ids.append(writer.submit(_log_rows(*pending, result)))
-    if ids:
-        result.request_ids = np.concatenate([written.result() for written in ids])
-        result.arms = np.concatenate(result.arm_chunks)
-        _join_outputs(result)
 
 
 def _join_outputs(result: BatchResult) -> None:

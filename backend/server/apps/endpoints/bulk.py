@@ -124,6 +124,11 @@ class BackgroundWriter:
     """Writes chunks of rows with ``write_rows`` on a thread of its own, on the caller's
     connection and so in the caller's transaction.
 
+    With ``pieces`` (SQLite, whose one write lock a whole upload's transaction held, so
+    that single predictions waited for the upload), the caller is not in a transaction:
+    each chunk commits on its own, rows and tally, on the thread's own connection, and
+    ``written`` lists the ids committed, for the caller to take back if it fails.
+
         with transaction.atomic(), BackgroundWriter() as writer:
             ids = writer.submit(rows)  # a Future of the rows' ids
 
@@ -135,8 +140,10 @@ class BackgroundWriter:
     algorithm stays locked from then until the commit, not for the whole upload.
     """
 
-    def __init__(self, max_pending: int = 2) -> None:
+    def __init__(self, max_pending: int = 2, *, pieces: bool = False) -> None:
         self._db = connections[DEFAULT_DB_ALIAS]
+        self._pieces = pieces
+        self.written: list[np.ndarray] = []  # pieces: the ids committed, chunk by chunk
         self._max_pending = max_pending
         self._pending: list[Future[np.ndarray]] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -145,6 +152,12 @@ class BackgroundWriter:
         self._regressors: set[int] = set()
 
     def __enter__(self) -> Self:
+        if self._pieces:
+            if not self._db.get_autocommit():
+                raise RuntimeError("BackgroundWriter(pieces=True) commits each chunk itself")
+            self._regressors = tally.regressor_ids()
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
+            return self
         if self._db.get_autocommit():
             raise RuntimeError("BackgroundWriter must run inside transaction.atomic()")
         if self._db.vendor == "postgresql":
@@ -172,6 +185,8 @@ class BackgroundWriter:
         # autocommit and stay, whatever the caller's rollback does.
         if self._failed:
             raise DatabaseError("An earlier write of this batch failed.")
+        if self._pieces:
+            return self._commit(rows)
         if self._db.vendor == "sqlite" and not self._db.connection.in_transaction:
             self._failed = True
             raise DatabaseError("The batch's transaction ended before its rows were written.")
@@ -183,6 +198,21 @@ class BackgroundWriter:
         self._counts.add_rows(rows, regressors=self._regressors)
         return ids
 
+    def _commit(self, rows: Sequence[Row]) -> np.ndarray:
+        """One chunk and its feedback in one short transaction, on this thread's own
+        connection (Django's connections are per thread)."""
+        try:
+            with transaction.atomic():
+                ids = write_rows(rows, using=connections[DEFAULT_DB_ALIAS])
+                counts = tally.Changes()
+                counts.add_rows(rows, regressors=self._regressors)
+                tally.save(counts)
+        except BaseException:
+            self._failed = True
+            raise
+        self.written.append(ids)
+        return ids
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -190,6 +220,17 @@ class BackgroundWriter:
         traceback: TracebackType | None,
     ) -> None:
         assert self._pool is not None
+        if self._pieces:
+            if exc_type is not None:  # chunks not started are dropped
+                for future in self._pending:
+                    future.cancel()
+            # Looked up on the writer thread: its own connection, closed with it.
+            self._pool.submit(lambda: connections[DEFAULT_DB_ALIAS].close())
+            self._pool.shutdown(wait=True)
+            if exc_type is None:
+                for future in self._pending:
+                    future.result()
+            return
         # Every write started is done before the transaction ends; those not started are
         # dropped when the caller failed.
         self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
