@@ -41,7 +41,7 @@ from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from apps.core.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
-from apps.endpoints import selectors, tally
+from apps.endpoints import selectors, tally, throttling
 from apps.endpoints.models import FeedbackRevision, MLAlgorithm, MLRequest, Task
 
 if TYPE_CHECKING:
@@ -103,9 +103,10 @@ class Actor:
 
     @classmethod
     def of(cls, request: HttpRequest | Request) -> Actor:
-        """The client of ``request``, known by its peer address: headers such as
-        X-Forwarded-For are not trusted here, since any client can write them."""
-        return cls(user=request.user, address=str(request.META.get("REMOTE_ADDR") or ""))
+        """The client of ``request``, known by its address as rates see it: the peer's,
+        or behind NUM_PROXIES proxies the one the farthest of them reports; the rest of
+        X-Forwarded-For is not trusted, since any client can write it."""
+        return cls(user=request.user, address=throttling.client_address(request))
 
     @property
     def user_id(self) -> int | None:

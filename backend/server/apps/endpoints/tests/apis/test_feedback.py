@@ -622,3 +622,21 @@ def test_a_feedback_file_past_the_column_limit_is_a_413(
     assert not MLRequest.objects.filter(feedback__isnull=False).exists()
     settings.BATCH_MAX_COLUMNS = 11
     assert send_file(api, text).status_code == 200
+
+
+def test_behind_a_proxy_the_audit_names_the_client_not_the_proxy(
+    api: APIClient, demo_registry: MLRegistry, settings: Any
+) -> None:
+    """Regression: feedback_by used REMOTE_ADDR, so behind nginx (NUM_PROXIES=1) every
+    anonymous client was "anonymous:127.0.0.1", and the A/B summary's count of distinct
+    clients giving feedback was 1."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    served = predict(api)
+    response = api.put(
+        f"/api/v1/mlrequests/{served['request_id']}",
+        {"feedback": ">50K", "feedback_token": served["feedback_token"]},
+        format="json",
+        HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.9",  # the first is the client's own claim
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["feedback_by"] == "anonymous:203.0.113.9"
