@@ -95,7 +95,9 @@ def test_a_bad_cell_late_in_a_long_batch_leaves_nothing_written(
     assert MLRequest.objects.count() == 0
     assert not FeedbackTally.objects.exclude(given=0).exists()
     if connection.vendor == "sqlite":  # chunks had been committed, and were taken back
-        assert undone and undone[0] >= 15, undone
+        # At least the first: with two writes pending at most, the third chunk's submit
+        # waited for it. How many more were written before the failure is timing.
+        assert undone and undone[0] >= 5, undone
     else:  # one transaction, rolled back
         assert undone == [] or undone == [0]
     # and a good upload afterwards is whole
