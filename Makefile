@@ -4,6 +4,8 @@
 #   make check  set up .venv, then ruff (format, lint) and mypy as pyproject.toml configures them
 #   make serve  production: gunicorn after migrate and collectstatic (needs SECRET_KEY)
 #   make proxy  nginx in front of make serve, configured by deploy/nginx/ml_pipeline.conf
+#   make worker a Celery worker for batch jobs (needs CELERY_BROKER_URL; make run alone runs
+#               them itself)
 
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +18,7 @@ MANAGE := cd backend/server && $(PY) manage.py
 # The development server runs with DEBUG on unless the caller sets DEBUG itself.
 DEV_ENV := export DEBUG=$${DEBUG:-1} MODEL_ARTIFACTS_PATH=$(ARTIFACTS);
 
-.PHONY: run serve proxy test check fuzz train venv migrate superuser clean
+.PHONY: run serve proxy worker test check fuzz train venv migrate superuser clean
 
 $(INSTALLED): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -62,6 +64,14 @@ serve: $(INSTALLED) $(DEMO_MODELS)
 # apps/ops/tests/test_slow_clients.py run it the same way).
 proxy:
 	exec $(PYTHON) deploy/nginx/local.py --port $(PROXY_PORT) --upstream-port $(PORT)
+
+# A Celery worker for batch jobs (apps/endpoints/tasks.py), from the broker at
+# CELERY_BROKER_URL (redis://... or amqp://...), WORKER_CONCURRENCY processes; DEBUG as for
+# make run unless set (production: DEBUG=0 SECRET_KEY=...). Start one per machine.
+worker: $(INSTALLED) $(DEMO_MODELS)
+	@test -n "$$CELERY_BROKER_URL" || { echo "make worker needs CELERY_BROKER_URL (without it, make run runs batch jobs itself)."; exit 1; }
+	$(DEV_ENV) cd backend/server && exec $(PY) -m celery -A server worker --loglevel INFO \
+		--queues $${BATCH_JOB_QUEUE:-ml_pipeline.batch_jobs} --concurrency $${WORKER_CONCURRENCY:-2}
 
 superuser: migrate
 	$(DEV_ENV) $(MANAGE) createsuperuser

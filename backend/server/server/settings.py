@@ -159,8 +159,20 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Batch jobs' files (the upload, each chunk's output, the result): a folder every
+    # worker reads and writes (on several machines, a shared one), or any Django storage
+    # by BATCH_JOB_STORAGE, e.g. S3 through django-storages (README "Batch jobs").
+    "batch_jobs": env_json(
+        "BATCH_JOB_STORAGE",
+        {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {
+                "location": env_str("BATCH_JOB_STORAGE_PATH", str(BASE_DIR / "batch-jobs"))
+            },
+        },
+    ),
     # Compressed copies, but no hashed names: a manifest would make every admin page fail
     # with DEBUG off until collectstatic has run (tests, `DEBUG=0 make run`).
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -227,6 +239,33 @@ BATCH_CHUNK_BYTES = env_int("BATCH_CHUNK_BYTES", 16 * 1024 * 1024)
 # Columns in a batch file; more is a 413 before any row is read. A model with more
 # features needs it raised.
 BATCH_MAX_COLUMNS = env_int("BATCH_MAX_COLUMNS", 1000)
+# Batch jobs (POST /api/v1/batch-jobs): files scored in the background in pieces of
+# BATCH_JOB_CHUNK_ROWS rows, each a task (apps/endpoints/jobs.py, tasks.py).
+BATCH_JOB_MAX_UPLOAD_BYTES = env_int("BATCH_JOB_MAX_UPLOAD_BYTES", 2 * 1024**3)
+BATCH_JOB_MAX_ROWS = env_int("BATCH_JOB_MAX_ROWS", 20_000_000, minimum=1)
+BATCH_JOB_CHUNK_ROWS = env_int("BATCH_JOB_CHUNK_ROWS", 50_000, minimum=1)
+# Tries of a piece that fails for a reason other than its content (the database or the
+# storage away): then the job fails with the reason, and its partial outputs are removed.
+BATCH_JOB_MAX_RETRIES = env_int("BATCH_JOB_MAX_RETRIES", 3, minimum=0)
+BATCH_JOB_RETENTION_DAYS = env_int("BATCH_JOB_RETENTION_DAYS", 7, minimum=1)
+
+# -- Celery: the workers that run batch jobs (`make worker`). Without CELERY_BROKER_URL the
+# web process runs them itself, on a thread, with the same task code (the embedded default
+# of `make run`). A task is acknowledged after it ran, so a worker killed mid-task leaves
+# it to another; pieces are idempotent (jobs.py).
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "")
+CELERY_TASK_DEFAULT_QUEUE = env_str("BATCH_JOB_QUEUE", "ml_pipeline.batch_jobs")
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True  # progress lives in the database
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Redis: an unacknowledged task goes back to the queue after this many seconds without its
+# worker (killed, or cut off); longer than any one piece takes.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("BATCH_JOB_VISIBILITY_TIMEOUT", 600, minimum=1)
+}
+
 # Per endpoint, the CSV column holding the true value, where the algorithm was registered
 # without a target column: stored as feedback, scored.
 BATCH_LABEL_COLUMNS: dict[str, str] = env_json("BATCH_LABEL_COLUMNS", {})

@@ -26,6 +26,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import IO, Any
@@ -82,9 +83,12 @@ class BatchResult:
     outputs: list[ModelOutput] = field(default_factory=list)  # per chunk, until joined
     arm_chunks: list[np.ndarray] = field(default_factory=list)
 
+    logged: bool = True  # each row is an MLRequest with a request_id and a feedback_token
+    max_rows: int = 0  # the most rows it may have (BATCH_MAX_ROWS, or a batch job's piece)
+
     @property
     def count(self) -> int:
-        return len(self.request_ids)
+        return len(self.request_ids) if self.logged else self.count_rows
 
 
 def score_csv(
@@ -96,26 +100,41 @@ def score_csv(
     assign_arms: AssignArms | None = None,
     user_id: int | None = None,
     client: str | None = None,
+    arms: Arms | None = None,
+    log: bool = True,
+    first_line: int = 2,
+    label_column: str | None = None,
+    max_rows: int | None = None,
 ) -> BatchResult:
     """Predict every row of the CSV ``upload`` and log each one; see the module docstring.
     ``assign_arms`` splits rows between A/B arms (default: ``random_arms``). ``user_id``:
     the authenticated client, recorded on every row; ``client``: who the feedback of the
-    label column is from (``feedback.Actor.label``)."""
+    label column is from (``feedback.Actor.label``).
+
+    For a piece of a batch job (``jobs.py``): ``arms`` as ``select_arms`` chose them when
+    the job was submitted (a promotion meanwhile does not change the model mid-file),
+    ``log=False`` to write no log rows, ``first_line`` the piece's first line in the file."""
     demo.ensure_registered()
     registry = ml_registry.get_registry()
     endpoint_name = endpoint_name or selectors.sole_endpoint_name()
-    abtest, algorithms, shares = _arms(endpoint_name, status, version)
+    abtest, algorithms, shares = arms or select_arms(endpoint_name, status, version)
     runtimes = [registry.get(a) for a in algorithms]
     label_column = (
-        algorithms[0].target_column or settings.BATCH_LABEL_COLUMNS.get(endpoint_name) or None
+        label_column
+        or algorithms[0].target_column
+        or settings.BATCH_LABEL_COLUMNS.get(endpoint_name)
+        or None
     )
-    header = _read_header(upload)
-    features = _check_columns(header, runtimes)
-    rows = _check_field_counts(upload, len(header))
-    if rows > settings.BATCH_MAX_ROWS:  # refused before any work; checked again as read
+    row_limit = max_rows or settings.BATCH_MAX_ROWS
+    header = read_header(upload)
+    features = check_columns(header, runtimes)
+    rows = check_field_counts(upload, len(header))
+    if rows > row_limit:  # refused before any work; checked again as read
         raise _too_many_rows()
     chunk_rows = _chunk_rows(upload, rows)
     result = BatchResult(
+        logged=log,
+        max_rows=row_limit,
         header=header,
         algorithms=algorithms,
         signature=runtimes[0].signature,
@@ -127,11 +146,13 @@ def score_csv(
     )
     assign = assign_arms or random_arms
     split = lambda n: assign(n, shares)  # noqa: E731
-    if _in_pieces():
-        _score_chunks(upload, result, runtimes, split, chunk_rows, pieces=True)
+    if not log:
+        _score_chunks(upload, result, runtimes, split, chunk_rows, first_line=first_line)
+    elif _in_pieces():
+        _score_chunks(upload, result, runtimes, split, chunk_rows, first_line, pieces=True)
     else:
         with transaction.atomic():
-            _score_chunks(upload, result, runtimes, split, chunk_rows)
+            _score_chunks(upload, result, runtimes, split, chunk_rows, first_line)
     if result.count == 0:
         raise InvalidInput("The file has a header but no rows.")
     ops_metrics.count_batch_predictions(
@@ -140,9 +161,11 @@ def score_csv(
     return result
 
 
-def _arms(
-    endpoint_name: str, status: str, version: str | None
-) -> tuple[ABTest | None, list[MLAlgorithm], list[float]]:
+# The A/B test that routes the rows (or None), the algorithms, and each one's share.
+Arms = tuple[ABTest | None, list[MLAlgorithm], list[float]]
+
+
+def select_arms(endpoint_name: str, status: str, version: str | None) -> Arms:
     """The algorithms that serve the file and each one's share of the rows: with status
     ``ab_testing``, the arms of the endpoint's running test at its traffic split (as
     ``ab_testing.route`` does for single predictions); otherwise as predict selects."""
@@ -174,6 +197,7 @@ def _score_chunks(
     runtimes: list[Runtime],
     assign_arms: Callable[[int], np.ndarray],
     chunk_rows: int,
+    first_line: int = 2,
     *,
     pieces: bool = False,
 ) -> None:
@@ -182,15 +206,16 @@ def _score_chunks(
     code, ONNX Runtime and the database (see bulk.py) release the GIL, so on two cores
     their work overlaps the Python work instead of adding to it."""
     ids: list[Future[np.ndarray]] = []
-    writer = bulk.BackgroundWriter(pieces=pieces)
+    writer = None if not result.logged else bulk.BackgroundWriter(pieces=pieces)
     try:
-        _run_chunks(upload, result, runtimes, assign_arms, chunk_rows, writer, ids)
+        _run_chunks(upload, result, runtimes, assign_arms, chunk_rows, first_line, writer, ids)
     except BaseException:
-        if pieces:
+        if pieces and writer is not None:
             _undo(writer.written)
         raise
     if ids:
         result.request_ids = np.concatenate([written.result() for written in ids])
+    if result.outputs:
         result.arms = np.concatenate(result.arm_chunks)
         _join_outputs(result)
 
@@ -216,32 +241,39 @@ def _run_chunks(
     runtimes: list[Runtime],
     assign_arms: Callable[[int], np.ndarray],
     chunk_rows: int,
-    writer: bulk.BackgroundWriter,
+    first_line: int,
+    writer: bulk.BackgroundWriter | None,
     ids: list[Future[np.ndarray]],
 ) -> None:
     pending: tuple[_Chunk, Future[ModelOutput]] | None = None
+
+    def finish(chunk: _Chunk, scoring: Future[ModelOutput]) -> None:
+        rows = _log_rows(chunk, scoring, result)
+        if writer is not None:
+            ids.append(writer.submit(rows))
+
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-model") as model,
-        writer,
+        writer or nullcontext(),
     ):
         needed = {
             *_logged_features(result),
             *([result.label_column] if result.label_column else []),
         }
-        for chunk in _chunks(upload, result.header, needed, chunk_rows):
+        for chunk in _chunks(upload, result.header, needed, chunk_rows, first_line):
             if not chunk.size:  # a file of a header alone reads as one empty chunk
                 continue
-            if result.count_rows + chunk.size > settings.BATCH_MAX_ROWS:
+            if result.count_rows + chunk.size > result.max_rows:
                 raise _too_many_rows()
             chunk.arms = assign_arms(chunk.size) if len(runtimes) > 1 else None
             _decode(chunk, runtimes)
             scoring = model.submit(_predict, chunk, runtimes)
             if pending is not None:
-                ids.append(writer.submit(_log_rows(*pending, result)))
+                finish(*pending)
             pending = (chunk, scoring)
             result.count_rows += chunk.size
         if pending is not None:
-            ids.append(writer.submit(_log_rows(*pending, result)))
+            finish(*pending)
 
 
 def _join_outputs(result: BatchResult) -> None:
@@ -316,6 +348,10 @@ def _log_rows(chunk: _Chunk, scoring: Future[ModelOutput], result: BatchResult) 
     algorithm_ids = np.array([a.pk for a in result.algorithms])[arms].tolist()
     signature = result.signature
     truths = _feedback(chunk, result, output)
+    if not result.logged:  # a batch job's piece without the log: answers only
+        result.outputs.append(output)
+        result.arm_chunks.append(arms)
+        return []
     inputs = _input_json(chunk, _logged_features(result))
     abtest_id = result.abtest.pk if result.abtest else None
     responses = codecs.answer_texts(signature, output)
@@ -389,7 +425,7 @@ def _input_json(chunk: _Chunk, features: Sequence[str]) -> list[str]:
 # -- reading the file --------------------------------------------------------------------
 
 
-def _read_header(upload: IO[bytes]) -> list[str]:
+def read_header(upload: IO[bytes]) -> list[str]:
     upload.seek(0)
     head = upload.read(_HEADER_BYTES)
     if not head.strip():
@@ -435,7 +471,7 @@ def _read_header(upload: IO[bytes]) -> list[str]:
     return header
 
 
-def _check_columns(header: list[str], runtimes: list[Runtime]) -> set[str]:
+def check_columns(header: list[str], runtimes: list[Runtime]) -> set[str]:
     first = runtimes[0].signature
     features = {name for runtime in runtimes for name in runtime.signature.names}
     columns = set(header)
@@ -462,7 +498,7 @@ def _looks_like_data(header: list[str]) -> bool:
     return True
 
 
-def _check_field_counts(upload: IO[bytes], width: int) -> int:
+def check_field_counts(upload: IO[bytes], width: int) -> int:
     """Refuse ragged rows; returns the number of rows after the header. pandas' parser
     refuses a row with too many fields but pads one with too few with empty cells, which
     would shift nothing but silently blank features. Without quotes a line's fields are its
@@ -483,7 +519,7 @@ def _check_field_counts(upload: IO[bytes], width: int) -> int:
         if b"\0" in block:
             raise InvalidInput(f"The file holds a NUL character after line {line}.")
         if b'"' in block:
-            return _check_field_counts_with_csv(upload, width)
+            return _field_counts_with_csv(upload, width)
         chars = np.frombuffer(block, dtype=np.uint8)
         ends = np.flatnonzero(chars == ord("\n"))
         commas_before = np.searchsorted(np.flatnonzero(chars == ord(",")), ends)
@@ -500,7 +536,7 @@ def _check_field_counts(upload: IO[bytes], width: int) -> int:
         rows += int(np.count_nonzero(~blank))
 
 
-def _check_field_counts_with_csv(upload: IO[bytes], width: int) -> int:
+def _field_counts_with_csv(upload: IO[bytes], width: int) -> int:
     upload.seek(0)
     text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")
     reader = csv.reader(text, strict=True)
@@ -529,14 +565,13 @@ def _chunk_rows(upload: IO[bytes], rows: int) -> int:
 
 
 def _chunks(
-    upload: IO[bytes], header: list[str], needed: set[str], chunk_rows: int
+    upload: IO[bytes], header: list[str], needed: set[str], chunk_rows: int, first_line: int = 2
 ) -> Iterator[_Chunk]:
     """The rows after the header, ``chunk_rows`` at a time, as text columns: only the
     ``needed`` ones (a file's other columns are tokenized, never made into strings)."""
     import pandas as pd  # here: single-prediction workers need not load pandas
 
     upload.seek(0)
-    first_line = 2
     positions = [i for i, name in enumerate(header) if name in needed]
     try:
         frames = pd.read_csv(

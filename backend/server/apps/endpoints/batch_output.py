@@ -69,11 +69,22 @@ class _Piece:
     values: list[float] | None = None
 
 
+def answer_header(result: BatchResult) -> list[str]:
+    """The columns a CSV answer appends to the uploaded ones."""
+    if not result.logged:
+        return csv_columns(result.signature)
+    return ["request_id", *csv_columns(result.signature), "feedback_token"]
+
+
 def _pieces(result: BatchResult) -> Iterator[_Piece]:
     for start in range(0, result.count, _ROWS_PER_PIECE):
         part = slice(start, start + _ROWS_PER_PIECE)
-        ids = result.request_ids[part].tolist()
-        piece = _Piece(ids=ids, tokens=feedback.tokens_for(ids))
+        if result.logged:
+            ids = result.request_ids[part].tolist()
+            piece = _Piece(ids=ids, tokens=feedback.tokens_for(ids))
+        else:  # no log rows: no ids, no tokens
+            ids = list(range(start, min(start + _ROWS_PER_PIECE, result.count)))
+            piece = _Piece(ids=ids, tokens=[])
         if result.labels is not None:
             piece.labels = result.labels[part].tolist()
         if result.probabilities is not None:
@@ -148,24 +159,29 @@ def json_stream(result: BatchResult) -> Iterator[str]:
     yield "]}"
 
 
-def csv_stream(result: BatchResult, upload: IO[bytes]) -> Iterator[str]:
+def csv_stream(result: BatchResult, upload: IO[bytes], *, header: bool = True) -> Iterator[str]:
     """The uploaded rows, in order, with ``request_id``, the answer columns and
-    ``feedback_token``."""
+    ``feedback_token`` (the answer columns alone when the rows were not logged); without
+    the header line when ``header`` is false (the pieces of a batch job after the first)."""
     upload.seek(0)
     text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")
     try:
         reader = csv.reader(text, strict=True)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(
-            [*next(reader), "request_id", *csv_columns(result.signature), "feedback_token"]
-        )
-        answers = (
-            (pk, *cells, token)
-            for piece in _pieces(result)
-            for pk, cells, token in zip(
-                piece.ids, _csv_cells(result, piece), piece.tokens, strict=True
+        names = next(reader)
+        if header:
+            writer.writerow([*names, *answer_header(result)])
+        answers: Iterator[tuple[Any, ...]] = (
+            (
+                (pk, *cells, token)
+                for piece in _pieces(result)
+                for pk, cells, token in zip(
+                    piece.ids, _csv_cells(result, piece), piece.tokens, strict=True
+                )
             )
+            if result.logged
+            else (cells for piece in _pieces(result) for cells in _csv_cells(result, piece))
         )
         for n, row in enumerate(row for row in reader if row):  # blank lines were skipped
             writer.writerow([*row, *next(answers)])

@@ -274,3 +274,83 @@ class ABTest(models.Model):
     def arms(self) -> tuple[MLAlgorithm, MLAlgorithm]:
         """The incumbent (arm 1) and the challenger (arm 2)."""
         return self.parent_mlalgorithm_1, self.parent_mlalgorithm_2
+
+
+class BatchJob(models.Model):
+    """A CSV file scored in the background, in chunks that are tasks of their own
+    (``jobs.py``, ``tasks.py``): submitted, watched, collected, or cancelled."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINISHED = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    # Who submitted it: a user, or for an anonymous client its label (``anonymous:<ip>``);
+    # anonymous submitters read it back with its token (jobs.token_for).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    client = models.CharField(max_length=200, blank=True)
+    # The algorithms chosen at submission (the arms of an A/B test, or one), in order, and
+    # each one's share of the rows: a promotion meanwhile does not change the model.
+    endpoint_name = models.CharField(max_length=128)
+    status = models.CharField(max_length=32)
+    algorithm_ids = models.JSONField(default=list)
+    shares = models.JSONField(default=list)
+    abtest = models.ForeignKey(ABTest, null=True, blank=True, on_delete=models.SET_NULL)
+    log_requests = models.BooleanField(default=False)
+    target_column = models.CharField(max_length=128, blank=True)
+    file_name = models.CharField(max_length=255, blank=True)  # as uploaded
+    input_name = models.CharField(max_length=512, blank=True)  # in the batch_jobs storage
+    result_name = models.CharField(max_length=512, blank=True)
+    header = models.JSONField(default=list)
+    rows_total = models.PositiveBigIntegerField(default=0)
+    rows_done = models.PositiveBigIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)  # with a label column
+    error = models.JSONField(default=dict, blank=True)  # on failure: message, line, column
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"batch job {self.pk} ({self.state})"
+
+
+class BatchJobChunk(models.Model):
+    """One piece of a job's file: a byte range, scored by one task. ``done`` is set in the
+    transaction that writes its output (and its log rows), so a task delivered twice finds
+    it done and changes nothing."""
+
+    job = models.ForeignKey(BatchJob, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    start = models.PositiveBigIntegerField()  # byte offsets in the input, the header excluded
+    end = models.PositiveBigIntegerField()
+    first_line = models.PositiveBigIntegerField()
+    done = models.BooleanField(default=False)
+    rows = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    output_name = models.CharField(max_length=512, blank=True)
+    evaluation = models.JSONField(default=dict, blank=True)  # evaluation.Running's sums
+    # The ids of the log rows it wrote, as [first, last] runs (log_requests): a failed or
+    # deleted job takes them back.
+    request_ranges = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "index"], name="batch_chunk_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of job {self.job_id}"

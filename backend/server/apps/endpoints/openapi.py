@@ -149,6 +149,88 @@ batch_schema = extend_schema(
 )
 
 
+class BatchJobAlgorithmSchema(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    version = serializers.CharField()
+
+
+class BatchJobSchema(serializers.Serializer[Any]):
+    """A batch job as ``/api/v1/batch-jobs`` answers it (``jobs.progress``)."""
+
+    id = serializers.IntegerField()
+    state = serializers.ChoiceField(
+        choices=["queued", "running", "succeeded", "failed", "cancelled"]
+    )
+    endpoint = serializers.CharField()
+    status = serializers.CharField()
+    algorithms = BatchJobAlgorithmSchema(many=True)
+    log_requests = serializers.BooleanField()
+    target_column = serializers.CharField(allow_null=True)
+    file_name = serializers.CharField()
+    rows_total = serializers.IntegerField()
+    rows_done = serializers.IntegerField()
+    percent = serializers.FloatField()
+    chunks_total = serializers.IntegerField()
+    chunks_done = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    rows_per_second = serializers.FloatField(allow_null=True)
+    metrics = serializers.DictField(allow_null=True, help_text="With a label column.")
+    error = serializers.DictField(
+        allow_null=True, help_text="On failure: code, message, and line and column of a bad cell."
+    )
+    url = serializers.URLField()
+    result_url = serializers.URLField(required=False, help_text="Once it has succeeded.")
+    token = serializers.CharField(
+        required=False, help_text="Anonymous submitters: send it back as X-Job-Token."
+    )
+
+
+JOB_TOKEN = OpenApiParameter(
+    "X-Job-Token",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="The token an anonymous submitter got with the job.",
+)
+job_schema = extend_schema(
+    parameters=[JOB_TOKEN], responses={200: BatchJobSchema}, operation_id="batch_job_retrieve"
+)
+job_cancel_schema = extend_schema(
+    request=None,
+    parameters=[JOB_TOKEN],
+    responses={200: BatchJobSchema},
+    operation_id="batch_job_cancel",
+)
+job_result_schema = extend_schema(
+    parameters=[JOB_TOKEN],
+    responses={
+        (200, "text/csv"): OpenApiResponse(
+            OpenApiTypes.STR,
+            description="The uploaded rows plus the answer columns (with log_requests, "
+            "request_id and feedback_token too).",
+        ),
+        **_json_errors(401, 404, 409, 503),
+    },
+    operation_id="batch_job_result",
+)
+job_submit_schema = extend_schema(responses={202: BatchJobSchema}, operation_id="batch_job_submit")
+job_list_schema = extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "state",
+            OpenApiTypes.STR,
+            enum=["queued", "running", "succeeded", "failed", "cancelled"],
+            required=False,
+        )
+    ],
+    responses={200: BatchJobSchema(many=True)},
+    operation_id="batch_job_list",
+)
+
+
 # -- The errors every operation can answer -----------------------------------------------
 # Views document their own successes (and errors peculiar to them, as predict does); the
 # errors that come from the framework around every view are added here, once, by

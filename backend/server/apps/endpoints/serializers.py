@@ -285,3 +285,21 @@ class BatchPredictSerializer(serializers.Serializer[Any]):
     endpoint = serializers.SlugField(max_length=128, required=False)
     status = serializers.ChoiceField(choices=MLAlgorithmStatus.Status.choices, required=False)
     version = serializers.CharField(max_length=128, required=False)
+
+
+class BatchJobSerializer(serializers.Serializer[Any]):
+    """A batch job's submission form (multipart); ``endpoint``, ``status`` and ``version``
+    may also be given as query parameters."""
+
+    file = serializers.FileField(help_text="CSV with a header row naming the columns.")
+    endpoint = serializers.SlugField(max_length=128, required=False)
+    status = serializers.ChoiceField(choices=MLAlgorithmStatus.Status.choices, required=False)
+    version = serializers.CharField(max_length=128, required=False)
+    log_requests = serializers.BooleanField(
+        required=False, default=False, help_text="Log every row as an MLRequest (feedback)."
+    )
+    target_column = serializers.CharField(
+        max_length=128,
+        required=False,
+        help_text="The column of true values, scored (default: the algorithm's).",
+    )

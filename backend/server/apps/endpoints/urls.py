@@ -1,7 +1,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from apps.endpoints import report, views
+from apps.endpoints import job_views, report, views
 
 router = DefaultRouter(trailing_slash=False)
 router.register("endpoints", views.EndpointViewSet, basename="endpoints")
@@ -15,6 +15,18 @@ router.register("abtests", views.ABTestViewSet, basename="abtests")
 urlpatterns = [
     path("api/v1/batch-predict", views.BatchPredictView.as_view(), name="batch-predict"),
     path("api/v1/feedback", views.BulkFeedbackView.as_view(), name="feedback"),
+    path("api/v1/batch-jobs", job_views.BatchJobsView.as_view(), name="batch-jobs"),
+    path("api/v1/batch-jobs/<int:job_id>", job_views.BatchJobView.as_view(), name="batch-job"),
+    path(
+        "api/v1/batch-jobs/<int:job_id>/result",
+        job_views.BatchJobResultView.as_view(),
+        name="batch-job-result",
+    ),
+    path(
+        "api/v1/batch-jobs/<int:job_id>/cancel",
+        job_views.BatchJobCancelView.as_view(),
+        name="batch-job-cancel",
+    ),
     # Before the router, so an endpoint may be named like a collection.
     path("api/v1/<slug:endpoint_name>/predict", views.PredictView.as_view(), name="predict"),
     path(

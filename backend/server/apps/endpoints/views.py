@@ -93,7 +93,7 @@ class MLAlgorithmViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[
         responses={201: RegisteredSerializer},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        data = _upload_form(self, request, field="artifact", setting="MODEL_MAX_UPLOAD_BYTES")
+        data = upload_form(self, request, field="artifact", setting="MODEL_MAX_UPLOAD_BYTES")
         registered = catalogue.register_upload(
             upload=data["artifact"],
             file_name=data["artifact"].name,
@@ -190,7 +190,7 @@ class BulkFeedbackView(GenericAPIView):  # type: ignore[type-arg]
     @openapi.bulk_feedback_schema
     @extend_schema(responses={200: BulkFeedbackResultSerializer})
     def post(self, request: Request) -> Response:
-        data = _upload_form(self, request)
+        data = upload_form(self, request)
         result = feedback.give_many(
             upload=data["file"], actor=feedback.Actor.of(request), atomic=data["atomic"]
         )
@@ -263,7 +263,7 @@ class BatchPredictView(PredictAccessMixin, GenericAPIView[Any]):
 
     @openapi.batch_schema
     def post(self, request: Request) -> HttpResponseBase:
-        data = _upload_form(self, request)
+        data = upload_form(self, request)
         upload = data["file"]
         actor = feedback.Actor.of(request)
         result = batch.score_csv(
@@ -297,7 +297,7 @@ class BatchPredictView(PredictAccessMixin, GenericAPIView[Any]):
         return response
 
 
-def _upload_form(
+def upload_form(
     view: GenericAPIView[Any],
     request: Request,
     *,

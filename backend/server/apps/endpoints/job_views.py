@@ -1,0 +1,126 @@
+"""``/api/v1/batch-jobs``: submit a CSV file to be scored in the background, watch it,
+collect its result, cancel it. The work is ``jobs.py``'s; the tasks, ``tasks.py``'s.
+
+A job is its submitter's and operators' (``view_batchjob``; ``change_batchjob`` to cancel
+another's); an anonymous submitter (``PREDICT_ACCESS=open``) gets a ``token`` with the job,
+sent back as ``X-Job-Token`` (or ``?token=``). For anyone else a job is a 404.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import FileResponse, HttpResponseBase
+from django.urls import reverse
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.core.errors import InvalidInput
+from apps.endpoints import feedback, jobs, openapi, tasks
+from apps.endpoints.models import BatchJob
+from apps.endpoints.permissions import PredictAccess, PredictAccessMixin
+from apps.endpoints.serializers import BatchJobSerializer
+from apps.endpoints.views import upload_form
+
+
+def _body(request: Request, job: BatchJob) -> dict[str, Any]:
+    url = reverse("batch-job", args=[job.pk])
+    body = {**jobs.progress(job), "url": request.build_absolute_uri(url)}
+    if job.state == BatchJob.State.SUCCEEDED:
+        body["result_url"] = request.build_absolute_uri(reverse("batch-job-result", args=[job.pk]))
+    return body
+
+
+def _job(request: Request, job_id: int) -> BatchJob:
+    token = request.headers.get("X-Job-Token") or request.query_params.get("token")
+    return jobs.job_for(feedback.Actor.of(request), job_id, token)
+
+
+class BatchJobsView(PredictAccessMixin, GenericAPIView[Any]):
+    """``POST``: submit a file (multipart ``file``; ``endpoint``, ``status``, ``version``,
+    ``log_requests``, ``target_column``), checked before it is queued: 202 with the job.
+    ``GET``: your jobs, newest first; ``?state=`` filters."""
+
+    permission_classes = [PredictAccess]
+    throttle_scope = "predict"
+    parser_classes = [MultiPartParser, FormParser]
+    serializer_class = BatchJobSerializer
+    openapi_error_codes = (400, 413)  # a ?state= that is none; a file past the limits
+
+    @openapi.job_list_schema
+    def get(self, request: Request) -> Response:
+        queryset = jobs.visible(feedback.Actor.of(request))
+        state = request.query_params.get("state")
+        if state:
+            if state not in BatchJob.State.values:
+                raise InvalidInput(
+                    f"'{state}' is not a state; one of {', '.join(BatchJob.State.values)}."
+                )
+            queryset = queryset.filter(state=state)
+        page = self.paginate_queryset(queryset.order_by("-created_at", "-id"))
+        assert page is not None  # the project sets a paginator
+        return self.get_paginated_response([_body(request, job) for job in page])
+
+    @openapi.job_submit_schema
+    def post(self, request: Request) -> Response:
+        data = upload_form(self, request, setting="BATCH_JOB_MAX_UPLOAD_BYTES")
+        actor = feedback.Actor.of(request)
+        job = jobs.submit(
+            upload=data["file"],
+            file_name=data["file"].name or "",
+            endpoint_name=data.get("endpoint"),
+            status=data.get("status", settings.PREDICT_DEFAULT_STATUS),
+            version=data.get("version"),
+            log_requests=data.get("log_requests", False),
+            target_column=data.get("target_column"),
+            actor=actor,
+            send=tasks.send_pieces,
+        )
+        body = _body(request, job)
+        if job.user_id is None:
+            body["token"] = jobs.token_for(job.pk)
+        return Response(body, status=202, headers={"Location": body["url"]})
+
+
+class BatchJobView(PredictAccessMixin, GenericAPIView[Any]):
+    """``GET``: the job's state, progress, rows/s, metrics, and its error if it failed."""
+
+    permission_classes = [PredictAccess]
+    serializer_class = openapi.BatchJobSchema
+
+    @openapi.job_schema
+    def get(self, request: Request, job_id: int) -> Response:
+        return Response(_body(request, _job(request, job_id)))
+
+
+class BatchJobResultView(PredictAccessMixin, GenericAPIView[Any]):
+    """``GET``: the scored CSV (the input rows plus the answer columns), streamed; 409
+    until the job has succeeded."""
+
+    permission_classes = [PredictAccess]
+    serializer_class = openapi.BatchJobSchema
+    openapi_error_codes = (409,)
+
+    @openapi.job_result_schema
+    def get(self, request: Request, job_id: int) -> HttpResponseBase:
+        job = _job(request, job_id)
+        name = f"batch-job-{job.pk}.csv"
+        return FileResponse(
+            jobs.result_file(job), as_attachment=True, filename=name, content_type="text/csv"
+        )
+
+
+class BatchJobCancelView(PredictAccessMixin, GenericAPIView[Any]):
+    """``POST``: cancel the job (409 once it has ended); what it wrote is taken back."""
+
+    permission_classes = [PredictAccess]
+    serializer_class = openapi.BatchJobSchema
+    openapi_error_codes = (409,)
+
+    @openapi.job_cancel_schema
+    def post(self, request: Request, job_id: int) -> Response:
+        job = jobs.cancel(_job(request, job_id))
+        return Response(_body(request, job))

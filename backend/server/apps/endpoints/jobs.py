@@ -1,0 +1,453 @@
+"""Batch jobs: a CSV file scored in the background, in pieces that are tasks of their own.
+
+- ``submit``: the file is checked as batch-predict checks it (endpoint, algorithm, header
+  against the model's features, ragged rows, limits) before anything is queued, stored in
+  the ``batch_jobs`` storage, and cut into pieces of ``BATCH_JOB_CHUNK_ROWS`` records: byte
+  ranges, found without parsing (a newline outside quotes ends a record). The algorithms
+  are chosen now and kept with the job. A task per piece is sent when the job commits.
+- ``run_piece``: a piece is read from the storage with the header line, scored by
+  ``batch.score_csv`` (the synchronous path's code), and its output (the input rows plus
+  the answer columns) written to the storage. The piece is marked done in the transaction
+  that writes its output name and, with ``log_requests``, its log rows: a task delivered
+  twice (a worker killed before it acknowledged) finds it done and changes nothing, and
+  the output written twice is one file under one name.
+- ``finish``: when every piece is done, their outputs are joined into the result, in
+  order, and the metrics added up.
+- ``fail`` and ``cancel``: the job ends with its reason, and what it wrote (piece outputs,
+  the upload, log rows) is removed: a job's log rows are all there or none.
+- ``resume_stalled``: pieces of unfinished jobs sent again (a broker that lost its queue).
+
+Who may see a job: its submitter (a user; an anonymous client by the job's token) and
+operators (``view_batchjob``); for anyone else it does not exist.
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from datetime import timedelta
+from typing import IO, Any
+
+import numpy as np
+from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage, storages
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from apps.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, ServiceError
+from apps.endpoints import batch, batch_output, demo, evaluation, feedback, selectors
+from apps.endpoints.models import ABTest, BatchJob, BatchJobChunk, MLAlgorithm, MLRequest
+from apps.ml import registry as ml_registry
+
+logger = logging.getLogger(__name__)
+
+State = BatchJob.State
+_BLOCK_BYTES = 4 * 1024 * 1024
+TOKEN_LENGTH = 32
+
+
+def storage() -> Storage:
+    return storages["batch_jobs"]
+
+
+# -- submitting ----------------------------------------------------------------------------
+
+
+def submit(
+    *,
+    upload: IO[bytes],
+    file_name: str,
+    endpoint_name: str | None,
+    status: str,
+    version: str | None,
+    log_requests: bool,
+    target_column: str | None,
+    actor: feedback.Actor,
+    send: Callable[[int, int], None],
+) -> BatchJob:
+    """Check the file, store it, record the job and its pieces; ``send(job_id, pieces)``
+    queues them once the job is committed (``tasks.send_pieces``)."""
+    demo.ensure_registered()
+    endpoint_name = endpoint_name or selectors.sole_endpoint_name()
+    abtest, algorithms, shares = batch.select_arms(endpoint_name, status, version)
+    registry = ml_registry.get_registry()
+    runtimes = [registry.get(a) for a in algorithms]
+    header = batch.read_header(upload)
+    batch.check_columns(header, runtimes)
+    label = target_column or algorithms[0].target_column or None
+    if target_column and target_column not in header:
+        raise InvalidInput(
+            f"The file has no column '{target_column}' (target_column).",
+            details={"target_column": [f"Not a column of the file: {target_column}."]},
+        )
+    rows = batch.check_field_counts(upload, len(header))
+    if rows == 0:
+        raise InvalidInput("The file has a header but no rows.")
+    if rows > settings.BATCH_JOB_MAX_ROWS:
+        raise PayloadTooLarge(
+            f"The file has more than {settings.BATCH_JOB_MAX_ROWS} rows (BATCH_JOB_MAX_ROWS)."
+        )
+    pieces = record_ranges(upload, settings.BATCH_JOB_CHUNK_ROWS)
+    upload.seek(0)
+    stored = storage().save(f"jobs/input-{timezone.now():%Y%m%d%H%M%S%f}.csv", File(upload))
+    try:
+        with transaction.atomic():
+            job = BatchJob.objects.create(
+                user_id=actor.user_id,
+                client="" if actor.user_id else actor.label,
+                endpoint_name=endpoint_name,
+                status=status,
+                algorithm_ids=[a.pk for a in algorithms],
+                shares=shares,
+                abtest=abtest,
+                log_requests=log_requests,
+                target_column=label or "",
+                file_name=file_name[:255],
+                input_name=stored,
+                header=header,
+                rows_total=rows,
+                chunks_total=len(pieces),
+            )
+            BatchJobChunk.objects.bulk_create(
+                BatchJobChunk(job=job, index=i, start=start, end=end, first_line=line)
+                for i, (start, end, line) in enumerate(pieces)
+            )
+            transaction.on_commit(lambda: send(job.pk, len(pieces)))
+    except BaseException:
+        storage().delete(stored)
+        raise
+    return job
+
+
+def record_ranges(upload: IO[bytes], every: int) -> list[tuple[int, int, int]]:
+    """The file after its header cut into pieces of ``every`` records: (start, end, first
+    line) with byte offsets. A record ends at a newline outside quotes (a quote toggles;
+    an escaped ``""`` toggles twice), so a quoted cell with a line break stays whole."""
+    upload.seek(0)
+    bounds: list[int] = []  # the byte after the header, then after every ``every`` records
+    offset, records, quoted = 0, 0, 0
+    while block := upload.read(_BLOCK_BYTES):
+        chars = np.frombuffer(block, dtype=np.uint8)
+        parity = (np.cumsum(chars == ord('"')) + quoted) % 2
+        ends = np.flatnonzero((chars == ord("\n")) & (parity == 0)) + offset + 1
+        numbers = np.arange(records + 1, records + 1 + len(ends))  # the header is record 1
+        bounds += ends[(numbers - 1) % every == 0].tolist()
+        records += len(ends)
+        quoted = int(parity[-1]) if len(parity) else quoted
+        offset += len(block)
+    if not bounds:  # a header without a newline: no rows
+        return []
+    starts = bounds
+    stops = [*bounds[1:], offset]
+    return [
+        (start, stop, 2 + i * every)
+        for i, (start, stop) in enumerate(zip(starts, stops, strict=True))
+        if stop > start
+    ]
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def token_for(job_id: int) -> str:
+    """The job's token: what an anonymous submitter shows to read it back."""
+    return salted_hmac("apps.endpoints.jobs", str(job_id), algorithm="sha256").hexdigest()[
+        :TOKEN_LENGTH
+    ]
+
+
+def _token_matches(job_id: int, token: str) -> bool:
+    return hmac.compare_digest(token_for(job_id), token)
+
+
+def visible(actor: feedback.Actor) -> QuerySet[BatchJob]:
+    """The jobs ``actor`` may list: every job for an operator, its own for a user, none for
+    an anonymous client (it reads its jobs one by one, with their tokens)."""
+    jobs = BatchJob.objects.all()
+    if selectors.is_staff_with(actor.user, "endpoints.view_batchjob"):
+        return jobs
+    if actor.user_id is not None:
+        return jobs.filter(user_id=actor.user_id)
+    return jobs.none()
+
+
+def job_for(actor: feedback.Actor, job_id: int, token: str | None) -> BatchJob:
+    """The job, if ``actor`` may see it; otherwise NotFound, as for a job that does not
+    exist: an id is not a password."""
+    job = visible(actor).filter(pk=job_id).first()
+    if job is None and token and _token_matches(job_id, token):
+        job = BatchJob.objects.filter(pk=job_id, user__isnull=True).first()
+    if job is None:
+        raise NotFound(f"There is no batch job {job_id}.")
+    return job
+
+
+def progress(job: BatchJob) -> dict[str, Any]:
+    """What a client watching the job sees (the API's body)."""
+    seconds = None
+    if job.started_at:
+        seconds = ((job.finished_at or timezone.now()) - job.started_at).total_seconds()
+    return {
+        "id": job.pk,
+        "state": job.state,
+        "endpoint": job.endpoint_name,
+        "status": job.status,
+        "algorithms": list(
+            MLAlgorithm.objects.filter(pk__in=job.algorithm_ids).values("id", "name", "version")
+        ),
+        "log_requests": job.log_requests,
+        "target_column": job.target_column or None,
+        "file_name": job.file_name,
+        "rows_total": job.rows_total,
+        "rows_done": job.rows_done,
+        "percent": round(100 * job.rows_done / job.rows_total, 1) if job.rows_total else 0.0,
+        "chunks_total": job.chunks_total,
+        "chunks_done": job.chunks_done,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "rows_per_second": round(job.rows_done / seconds, 1) if seconds else None,
+        "metrics": job.metrics or None,
+        "error": job.error or None,
+    }
+
+
+def result_file(job: BatchJob) -> IO[bytes]:
+    if job.state != State.SUCCEEDED or not job.result_name:
+        raise Conflict(
+            f"Batch job {job.pk} is {job.state}; its result is there once it has succeeded.",
+            details={"state": job.state},
+        )
+    opened: IO[bytes] = storage().open(job.result_name, "rb")
+    return opened
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+class PieceRefused(ServiceError):
+    """The piece's content is refused (a bad cell, a value the model cannot take): trying
+    again would give the same answer, so the job fails at once."""
+
+    status_code = 400
+    code = "invalid_input"
+
+
+def run_piece(job_id: int, index: int) -> bool:
+    """Score piece ``index`` of the job unless it is done or the job has ended; whether
+    the job's last piece is now done (the caller then sends ``finish``)."""
+    job = BatchJob.objects.filter(pk=job_id).first()
+    if job is None or job.state in BatchJob.FINISHED:
+        return False
+    chunk = job.chunks.get(index=index)
+    if chunk.done:
+        return False
+    if job.state == State.QUEUED:
+        BatchJob.objects.filter(pk=job_id, state=State.QUEUED).update(
+            state=State.RUNNING, started_at=timezone.now()
+        )
+    BatchJobChunk.objects.filter(pk=chunk.pk).update(attempts=F("attempts") + 1)
+    data = _piece_bytes(job, chunk)
+    result = None if job.log_requests else _score(job, chunk, data)  # no lock held meanwhile
+    name = f"jobs/{job.pk}/pieces/{index:06d}.csv"
+    with transaction.atomic():
+        locked = BatchJobChunk.objects.select_for_update().get(pk=chunk.pk)
+        if locked.done:
+            return False
+        if result is None:  # its log rows and its done are one transaction
+            result = _score(job, chunk, data)
+        _write(name, "".join(batch_output.csv_stream(result, io.BytesIO(data), header=index == 0)))
+        locked.done = True
+        locked.rows = result.count
+        locked.output_name = name
+        locked.evaluation = asdict(result.evaluation)
+        locked.request_ranges = _runs(result.request_ids) if job.log_requests else []
+        locked.save(update_fields=["done", "rows", "output_name", "evaluation", "request_ranges"])
+        # The job's row, locked from here to the commit: a cancel meanwhile waits, and a
+        # piece of a job cancelled before this point writes nothing.
+        current = BatchJob.objects.select_for_update().get(pk=job_id)
+        if current.state in BatchJob.FINISHED:
+            transaction.set_rollback(True)
+            _delete_quietly(name)
+            return False
+        BatchJob.objects.filter(pk=job_id).update(
+            rows_done=F("rows_done") + result.count, chunks_done=F("chunks_done") + 1
+        )
+        return current.chunks_done + 1 == current.chunks_total
+
+
+def _score(job: BatchJob, chunk: BatchJobChunk, data: bytes) -> batch.BatchResult:
+    try:
+        return batch.score_csv(
+            upload=io.BytesIO(data),
+            endpoint_name=job.endpoint_name,
+            status=job.status,
+            arms=_arms(job),
+            log=job.log_requests,
+            first_line=chunk.first_line,
+            label_column=job.target_column or None,
+            user_id=job.user_id,
+            client=job.client or None,
+            max_rows=settings.BATCH_JOB_CHUNK_ROWS,
+        )
+    except (InvalidInput, PayloadTooLarge) as exc:
+        raise PieceRefused(exc.message, details=exc.details) from exc
+
+
+def _arms(job: BatchJob) -> batch.Arms:
+    by_id = MLAlgorithm.objects.in_bulk(job.algorithm_ids)
+    missing = [pk for pk in job.algorithm_ids if pk not in by_id]
+    if missing:
+        raise PieceRefused(f"Algorithm {missing[0]} of this job was deleted.")
+    abtest: ABTest | None = job.abtest
+    return abtest, [by_id[pk] for pk in job.algorithm_ids], list(job.shares)
+
+
+def _piece_bytes(job: BatchJob, chunk: BatchJobChunk) -> bytes:
+    with storage().open(job.input_name, "rb") as stored:
+        header = stored.read(job.chunks.get(index=0).start)
+        stored.seek(chunk.start)
+        return bytes(header + stored.read(chunk.end - chunk.start))
+
+
+def _runs(ids: np.ndarray) -> list[list[int]]:
+    """Sorted ids as [first, last] runs of consecutive ids."""
+    if not ids.size:
+        return []
+    ordered = np.sort(ids)
+    breaks = np.flatnonzero(np.diff(ordered) != 1)
+    firsts = np.concatenate(([ordered[0]], ordered[breaks + 1]))
+    lasts = np.concatenate((ordered[breaks], [ordered[-1]]))
+    return [[int(a), int(b)] for a, b in zip(firsts, lasts, strict=True)]
+
+
+def _write(name: str, text: str) -> None:
+    """``text`` under exactly ``name``: a piece written twice is one file."""
+    store = storage()
+    store.delete(name)
+    saved = store.save(name, ContentFile(text.encode()))
+    if saved != name:  # another run of the same piece wrote it meanwhile
+        store.delete(saved)
+
+
+def finish(job_id: int) -> None:
+    """Join the pieces' outputs into the result and add up the metrics, once."""
+    with transaction.atomic():
+        job = BatchJob.objects.select_for_update().get(pk=job_id)
+        if job.state != State.RUNNING or job.chunks_done < job.chunks_total:
+            return
+        chunks = list(job.chunks.order_by("index"))
+        name = f"jobs/{job.pk}/result.csv"
+        with tempfile.TemporaryFile() as joined:
+            for chunk in chunks:
+                with storage().open(chunk.output_name, "rb") as piece:
+                    while block := piece.read(_BLOCK_BYTES):
+                        joined.write(block)
+            joined.seek(0)
+            storage().delete(name)
+            job.result_name = storage().save(name, File(joined))
+        total = evaluation.Running()
+        for chunk in chunks:
+            for key, value in (chunk.evaluation or {}).items():
+                setattr(total, key, getattr(total, key) + value)
+        task = MLAlgorithm.objects.get(pk=job.algorithm_ids[0]).task
+        job.metrics = total.summary(task) if total.labelled else {}
+        job.state = State.SUCCEEDED
+        job.finished_at = timezone.now()
+        job.save()
+        outputs = [c.output_name for c in chunks]
+        transaction.on_commit(lambda: _delete_all([job.input_name, *outputs]))
+
+
+def fail(job_id: int, error: dict[str, Any]) -> None:
+    """End the job with ``error`` and take back what it wrote."""
+    _end(job_id, State.FAILED, error)
+
+
+def cancel(job: BatchJob) -> BatchJob:
+    """Stop the job: pieces not scored yet are skipped, what it wrote is taken back."""
+    if not _end(job.pk, State.CANCELLED, {}):
+        job.refresh_from_db()
+        raise Conflict(f"Batch job {job.pk} has already {job.state}.", details={"state": job.state})
+    job.refresh_from_db()
+    return job
+
+
+def _end(job_id: int, state: str, error: dict[str, Any]) -> bool:
+    with transaction.atomic():
+        job = BatchJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.state in BatchJob.FINISHED:
+            return False
+        job.state, job.error, job.finished_at = state, error, timezone.now()
+        job.save(update_fields=["state", "error", "finished_at"])
+    logger.info("Batch job %s %s%s", job_id, state, f": {error.get('message')}" if error else "")
+    _take_back(job)
+    return True
+
+
+def _take_back(job: BatchJob) -> None:
+    """Delete an ended job's files and its log rows (one piece per transaction)."""
+    chunks = list(job.chunks.all())
+    _delete_all([job.input_name, job.result_name, *(c.output_name for c in chunks)])
+    for chunk in chunks:
+        for first, last in chunk.request_ranges or []:
+            feedback.delete_requests(MLRequest.objects.filter(pk__gte=first, pk__lte=last))
+
+
+def error_of(exc: ServiceError) -> dict[str, Any]:
+    """What a failed job shows: the message, and the line and column of a bad cell."""
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    details = exc.details if isinstance(exc.details, dict) else {}
+    cells = details.get("cells") or []
+    if cells and isinstance(cells[0], dict):
+        error.update(line=cells[0].get("line"), column=cells[0].get("column"))
+    return error
+
+
+def _delete_all(names: list[str]) -> None:
+    for name in names:
+        if name:
+            _delete_quietly(name)
+
+
+def _delete_quietly(name: str) -> None:
+    try:
+        storage().delete(name)
+    except OSError as exc:  # a leftover file is retention's to remove
+        logger.warning("Could not delete %s from the batch_jobs storage: %s", name, exc)
+
+
+# -- recovery and retention ----------------------------------------------------------------
+
+
+def unfinished_pieces(older_than: timedelta) -> Iterator[tuple[int, int]]:
+    """(job id, piece index) of every piece not done in jobs that are queued or running
+    and were created more than ``older_than`` ago: to send again after a broker lost its
+    queue (pieces are idempotent, so one still queued only runs twice for nothing)."""
+    cutoff = timezone.now() - older_than
+    pending = BatchJobChunk.objects.filter(
+        done=False,
+        job__state__in=[State.QUEUED, State.RUNNING],
+        job__created_at__lt=cutoff,
+    ).order_by("job_id", "index")
+    yield from pending.values_list("job_id", "index")
+
+
+def delete_old(days: int) -> int:
+    """Delete jobs that ended more than ``days`` ago, with their files; how many."""
+    cutoff = timezone.now() - timedelta(days=days)
+    old = BatchJob.objects.filter(state__in=BatchJob.FINISHED, finished_at__lt=cutoff)
+    count = 0
+    for job in old.iterator():
+        _delete_all([job.input_name, job.result_name])
+        job.delete()
+        count += 1
+    return count

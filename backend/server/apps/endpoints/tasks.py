@@ -1,0 +1,120 @@
+"""The tasks of batch jobs (``jobs.py``), for Celery workers (``make worker``).
+
+With ``CELERY_BROKER_URL`` each piece of a job is a task of its own, so N workers on N
+machines score one file together. Tasks are acknowledged after they ran
+(``CELERY_TASK_ACKS_LATE``): a worker killed mid-piece leaves the message to another, and
+the piece, idempotent, is scored once. A piece that fails for a reason other than its
+content is tried again, ``BATCH_JOB_MAX_RETRIES`` times, then the job fails.
+
+Without a broker (the embedded default of ``make run``) the web process runs the same
+functions itself, on a thread of its own, one piece after the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from celery import Task, shared_task
+from django.conf import settings
+from django.db import connection
+
+from apps.endpoints import jobs
+
+logger = logging.getLogger(__name__)
+
+
+def send_pieces(job_id: int, count: int) -> None:
+    """Queue every piece of a job (after its commit: ``jobs.submit``'s ``send``)."""
+    if settings.CELERY_BROKER_URL:
+        for index in range(count):
+            score_piece.delay(job_id, index)
+    else:
+        _embedded().submit(_run_embedded, job_id, count)
+
+
+def attempt(job_id: int, index: int, tries: int) -> bool | None:
+    """One try at a piece: whether the job is now complete; None when the piece should be
+    tried again (a failure that is not its content's), after ``tries`` earlier tries."""
+    try:
+        return jobs.run_piece(job_id, index)
+    except jobs.PieceRefused as exc:  # its content: the same answer every time
+        jobs.fail(job_id, jobs.error_of(exc))
+        return False
+    except Exception as exc:
+        if tries >= settings.BATCH_JOB_MAX_RETRIES:
+            logger.exception("Batch job %s, piece %s failed %s times", job_id, index, tries + 1)
+            jobs.fail(
+                job_id,
+                {
+                    "code": "piece_failed",
+                    "message": f"Piece {index} failed {tries + 1} times: "
+                    f"{type(exc).__name__}: {exc}",
+                },
+            )
+            return False
+        logger.warning("Batch job %s, piece %s: %s; trying again.", job_id, index, exc)
+        return None
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def score_piece(self: Task, job_id: int, index: int) -> None:
+    tries = self.request.retries
+    complete = attempt(job_id, index, tries)
+    if complete is None:
+        raise self.retry(countdown=min(2**tries, 60), max_retries=None)
+    if complete:
+        finish_job.delay(job_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def finish_job(job_id: int) -> None:
+    jobs.finish(job_id)
+
+
+@shared_task(ignore_result=True)
+def resume_stalled(minutes: int = 10) -> int:
+    """Send again the pieces of jobs unfinished after ``minutes`` (a broker that lost its
+    queue); a piece still queued then runs twice, and the second run finds it done."""
+    sent = 0
+    for job_id, index in jobs.unfinished_pieces(timedelta(minutes=minutes)):
+        score_piece.delay(job_id, index)
+        sent += 1
+    return sent
+
+
+@shared_task(ignore_result=True)
+def delete_old_jobs() -> int:
+    return jobs.delete_old(settings.BATCH_JOB_RETENTION_DAYS)
+
+
+# -- the embedded default: no broker, the web process runs the jobs -----------------------
+
+_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+
+
+def _embedded() -> ThreadPoolExecutor:
+    global _executor
+    with _lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-jobs")
+        return _executor
+
+
+def _run_embedded(job_id: int, count: int) -> None:
+    try:
+        for index in range(count):
+            tries = 0
+            while (complete := attempt(job_id, index, tries)) is None:
+                time.sleep(min(2**tries, 60))
+                tries += 1
+            if complete:
+                jobs.finish(job_id)
+    except Exception:  # a thread's error would otherwise vanish
+        logger.exception("Batch job %s stopped", job_id)
+    finally:
+        connection.close()  # this thread's own

@@ -1,0 +1,190 @@
+"""/api/v1/batch-jobs in the embedded default (no broker: the web process runs the tasks on
+a thread of its own), on a committed database, as a client sees it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+
+from apps.endpoints.models import BatchJob, MLRequest
+from apps.endpoints.tests.apis.test_batch_predict import adult_csv
+from apps.endpoints.tests.factories import operator
+from apps.ml.registry import MLRegistry
+
+pytestmark = pytest.mark.django_db(transaction=True)
+URL = "/api/v1/batch-jobs"
+
+
+@pytest.fixture(autouse=True)
+def job_storage(settings: Any, tmp_path: Path) -> Path:
+    folder = tmp_path / "batch-jobs"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "batch_jobs": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(folder)},
+        },
+    }
+    settings.CELERY_BROKER_URL = ""
+    settings.BATCH_JOB_CHUNK_ROWS = 7
+    return folder
+
+
+def submit(api: APIClient, text: str, **fields: Any) -> Any:
+    data = {"file": SimpleUploadedFile("adult.csv", text.encode(), "text/csv"), **fields}
+    return api.post(URL, data)
+
+
+def wait(api: APIClient, url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = api.get(url, headers=headers or {}).json()
+        if body["state"] in ("succeeded", "failed", "cancelled"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"the job did not end: {body}")
+
+
+def rows_of(response: Any) -> list[dict[str, str]]:
+    text = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_a_job_scores_every_row_once_in_order_as_batch_predict_does(
+    api: APIClient, demo_registry: MLRegistry, job_storage: Path
+) -> None:
+    text = adult_csv(30)
+    submitted = submit(api, text, log_requests="true")
+    assert submitted.status_code == 202, submitted.content
+    body = submitted.json()
+    assert body["state"] == "queued" and body["rows_total"] == 30
+    assert submitted["Location"] == body["url"] and body["chunks_total"] == 5
+    token = {"X-Job-Token": body["token"]}  # anonymous: the token reads it back
+    done = wait(api, body["url"], token)
+    assert done["state"] == "succeeded", done
+    assert (done["rows_done"], done["percent"], done["chunks_done"]) == (30, 100.0, 5)
+    assert done["metrics"]["labelled"] == 30 and 0 <= done["metrics"]["accuracy"] <= 1
+    assert done["started_at"] and done["finished_at"] and done["rows_per_second"] > 0
+    result = api.get(done["result_url"], headers=token)
+    assert result.status_code == 200 and result["Content-Type"] == "text/csv"
+    rows = rows_of(result)
+    uploaded = list(csv.DictReader(io.StringIO(text)))
+    assert [r["id"] for r in rows] == [r["id"] for r in uploaded]  # every row, in order
+    assert all(r["age"] == u["age"] for r, u in zip(rows, uploaded, strict=True))
+    # the same answers as the synchronous path, each row logged exactly once
+    sync = api.post(
+        "/api/v1/batch-predict",
+        {"file": SimpleUploadedFile("a.csv", text.encode(), "text/csv")},
+        HTTP_ACCEPT="text/csv",
+    )
+    assert [r["label"] for r in rows] == [r["label"] for r in rows_of(sync)]
+    ids = [int(r["request_id"]) for r in rows]
+    assert len(set(ids)) == 30 and MLRequest.objects.filter(pk__in=ids).count() == 30
+    assert MLRequest.objects.count() == 60  # the job's 30 and batch-predict's 30
+    assert [p.name for p in job_storage.rglob("*.csv")] == ["result.csv"]  # pieces removed
+
+
+def test_without_log_requests_nothing_is_logged_and_the_answer_has_no_ids(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    body = submit(api, adult_csv(10)).json()
+    done = wait(api, body["url"], {"X-Job-Token": body["token"]})
+    assert done["state"] == "succeeded" and MLRequest.objects.count() == 0
+    rows = rows_of(api.get(done["result_url"], headers={"X-Job-Token": body["token"]}))
+    assert len(rows) == 10 and "request_id" not in rows[0] and rows[0]["label"]
+
+
+def test_what_can_be_checked_is_checked_before_anything_is_queued(
+    api: APIClient, demo_registry: MLRegistry, settings: Any, job_storage: Path
+) -> None:
+    missing = submit(api, "age,workclass\n39,Private\n")
+    assert (
+        missing.status_code == 400
+        and "Missing feature columns" in missing.json()["error"]["message"]
+    )
+    assert submit(api, adult_csv(3), endpoint="nope").status_code == 404
+    assert submit(api, adult_csv(3), version="9.9").status_code == 404
+    settings.BATCH_JOB_MAX_ROWS = 29
+    too_many = submit(api, adult_csv(30))
+    assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "too_large"
+    settings.BATCH_JOB_MAX_UPLOAD_BYTES = 100
+    assert submit(api, adult_csv(3)).status_code == 413
+    assert BatchJob.objects.count() == 0 and not list(job_storage.rglob("*.csv"))
+
+
+def test_a_bad_cell_fails_the_job_with_its_line_and_column_and_takes_back_its_rows(
+    api: APIClient, demo_registry: MLRegistry, job_storage: Path
+) -> None:
+    lines = adult_csv(30).splitlines()
+    cells = lines[25].split(",")
+    cells[1] = "forty"  # age, line 26
+    lines[25] = ",".join(cells)
+    body = submit(api, "\n".join(lines) + "\n", log_requests="true").json()
+    done = wait(api, body["url"], {"X-Job-Token": body["token"]})
+    assert done["state"] == "failed"
+    assert (done["error"]["line"], done["error"]["column"]) == (26, "age")
+    assert "forty" in done["error"]["message"]
+    assert MLRequest.objects.count() == 0  # the pieces scored before were taken back
+    assert not list(job_storage.rglob("*.csv"))
+    result = api.get(body["url"] + "/result", headers={"X-Job-Token": body["token"]})
+    assert result.status_code == 409
+
+
+def test_a_job_is_its_submitters_and_operators_and_a_404_to_anyone_else(
+    api: APIClient, demo_registry: MLRegistry, django_user_model: Any
+) -> None:
+    alice, bob = (django_user_model.objects.create_user(n) for n in ("alice", "bob"))
+    as_alice, as_bob, as_operator = APIClient(), APIClient(), APIClient()
+    as_alice.force_authenticate(alice)
+    as_bob.force_authenticate(bob)
+    as_operator.force_authenticate(operator(permissions=["view_batchjob", "change_batchjob"]))
+    body = submit(as_alice, adult_csv(5)).json()
+    assert "token" not in body  # a user reads it back as itself
+    url = body["url"]
+    assert wait(as_alice, url)["state"] == "succeeded"
+    for stranger in (as_bob, api):
+        for path in (url, url + "/result"):
+            assert stranger.get(path).status_code == 404
+        assert stranger.post(url + "/cancel").status_code == 404
+    assert api.get(url, headers={"X-Job-Token": "0" * 32}).status_code == 404
+    assert as_operator.get(url).status_code == 200
+    assert [j["id"] for j in as_alice.get(URL).json()["results"]] == [body["id"]]
+    assert as_bob.get(URL).json()["results"] == []
+    assert as_operator.get(URL + "?state=succeeded").json()["count"] == 1
+    assert as_operator.get(URL + "?state=failed").json()["count"] == 0
+    assert as_operator.get(URL + "?state=maybe").status_code == 400
+    # an anonymous job's token is no key to a user's job
+    anonymous = submit(api, adult_csv(5)).json()
+    assert api.get(url, headers={"X-Job-Token": anonymous["token"]}).status_code == 404
+
+
+def test_cancel_stops_a_job_and_takes_back_what_it_wrote(
+    api: APIClient, demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch, job_storage: Path
+) -> None:
+    from apps.endpoints import batch
+
+    real = batch.score_csv
+
+    def slow(**kwargs: Any) -> Any:
+        time.sleep(0.3)
+        return real(**kwargs)
+
+    monkeypatch.setattr(batch, "score_csv", slow)
+    body = submit(api, adult_csv(70), log_requests="true").json()  # 10 pieces, 3 s or more
+    headers = {"X-Job-Token": body["token"]}
+    time.sleep(0.8)
+    cancelled = api.post(body["url"] + "/cancel", headers=headers)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    time.sleep(0.8)  # a piece under way when it was cancelled finishes, and writes nothing
+    job = BatchJob.objects.get(pk=body["id"])
+    assert job.state == "cancelled" and job.chunks_done < job.chunks_total
+    assert MLRequest.objects.count() == 0 and not list(job_storage.rglob("*.csv"))
+    again = api.post(body["url"] + "/cancel", headers=headers)
+    assert again.status_code == 409
