@@ -220,6 +220,11 @@ def progress(job: BatchJob) -> dict[str, Any]:
     }
 
 
+def unfinished(job_id: int) -> bool:
+    """Whether the job is still queued or running."""
+    return BatchJob.objects.filter(pk=job_id, state__in=[State.QUEUED, State.RUNNING]).exists()
+
+
 def result_file(job: BatchJob) -> IO[bytes]:
     if job.state != State.SUCCEEDED or not job.result_name:
         raise Conflict(
@@ -382,24 +387,22 @@ def cancel(job: BatchJob) -> BatchJob:
 
 
 def _end(job_id: int, state: str, error: dict[str, Any]) -> bool:
+    """Set the job's final state, take back its log rows and delete its files, before the
+    state is committed: a client that sees ``failed`` or ``cancelled`` sees them gone."""
     with transaction.atomic():
         job = BatchJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.state in BatchJob.FINISHED:
             return False
         job.state, job.error, job.finished_at = state, error, timezone.now()
         job.save(update_fields=["state", "error", "finished_at"])
+        chunks = list(job.chunks.all())
+        for chunk in chunks:
+            for first, last in chunk.request_ranges or []:
+                feedback.delete_requests(MLRequest.objects.filter(pk__gte=first, pk__lte=last))
+        # Before the commit too: an ended job's files are of no more use either way.
+        _delete_all([job.input_name, job.result_name, *(c.output_name for c in chunks)])
     logger.info("Batch job %s %s%s", job_id, state, f": {error.get('message')}" if error else "")
-    _take_back(job)
     return True
-
-
-def _take_back(job: BatchJob) -> None:
-    """Delete an ended job's files and its log rows (one piece per transaction)."""
-    chunks = list(job.chunks.all())
-    _delete_all([job.input_name, job.result_name, *(c.output_name for c in chunks)])
-    for chunk in chunks:
-        for first, last in chunk.request_ranges or []:
-            feedback.delete_requests(MLRequest.objects.filter(pk__gte=first, pk__lte=last))
 
 
 def error_of(exc: ServiceError) -> dict[str, Any]:

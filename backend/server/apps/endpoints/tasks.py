@@ -97,6 +97,11 @@ _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 
 
+def drain() -> None:
+    """Wait until the embedded runner has run everything sent so far (tests)."""
+    _embedded().submit(lambda: None).result()
+
+
 def _embedded() -> ThreadPoolExecutor:
     global _executor
     with _lock:
@@ -114,6 +119,8 @@ def _run_embedded(job_id: int, count: int) -> None:
                 tries += 1
             if complete:
                 jobs.finish(job_id)
+            if not jobs.unfinished(job_id):  # cancelled or failed: nothing more to do
+                break
     except Exception:  # a thread's error would otherwise vanish
         logger.exception("Batch job %s stopped", job_id)
     finally:

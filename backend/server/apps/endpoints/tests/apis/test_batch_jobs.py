@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
+from apps.endpoints import tasks
 from apps.endpoints.models import BatchJob, MLRequest
 from apps.endpoints.tests.apis.test_batch_predict import adult_csv
 from apps.endpoints.tests.factories import operator
@@ -20,6 +22,14 @@ from apps.ml.registry import MLRegistry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/batch-jobs"
+
+
+@pytest.fixture(autouse=True)
+def drained() -> Iterator[None]:
+    """The embedded runner's thread finishes each test's jobs within the test: one that
+    ran on into the next test would act on that test's database."""
+    yield
+    tasks.drain()
 
 
 @pytest.fixture(autouse=True)
@@ -182,7 +192,7 @@ def test_cancel_stops_a_job_and_takes_back_what_it_wrote(
     time.sleep(0.8)
     cancelled = api.post(body["url"] + "/cancel", headers=headers)
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
-    time.sleep(0.8)  # a piece under way when it was cancelled finishes, and writes nothing
+    tasks.drain()  # a piece under way when it was cancelled finishes, and writes nothing
     job = BatchJob.objects.get(pk=body["id"])
     assert job.state == "cancelled" and job.chunks_done < job.chunks_total
     assert MLRequest.objects.count() == 0 and not list(job_storage.rglob("*.csv"))
