@@ -1,9 +1,10 @@
 """``/api/v1/batch-jobs``: submit a CSV file to be scored in the background, watch it,
 collect its result, cancel it. The work is ``jobs.py``'s; the tasks, ``tasks.py``'s.
 
-A job is its submitter's and operators' (``view_batchjob``; ``change_batchjob`` to cancel
-another's); an anonymous submitter (``PREDICT_ACCESS=open``) gets a ``token`` with the job,
-sent back as ``X-Job-Token`` (or ``?token=``). For anyone else a job is a 404.
+A job is its submitter's and operators' (``view_batchjob``); an anonymous submitter (``PREDICT_ACCESS=open``) gets a ``token`` with the job,
+sent back as ``X-Job-Token`` (or ``?token=``). For anyone else a job is a 404. Unlike
+predict, these routes always read the credentials sent, whatever ``PREDICT_ACCESS``: whose
+job it is depends on them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from rest_framework.response import Response
 from apps.core.errors import InvalidInput
 from apps.endpoints import feedback, jobs, openapi, tasks
 from apps.endpoints.models import BatchJob
-from apps.endpoints.permissions import PredictAccess, PredictAccessMixin
+from apps.endpoints.permissions import PredictAccess
 from apps.endpoints.serializers import BatchJobSerializer
 from apps.endpoints.views import upload_form
 
@@ -39,7 +40,7 @@ def _job(request: Request, job_id: int) -> BatchJob:
     return jobs.job_for(feedback.Actor.of(request), job_id, token)
 
 
-class BatchJobsView(PredictAccessMixin, GenericAPIView[Any]):
+class BatchJobsView(GenericAPIView[Any]):
     """``POST``: submit a file (multipart ``file``; ``endpoint``, ``status``, ``version``,
     ``log_requests``, ``target_column``), checked before it is queued: 202 with the job.
     ``GET``: your jobs, newest first; ``?state=`` filters."""
@@ -85,7 +86,7 @@ class BatchJobsView(PredictAccessMixin, GenericAPIView[Any]):
         return Response(body, status=202, headers={"Location": body["url"]})
 
 
-class BatchJobView(PredictAccessMixin, GenericAPIView[Any]):
+class BatchJobView(GenericAPIView[Any]):
     """``GET``: the job's state, progress, rows/s, metrics, and its error if it failed."""
 
     permission_classes = [PredictAccess]
@@ -96,7 +97,7 @@ class BatchJobView(PredictAccessMixin, GenericAPIView[Any]):
         return Response(_body(request, _job(request, job_id)))
 
 
-class BatchJobResultView(PredictAccessMixin, GenericAPIView[Any]):
+class BatchJobResultView(GenericAPIView[Any]):
     """``GET``: the scored CSV (the input rows plus the answer columns), streamed; 409
     until the job has succeeded."""
 
@@ -113,7 +114,7 @@ class BatchJobResultView(PredictAccessMixin, GenericAPIView[Any]):
         )
 
 
-class BatchJobCancelView(PredictAccessMixin, GenericAPIView[Any]):
+class BatchJobCancelView(GenericAPIView[Any]):
     """``POST``: cancel the job (409 once it has ended); what it wrote is taken back."""
 
     permission_classes = [PredictAccess]

@@ -198,3 +198,23 @@ def test_cancel_stops_a_job_and_takes_back_what_it_wrote(
     assert MLRequest.objects.count() == 0 and not list(job_storage.rglob("*.csv"))
     again = api.post(body["url"] + "/cancel", headers=headers)
     assert again.status_code == 409
+
+
+def test_with_predict_access_open_a_users_credentials_still_make_the_job_theirs(
+    api: APIClient, demo_registry: MLRegistry, django_user_model: Any, settings: Any
+) -> None:
+    """Regression: the job routes skipped authentication while PREDICT_ACCESS=open (as
+    predict does, for speed), so a logged-in user's job was filed as anonymous and the
+    user could not list it."""
+    from rest_framework.authtoken.models import Token
+
+    settings.PREDICT_ACCESS = "open"
+    alice = django_user_model.objects.create_user("alice")
+    key = Token.objects.create(user=alice).key
+    as_alice = {"HTTP_AUTHORIZATION": f"Token {key}"}
+    data = {"file": SimpleUploadedFile("a.csv", adult_csv(5).encode(), "text/csv")}
+    body = api.post(URL, data, **as_alice).json()
+    assert "token" not in body and BatchJob.objects.get().user == alice
+    assert [j["id"] for j in api.get(URL, **as_alice).json()["results"]] == [body["id"]]
+    assert api.get(body["url"], **as_alice).status_code == 200
+    assert api.get(body["url"]).status_code == 404  # anonymous, without a token
