@@ -6,6 +6,8 @@
 #   make proxy  nginx in front of make serve, configured by deploy/nginx/ml_pipeline.conf
 #   make worker a Celery worker for batch jobs (needs CELERY_BROKER_URL; make run alone runs
 #               them itself)
+#   make beat   Celery beat, one per deployment: old batch jobs deleted daily
+#               (CELERY_BEAT_SCHEDULE; needs CELERY_BROKER_URL)
 
 PYTHON ?= python3
 VENV := .venv
@@ -18,7 +20,7 @@ MANAGE := cd backend/server && $(PY) manage.py
 # The development server runs with DEBUG on unless the caller sets DEBUG itself.
 DEV_ENV := export DEBUG=$${DEBUG:-1} MODEL_ARTIFACTS_PATH=$(ARTIFACTS);
 
-.PHONY: run serve proxy worker test check fuzz train venv migrate superuser clean
+.PHONY: run serve proxy worker beat test check fuzz train venv migrate superuser clean
 
 $(INSTALLED): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -72,6 +74,14 @@ worker: $(INSTALLED) $(DEMO_MODELS)
 	@test -n "$$CELERY_BROKER_URL" || { echo "make worker needs CELERY_BROKER_URL (without it, make run runs batch jobs itself)."; exit 1; }
 	$(DEV_ENV) cd backend/server && exec $(PY) -m celery -A server worker --loglevel INFO \
 		--queues $${BATCH_JOB_QUEUE:-ml_pipeline.batch_jobs} --concurrency $${WORKER_CONCURRENCY:-2}
+
+# Celery beat: sends the tasks of CELERY_BEAT_SCHEDULE (settings.py) to the workers:
+# delete_old_jobs daily (BATCH_JOB_RETENTION_DAYS). Run
+# exactly one per deployment (two would send everything twice); DEBUG as for make worker.
+# Without it, run `manage.py delete_old_jobs` daily from cron.
+beat: $(INSTALLED)
+	@test -n "$$CELERY_BROKER_URL" || { echo "make beat needs CELERY_BROKER_URL."; exit 1; }
+	$(DEV_ENV) cd backend/server && exec $(PY) -m celery -A server beat --loglevel INFO
 
 superuser: migrate
 	$(DEV_ENV) $(MANAGE) createsuperuser

@@ -13,6 +13,7 @@ from typing import Any
 
 import dj_database_url
 import django_stubs_ext
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from server.env import (
@@ -264,6 +265,16 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # worker (killed, or cut off); longer than any one piece takes.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("BATCH_JOB_VISIBILITY_TIMEOUT", 600, minimum=1)
+}
+# What `celery -A server beat` (`make beat`, one per deployment) sends by itself: retention
+# once a day at 03:30 UTC (a time of day, so a beat restarted daily still runs it; without
+# a beat, cron `manage.py delete_old_jobs`). Not resume_stalled: it picks jobs by age, not
+# by their last progress, and would send a long job's pieces again every time.
+CELERY_BEAT_SCHEDULE = {
+    "delete-old-batch-jobs": {
+        "task": "apps.endpoints.tasks.delete_old_jobs",
+        "schedule": crontab(hour=3, minute=30),
+    },
 }
 
 # Per endpoint, the CSV column holding the true value, where the algorithm was registered

@@ -7,15 +7,16 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from apps.core.errors import ServiceError
-from apps.endpoints import ab_testing, catalogue, feedback, selectors
+from apps.endpoints import ab_testing, catalogue, feedback, jobs, selectors
 from apps.endpoints.models import (
     ABTest,
+    BatchJob,
     Endpoint,
     FeedbackRevision,
     MLAlgorithm,
@@ -409,3 +410,152 @@ class ABTestAdmin(admin.ModelAdmin[ABTest]):
                 self.message_user(
                     request, f"A/B test {pk} {abtest.state}: {abtest.summary}", messages.SUCCESS
                 )
+
+
+@admin.register(BatchJob)
+class BatchJobAdmin(admin.ModelAdmin[BatchJob]):
+    """Batch jobs and how far each has got, as their API shows it (``jobs.progress``).
+    Read-only: a job is submitted through the API, and changes only by its pieces, by the
+    cancel action (``jobs.cancel``, as the API's cancel), or by deletion, which takes its
+    files with it (``jobs.delete_jobs``)."""
+
+    list_display = [
+        "id",
+        "state",
+        "endpoint_name",
+        "submitter",
+        "progress_bar",
+        "rows",
+        "rows_per_second",
+        "created_at",
+        "finished_at",
+        "result",
+    ]
+    list_display_links = ["id"]
+    list_filter = ["state", "created_at"]
+    search_fields = ["file_name", "endpoint_name", "client", "user__username"]
+    list_select_related = ["user"]
+    fields = (
+        "state",
+        "progress_bar",
+        "rows",
+        "rows_per_second",
+        "result",
+        "error",
+        "metrics",
+        "submitter",
+        "endpoint_name",
+        "status",
+        "algorithm_ids",
+        "shares",
+        "abtest",
+        "log_requests",
+        "target_column",
+        "file_name",
+        "input_name",
+        "result_name",
+        "header",
+        "chunks_total",
+        "chunks_done",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    readonly_fields = fields
+    actions = ["cancel_jobs"]
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        """The cancel action, as the API's cancel for another's job: staff allowed to
+        change batch jobs."""
+        return bool(request.user.has_perm("endpoints.change_batchjob"))
+
+    # Nobody edits a job by hand: its rows, state and files are its pieces' to write.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    # Deleting a job deletes its files, after cancelling it if it is still under way;
+    # Django's own delete would leave them in the storage and its pieces running.
+    def delete_model(self, request: HttpRequest, obj: BatchJob) -> None:
+        jobs.delete_jobs(BatchJob.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[BatchJob]) -> None:
+        jobs.delete_jobs(queryset)
+
+    @admin.display(description="submitter")
+    def submitter(self, job: BatchJob) -> str:
+        return job.user.get_username() if job.user else job.client or "-"
+
+    @admin.display(description="progress")
+    def progress_bar(self, job: BatchJob) -> SafeString:
+        percent = jobs.percent(job)
+        return format_html(
+            '<progress value="{}" max="100" title="{}%">{}%</progress> {}%',
+            percent,
+            percent,
+            percent,
+            percent,
+        )
+
+    @admin.display(description="rows done / total")
+    def rows(self, job: BatchJob) -> str:
+        return f"{job.rows_done:,} / {job.rows_total:,}"
+
+    @admin.display(description="rows/s")
+    def rows_per_second(self, job: BatchJob) -> str:
+        rate = jobs.rows_per_second(job)
+        return "-" if rate is None else f"{rate:,.1f}"
+
+    @admin.display(description="result")
+    def result(self, job: BatchJob) -> str:
+        if job.state != BatchJob.State.SUCCEEDED:
+            return "-"
+        url = reverse("admin:endpoints_batchjob_result", args=[job.pk])
+        return format_html('<a href="{}">batch-job-{}.csv</a>', url, job.pk)
+
+    # The result from the admin, for staff who may view jobs: /api/v1/batch-jobs/<id>/result
+    # reads no session while PREDICT_ACCESS is open, so an operator's click there is a 404.
+    def get_urls(self) -> list[URLPattern]:
+        own = path(
+            "<int:job_id>/result/",
+            self.admin_site.admin_view(self.result_view),
+            name="endpoints_batchjob_result",
+        )
+        return [own, *super().get_urls()]
+
+    def result_view(self, request: HttpRequest, job_id: int) -> HttpResponseBase:
+        job = BatchJob.objects.filter(pk=job_id).first()
+        if job is None or not self.has_view_permission(request, job):
+            raise Http404(f"There is no batch job {job_id}.")
+        try:
+            opened = jobs.result_file(job)
+        except ServiceError as error:
+            return HttpResponse(error.message, status=409, content_type="text/plain")
+        name = f"batch-job-{job.pk}.csv"
+        return FileResponse(opened, as_attachment=True, filename=name, content_type="text/csv")
+
+    @admin.action(description="Cancel selected jobs", permissions=["cancel"])
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[BatchJob]) -> None:
+        cancelled, skipped = [], []
+        for job in queryset.order_by("pk"):
+            if job.state in BatchJob.FINISHED:
+                skipped.append(f"{job.pk} ({job.state})")
+                continue
+            try:
+                jobs.cancel(job)
+            except ServiceError:  # it ended meanwhile (cancel read its state again)
+                skipped.append(f"{job.pk} ({job.state})")
+            else:
+                cancelled.append(str(job.pk))
+        if cancelled:
+            self.message_user(
+                request, f"Cancelled batch jobs: {', '.join(cancelled)}.", messages.SUCCESS
+            )
+        if skipped:
+            self.message_user(
+                request,
+                f"Skipped batch jobs that had already ended: {', '.join(skipped)}.",
+                messages.WARNING,
+            )

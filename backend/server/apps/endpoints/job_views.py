@@ -1,10 +1,10 @@
 """``/api/v1/batch-jobs``: submit a CSV file to be scored in the background, watch it,
 collect its result, cancel it. The work is ``jobs.py``'s; the tasks, ``tasks.py``'s.
 
-A job is its submitter's and operators' (``view_batchjob``); an anonymous submitter (``PREDICT_ACCESS=open``) gets a ``token`` with the job,
-sent back as ``X-Job-Token`` (or ``?token=``). For anyone else a job is a 404. Unlike
-predict, these routes always read the credentials sent, whatever ``PREDICT_ACCESS``: whose
-job it is depends on them.
+A job is its submitter's and operators' (``view_batchjob``); an anonymous submitter
+(``PREDICT_ACCESS=open``) gets a ``token`` with the job, sent back as ``X-Job-Token`` (or
+``?token=``). For anyone else a job is a 404. Unlike predict, these routes always read the
+credentials sent, whatever ``PREDICT_ACCESS``: whose job it is depends on them.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@
 - ``fail`` and ``cancel``: the job ends with its reason, and what it wrote (piece outputs,
   the upload, log rows) is removed: a job's log rows are all there or none.
 - ``resume_stalled``: pieces of unfinished jobs sent again (a broker that lost its queue).
+- ``delete_jobs`` and ``delete_old``: jobs deleted with their files (the admin's delete;
+  retention, ``manage.py delete_old_jobs`` or the beat's ``delete_old_jobs`` task).
 
 Who may see a job: its submitter (a user; an anonymous client by the job's token) and
 operators (``view_batchjob``); for anyone else it does not exist.
@@ -23,20 +25,23 @@ operators (``view_batchjob``); for anyone else it does not exist.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import io
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import timedelta
+from functools import partial
 from typing import IO, Any
 
 import numpy as np
 from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.core.files.storage import Storage, storages
+from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
@@ -46,11 +51,13 @@ from apps.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, 
 from apps.endpoints import batch, batch_output, demo, evaluation, feedback, selectors
 from apps.endpoints.models import ABTest, BatchJob, BatchJobChunk, MLAlgorithm, MLRequest
 from apps.ml import registry as ml_registry
+from apps.ops import metrics as ops_metrics
 
 logger = logging.getLogger(__name__)
 
 State = BatchJob.State
 _BLOCK_BYTES = 4 * 1024 * 1024
+_DELETE_BATCH = 500
 TOKEN_LENGTH = 32
 
 
@@ -190,11 +197,22 @@ def job_for(actor: feedback.Actor, job_id: int, token: str | None) -> BatchJob:
     return job
 
 
+def percent(job: BatchJob) -> float:
+    """The share of its rows scored, in percent, to one decimal."""
+    return round(100 * job.rows_done / job.rows_total, 1) if job.rows_total else 0.0
+
+
+def rows_per_second(job: BatchJob) -> float | None:
+    """Rows scored per second since it started (until it finished), to one decimal; None
+    before it started."""
+    if not job.started_at:
+        return None
+    seconds = ((job.finished_at or timezone.now()) - job.started_at).total_seconds()
+    return round(job.rows_done / seconds, 1) if seconds else None
+
+
 def progress(job: BatchJob) -> dict[str, Any]:
     """What a client watching the job sees (the API's body)."""
-    seconds = None
-    if job.started_at:
-        seconds = ((job.finished_at or timezone.now()) - job.started_at).total_seconds()
     return {
         "id": job.pk,
         "state": job.state,
@@ -208,13 +226,13 @@ def progress(job: BatchJob) -> dict[str, Any]:
         "file_name": job.file_name,
         "rows_total": job.rows_total,
         "rows_done": job.rows_done,
-        "percent": round(100 * job.rows_done / job.rows_total, 1) if job.rows_total else 0.0,
+        "percent": percent(job),
         "chunks_total": job.chunks_total,
         "chunks_done": job.chunks_done,
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
-        "rows_per_second": round(job.rows_done / seconds, 1) if seconds else None,
+        "rows_per_second": rows_per_second(job),
         "metrics": job.metrics or None,
         "error": job.error or None,
     }
@@ -286,6 +304,7 @@ def run_piece(job_id: int, index: int) -> bool:
         BatchJob.objects.filter(pk=job_id).update(
             rows_done=F("rows_done") + result.count, chunks_done=F("chunks_done") + 1
         )
+        transaction.on_commit(partial(ops_metrics.count_job_rows, job.endpoint_name, result.count))
         return current.chunks_done + 1 == current.chunks_total
 
 
@@ -445,12 +464,47 @@ def unfinished_pieces(older_than: timedelta) -> Iterator[tuple[int, int]]:
 
 
 def delete_old(days: int) -> int:
-    """Delete jobs that ended more than ``days`` ago, with their files; how many."""
+    """Delete jobs that ended more than ``days`` ago, with their files; how many
+    (``manage.py delete_old_jobs``, the ``delete_old_jobs`` task)."""
     cutoff = timezone.now() - timedelta(days=days)
-    old = BatchJob.objects.filter(state__in=BatchJob.FINISHED, finished_at__lt=cutoff)
+    return delete_jobs(BatchJob.objects.filter(state__in=BatchJob.FINISHED, finished_at__lt=cutoff))
+
+
+def delete_jobs(selected: QuerySet[BatchJob]) -> int:
+    """Delete the ``selected`` jobs and their files (the upload, the result, what a failed
+    deletion left of the pieces' outputs); how many. A job still queued or running is
+    cancelled first, as ``cancel`` does: its pieces stop and its log rows are taken back. A
+    finished job's log rows stay: they are predictions served, as batch-predict's are.
+    Rows go ``_DELETE_BATCH`` jobs per statement."""
+    pks = list(selected.order_by().values_list("pk", flat=True))
+    unfinished = BatchJob.objects.filter(pk__in=pks, state__in=[State.QUEUED, State.RUNNING])
+    for pk in list(unfinished.values_list("pk", flat=True)):
+        _end(pk, State.CANCELLED, {})
     count = 0
-    for job in old.iterator():
-        _delete_all([job.input_name, job.result_name])
-        job.delete()
-        count += 1
+    for start in range(0, len(pks), _DELETE_BATCH):
+        some = BatchJob.objects.filter(pk__in=pks[start : start + _DELETE_BATCH])
+        for pk, input_name, result_name in some.values_list("pk", "input_name", "result_name"):
+            _delete_all([input_name, result_name, *_pieces_left(pk)])
+            _remove_folders(pk)
+        count += some.delete()[1].get(BatchJob._meta.label, 0)
     return count
+
+
+def _pieces_left(job_id: int) -> list[str]:
+    """The piece outputs still in the job's folder: none, unless a deletion failed (finish,
+    fail and cancel delete them). One listing, rather than a deletion per piece."""
+    folder = f"jobs/{job_id}/pieces"
+    try:
+        _, names = storage().listdir(folder)
+    except (OSError, NotImplementedError):  # no such folder; a storage that cannot list
+        return []
+    return [f"{folder}/{name}" for name in names]
+
+
+def _remove_folders(job_id: int) -> None:
+    """A file system storage keeps the folders a job's pieces made: removed once empty."""
+    store = storage()
+    if isinstance(store, FileSystemStorage):
+        for folder in (f"jobs/{job_id}/pieces", f"jobs/{job_id}"):
+            with contextlib.suppress(OSError):  # absent, or not empty
+                os.rmdir(store.path(folder))

@@ -10,7 +10,9 @@ Two kinds:
   accuracy (classifiers) or mean absolute error (regressors). They are the same whichever
   worker answers, and survive restarts. They come from the feedback tally, a row per
   algorithm kept as feedback is written (``apps/endpoints/tally.py``): one small query per
-  scrape, whatever the size of the request log.
+  scrape, whatever the size of the request log. Batch jobs by state and the pieces waiting
+  to be scored: two more, over the jobs' table (small: a row per job, kept
+  ``BATCH_JOB_RETENTION_DAYS``), never over their pieces.
 
 ``METRICS_TOKEN``, when set, is the bearer token a scrape must send (``scrape_allowed``).
 """
@@ -25,12 +27,13 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 from django.conf import settings
 from django.db import DatabaseError
+from django.db.models import Count, F, Sum
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from apps.endpoints import selectors
-from apps.endpoints.models import MLAlgorithm, Task
+from apps.endpoints.models import BatchJob, MLAlgorithm, Task
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +53,22 @@ PREDICTIONS = Counter(
     ["endpoint", "algorithm", "version", "status"],
 )
 
+JOB_ROWS = Counter(
+    "ml_batch_job_rows",
+    "Rows scored by batch jobs, by endpoint: counted by the process that scored each piece.",
+    ["endpoint"],
+)
+
 
 def count_predictions(*, endpoint: str, algorithm: MLAlgorithm, status: str, records: int) -> None:
     PREDICTIONS.labels(
         endpoint=endpoint, algorithm=algorithm.name, version=algorithm.version, status=status
     ).inc(records)
+
+
+def count_job_rows(endpoint: str, rows: int) -> None:
+    """A piece of a batch job scored (``jobs.run_piece``, once its piece is committed)."""
+    JOB_ROWS.labels(endpoint=endpoint).inc(rows)
 
 
 def count_batch_predictions(
@@ -112,6 +126,38 @@ class FeedbackCollector:
         return [received, correct, accuracy, mae]
 
 
+class BatchJobCollector:
+    """Batch jobs by state (every state, 0 for none): one ``GROUP BY state`` over the jobs'
+    table. The pieces of queued and running jobs not scored yet, the queue's depth: each
+    such job's ``chunks_total - chunks_done`` (``chunks_done`` moves in the transaction that
+    marks a piece done), a sum over the few rows the state index finds; the pieces' table is
+    not read."""
+
+    def collect(self) -> Iterable[Metric]:
+        by_state = GaugeMetricFamily(
+            "ml_batch_jobs",
+            "Batch jobs by state (as kept: BATCH_JOB_RETENTION_DAYS).",
+            labels=["state"],
+        )
+        waiting = GaugeMetricFamily(
+            "ml_batch_job_pieces_waiting",
+            "Pieces of queued and running batch jobs not scored yet (one task each).",
+        )
+        unfinished = [BatchJob.State.QUEUED, BatchJob.State.RUNNING]
+        try:
+            counts = dict(BatchJob.objects.order_by().values_list("state").annotate(Count("pk")))
+            pieces = BatchJob.objects.filter(state__in=unfinished).aggregate(
+                n=Sum(F("chunks_total") - F("chunks_done"))
+            )["n"]
+        except DatabaseError as exc:  # a scrape must not fail while the database is down
+            logger.warning("Batch job metrics skipped: %s", exc)
+            return []
+        for state in BatchJob.State.values:
+            by_state.add_metric([state], counts.get(state, 0))
+        waiting.add_metric([], pieces or 0)
+        return [by_state, waiting]
+
+
 def scrape_allowed(authorization: str) -> bool:
     """Whether a scrape with this ``Authorization`` header may read /metrics: always when
     ``METRICS_TOKEN`` is unset, else only with ``Bearer <METRICS_TOKEN>``. Compared in
@@ -128,11 +174,12 @@ def scrape_allowed(authorization: str) -> bool:
 def scrape_registry(feedback: FeedbackCollector | None = None) -> CollectorRegistry:
     """What ``/metrics`` exposes: this process's metrics (or, in multiprocess mode, every
     worker's), plus the feedback metrics from the database (``feedback``: the default
-    ``FeedbackCollector`` unless given)."""
+    ``FeedbackCollector`` unless given) and the batch jobs' (``BatchJobCollector``)."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped upstream
     else:
         registry.register(REGISTRY)
     registry.register(feedback or FeedbackCollector())
+    registry.register(BatchJobCollector())
     return registry
