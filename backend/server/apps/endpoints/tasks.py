@@ -6,6 +6,11 @@ machines score one file together. Tasks are acknowledged after they ran
 the piece, idempotent, is scored once. A piece that fails for a reason other than its
 content is tried again, ``BATCH_JOB_MAX_RETRIES`` times, then the job fails.
 
+Each time a worker connects to the broker (its start, a reconnect), it sends
+``resume_stalled`` for every unfinished job (``ResumeOnConnect``): a broker restarted without
+its data lost the queue, and the piece of a worker killed mid-task comes back from Redis
+only after the visibility timeout and kombu's next sweep (up to ~100 s later).
+
 Without a broker (the embedded default of ``make run``) the web process runs the same
 functions itself, on a thread of its own, one piece after the other.
 """
@@ -17,12 +22,17 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
-from celery import Task, shared_task
+from celery import Task, bootsteps, shared_task
 from django.conf import settings
 from django.db import connection
+from django.db.models import F
+from django.utils import timezone
 
 from apps.endpoints import jobs
+from apps.endpoints.models import BatchJob
+from server.celery import app
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +88,34 @@ def finish_job(job_id: int) -> None:
 @shared_task(ignore_result=True)
 def resume_stalled(minutes: int = 10) -> int:
     """Send again the pieces of jobs unfinished after ``minutes`` (a broker that lost its
-    queue); a piece still queued then runs twice, and the second run finds it done."""
+    queue); a piece still queued then runs twice, and the second run finds it done. A job
+    whose pieces are all done but that is still running lost its ``finish_job``: sent."""
     sent = 0
     for job_id, index in jobs.unfinished_pieces(timedelta(minutes=minutes)):
         score_piece.delay(job_id, index)
         sent += 1
+    unfinished = BatchJob.objects.filter(
+        state=BatchJob.State.RUNNING,
+        chunks_done=F("chunks_total"),
+        created_at__lt=timezone.now() - timedelta(minutes=minutes),
+    )
+    for job_id in unfinished.values_list("pk", flat=True):
+        finish_job.delay(job_id)
+        sent += 1
     return sent
+
+
+class ResumeOnConnect(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery is untyped
+    """A step of the worker's consumer, started on each connection to the broker (the
+    worker's start, a reconnect): sends ``resume_stalled`` for every unfinished job."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, consumer: Any) -> None:
+        resume_stalled.delay(minutes=0)
+
+
+app.steps["consumer"].add(ResumeOnConnect)
 
 
 @shared_task(ignore_result=True)
