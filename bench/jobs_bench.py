@@ -38,7 +38,10 @@ which a backend of the run waited for a lock (and on which statement), and the p
 (VmHWM) of each worker process, at ``--rss-base`` rows and at ``--rows`` rows (each on
 fresh workers: the flat-memory target is peak(--rows) <= 1.2 x peak(--rss-base)).
 
-Targets (2 cores): (b) >= 0.7 x (a) with log_requests false; (c) >= 1.5 x (b).
+Targets (2 cores): (b) >= 0.7 x (a) with log_requests false; (c) >= 1.5 x (b). Beside
+each, what the load of the rest of the machine does not change: the CPU the job spent per
+row against the bare model's (and so the cores 0.7 x (a) would take), and the cores each
+job got while the others took theirs ("idle" near 0: the machine was full).
 
 Then (unless ``--no-profile``) one process runs ``jobs.run_piece`` itself, as a worker does,
 on a job of the same file submitted in process (no broker), for log_requests false and
