@@ -45,7 +45,13 @@ from django.conf import settings
 from apps.endpoints.models import BatchJobChunk, MLRequest
 from apps.endpoints.tests.apis.test_batch_predict import adult_csv
 from apps.ml.registry import MLRegistry
-from apps.ops.tests.live_server import Server, current_database_url, free_port, serving
+from apps.ops.tests.live_server import (
+    Server,
+    current_database_url,
+    free_port,
+    multipart,
+    serving,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -239,23 +245,12 @@ def celery_worker(
 
 
 def submit(server: Server, text: str, **fields: str) -> dict[str, Any]:
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items()
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        'filename="adult.csv"\r\nContent-Type: text/csv\r\n\r\n'.encode()
-        + text.encode()
-        + b"\r\n"
-    )
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    body, content_type = multipart(fields, "file", "adult.csv", text.encode(), "text/csv")
     status, headers, answer = server.call_raw(
         "POST",
         "/api/v1/batch-jobs",
         body,
-        {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        {"Content-Type": content_type},
     )
     assert status == 202, answer
     job: dict[str, Any] = json.loads(answer)

@@ -14,7 +14,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD, train_tiny_artifact
-from apps.ops.tests.live_server import Server, serving
+from apps.ops.tests.live_server import Server, multipart, serving
 
 
 @pytest.fixture
@@ -91,7 +91,6 @@ def test_a_model_uploaded_over_http_serves_from_every_worker_without_restart(
     server: Server,
 ) -> None:
     import io
-    import uuid
 
     import skops.io
     from rest_framework.authtoken.models import Token
@@ -103,25 +102,16 @@ def test_a_model_uploaded_over_http_serves_from_every_worker_without_restart(
     model = models.wine_classifier()
     buffer = io.BytesIO()
     skops.io.dump(model, buffer)
-    boundary = uuid.uuid4().hex
     fields = {"endpoint": "wine", "name": "lr", "version": "1", "status": "production"}
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items()
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="artifact"; '
-        'filename="wine.skops"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
-        + buffer.getvalue()
-        + b"\r\n"
+    body, content_type = multipart(
+        fields, "artifact", "wine.skops", buffer.getvalue(), "application/octet-stream"
     )
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     status, _, answer = server.call_raw(
         "POST",
         "/api/v1/mlalgorithms",
         body,
         {
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Type": content_type,
             "Authorization": f"Token {token}",
         },
     )
