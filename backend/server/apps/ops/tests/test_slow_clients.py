@@ -94,6 +94,16 @@ class Proxy:
     def access_log(self) -> str:
         return (self.prefix / "logs" / "access.log").read_text()
 
+    def logged(self, text: str, seconds: float = 5) -> bool:
+        """Whether ``text`` shows in the access log within ``seconds``: nginx writes a line
+        after the response has gone, so a fast client can read the log before it is there."""
+        deadline = time.monotonic() + seconds
+        while text not in self.access_log():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
 
 @contextmanager
 def proxying(upstream_port: int, tmp_path: Path) -> Iterator[Proxy]:
@@ -261,7 +271,8 @@ def _through_the_proxy(proxy: Proxy, direct: int) -> None:
         )
         assert (status, answer.headers["X-Request-ID"]) == (200, "t-42")
         status, answer, _ = call(proxy.port, "GET", "/healthz", source=ELSEWHERE)
-        assert status == 200 and f"[{answer.headers['X-Request-ID']}]" in proxy.access_log()
+        assert status == 200
+        assert proxy.logged(f"[{answer.headers['X-Request-ID']}]"), proxy.access_log()
         # An upload larger than nginx keeps in memory goes to a temporary file, and the CSV
         # the service streams back is buffered too.
         body, content_type = adult_csv_upload(300)
