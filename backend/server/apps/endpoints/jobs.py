@@ -143,12 +143,15 @@ def record_ranges(upload: IO[bytes], every: int) -> list[tuple[int, int, int]]:
     offset, records, quoted = 0, 0, 0
     while block := upload.read(_BLOCK_BYTES):
         chars = np.frombuffer(block, dtype=np.uint8)
-        parity = (np.cumsum(chars == ord('"')) + quoted) % 2
-        ends = np.flatnonzero((chars == ord("\n")) & (parity == 0)) + offset + 1
+        if quoted or b'"' in block:
+            parity = (np.cumsum(chars == ord('"')) + quoted) % 2
+            ends = np.flatnonzero((chars == ord("\n")) & (parity == 0)) + offset + 1
+            quoted = int(parity[-1])
+        else:  # the common case, a file without quotes: every newline ends a record
+            ends = np.flatnonzero(chars == ord("\n")) + offset + 1
         numbers = np.arange(records + 1, records + 1 + len(ends))  # the header is record 1
         bounds += ends[(numbers - 1) % every == 0].tolist()
         records += len(ends)
-        quoted = int(parity[-1]) if len(parity) else quoted
         offset += len(block)
     if not bounds:  # a header without a newline: no rows
         return []
