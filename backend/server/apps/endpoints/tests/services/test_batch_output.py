@@ -192,3 +192,50 @@ def test_a_multiclass_csv_answer_has_a_probability_column_per_class() -> None:
     body = json.loads("".join(batch_output.json_stream(result)))
     assert body["predictions"][1]["probabilities"] == {"a": 0.7, "b": 0.2, "c": 0.1}
     assert "probability" not in body["predictions"][1]
+
+
+def rewritten(result: BatchResult, data: bytes, header: bool) -> str:
+    """The CSV answer as the csv module writes it: each uploaded record parsed, the
+    answer columns appended, written again."""
+    rows = [r for r in csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")) if r]
+    answers = [
+        [str(pk), label, repr(float(p[1])), feedback.token_for(pk)]
+        for pk, label, p in zip(
+            result.request_ids.tolist(),
+            result.labels if result.labels is not None else [],
+            result.probabilities if result.probabilities is not None else [],
+            strict=True,
+        )
+    ]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if header:
+        writer.writerow([*rows[0], *batch_output.answer_header(result)])
+    writer.writerows([*row, *answer] for row, answer in zip(rows[1:], answers, strict=True))
+    return out.getvalue()
+
+
+PLAIN = b"age,name\n" + b"".join(b"%d,n%d\n" % (i, i) for i in range(12))
+UPLOADS = {
+    "plain": PLAIN,
+    "no newline at the end": PLAIN[:-1],
+    "blank lines": PLAIN.replace(b"\n3,", b"\n\n\n3,"),
+    "byte order mark": b"\xef\xbb\xbf" + PLAIN,
+    "CRLF": PLAIN.replace(b"\n", b"\r\n"),
+    "quoted cells": PLAIN.replace(b"n5", b'"five, or ""5"""').replace(b"n7", b'"seven\nlines"'),
+    "spaces": PLAIN.replace(b"n4", b" n 4 "),
+    "unicode": PLAIN.replace(b"n2", "é ☃".encode()),
+}
+
+
+@pytest.mark.parametrize("header", [True, False])
+@pytest.mark.parametrize("upload", UPLOADS.values(), ids=UPLOADS.keys())
+def test_the_csv_answer_is_the_uploaded_records_plus_the_answers_whatever_their_form(
+    upload: bytes, header: bool
+) -> None:
+    # A file without quotes or carriage returns is answered line by line, without the
+    # csv module: the same text the csv module writes, for every form of file.
+    result = binary_result(12)
+    text = "".join(batch_output.csv_stream(result, io.BytesIO(upload), header=header))
+    assert text == rewritten(result, upload, header)
+    assert len(text.splitlines()) == 12 + header + (b"lines" in upload)
