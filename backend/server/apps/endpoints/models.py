@@ -132,7 +132,10 @@ class MLRequest(models.Model):
     feedback_via = models.CharField(max_length=16, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     parent_mlalgorithm = models.ForeignKey(
-        MLAlgorithm, on_delete=models.PROTECT, related_name="requests"
+        MLAlgorithm,
+        on_delete=models.PROTECT,
+        related_name="requests",
+        db_index=False,  # (parent_mlalgorithm, -id) below serves every lookup by algorithm
     )
     # Who made the request, when the server knew (an authenticated client): only that user
     # (and staff) may read it or give its feedback. None for anonymous clients.
@@ -172,6 +175,15 @@ class MLRequest(models.Model):
                 fields=["user", "-id"],
                 condition=models.Q(user__isnull=False),
                 name="mlrequest_by_user",
+            ),
+            # An algorithm's requests newest first (the log's filters by algorithm, endpoint
+            # and status): a page is the next 100 entries of the index, not a sort.
+            models.Index(fields=["parent_mlalgorithm", "-id"], name="mlrequest_by_algorithm"),
+            # The requests with feedback, newest first: a minority, so a partial index.
+            models.Index(
+                fields=["-id"],
+                condition=models.Q(feedback__isnull=False),
+                name="mlrequest_with_feedback",
             ),
         ]
 

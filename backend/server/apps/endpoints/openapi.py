@@ -433,3 +433,19 @@ def answer_schema(algorithm: MLAlgorithm) -> dict[str, Any]:
         algorithm={"$ref": "#/components/schemas/AlgorithmRefSchema"},
     )
     return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+# The request log's filters (selectors.filter_requests), each index-backed.
+request_log_schema = extend_schema(
+    parameters=[
+        OpenApiParameter("algorithm", int, description="The algorithm's id."),
+        OpenApiParameter("endpoint", str, description="The endpoint's name."),
+        OpenApiParameter("status", str, description="The algorithms whose current status this is."),
+        OpenApiParameter("ab_test", int, description="Requests routed by this A/B test."),
+        OpenApiParameter("has_feedback", bool),
+        OpenApiParameter(
+            "created_after", OpenApiTypes.DATETIME, description="Inclusive; a date or a time."
+        ),
+        OpenApiParameter("created_before", OpenApiTypes.DATETIME, description="Exclusive."),
+    ]
+)

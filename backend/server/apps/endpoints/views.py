@@ -17,6 +17,7 @@ from django.http import (
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.generics import GenericAPIView
+from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
@@ -125,6 +126,17 @@ class MLAlgorithmStatusViewSet(
     serializer_class = MLAlgorithmStatusSerializer
 
 
+class RequestLogPages(CursorPagination):
+    """The log, newest first, a page at a time by a cursor: no ``COUNT(*)`` and no
+    ``OFFSET``, so page 500 costs what page 1 does, and rows logged meanwhile neither
+    shift a page nor repeat one."""
+
+    ordering = "-id"
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
 class MLRequestViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -140,8 +152,13 @@ class MLRequestViewSet(
     serializer_class = MLRequestSerializer
     openapi_error_codes = (403,)  # feedback without the request's token
 
+    pagination_class = RequestLogPages
+
     def get_queryset(self) -> QuerySet[MLRequest]:
-        return selectors.visible_requests(user=self.request.user)
+        requests = selectors.visible_requests(user=self.request.user)
+        if self.action == "list":
+            return selectors.filter_requests(requests, self.request.query_params)
+        return requests
 
     def get_permissions(self) -> list[BasePermission]:
         if self.action in ("update", "partial_update"):
@@ -152,6 +169,10 @@ class MLRequestViewSet(
         if self.action in ("update", "partial_update"):
             return FeedbackSerializer
         return MLRequestSerializer
+
+    @openapi.request_log_schema
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
 
     @extend_schema(request=FeedbackSerializer, responses={200: FeedbackResultSerializer})
     def update(self, request: Request, pk: str) -> Response:
