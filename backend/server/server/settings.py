@@ -174,6 +174,15 @@ STORAGES: dict[str, dict[str, Any]] = {
             },
         },
     ),
+    # Where `manage.py prune_requests --archive` writes the log rows it deletes (gzipped
+    # CSV): a folder by LOG_ARCHIVE_PATH, or any Django storage by LOG_ARCHIVE_STORAGE.
+    "log_archive": env_json(
+        "LOG_ARCHIVE_STORAGE",
+        {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": env_str("LOG_ARCHIVE_PATH", str(BASE_DIR / "log-archive"))},
+        },
+    ),
     # Compressed copies, but no hashed names: a manifest would make every admin page fail
     # with DEBUG off until collectstatic has run (tests, `DEBUG=0 make run`).
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -249,6 +258,11 @@ BATCH_JOB_CHUNK_ROWS = env_int("BATCH_JOB_CHUNK_ROWS", 50_000, minimum=1)
 # storage away): then the job fails with the reason, and its partial outputs are removed.
 BATCH_JOB_MAX_RETRIES = env_int("BATCH_JOB_MAX_RETRIES", 3, minimum=0)
 BATCH_JOB_RETENTION_DAYS = env_int("BATCH_JOB_RETENTION_DAYS", 7, minimum=1)
+# The request log keeps a row this many days (`manage.py prune_requests`, and the beat
+# below); 0, the default, keeps every row. Rows of a running A/B test are always kept.
+MLREQUEST_RETENTION_DAYS = env_int("MLREQUEST_RETENTION_DAYS", 0, minimum=0)
+# With the beat's pruning, archive the rows first (to the log_archive storage).
+MLREQUEST_ARCHIVE = env_bool("MLREQUEST_ARCHIVE", False)
 
 # -- Celery: the workers that run batch jobs (`make worker`). Without CELERY_BROKER_URL the
 # web process runs them itself, on a thread, with the same task code (the embedded default
@@ -274,6 +288,11 @@ CELERY_BEAT_SCHEDULE = {
     "delete-old-batch-jobs": {
         "task": "apps.endpoints.tasks.delete_old_jobs",
         "schedule": crontab(hour=3, minute=30),
+    },
+    # Sent every day; it does nothing while MLREQUEST_RETENTION_DAYS is 0.
+    "prune-request-log": {
+        "task": "apps.endpoints.tasks.prune_requests",
+        "schedule": crontab(hour=3, minute=45),
     },
 }
 

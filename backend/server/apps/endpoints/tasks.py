@@ -30,7 +30,7 @@ from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
-from apps.endpoints import jobs
+from apps.endpoints import jobs, retention
 from apps.endpoints.models import BatchJob
 from server.celery import app
 
@@ -121,6 +121,17 @@ app.steps["consumer"].add(ResumeOnConnect)
 @shared_task(ignore_result=True)
 def delete_old_jobs() -> int:
     return jobs.delete_old(settings.BATCH_JOB_RETENTION_DAYS)
+
+
+@shared_task(ignore_result=True)
+def prune_requests() -> int:
+    """The request log's retention, daily from the beat; nothing while
+    MLREQUEST_RETENTION_DAYS is 0 (keep every row)."""
+    if settings.MLREQUEST_RETENTION_DAYS < 1:
+        return 0
+    return retention.prune(
+        days=settings.MLREQUEST_RETENTION_DAYS, archive=settings.MLREQUEST_ARCHIVE
+    ).deleted
 
 
 # -- the embedded default: no broker, the web process runs the jobs -----------------------

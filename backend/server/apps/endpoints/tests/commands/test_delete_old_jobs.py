@@ -95,7 +95,12 @@ def test_the_beat_sends_retention_daily(settings: Any) -> None:
     schedule = {
         entry["task"]: entry["schedule"] for entry in settings.CELERY_BEAT_SCHEDULE.values()
     }
-    assert set(schedule) == {"apps.endpoints.tasks.delete_old_jobs"}
+    assert set(schedule) == {
+        "apps.endpoints.tasks.delete_old_jobs",
+        "apps.endpoints.tasks.prune_requests",  # the request log's (test_prune_requests.py)
+    }
     assert set(schedule) <= set(app.tasks)
     daily = schedule["apps.endpoints.tasks.delete_old_jobs"]
     assert isinstance(daily, crontab) and daily.hour == {3} and daily.minute == {30}
+    pruning = schedule["apps.endpoints.tasks.prune_requests"]
+    assert isinstance(pruning, crontab) and pruning.hour == {3} and pruning.minute == {45}

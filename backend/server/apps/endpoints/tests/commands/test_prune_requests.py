@@ -1,0 +1,124 @@
+"""Retention of the request log: old rows go in batches, a running A/B test's stay, the
+tally follows, and the archive holds what was deleted."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.storage import storages
+from django.core.management import CommandError, call_command
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.endpoints import retention, selectors, tasks
+from apps.endpoints.models import ABTest, FeedbackRevision, MLAlgorithm, MLRequest
+from apps.endpoints.tests.apis.test_request_log import log, two
+
+__all__ = ["two"]  # a fixture
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def archive_folder(settings: Any, tmp_path: Path) -> Path:
+    folder = tmp_path / "log-archive"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "log_archive": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(folder)},
+        },
+    }
+    return folder
+
+
+def aged(rows: list[MLRequest], days: int) -> list[int]:
+    ids = [r.pk for r in rows]
+    MLRequest.objects.filter(pk__in=ids).update(created_at=timezone.now() - timedelta(days=days))
+    return ids
+
+
+@pytest.fixture
+def grown(two: tuple[MLAlgorithm, MLAlgorithm]) -> dict[str, Any]:
+    forest, trees = two
+    running = ABTest.objects.create(
+        title="running", created_by="t", parent_mlalgorithm_1=forest, parent_mlalgorithm_2=trees
+    )
+    stopped = ABTest.objects.create(
+        title="stopped",
+        created_by="t",
+        parent_mlalgorithm_1=forest,
+        parent_mlalgorithm_2=trees,
+        state=ABTest.State.STOPPED,
+        ended_at=timezone.now(),
+    )
+    old = aged(log(forest, 23), 40)
+    old_answered = aged(log(trees, 4, feedback=">50K"), 40)
+    old_of_running = aged(log(forest, 3, ab_test=running), 40)
+    old_of_stopped = aged(log(trees, 2, ab_test=stopped), 40)
+    recent = [r.pk for r in log(forest, 5)]
+    FeedbackRevision.objects.create(request_id=old_answered[0], feedback="<=50K")
+    call_command("recount_feedback", stdout=io.StringIO())  # the rows above skipped the tally
+    return {
+        "gone": {*old, *old_answered, *old_of_stopped},
+        "kept": {*old_of_running, *recent},
+        "answered": old_answered,
+    }
+
+
+def test_old_rows_go_in_batches_and_a_running_tests_rows_stay(grown: dict[str, Any]) -> None:
+    tallied = {c.algorithm_id: c.given for c in selectors.feedback_counts()}
+    seen: list[int] = []
+    done = retention.prune(days=30, batch_size=10, report=lambda d: seen.append(d.deleted))
+    assert done.deleted == len(grown["gone"]) == 29
+    assert seen == [10, 20, 29] and done.batches == 3  # one transaction per batch
+    assert set(MLRequest.objects.values_list("pk", flat=True)) == grown["kept"]
+    assert not FeedbackRevision.objects.exists()
+    # The four answered rows left the tally with them: it matches a count of the log again.
+    after = {c.algorithm_id: c.given for c in selectors.feedback_counts()}
+    by_scan = {c.algorithm_id: c.given for c in selectors.feedback_counts_by_scan()}
+    assert sum(tallied.values()) - sum(after.values()) == 4
+    assert {k: v for k, v in after.items() if v} == {k: v for k, v in by_scan.items() if v}
+    assert retention.prune(days=30).deleted == 0  # nothing left to do
+
+
+def test_the_archive_holds_every_deleted_row_once(
+    grown: dict[str, Any], archive_folder: Path
+) -> None:
+    expected = {r.pk: r for r in MLRequest.objects.filter(pk__in=grown["gone"]).select_related()}
+    done = retention.prune(days=30, batch_size=12, archive=True)
+    assert len(done.archived) == 3
+    rows: list[dict[str, str]] = []
+    for name in done.archived:
+        with storages["log_archive"].open(name, "rb") as stored:
+            text = gzip.decompress(stored.read()).decode()
+        rows += csv.DictReader(io.StringIO(text))
+    assert sorted(int(r["id"]) for r in rows) == sorted(grown["gone"])
+    for row in rows:
+        original = expected[int(row["id"])]
+        assert json.loads(row["input_data"]) == original.input_data
+        assert row["feedback"] == (original.feedback or "")
+        assert int(row["algorithm_id"]) == original.parent_mlalgorithm_id
+
+
+def test_the_command_and_the_beat_task_follow_the_setting(
+    grown: dict[str, Any], settings: Any
+) -> None:
+    settings.MLREQUEST_RETENTION_DAYS = 0
+    with pytest.raises(CommandError, match="keeps every row"):
+        call_command("prune_requests")
+    assert tasks.prune_requests() == 0  # 0: keep everything
+    assert MLRequest.objects.count() == 37
+    settings.MLREQUEST_RETENTION_DAYS = 60
+    assert tasks.prune_requests() == 0  # nothing is 60 days old
+    out = io.StringIO()
+    call_command("prune_requests", "--days", "30", "--batch-size", "20", stdout=out)
+    assert "batch 2: 29 rows deleted so far" in out.getvalue()
+    assert "Deleted 29 requests older than 30 days" in out.getvalue()
+    assert not MLRequest.objects.filter(~Q(pk__in=grown["kept"])).exists()
