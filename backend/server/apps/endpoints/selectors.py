@@ -12,7 +12,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser, PermissionsMixin
-from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Count, F, FloatField, Prefetch, Q, QuerySet, Sum
 from django.db.models.functions import Abs, Cast
@@ -423,25 +422,28 @@ def find_algorithm(*, endpoint_name: str, name: str, version: str) -> MLAlgorith
     ).first()
 
 
-# Below this many rows (as the planner estimates them) a count is exact: it is cheap, and
-# a small number that is off looks wrong. Above it, the estimate: counting ten million rows
-# exactly takes seconds, for a number nobody reads to the unit.
+# Up to this many rows a count is exact: counting them costs a few ms, and a small number
+# that is off looks wrong. Past it, PostgreSQL's estimate: counting ten million rows exactly
+# takes seconds, for a number nobody reads to the unit.
 EXACT_COUNT_BELOW = 10_000
 
 
 def estimated_count(queryset: QuerySet[Any]) -> int:
-    """How many rows ``queryset`` has: PostgreSQL's estimate (its plan's row count) when
-    that is large, the exact count otherwise and on other databases."""
+    """How many rows ``queryset`` has: exact up to ``EXACT_COUNT_BELOW``; past that, the
+    planner's estimate on PostgreSQL (never less than the rows counted), the exact count
+    on other databases."""
+    queryset = queryset.order_by()
+    # Counted, but reading no more than the limit: the planner's statistics can be stale
+    # (a table emptied since its last ANALYZE is still "30,000 rows" to it).
+    bounded = queryset[:EXACT_COUNT_BELOW].count()
+    if bounded < EXACT_COUNT_BELOW:
+        return bounded
     if connection.vendor != "postgresql":
         return queryset.count()
-    try:
-        sql, params = queryset.order_by().values("pk").query.sql_with_params()
-    except EmptyResultSet:  # a filter that can match nothing (a search that is not an id)
-        return 0
+    sql, params = queryset.values("pk").query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
         plan = cursor.fetchone()[0]
     if isinstance(plan, str):
         plan = json.loads(plan)
-    estimate = int(plan[0]["Plan"]["Plan Rows"])
-    return estimate if estimate >= EXACT_COUNT_BELOW else queryset.count()
+    return max(int(plan[0]["Plan"]["Plan Rows"]), EXACT_COUNT_BELOW)
