@@ -1,6 +1,7 @@
 """Single-prediction benchmark: the wrapper in process, and the service over HTTP.
 
     .venv/bin/python bench/predict_bench.py [--seconds 20] [--no-postgres]
+    .venv/bin/python bench/predict_bench.py --postgres-settings [--seconds 10] [--rounds 2]
 
 Needs wrk (Debian: ``apt-get install wrk``) as the load generator: a C program, so the
 client takes little of the two cores the server needs. In one run, on the same random
@@ -16,6 +17,10 @@ forest and the same 200 records of ``adult.test``:
       req/s and latencies are taken after a 3 s warm-up, so they are the steady state;
   (d) MLflow's ``models serve``: not run here (no MLflow in this environment); the row is
       printed as skipped.
+
+With ``--postgres-settings`` it runs only PostgreSQL with the compiled path, under each of
+its connection settings (``PG_VARIANTS``: prepared statements on and off, synchronous
+commit on and off), alternating them over ``--rounds`` rounds.
 
 Ratios between variants measured in the same run are the numbers to compare.
 """
@@ -91,9 +96,12 @@ def lua_script(records: list[dict[str, object]], folder: Path, name: str = "pred
 class Server:
     """gunicorn with 2 sync workers on a fresh database."""
 
-    def __init__(self, database_url: str, compiled: bool) -> None:
+    def __init__(
+        self, database_url: str, compiled: bool, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.env = dict(
             os.environ,
+            **(extra_env or {}),
             DATABASE_URL=database_url,
             SECRET_KEY="benchmark-only",
             MODEL_ARTIFACTS_PATH=str(ARTIFACTS),
@@ -196,6 +204,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--postgres-settings",
+        action="store_true",
+        help="only PostgreSQL (compiled), its connection settings against each other",
+    )
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     command = "python bench/predict_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if shutil.which("wrk") is None:
@@ -209,6 +223,15 @@ def main() -> int:
         )
     tmp = Path(tempfile.mkdtemp(prefix="predict-bench-"))
     script = lua_script(records(), tmp)
+    if args.postgres_settings:
+        try:
+            return postgres_settings(command, script, args.seconds, args.rounds)
+        finally:
+            for name in _PG_CREATED:
+                subprocess.run(
+                    ["psql", "-q", PG_ADMIN, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]
+                )
+            shutil.rmtree(tmp, ignore_errors=True)
     log("(a) in process, one row")
     bare = in_process(records())
     rows = [
@@ -286,6 +309,60 @@ def main() -> int:
     )
     print("\n" + table)
     save("predict_results", table)
+    return 0
+
+
+# PostgreSQL's connection settings (server/settings.py), each against the default.
+PG_VARIANTS: dict[str, dict[str, str]] = {
+    "default (prepared statements, health checks, durable commits)": {},
+    "no prepared statements (DB_SERVER_SIDE_BINDING=0)": {"DB_SERVER_SIDE_BINDING": "0"},
+    "DB_SYNCHRONOUS_COMMIT=off": {"DB_SYNCHRONOUS_COMMIT": "off"},
+}
+
+
+def postgres_settings(command: str, script: Path, seconds: int, rounds: int) -> int:
+    """One-row predict on PostgreSQL, compiled, under each of PG_VARIANTS, in ``rounds``
+    rounds that alternate them (the machine drifts: each variant sees early and late
+    moments); the median of the rounds per variant, and its ratio to the default."""
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    n = 0
+    for round_ in range(rounds):
+        for name, env in PG_VARIANTS.items():
+            n += 1
+            with Server(_pg(n), True, env) as server:
+                wrk(server.url, script, 8, 3)  # steady state: each worker loaded its model
+                for connections in (1, 8):
+                    log(f"round {round_ + 1}: {name}, {connections} connection(s), {seconds} s")
+                    results.setdefault((name, connections), []).append(
+                        wrk(server.url, script, connections, seconds)
+                    )
+    default = next(iter(PG_VARIANTS))
+
+    def median(name: str, connections: int, key: str) -> float:
+        return statistics.median(r[key] for r in results[(name, connections)])
+
+    rows = []
+    for name in PG_VARIANTS:
+        for connections in (1, 8):
+            rps, p50 = median(name, connections, "rps"), median(name, connections, "p50")
+            base = median(default, connections, "rps")
+            rows.append(
+                f"| {name} | {connections} | {rps:,.0f} | {rps / base:.2f} | {p50:.2f} |"
+                f" {median(name, connections, 'p99'):.2f} |"
+            )
+    table = "\n".join(
+        [
+            f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load generator:"
+            f" wrk; median of {rounds} alternating rounds)",
+            "",
+            "| PostgreSQL variant (compiled model, 2 workers) | connections | req/s |"
+            " / default | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|---:|",
+            *rows,
+        ]
+    )
+    print("\n" + table)
+    save("predict_postgres_settings", table)
     return 0
 
 

@@ -128,6 +128,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
         "DB_CONNECT_TIMEOUT", 5
     )
+    # Parameters bound by the server (psycopg 3's own cursors), so that a statement run
+    # again and again (the predict INSERT) is prepared once per connection and then only
+    # executed: about 30 us less per prediction, measured with bench/log_scale.py.
+    DATABASES["default"]["OPTIONS"]["server_side_binding"] = env_bool(
+        "DB_SERVER_SIDE_BINDING", True
+    )
+    # "off": a commit returns before its WAL reaches the disk. A PostgreSQL crash (not a
+    # service crash) may then lose the last ~0.6 s of committed rows, never corrupt them;
+    # each prediction's commit waits ~0.1 ms less. Durable by default.
+    if env_choice("DB_SYNCHRONOUS_COMMIT", "on", ("on", "off")) == "off":
+        DATABASES["default"]["OPTIONS"]["options"] = "-c synchronous_commit=off"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Every prediction writes a row, and several worker processes write at once: WAL lets
     # readers and a writer overlap, IMMEDIATE takes the write lock at BEGIN (no deadlock

@@ -140,3 +140,21 @@ def test_the_metrics_token_is_off_by_default_and_must_fit_in_a_header(
         with pytest.raises(ImproperlyConfigured, match="METRICS_TOKEN must be") as raised:
             load(monkeypatch, SECRET_KEY="x", METRICS_TOKEN=bad)
         assert bad not in str(raised.value)  # a secret is never echoed
+
+
+def test_postgresql_prepares_statements_and_commits_durably_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pg = "postgres://postgres@127.0.0.1:5432/x"
+    options = load(monkeypatch, SECRET_KEY="x", DATABASE_URL=pg)["DATABASES"]["default"]["OPTIONS"]
+    assert options["server_side_binding"] is True and "options" not in options
+    monkeypatch.setenv("DB_SERVER_SIDE_BINDING", "0")
+    monkeypatch.setenv("DB_SYNCHRONOUS_COMMIT", "off")
+    options = load(monkeypatch, SECRET_KEY="x", DATABASE_URL=pg)["DATABASES"]["default"]["OPTIONS"]
+    assert options["server_side_binding"] is False
+    assert options["options"] == "-c synchronous_commit=off"
+    monkeypatch.setenv("DB_SYNCHRONOUS_COMMIT", "sometimes")
+    with pytest.raises(ImproperlyConfigured, match="DB_SYNCHRONOUS_COMMIT must be"):
+        load(monkeypatch, SECRET_KEY="x", DATABASE_URL=pg)
+    sqlite = load(monkeypatch, SECRET_KEY="x", DATABASE_URL="sqlite:///db.sqlite3")
+    assert "server_side_binding" not in sqlite["DATABASES"]["default"]["OPTIONS"]

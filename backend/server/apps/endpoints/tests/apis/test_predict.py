@@ -43,6 +43,25 @@ def test_the_sample_record_gets_a_prediction_and_a_request_id(
     assert row.input_data == SAMPLE_RECORD and row.response == body["label"]
 
 
+def test_a_warm_prediction_over_http_is_one_statement_the_insert(
+    api: APIClient, demo_registry: MLRegistry, settings: Any
+) -> None:
+    # The round trips to the database are most of what PostgreSQL adds to a prediction
+    # (bench/predict_bench.py --postgres-settings): the algorithm's selection is cached,
+    # nothing reads a session or a user for an anonymous client, and the row is one
+    # INSERT ... RETURNING in autocommit, no transaction around it. (Django's health
+    # check of a kept connection, one SELECT 1 per request, is not in this log.)
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.PREDICT_CACHE_SECONDS = 5  # as in production (the tests' default is 0)
+    assert post_json(api, SAMPLE_RECORD).status_code == 200  # the selection is cached
+    with CaptureQueriesContext(connection) as queries:
+        assert post_json(api, SAMPLE_RECORD).status_code == 200
+    [insert] = [q["sql"] for q in queries.captured_queries]
+    assert insert.startswith("INSERT INTO") and "RETURNING" in insert
+
+
 def test_status_and_version_select_the_algorithm(api: APIClient, demo_registry: MLRegistry) -> None:
     body = post_json(api, SAMPLE_RECORD, URL + "?status=testing&version=0.0.1").json()
     assert body["algorithm"]["name"] == "extra trees"
