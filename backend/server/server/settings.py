@@ -198,6 +198,17 @@ STORAGES: dict[str, dict[str, Any]] = {
     # with DEBUG off until collectstatic has run (tests, `DEBUG=0 make run`).
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Model artifacts every app host can read (apps/ml/shared_store.py): a shared folder
+# (MODEL_STORAGE_PATH) or any Django storage (MODEL_STORAGE, JSON). Unset: one host, whose
+# MODEL_ARTIFACTS_PATH holds them. Set: each host's MODEL_ARTIFACTS_PATH is its cache.
+if env_str("MODEL_STORAGE", "") or env_str("MODEL_STORAGE_PATH", ""):
+    STORAGES["model_artifacts"] = env_json(
+        "MODEL_STORAGE",
+        {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": env_str("MODEL_STORAGE_PATH", "")},
+        },
+    )
 
 # -- Machine learning --------------------------------------------------------------------
 _artifacts = os.environ.get("MODEL_ARTIFACTS_PATH") or str(REPO_DIR / "research" / "artifacts")

@@ -25,10 +25,10 @@ from typing import IO, Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from apps.core.errors import Conflict, InvalidInput, PayloadTooLarge, ServiceError
+from apps.core.errors import Conflict, InvalidInput, ModelUnavailable, PayloadTooLarge, ServiceError
 from apps.endpoints import selectors
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
-from apps.ml import artifacts, compiled, intake
+from apps.ml import artifacts, compiled, intake, shared_store
 
 Status = MLAlgorithmStatus.Status
 _SLUG = re.compile(r"[-a-zA-Z0-9_]{1,128}")
@@ -85,6 +85,10 @@ def register_model(
         onnx_bytes = serving.pop("onnx_bytes", None)
         if onnx_bytes is not None:
             compiled.write_generic(path, sha256, onnx_bytes)
+        artifact_name = path.relative_to(root.resolve()).as_posix()
+        _refuse_other_bytes_under(artifact_name, sha256)
+        if shared_store.configured():  # before the catalogue names it: every host finds it
+            _push(path, artifact_name, sha256)
         algorithm = _record(
             endpoint_name=endpoint_name,
             name=name,
@@ -93,7 +97,7 @@ def register_model(
             owner=owner or created_by,
             created_by=created_by or owner,
             description=description,
-            artifact=path.relative_to(root.resolve()).as_posix(),
+            artifact=artifact_name,
             sha256=sha256,
             found=found,
             serving=serving,
@@ -279,6 +283,26 @@ def _store_upload(root: Path, upload: IO[bytes], original: str) -> tuple[Path, s
         return target, sha256, True
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _refuse_other_bytes_under(artifact_name: str, sha256: str) -> None:
+    """One name, one file, across hosts: another host may hold a different file under this
+    name (its local folder is not this one's), and would serve it for this version."""
+    if MLAlgorithm.objects.filter(artifact=artifact_name).exclude(artifact_sha256=sha256).exists():
+        raise InvalidInput(
+            f"Another version's model file is registered as '{artifact_name}'; store this one "
+            "under another name (--artifact-name)."
+        )
+
+
+def _push(path: Path, artifact_name: str, sha256: str) -> None:
+    try:
+        shared_store.push(path, artifact_name, sha256)
+    except OSError as exc:
+        raise ModelUnavailable(
+            f"The model file could not be stored in the shared model storage ({exc}); "
+            "nothing was registered."
+        ) from exc
 
 
 def _remove(path: Path, sha256: str) -> None:

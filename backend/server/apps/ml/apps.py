@@ -13,6 +13,7 @@ class MlConfig(AppConfig):
         # Build the registry here, not in wsgi.py, so tests and management commands have
         # one too. No database access: the ML layer has none (the catalogue is in
         # apps.endpoints, which registers the demo models after migrate).
+        from apps.ml import shared_store
         from apps.ml.registry import MLRegistry, set_registry
 
         set_registry(
@@ -20,5 +21,6 @@ class MlConfig(AppConfig):
                 settings.MODEL_ARTIFACTS_PATH,
                 compile=settings.ML_COMPILED_INFERENCE,
                 trusted=settings.SKOPS_TRUSTED_TYPES,
+                fetch=shared_store.fetch if shared_store.configured() else None,
             )
         )

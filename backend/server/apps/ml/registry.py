@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -64,11 +64,23 @@ def signature_of(version: Servable) -> Signature:
     )
 
 
+# (local folder, artifact name, sha256) -> the artifact's path in that folder
+Fetch = Callable[[Path, str, str], Path]
+
+
 class MLRegistry:
     def __init__(
-        self, artifacts_root: Path, *, compile: bool = False, trusted: Sequence[str] = ()
+        self,
+        artifacts_root: Path,
+        *,
+        compile: bool = False,
+        trusted: Sequence[str] = (),
+        fetch: Fetch | None = None,
     ) -> None:
         self.artifacts_root = artifacts_root
+        # Brings an artifact missing from artifacts_root there, checked against its sha256
+        # (shared_store.fetch, where hosts share a model storage); None: one host.
+        self.fetch = fetch
         self.compile = compile  # serve verified ONNX forms (compiled.py)
         self.trusted = tuple(trusted)  # the types a .skops artifact may hold
         self.runtimes: dict[int, Runtime] = {}  # MLAlgorithm id -> runtime
@@ -102,8 +114,20 @@ class MLRegistry:
             logger.info("Unloaded algorithm(s) %s: they no longer serve.", dropped)
         return dropped
 
+    def ensure_local(self, version: Servable) -> None:
+        """The version's artifact in this host's folder: fetched from the shared model
+        storage when it is missing (another host registered it). A file that is there is
+        left alone: every load checks its sha256, and a mismatch is a 503, not a swap."""
+        if self.fetch is None:
+            return
+        path = artifacts.resolve(self.artifacts_root, version.artifact)
+        if not path.exists():
+            self.fetch(self.artifacts_root, version.artifact, version.artifact_sha256)
+            logger.info("Fetched %s from the shared model storage.", version.artifact)
+
     def _load(self, version: Servable) -> Runtime:
         try:
+            self.ensure_local(version)
             if version.wrapper == intake.SKLEARN:
                 runtime = self._load_sklearn(version)
             elif version.wrapper in WRAPPERS:

@@ -89,7 +89,9 @@ def _check(registry: MLRegistry, algorithm: MLAlgorithm) -> dict[str, Any]:
         if runtime.engine_note:
             check["engine_note"] = runtime.engine_note
         # Loaded earlier, the model still serves from memory; but a worker that restarts
-        # must find the same file, so the file on disk is checked too.
+        # must find the same file, so the file on disk is checked too (fetched again from
+        # the shared model storage, where there is one, if this host's copy went away).
+        registry.ensure_local(algorithm)
         _verify_on_disk(registry.artifacts_root, algorithm)
     except ModelUnavailable as exc:
         check.update(ok=False, error=exc.message)
