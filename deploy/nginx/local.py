@@ -1,14 +1,15 @@
 """A local nginx in front of a local gunicorn, configured by ``ml_pipeline.conf`` as
 shipped: ``make proxy`` runs it, and so does apps/ops/tests/test_slow_clients.py.
 
-    python3 deploy/nginx/local.py --port 8080 --upstream-port 8000 [--prefix DIR]
+    python3 deploy/nginx/local.py --port 8080 --upstream-port 8000 [--upstream-port 8001 ...]
+        [--prefix DIR]
 
 Writes into DIR (a new temporary folder unless given) ``ml_pipeline.conf`` with three
-lines changed: where it listens (127.0.0.1:port), the upstream's port and the access log
-(DIR/logs/access.log). Around it goes an ``nginx.conf`` that keeps the pid file and the
-temporary files in DIR and logs errors to stderr, so nginx runs without root. Then runs
-nginx in the foreground (this process becomes nginx's master: stop it with Ctrl-C or
-SIGTERM). Standard library only, so any Python 3.11 runs it.
+lines changed: where it listens (127.0.0.1:port), the upstream (a server line per port)
+and the access log (DIR/logs/access.log). Around it goes an ``nginx.conf`` that keeps the
+pid file and the temporary files in DIR and logs errors to stderr, so nginx runs without
+root. Then runs nginx in the foreground (this process becomes nginx's master: stop it with
+Ctrl-C or SIGTERM). Standard library only, so any Python 3.11 runs it.
 """
 
 from __future__ import annotations
@@ -52,12 +53,16 @@ def find_nginx() -> str | None:
     return shutil.which("nginx", path=path)
 
 
-def render(prefix: Path, *, port: int, upstream_port: int) -> Path:
-    """Writes the configuration into ``prefix``; answers the path of its nginx.conf."""
+def render(prefix: Path, *, port: int, upstream_ports: list[int]) -> Path:
+    """Writes the configuration into ``prefix``; answers the path of its nginx.conf. One
+    upstream server line per port, with the shipped line's parameters."""
     text = SHIPPED.read_text()
+    shipped = re.search(r"^    server 127\.0\.0\.1:8000( [^;]*)?;$", text, re.MULTILINE)
+    parameters = (shipped.group(1) or "") if shipped else ""
+    servers = "\n".join(f"    server 127.0.0.1:{p}{parameters};" for p in upstream_ports)
     for pattern, line in [
         (r"^    listen 80;$", f"    listen 127.0.0.1:{port};"),
-        (r"^    server 127\.0\.0\.1:8000;$", f"    server 127.0.0.1:{upstream_port};"),
+        (r"^    server 127\.0\.0\.1:8000( [^;]*)?;$", servers),
         (r"^    access_log /var/log/nginx/\S+ ", "    access_log logs/access.log "),
     ]:
         text, found = re.subn(pattern, line, text, flags=re.MULTILINE)
@@ -84,17 +89,24 @@ def command(nginx: str, prefix: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8080, help="where nginx listens")
-    parser.add_argument("--upstream-port", type=int, default=8000, help="gunicorn's port")
+    parser.add_argument(
+        "--upstream-port",
+        type=int,
+        action="append",
+        help="gunicorn's port (8000); once per app host to balance over several",
+    )
     parser.add_argument("--prefix", type=Path, help="a folder for nginx's files")
     args = parser.parse_args(argv)
     nginx = find_nginx()
     if nginx is None:
         raise SystemExit("nginx is not installed: apt-get install nginx")
     prefix = (args.prefix or Path(tempfile.mkdtemp(prefix="ml_pipeline_nginx_"))).resolve()
-    render(prefix, port=args.port, upstream_port=args.upstream_port)
+    upstreams = args.upstream_port or [8000]
+    render(prefix, port=args.port, upstream_ports=upstreams)
     print(
-        f"nginx on http://127.0.0.1:{args.port} in front of 127.0.0.1:{args.upstream_port}"
-        f" (files in {prefix})",
+        f"nginx on http://127.0.0.1:{args.port} in front of "
+        + ", ".join(f"127.0.0.1:{p}" for p in upstreams)
+        + f" (files in {prefix})",
         file=sys.stderr,
         flush=True,
     )

@@ -58,8 +58,11 @@ def free_port() -> int:
 
 
 class Server:
+    process: subprocess.Popen[bytes]  # gunicorn's master, in a process group of its own
+
     def __init__(self, port: int, log: Path) -> None:
         self.base, self.log = f"http://127.0.0.1:{port}", log
+        self.port = port
 
     def call(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -96,11 +99,16 @@ class Server:
 
 @contextmanager
 def serving(
-    artifacts_dir: Path, tmp_path: Path, database_url: str | None = None, **env_overrides: str
+    artifacts_dir: Path,
+    tmp_path: Path,
+    database_url: str | None = None,
+    *,
+    port: int | None = None,
+    **env_overrides: str,
 ) -> Iterator[Server]:
-    """``bin/serve`` on a free port until the block ends; ``database_url`` defaults to the
-    test database."""
-    port, log = free_port(), tmp_path / "server.log"
+    """``bin/serve`` on ``port`` (default: a free one) until the block ends;
+    ``database_url`` defaults to the test database."""
+    port, log = port or free_port(), tmp_path / "server.log"
     env = {
         **os.environ,
         "SECRET_KEY": "production-test-key",
@@ -125,6 +133,7 @@ def serving(
             [str(SERVE)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     running = Server(port, log)
+    running.process = process
     try:
         running.wait_until_alive(process)
         yield running

@@ -106,12 +106,16 @@ class Proxy:
 
 
 @contextmanager
-def proxying(upstream_port: int, tmp_path: Path) -> Iterator[Proxy]:
-    """nginx in the foreground in front of 127.0.0.1:upstream_port, as `make proxy` runs it."""
+def proxying(upstream_port: int | list[int], tmp_path: Path) -> Iterator[Proxy]:
+    """nginx in the foreground in front of 127.0.0.1:upstream_port (or each of several,
+    balanced), as `make proxy` runs it."""
     nginx_or_skip()
     port, prefix, log = free_port(), tmp_path / "nginx", tmp_path / "nginx.log"
     command = [sys.executable, str(CONF.with_name("local.py")), "--port", str(port)]
-    command += ["--upstream-port", str(upstream_port), "--prefix", str(prefix)]
+    upstreams = upstream_port if isinstance(upstream_port, list) else [upstream_port]
+    for upstream in upstreams:
+        command += ["--upstream-port", str(upstream)]
+    command += ["--prefix", str(prefix)]
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -365,12 +369,20 @@ def test_without_nginx_the_proxy_tests_skip_with_the_fix_or_fail_in_ci(
 
 
 def test_the_local_proxy_is_the_shipped_file_but_for_ports_and_log(tmp_path: Path) -> None:
-    local.render(tmp_path, port=18080, upstream_port=18000)
+    local.render(tmp_path, port=18080, upstream_ports=[18000])
     shipped = CONF.read_text().splitlines()
     rendered = (tmp_path / "ml_pipeline.conf").read_text().splitlines()
     changed = [(a, b) for a, b in zip(shipped, rendered, strict=True) if a != b]
     assert [b.strip() for _, b in changed] == [
-        "server 127.0.0.1:18000;",
+        "server 127.0.0.1:18000 max_fails=1 fail_timeout=10s;",
         "listen 127.0.0.1:18080;",
         "access_log logs/access.log ml_pipeline;",
+    ]
+    # Several app hosts: a server line each, with the shipped line's health parameters.
+    local.render(tmp_path, port=18080, upstream_ports=[18000, 18001])
+    rendered = (tmp_path / "ml_pipeline.conf").read_text().splitlines()
+    assert len(rendered) == len(shipped) + 1
+    servers = [line.strip() for line in rendered if line.startswith("    server 127")]
+    assert servers == [
+        f"server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;" for p in (18000, 18001)
     ]
