@@ -99,16 +99,11 @@ class Server:
 
 @contextmanager
 def serving(
-    artifacts_dir: Path,
-    tmp_path: Path,
-    database_url: str | None = None,
-    *,
-    port: int | None = None,
-    **env_overrides: str,
+    artifacts_dir: Path, tmp_path: Path, database_url: str | None = None, **env_overrides: str
 ) -> Iterator[Server]:
-    """``bin/serve`` on ``port`` (default: a free one) until the block ends;
+    """``bin/serve`` until the block ends, on ``PORT`` if given (default: a free port);
     ``database_url`` defaults to the test database."""
-    port, log = port or free_port(), tmp_path / "server.log"
+    port, log = int(env_overrides.get("PORT") or free_port()), tmp_path / "server.log"
     env = {
         **os.environ,
         "SECRET_KEY": "production-test-key",

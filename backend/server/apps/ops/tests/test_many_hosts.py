@@ -68,7 +68,7 @@ def test_a_model_registered_on_one_host_serves_from_both_and_the_balancer_outliv
     port_a = free_port()
     with (
         serving(folders["b"] / "models", folders["b"], **shared) as b,
-        serving(folders["a"] / "models", folders["a"], port=port_a, **shared) as a,
+        serving(folders["a"] / "models", folders["a"], PORT=str(port_a), **shared) as a,
         proxying([a.port, b.port], tmp_path) as balancer,
     ):
         model, sha256 = upload_wine(a, token)
@@ -93,7 +93,7 @@ def test_a_model_registered_on_one_host_serves_from_both_and_the_balancer_outliv
 
         # Host A again, on its port, with an empty cache: it fetches and serves, and the
         # balancer sends it requests again once its 10 s pause is over.
-        with serving(folders["a-again"] / "models", folders["a-again"], port=port_a, **shared):
+        with serving(folders["a-again"] / "models", folders["a-again"], PORT=str(port_a), **shared):
             status, answer = predict(port_a)
             assert status == 200 and json.loads(answer)["label"] == expected, answer
             assert (folders["a-again"] / "models" / "uploads" / f"{sha256}.skops").is_file()
