@@ -17,7 +17,7 @@ It reports, per scenario, how often the difference was significant (with equal a
 the false-positive rate and should be close to alpha; with a gap it is the power) and how
 often the challenger (arm 2) was promoted.
 
-    .venv/bin/python bench/ab_simulation.py            # the README table, a few minutes
+    .venv/bin/python bench/ab_simulation.py            # the docs/ab-tests.md table, a few minutes
     .venv/bin/python bench/ab_simulation.py --reps 50  # quicker, noisier
     .venv/bin/python bench/ab_simulation.py --full --reps 5  # every request via predict
 """

@@ -1,7 +1,7 @@
 """What the benchmarks share: the repository's paths, a timestamped progress line, a free
 port for a server of their own, and where their tables go (``save``: ``bench/out/<name>.md``
 for the latest run, appended to ``bench/out/history.md`` with its time, so every table
-quoted in the README can be traced to the run that printed it; ``bench/out/`` is not
+quoted in docs/ can be traced to the run that printed it; ``bench/out/`` is not
 committed)."""
 
 from __future__ import annotations

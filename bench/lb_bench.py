@@ -16,7 +16,7 @@ the shipped file but for its ports), with a server line per host. Variants, alte
 
 On two cores, (c) cannot show scaling: both hosts share the cores that one host already
 fills. What it shows is what the balancer costs ((b)/(a)) and that spreading the load
-over two hosts' processes costs nothing more ((c)/(b)). The README's deployment page puts
+over two hosts' processes costs nothing more ((c)/(b)). docs/deployment.md puts
 down on paper what N hosts on N machines would give.
 """
 

@@ -1,6 +1,6 @@
 """gunicorn settings for production: ``gunicorn -c server/gunicorn.conf.py server.wsgi``
 from backend/server (``bin/serve`` does that after migrating). Everything from the
-environment; see README.md, "Production"."""
+environment; see docs/operations.md, "Production"."""
 
 from __future__ import annotations
 

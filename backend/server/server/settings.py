@@ -1,4 +1,4 @@
-"""Settings, all from the environment. See README.md, "Configuration", for each variable.
+"""Settings, all from the environment. See docs/operations.md, "Configuration", for each variable.
 
 DEBUG is off unless asked for; SECRET_KEY is required unless DEBUG is on (then a random
 development key, made once and kept in backend/server/.dev-secret-key).
@@ -153,8 +153,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # -- Cache -------------------------------------------------------------------------------
 # Holds the throttling counts. The default is per process; CACHE_URL=redis://... or db://
-# shares them between workers and machines (README "Access"). CACHE_KEY_PREFIX keeps two
-# services on one Redis apart.
+# shares them between workers and machines (docs/operations.md, "Access"). CACHE_KEY_PREFIX
+# keeps two services on one Redis apart.
 CACHES = {"default": {**env_cache("CACHE_URL"), "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "")}}
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -175,7 +175,7 @@ STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # Batch jobs' files (the upload, each chunk's output, the result): a folder every
     # worker reads and writes (on several machines, a shared one), or any Django storage
-    # by BATCH_JOB_STORAGE, e.g. S3 through django-storages (README "Batch jobs").
+    # by BATCH_JOB_STORAGE, e.g. S3 through django-storages (docs/batch.md, "Batch jobs").
     "batch_jobs": env_json(
         "BATCH_JOB_STORAGE",
         {
@@ -223,7 +223,7 @@ MODEL_ARTIFACTS_PATH = Path(_artifacts).resolve()
 ML_DEMO_MODELS = env_bool("ML_DEMO_MODELS", True)
 
 # Model files. A .skops file is loaded with skops, which refuses any type outside its own
-# safe defaults and this list; the operator owns the list, never the file (README
+# safe defaults and this list; the operator owns the list, never the file (docs/models.md,
 # "Adding your own model"). Each type below was reviewed: scikit-learn's fitted-state
 # containers, rebuilt from arrays, that common models need and skops' defaults leave out
 # (measured with skops 0.16 and scikit-learn 1.9). SKOPS_TRUSTED_TYPES (comma-separated)
@@ -328,18 +328,18 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 256 * 1024)
 
 # Who may predict, batch-predict and send feedback: "open" (anyone who can reach the
 # service, the default: it usually sits behind a gateway that decides that) or "token"
-# (an authenticated user: a DRF token, HTTP Basic or a session). See README "Access".
+# (an authenticated user: a DRF token, HTTP Basic or a session). See docs/operations.md, "Access".
 PREDICT_ACCESS = env_choice("PREDICT_ACCESS", "open", ("open", "token"))
 
 # Who may give feedback (the ground truth that decides A/B tests): "token" (whoever holds
 # the request's feedback_token, the default), "authenticated" (a logged-in holder of it) or
-# "staff" (operators only). Operators may always give it, without tokens. See README
-# "Feedback" and apps/endpoints/feedback.py.
+# "staff" (operators only). Operators may always give it, without tokens. See docs/api.md,
+# "Feedback", and apps/endpoints/feedback.py.
 FEEDBACK_ACCESS = env_choice("FEEDBACK_ACCESS", "token", ("token", "authenticated", "staff"))
 
 # The bearer token /metrics asks for (Prometheus: `authorization: {credentials: ...}`);
 # without it a scrape gets 401. Unset (the default), /metrics is open like /healthz and
-# /readyz: keep it off the public internet at the proxy then. See README "Operations".
+# /readyz: keep it off the public internet at the proxy then. See docs/operations.md, "Metrics".
 METRICS_TOKEN = env_token("METRICS_TOKEN")
 
 # -- HTTPS and cookies. With DEBUG off (production), cookies are Secure and HSTS is on for
@@ -347,7 +347,7 @@ METRICS_TOKEN = env_token("METRICS_TOKEN")
 # cookies to http://localhost, so `DEBUG=0 make run` still works. With DEBUG on, all off.
 # Left to the deployment, because they depend on it: the redirect to HTTPS (behind a TLS
 # proxy it also needs SECURE_PROXY_SSL_HEADER) and HSTS preloading (a commitment to the
-# browsers' list). With those two, `manage.py check --deploy` is clean (README
+# browsers' list). With those two, `manage.py check --deploy` is clean (docs/operations.md,
 # "Production"; test_access checks both).
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
@@ -380,7 +380,7 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Per-client request rates ("100/second", "6000/minute"), by the view's throttle_scope;
     # unset means no limit. Clients are users, else IP addresses; counts are kept in the
-    # cache (CACHE_URL), and requests are let through while it is down (README "Access").
+    # cache (CACHE_URL), and requests are let through while it is down (docs/operations.md).
     "DEFAULT_THROTTLE_CLASSES": ["apps.endpoints.throttling.FailOpenScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "predict": env_rate("PREDICT_THROTTLE_RATE"),
@@ -400,7 +400,7 @@ REST_FRAMEWORK: dict[str, Any] = {
 # Basic) per user name and per address: LOGIN_FAILURE_LIMIT failures for a name, or from
 # an address, lock it for LOGIN_LOCKOUT_MINUTES, during which even the right password is
 # refused and no password is hashed. Wrong tokens are counted per address in the cache
-# instead. `manage.py axes_reset` unlocks (README "Access").
+# instead. `manage.py axes_reset` unlocks (docs/operations.md, "Access").
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked login before hashing
     "django.contrib.auth.backends.ModelBackend",
@@ -414,7 +414,7 @@ AXES_CLIENT_IP_CALLABLE = "apps.endpoints.throttling.client_address"
 # Counts in the database, not the cache: shared by all workers without CACHE_URL (the
 # default per-process cache would give each worker its own limit), listed in the admin
 # ("Access attempts"), and cleared by `manage.py axes_reset`. A request without a login
-# costs nothing; HTTP Basic, two indexed queries per request (README "Access").
+# costs nothing; HTTP Basic, two indexed queries per request (docs/operations.md, "Access").
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 # The lock lasts LOGIN_LOCKOUT_MINUTES from the failure that set it, however often the
 # client tries meanwhile: tries during the lock are neither hashed nor counted.

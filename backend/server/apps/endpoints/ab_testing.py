@@ -3,7 +3,7 @@
 Arm 1 is the incumbent, arm 2 the challenger. While a test runs, both arms have status
 ``ab_testing`` and requests with that status are routed here (``route``), each one recorded
 with the test. Stopping it compares only those requests that carry feedback (``stop``).
-The statistics are in ``stats.py``; the rules are documented in README.md ("A/B tests").
+The statistics are in ``stats.py``; the rules are documented in docs/ab-tests.md.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def evaluate(abtest: ABTest) -> dict[str, Any]:
         "require_significance": abtest.require_significance,
         "arm_2_share": abtest.arm_2_share,
         "arms": arms,
-        # Few clients behind much feedback is a test one party could lean on (README
+        # Few clients behind much feedback is a test one party could lean on (docs/api.md,
         # "Feedback"): the summary says how many there were.
         "feedback_clients": selectors.abtest_feedback_clients(abtest=abtest),
         "comparison": comparison,

@@ -1,4 +1,4 @@
-"""One error shape for the whole API, documented in README.md ("Errors")::
+"""One error shape for the whole API, documented in docs/api.md ("Errors")::
 
     {"error": {"code": "<stable machine code>", "message": "<what to fix>", "details": ...}}
 

@@ -4,7 +4,7 @@ A/B tests are decided on feedback, so feedback is a right that comes with the pr
 
 - Every answer carries the ``request_id`` and a ``feedback_token``, a MAC of the id under a
   key derived from ``SECRET_KEY``. Nothing is stored: the token is computed again to check
-  it, in constant time, before the database is touched (README "Feedback").
+  it, in constant time, before the database is touched (docs/api.md, "Feedback").
 - Giving feedback needs the token, or an operator (a staff user with the permission to
   change requests). A request made by an authenticated user takes feedback only from that
   user; with ``PREDICT_ACCESS=token``, every request does.

@@ -1,4 +1,5 @@
-"""Who may call what. Each class answers for one kind of route; README "Access" has the table."""
+"""Who may call what. Each class answers for one kind of route; docs/operations.md, "Access",
+has the table."""
 
 from __future__ import annotations
 

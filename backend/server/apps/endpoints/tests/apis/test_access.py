@@ -135,7 +135,7 @@ KEY = "k3y-" + "".join(chr(97 + (i * 7) % 26) for i in range(60))
 
 
 def test_check_deploy_passes_with_the_documented_production_settings() -> None:
-    """README "Production": a key, the host, and behind TLS the redirect and preload."""
+    """docs/operations.md, "Production": a key, the host, behind TLS the redirect and preload."""
     documented = {
         "SECRET_KEY": KEY,
         "ALLOWED_HOSTS": "api.example.com",
@@ -153,8 +153,8 @@ def test_check_deploy_passes_with_the_documented_production_settings() -> None:
 
 def test_with_debug_off_hsts_and_secure_cookies_are_the_default() -> None:
     """Regression: production defaults had no HSTS and cookies without Secure; check
-    --deploy with the README's flags still warned W005 and W021. Left to the deployment
-    now: only the redirect to HTTPS and HSTS preloading, which depend on it."""
+    --deploy with the flags docs/operations.md gives still warned W005 and W021. Left to the
+    deployment now: only the redirect to HTTPS and HSTS preloading, which depend on it."""
     done = _check_deploy(SECRET_KEY=KEY, ALLOWED_HOSTS="api.example.com")
     assert _warnings(done) == {"W008", "W021"}, done.stdout + done.stderr
 

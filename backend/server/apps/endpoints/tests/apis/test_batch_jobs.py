@@ -189,7 +189,7 @@ def test_cancel_stops_a_job_and_takes_back_what_it_wrote(
 
     monkeypatch.setattr(batch, "score_csv", slow)
     # Without the log: on SQLite a log_requests job holds the write lock while each piece
-    # scores, and the cancel's transaction could wait out the whole job (README).
+    # scores, and the cancel's transaction could wait out the whole job (docs/batch.md).
     body = submit(api, adult_csv(70)).json()  # 10 pieces, 3 s or more
     headers = {"X-Job-Token": body["token"]}
     time.sleep(0.8)
