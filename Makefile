@@ -76,9 +76,10 @@ worker: $(INSTALLED) $(DEMO_MODELS)
 		--queues $${BATCH_JOB_QUEUE:-ml_pipeline.batch_jobs} --concurrency $${WORKER_CONCURRENCY:-2}
 
 # Celery beat: sends the tasks of CELERY_BEAT_SCHEDULE (settings.py) to the workers:
-# delete_old_jobs daily (BATCH_JOB_RETENTION_DAYS). Run
-# exactly one per deployment (two would send everything twice); DEBUG as for make worker.
-# Without it, run `manage.py delete_old_jobs` daily from cron.
+# delete_old_jobs daily (BATCH_JOB_RETENTION_DAYS) and prune_requests daily (when
+# MLREQUEST_RETENTION_DAYS is set). Run exactly one per deployment (two would send
+# everything twice); DEBUG as for make worker. Without it, run `manage.py delete_old_jobs`
+# and `manage.py prune_requests` daily from cron.
 beat: $(INSTALLED)
 	@test -n "$$CELERY_BROKER_URL" || { echo "make beat needs CELERY_BROKER_URL."; exit 1; }
 	$(DEV_ENV) cd backend/server && exec $(PY) -m celery -A server beat --loglevel INFO
