@@ -326,7 +326,11 @@ class Stack:
             start_new_session=True,
         )  # fmt: skip
         self.concurrency = concurrency
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:  # no object for the caller to close: stop both here
+            self.close()
+            raise
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 60
