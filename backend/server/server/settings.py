@@ -377,6 +377,8 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "apps.endpoints.exception_handler.handle",
+    # Docstrings shown as text, their ``code`` as code (not as reStructuredText markup).
+    "VIEW_DESCRIPTION_FUNCTION": "apps.endpoints.descriptions.view_description",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Per-client request rates ("100/second", "6000/minute"), by the view's throttle_scope;
     # unset means no limit. Clients are users, else IP addresses; counts are kept in the

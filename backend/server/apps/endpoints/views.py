@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -229,12 +230,42 @@ class ABTestViewSet(
     serializer_class = ABTestSerializer
 
 
+class ExampleFormRenderer(BrowsableAPIRenderer):
+    """The browsable API, whose POST form starts from the view's ``form_example()`` (for
+    predict: a record of the model card) instead of an empty box."""
+
+    def get_raw_data_form(self, data: Any, view: APIView, method: str, request: Request) -> Any:
+        form = super().get_raw_data_form(data, view, method, request)
+        example = getattr(view, "form_example", None)
+        if form is not None and method == "POST" and example is not None:
+            record = example()
+            if record is not None:
+                form.fields["_content"].initial = json.dumps(record, indent=4)
+        return form
+
+
 class PredictView(PredictAccessMixin, APIView):
     """``POST /api/v1/<endpoint_name>/predict?status=&version=`` with one record as a JSON
     object (or form fields). Answers the prediction and the ``request_id`` it is logged as."""
 
     permission_classes = [PredictAccess]
     throttle_scope = "predict"
+    renderer_classes = [JSONRenderer, ExampleFormRenderer]
+
+    def form_example(self) -> dict[str, Any] | None:
+        """The first example record of the model that would answer, for the browsable
+        API's form; None when no model would (the page then says why on POST)."""
+        params = self.request.query_params
+        try:
+            algorithms = selectors.algorithms_for_prediction(
+                endpoint_name=self.kwargs["endpoint_name"],
+                status=params.get("status") or settings.PREDICT_DEFAULT_STATUS,
+                version=params.get("version"),
+            )
+        except ServiceError:
+            return None
+        examples = algorithms[0].example if algorithms else None
+        return dict(examples[0]) if examples and isinstance(examples[0], dict) else None
 
     @openapi.predict_schema
     def post(self, request: Request, endpoint_name: str) -> Response:

@@ -187,3 +187,23 @@ def test_django_level_errors_answer_json_too(client: Any, settings: Any) -> None
     settings.ALLOWED_HOSTS = ["localhost"]
     response = Client(HTTP_HOST="evil.example").get("/api/v1/endpoints")
     assert_error(response, 400, "bad_request")
+
+
+def test_the_browsable_predict_page_starts_from_an_example_and_shows_docstrings_as_text(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    # Seen in Chromium: the page showed the docstring's ``double backticks`` literally, and
+    # its content box was empty, so a person had nothing to start from.
+    from apps.endpoints.models import MLAlgorithm
+
+    page = api.get(URL, HTTP_ACCEPT="text/html")
+    assert page.status_code == 405  # GET is not allowed, but the page is what a person sees
+    html = page.content.decode()
+    assert "``" not in html
+    assert "<code>POST /api/v1/&lt;endpoint_name&gt;/predict?status=&amp;version=</code>" in html
+    [example, *_] = MLAlgorithm.objects.get(name="random forest").example
+    box = html.split('name="_content"', 1)[1].split("</textarea>", 1)[0]
+    shown = json.loads(box.split(">", 1)[1].replace("&quot;", '"'))
+    assert shown == example and "age" in shown
+    # The record shown is one the endpoint answers as it is.
+    assert post_json(api, shown).status_code == 200
