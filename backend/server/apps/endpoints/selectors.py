@@ -176,7 +176,10 @@ def filter_requests(
         text = params.get(name)
         if not text:
             return None
-        parsed = parse_datetime(text)
+        try:  # a well-formed but impossible time (month 13) raises
+            parsed = parse_datetime(text)
+        except ValueError:
+            parsed = None
         if parsed is None:
             try:
                 day = date.fromisoformat(text)

@@ -151,7 +151,8 @@ class MLRequestViewSet(
 
     throttle_scope = "predict"  # feedback arrives at the rate of predictions
     serializer_class = MLRequestSerializer
-    openapi_error_codes = (403,)  # feedback without the request's token
+    # feedback without the request's token; a filter of the list that cannot be one
+    openapi_error_codes = (400, 403)
 
     pagination_class = RequestLogPages
 
