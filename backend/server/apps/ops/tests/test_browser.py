@@ -193,3 +193,76 @@ def test_a_failing_browser_test_leaves_a_screenshot_of_its_page(tmp_path: Path) 
     assert done.returncode == 1, done.stdout + done.stderr
     shots = list((tmp_path / "test-results").rglob("*.png"))
     assert len(shots) == 1 and shots[0].stat().st_size > 1000, done.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_operator_adds_a_model_with_the_admins_upload_form(
+    site: Server, page: Page, tmp_path: Path
+) -> None:
+    from apps.ml.tests import models
+
+    wine = models.save(models.wine_classifier(), tmp_path / "upload", "wine.skops")
+    log_in(page, site)
+    page.goto(site.base + "/admin/endpoints/mlalgorithm/add/")
+    page.set_input_files("input[name=artifact_file]", str(wine))
+    page.fill("input[name=endpoint_name]", "wine")
+    page.fill("input[name=model_name]", "logistic regression")
+    page.fill("input[name=model_version]", "1.0.0")
+    page.select_option("select[name=status]", "production")
+    page.click("input[name=_save]")
+    expect(page.locator("ul.messagelist")).to_be_visible()
+    expect(page.locator("#result_list tbody tr", has_text="logistic regression")).to_contain_text(
+        "production"
+    )
+    x, _ = models.wine()
+    status, _, answer = site.call("POST", "/api/v1/wine/predict", x.iloc[0].to_dict())
+    assert status == 200, answer  # the uploaded model serves
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ab_test_made_in_the_browsable_api_is_stopped_from_the_admin(
+    site: Server, page: Page
+) -> None:
+    from adult import load_split
+
+    log_in(page, site)  # the same session signs in to the browsable API
+    page.goto(site.base + "/api/v1/abtests")
+    form = page.locator("#post-object-form form")
+    form.locator("input[name=title]").fill("forest vs trees, from the browser")
+    forest, trees = (MLAlgorithm.objects.get(name=n).pk for n in ("random forest", "extra trees"))
+    form.locator("select[name=parent_mlalgorithm_1]").select_option(value=str(forest))
+    form.locator("select[name=parent_mlalgorithm_2]").select_option(value=str(trees))
+    form.locator("button", has_text="POST").click()
+    expect(page.locator(".response-info")).to_contain_text("201 Created")
+    test = ABTest.objects.get()
+    assert test.state == ABTest.State.RUNNING
+
+    # Traffic and its true labels, as clients send them.
+    frame = load_split("adult.test").head(60)
+    for i, (record, truth) in enumerate(
+        zip(frame.drop(columns="income").to_dict("records"), frame["income"], strict=True)
+    ):
+        record = {k: v for k, v in record.items() if v == v}  # a missing value is left out
+        headers = {"X-Assignment-Key": f"client-{i}"}
+        status, _, body = site.call(
+            "POST", "/api/v1/income_classifier/predict?status=ab_testing", record, headers
+        )
+        assert status == 200, body
+        answer = json.loads(body)
+        feedback = {"feedback": truth, "feedback_token": answer["feedback_token"]}
+        status, _, body = site.call("PUT", f"/api/v1/mlrequests/{answer['request_id']}", feedback)
+        assert status == 200, body
+    assert set(MLRequest.objects.values_list("parent_mlalgorithm__name", flat=True)) == {
+        "random forest",
+        "extra trees",
+    }
+
+    page.goto(site.base + "/admin/endpoints/abtest/")
+    page.locator("#result_list tbody tr", has_text="from the browser").locator(
+        "input[name=_selected_action]"
+    ).check()
+    page.select_option("select[name=action]", "stop_tests")
+    page.click("button[name=index]")
+    expect(page.locator("ul.messagelist")).to_be_visible()
+    test.refresh_from_db()
+    assert test.state == ABTest.State.STOPPED and test.summary
