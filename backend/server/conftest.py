@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,12 +12,6 @@ from rest_framework.test import APIClient
 
 from apps.ml.registry import MLRegistry, set_registry
 from apps.ml.tests.factories import train_tiny_artifact
-
-# The browser tests (apps/ops/tests/test_browser.py) drive Chromium with Playwright's sync
-# API, which keeps an event loop on the test thread for the whole session; Django would
-# then refuse every ORM call of the tests as if it came from async code. The service has
-# no async code for this check to protect.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture(scope="session")

@@ -123,6 +123,7 @@ def serving(
     # picks itself, as in a plain `make serve`.
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the browser tests' own, not the server's
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(SERVE)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

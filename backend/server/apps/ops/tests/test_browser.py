@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
 from apps.endpoints.tests.factories import algorithm
@@ -35,6 +35,38 @@ def chromium_or_skip() -> str:
     if os.environ.get("CI_REQUIRE_CHROMIUM"):
         pytest.fail("chromium is not installed, and CI_REQUIRE_CHROMIUM is set")
     pytest.skip("chromium is not installed: apt-get install chromium (Playwright drives it)")
+
+
+# pytest-playwright keeps Playwright (and its event loop, on the test thread) for the whole
+# session; Django then refuses the ORM of every later test as async code. Here they live
+# for this module: started after the test database exists, stopped when the module ends.
+@pytest.fixture(scope="module")
+def playwright(django_db_setup: None) -> Iterator[Playwright]:
+    with sync_playwright() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright, browser_type_launch_args: dict[str, Any]) -> Iterator[Browser]:
+    launched = playwright.chromium.launch(**browser_type_launch_args)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="module")
+def browser_context_args() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def orm_beside_the_browser() -> Iterator[None]:
+    """The tests' own queries (setting rows up, checking them, emptying the database after
+    each) run beside Playwright's loop: not async code, so Django's refusal is lifted for
+    this module, and only it (the servers it starts do not inherit it: live_server.serving
+    drops it). Module-wide, so that it outlasts each test's database teardown."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        yield
 
 
 @pytest.fixture(scope="session")
