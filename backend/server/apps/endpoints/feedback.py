@@ -317,18 +317,26 @@ def delete_requests(requests: QuerySet[MLRequest]) -> int:
                 algorithm_id=algorithm_id, response=response, old=value, new=None, task=task
             )
         ids = [row[0] for row in rows]
-        for start in range(0, len(ids), _DELETE_IDS):
-            part = ids[start : start + _DELETE_IDS]
-            FeedbackRevision.objects.filter(request_id__in=part).delete()
+        delete_revisions(ids)
+        for part in _in_parts(ids):
             # Their revisions gone, the rows are deleted by one statement: Django's own
-            # delete fetches every row first (a model that others reference), which cost
-            # pruning most of its time.
+            # delete fetches every row first (a model that others reference).
             MLRequest.objects.filter(pk__in=part)._raw_delete(MLRequest.objects.db)
         tally.save(counts)
     return len(rows)
 
 
-_DELETE_IDS = 5_000  # ids per DELETE: well under SQLite's limit of bound parameters
+def delete_revisions(request_ids: list[int]) -> None:
+    """The replaced feedback values of these requests, deleted with them (in the caller's
+    transaction: the foreign key is checked at the commit)."""
+    for part in _in_parts(request_ids):
+        FeedbackRevision.objects.filter(request_id__in=part).delete()
+
+
+def _in_parts(ids: list[int], size: int = 5_000) -> Iterator[list[int]]:
+    """``ids`` in parts for ``IN (...)``: well under SQLite's limit of bound parameters."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 # -- a file of them ----------------------------------------------------------------------

@@ -30,7 +30,7 @@ from django.core.files.storage import storages
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.endpoints import tally
+from apps.endpoints import feedback, tally
 from apps.endpoints.models import ABTest, FeedbackRevision, MLAlgorithm, MLRequest
 
 ARCHIVE_COLUMNS = (
@@ -90,12 +90,7 @@ def prune(
             ids = [row[0] for row in rows]
             after = max(ids)
             if connection.vendor != "postgresql":  # there, the DELETE took them with it
-                # In the same transaction: the foreign key is checked at the commit (Django
-                # makes it deferrable).
-                for start in range(0, len(ids), _IDS_PER_STATEMENT):
-                    FeedbackRevision.objects.filter(
-                        request_id__in=ids[start : start + _IDS_PER_STATEMENT]
-                    ).delete()
+                feedback.delete_revisions(ids)
             counts = tally.Changes()
             for _, algorithm_id, response, value, *_rest in rows:
                 if value is not None:
@@ -104,7 +99,8 @@ def prune(
                         response=response,
                         old=value,
                         new=None,
-                        task=tasks.get(algorithm_id) or _task_of(algorithm_id),
+                        # Known at the start: the rows are older than the prune.
+                        task=tasks[algorithm_id],
                     )
             tally.save(counts)
             if archive:  # saved before the delete commits: never deleted unarchived
@@ -120,7 +116,6 @@ def prune(
     return done
 
 
-_IDS_PER_STATEMENT = 5_000  # well under SQLite's limit of bound parameters
 _RETURNED = "id, parent_mlalgorithm_id, response, feedback"
 _ARCHIVED = (
     ", created_at, ab_test_id, user_id, feedback_at, feedback_by, feedback_via,"
@@ -162,10 +157,6 @@ def _delete_batch(
     with connection.cursor() as cursor:
         cursor.execute(delete, params)
         return list(cursor.fetchall())
-
-
-def _task_of(algorithm_id: int) -> str:
-    return str(MLAlgorithm.objects.values_list("task", flat=True).get(pk=algorithm_id))
 
 
 def _archive(rows: list[tuple[Any, ...]]) -> str:

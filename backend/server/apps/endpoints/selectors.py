@@ -235,12 +235,7 @@ def _created_before(requests: QuerySet[MLRequest], moment: datetime) -> QuerySet
     from the newest row and skips every row after ``moment``: 1.1 s at 10M rows for a
     moment in the middle (bench/log_scale.py). One probe of the created_at index finds
     the last row before ``moment``; the page then starts from its id."""
-    last = (
-        MLRequest.objects.filter(created_at__lt=moment)
-        .order_by("-created_at")
-        .values_list("pk", flat=True)
-        .first()
-    )
+    last = _nearest_id(created_at__lt=moment, newest=True)
     if last is None:
         return requests.none()
     return requests.filter(created_at__lt=moment, pk__lte=last + _ID_DISORDER)
@@ -249,15 +244,20 @@ def _created_before(requests: QuerySet[MLRequest], moment: datetime) -> QuerySet
 def _created_after(requests: QuerySet[MLRequest], moment: datetime) -> QuerySet[MLRequest]:
     """``created_at >= moment``: bounded below by the first row at or after ``moment``, so
     a range with few rows (or none) does not walk the whole primary key to find out."""
-    first = (
-        MLRequest.objects.filter(created_at__gte=moment)
-        .order_by("created_at")
-        .values_list("pk", flat=True)
-        .first()
-    )
+    first = _nearest_id(created_at__gte=moment, newest=False)
     if first is None:
         return requests.none()
     return requests.filter(created_at__gte=moment, pk__gte=first - _ID_DISORDER)
+
+
+def _nearest_id(*, newest: bool, **bound: datetime) -> int | None:
+    """The id of the newest (or oldest) row within ``bound``: one probe of the created_at
+    index."""
+    order = "-created_at" if newest else "created_at"
+    found: int | None = (
+        MLRequest.objects.filter(**bound).order_by(order).values_list("pk", flat=True).first()
+    )
+    return found
 
 
 # -- feedback per algorithm -------------------------------------------------------------

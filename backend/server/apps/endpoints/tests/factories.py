@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from apps.endpoints import catalogue
-from apps.endpoints.models import MLAlgorithm
+from apps.endpoints.models import MLAlgorithm, MLRequest
 from apps.ml.registry import MLRegistry
 
 
@@ -55,3 +55,30 @@ def operator(username: str = "operator", *, permissions: Sequence[str] | None = 
         assert granted.count() == len(permissions), f"unknown permission in {permissions}"
     user.user_permissions.set(granted)
     return get_user_model().objects.get(pk=user.pk)  # afresh: permissions are cached per object
+
+
+def log_rows(algorithm: MLAlgorithm, n: int, **fields: Any) -> list[MLRequest]:
+    """``n`` log rows of ``algorithm`` written directly (no prediction, no tally): a log to
+    read, filter and prune."""
+    return MLRequest.objects.bulk_create(
+        MLRequest(
+            input_data={"i": i},
+            full_response={},
+            response="<=50K",
+            parent_mlalgorithm=algorithm,
+            **fields,
+        )
+        for i in range(n)
+    )
+
+
+def use_folder_storage(settings: Any, alias: str, folder: Path) -> Path:
+    """The storage ``alias`` (batch_jobs, log_archive, model_artifacts) in ``folder``."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        alias: {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(folder)},
+        },
+    }
+    return folder

@@ -15,6 +15,7 @@ from django.utils import timezone
 from apps.endpoints import feedback, jobs
 from apps.endpoints.models import BatchJob
 from apps.endpoints.tests.apis.test_batch_predict import adult_csv
+from apps.endpoints.tests.factories import use_folder_storage
 
 ROWS = 20  # three pieces of 7, 7 and 6 rows with CHUNK_ROWS
 CHUNK_ROWS = 7
@@ -22,13 +23,7 @@ CHUNK_ROWS = 7
 
 def use_job_storage(settings: Any, folder: Path) -> Path:
     """The ``batch_jobs`` storage in ``folder``, pieces of ``CHUNK_ROWS`` rows, no broker."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "batch_jobs": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(folder)},
-        },
-    }
+    use_folder_storage(settings, "batch_jobs", folder)
     settings.CELERY_BROKER_URL = ""
     settings.BATCH_JOB_CHUNK_ROWS = CHUNK_ROWS
     return folder

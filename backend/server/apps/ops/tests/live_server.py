@@ -143,3 +143,26 @@ def serving(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=15)
+
+
+def upload_wine(server: Server, token: str) -> tuple[Any, dict[str, Any]]:
+    """Register a wine classifier (skops, fitted here) as endpoint ``wine`` in production
+    through ``POST /api/v1/mlalgorithms`` with an operator's ``token``; the model and the
+    answer's card."""
+    import io
+
+    import skops.io
+
+    from apps.ml.tests import models
+
+    model = models.wine_classifier()
+    buffer = io.BytesIO()
+    skops.io.dump(model, buffer)
+    fields = {"endpoint": "wine", "name": "lr", "version": "1", "status": "production"}
+    body, content_type = multipart(
+        fields, "artifact", "wine.skops", buffer.getvalue(), "application/octet-stream"
+    )
+    headers = {"Content-Type": content_type, "Authorization": f"Token {token}"}
+    status, _, answer = server.call_raw("POST", "/api/v1/mlalgorithms", body, headers)
+    assert status == 201, answer
+    return model, json.loads(answer)

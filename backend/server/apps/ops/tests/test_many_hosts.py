@@ -4,7 +4,6 @@ model storage (MODEL_STORAGE_PATH), as hosts of one deployment do (docs/deployme
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -13,32 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from apps.ops.tests.live_server import Server, free_port, multipart, serving
+from apps.ops.tests.live_server import free_port, serving, upload_wine
 from apps.ops.tests.test_slow_clients import call, nginx_or_skip, proxying
 
 PREDICT = "/api/v1/wine/predict"
-
-
-def upload_wine(host: Server, token: str) -> tuple[object, str]:
-    import skops.io
-
-    from apps.ml.tests import models
-
-    model = models.wine_classifier()
-    buffer = io.BytesIO()
-    skops.io.dump(model, buffer)
-    fields = {"endpoint": "wine", "name": "lr", "version": "1", "status": "production"}
-    body, content_type = multipart(
-        fields, "artifact", "wine.skops", buffer.getvalue(), "application/octet-stream"
-    )
-    status, _, answer = host.call_raw(
-        "POST",
-        "/api/v1/mlalgorithms",
-        body,
-        {"Content-Type": content_type, "Authorization": f"Token {token}"},
-    )
-    assert status == 201, answer
-    return model, json.loads(answer)["artifact_sha256"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -71,8 +48,9 @@ def test_a_model_registered_on_one_host_serves_from_both_and_the_balancer_outliv
         serving(folders["a"] / "models", folders["a"], PORT=str(port_a), **shared) as a,
         proxying([a.port, b.port], tmp_path) as balancer,
     ):
-        model, sha256 = upload_wine(a, token)
-        expected = str(model.predict(x.iloc[[40]])[0])  # type: ignore[attr-defined]
+        model, card = upload_wine(a, token)
+        sha256 = card["artifact_sha256"]
+        expected = str(model.predict(x.iloc[[40]])[0])
         # Host B never saw the upload: it fetches the file from the shared storage.
         status, answer = predict(b.port)
         assert status == 200 and json.loads(answer)["label"] == expected, answer

@@ -17,7 +17,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD, train_tiny_artifact
-from apps.ops.tests.live_server import Server, multipart, serving
+from apps.ops.tests.live_server import Server, serving, upload_wine
 
 
 @pytest.fixture
@@ -93,33 +93,13 @@ def test_a_running_server_serves_a_version_registered_with_the_command_without_r
 def test_a_model_uploaded_over_http_serves_from_every_worker_without_restart(
     server: Server,
 ) -> None:
-    import io
-
-    import skops.io
     from rest_framework.authtoken.models import Token
 
     from apps.endpoints.tests.factories import operator
     from apps.ml.tests import models
 
     token = Token.objects.create(user=operator()).key
-    model = models.wine_classifier()
-    buffer = io.BytesIO()
-    skops.io.dump(model, buffer)
-    fields = {"endpoint": "wine", "name": "lr", "version": "1", "status": "production"}
-    body, content_type = multipart(
-        fields, "artifact", "wine.skops", buffer.getvalue(), "application/octet-stream"
-    )
-    status, _, answer = server.call_raw(
-        "POST",
-        "/api/v1/mlalgorithms",
-        body,
-        {
-            "Content-Type": content_type,
-            "Authorization": f"Token {token}",
-        },
-    )
-    assert status == 201, answer
-    card = json.loads(answer)
+    model, card = upload_wine(server, token)
     assert card["task"] == "classification" and card["classes"] == sorted(set(model.classes_))
 
     x, _ = models.wine()

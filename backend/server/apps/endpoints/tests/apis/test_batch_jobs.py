@@ -18,6 +18,7 @@ from apps.endpoints import tasks
 from apps.endpoints.models import BatchJob, MLRequest
 from apps.endpoints.tests.apis.test_batch_predict import adult_csv
 from apps.endpoints.tests.factories import operator
+from apps.endpoints.tests.job_factories import use_job_storage
 from apps.ml.registry import MLRegistry
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,17 +36,7 @@ def drained(transactional_db: None) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def job_storage(settings: Any, tmp_path: Path) -> Path:
-    folder = tmp_path / "batch-jobs"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "batch_jobs": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(folder)},
-        },
-    }
-    settings.CELERY_BROKER_URL = ""
-    settings.BATCH_JOB_CHUNK_ROWS = 7
-    return folder
+    return use_job_storage(settings, tmp_path / "batch-jobs")
 
 
 def submit(api: APIClient, text: str, **fields: Any) -> Any:

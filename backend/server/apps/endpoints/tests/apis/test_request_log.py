@@ -4,7 +4,6 @@ number of queries per page."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.core.exceptions import EmptyResultSet
@@ -14,32 +13,9 @@ from rest_framework.test import APIClient
 
 from apps.endpoints import selectors
 from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
-from apps.endpoints.tests.factories import algorithm
-from apps.ml.registry import MLRegistry
+from apps.endpoints.tests.factories import log_rows
 
 URL = "/api/v1/mlrequests"
-
-
-@pytest.fixture
-def two(registry: MLRegistry, db: None) -> tuple[MLAlgorithm, MLAlgorithm]:
-    first = algorithm(registry, name="forest", status="production")
-    second = algorithm(
-        registry, name="trees", status="staging", endpoint="other", artifact="extra_trees.joblib"
-    )
-    return first, second
-
-
-def log(algorithm: MLAlgorithm, n: int, **fields: Any) -> list[MLRequest]:
-    return MLRequest.objects.bulk_create(
-        MLRequest(
-            input_data={"i": i},
-            full_response={},
-            response="<=50K",
-            parent_mlalgorithm=algorithm,
-            **fields,
-        )
-        for i in range(n)
-    )
 
 
 def all_pages(api: APIClient, url: str) -> list[int]:
@@ -58,10 +34,10 @@ def all_pages(api: APIClient, url: str) -> list[int]:
 def test_pages_come_newest_first_and_stay_stable_while_rows_are_logged(
     staff_api: APIClient, two: tuple[MLAlgorithm, MLAlgorithm]
 ) -> None:
-    older = [r.pk for r in log(two[0], 25)]
+    older = [r.pk for r in log_rows(two[0], 25)]
     first = staff_api.get(URL, {"page_size": 10}).json()
     assert [r["id"] for r in first["results"]] == older[::-1][:10]
-    log(two[0], 7)  # logged between two pages: page 2 still starts where page 1 ended
+    log_rows(two[0], 7)  # logged between two pages: page 2 still starts where page 1 ended
     rest = all_pages(staff_api, first["next"])
     assert rest == older[::-1][10:]
 
@@ -73,9 +49,9 @@ def test_each_filter_selects_what_it_names(
     abtest = ABTest.objects.create(
         title="t", created_by="tests", parent_mlalgorithm_1=forest, parent_mlalgorithm_2=trees
     )
-    plain = log(forest, 3)
-    routed = log(trees, 2, ab_test=abtest)
-    answered = log(forest, 2, feedback=">50K")
+    plain = log_rows(forest, 3)
+    routed = log_rows(trees, 2, ab_test=abtest)
+    answered = log_rows(forest, 2, feedback=">50K")
     long_ago = timezone.now() - timedelta(days=30)
     MLRequest.objects.filter(pk=plain[0].pk).update(created_at=long_ago)
 
@@ -144,42 +120,15 @@ def test_a_page_costs_the_same_queries_whatever_its_length(
     from django.test.utils import CaptureQueriesContext
 
     someone = get_user_model().objects.create_user("someone")
-    log(two[0], 3, user=someone)
+    log_rows(two[0], 3, user=someone)
     staff_api.get(URL)  # the first request also loads the client's permissions
     with CaptureQueriesContext(connection) as few:
         assert len(staff_api.get(URL).json()["results"]) == 3
-    log(two[0], 60, user=someone)
+    log_rows(two[0], 60, user=someone)
     with CaptureQueriesContext(connection) as many:
         assert len(staff_api.get(URL).json()["results"]) == 63
     # One query: the page with its users joined (a query per row's user before).
     assert len(few.captured_queries) == len(many.captured_queries) == 1, many.captured_queries
-
-
-@pytest.fixture
-def grown_log(two: tuple[MLAlgorithm, MLAlgorithm]) -> dict[str, int]:
-    """30,000 rows shaped like a production log, and the planner's statistics of them:
-    almost all from one algorithm over 300 days, a few routed by a test or with feedback."""
-    if connection.vendor != "postgresql":
-        pytest.skip("the plans are PostgreSQL's (CI runs the suite on it)")
-    forest, trees = two
-    abtest = ABTest.objects.create(
-        title="t", created_by="tests", parent_mlalgorithm_1=forest, parent_mlalgorithm_2=trees
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO endpoints_mlrequest (input_data, full_response, response, feedback,
-                created_at, parent_mlalgorithm_id, ab_test_id)
-            SELECT '{}', '{}', '<=50K', CASE WHEN n %% 100 = 0 THEN '>50K' END,
-                now() - (30000 - n) * interval '864 seconds',
-                CASE WHEN n %% 300 = 0 THEN %s ELSE %s END,
-                CASE WHEN n %% 600 = 0 THEN %s END
-            FROM generate_series(1, 30000) AS n
-            """,
-            [trees.pk, forest.pk, abtest.pk],
-        )
-        cursor.execute("ANALYZE endpoints_mlrequest")
-    return {"algorithm": trees.pk, "ab_test": abtest.pk}
 
 
 # Each filter, and the index (or the index condition) that must serve it where the filter
@@ -242,7 +191,7 @@ def test_a_time_range_is_also_a_range_of_ids(two: tuple[MLAlgorithm, MLAlgorithm
     # planner walking the primary key from the newest row past five million rows outside
     # the range. The small tables of the tests plan it well either way, so the bound the
     # fix adds is checked here directly.
-    rows = log(two[0], 6)
+    rows = log_rows(two[0], 6)
     MLRequest.objects.filter(pk__in=[r.pk for r in rows[:3]]).update(
         created_at=timezone.now() - timedelta(days=3)
     )

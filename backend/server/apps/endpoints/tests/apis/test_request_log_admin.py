@@ -12,9 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.endpoints.models import MLAlgorithm, MLRequest
-from apps.endpoints.tests.apis.test_request_log import grown_log, log, two
+from apps.endpoints.tests.factories import log_rows
 
-__all__ = ["grown_log", "two"]  # fixtures
 URL = "/admin/endpoints/mlrequest/"
 
 
@@ -34,12 +33,12 @@ def test_the_filters_and_the_search_by_id(
     admin_client_: Client, two: tuple[MLAlgorithm, MLAlgorithm]
 ) -> None:
     forest, trees = two
-    old = log(forest, 2)
+    old = log_rows(forest, 2)
     MLRequest.objects.filter(pk__in=[r.pk for r in old]).update(
         created_at=timezone.now() - timedelta(days=40)
     )
-    recent = log(forest, 2, feedback=">50K")
-    other = log(trees, 1)
+    recent = log_rows(forest, 2, feedback=">50K")
+    other = log_rows(trees, 1)
     assert listed(admin_client_) == [r.pk for r in [*old, *recent, *other]][::-1]
     assert admin_client_.get(URL).context["cl"].result_count == 5  # exact when small
     assert set(listed(admin_client_, "?created=older")) == {r.pk for r in old}

@@ -19,23 +19,14 @@ from django.utils import timezone
 
 from apps.endpoints import retention, selectors, tasks
 from apps.endpoints.models import ABTest, FeedbackRevision, MLAlgorithm, MLRequest
-from apps.endpoints.tests.apis.test_request_log import log, two
+from apps.endpoints.tests.factories import log_rows, use_folder_storage
 
-__all__ = ["two"]  # a fixture
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def archive_folder(settings: Any, tmp_path: Path) -> Path:
-    folder = tmp_path / "log-archive"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "log_archive": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(folder)},
-        },
-    }
-    return folder
+    return use_folder_storage(settings, "log_archive", tmp_path / "log-archive")
 
 
 def aged(rows: list[MLRequest], days: int) -> list[int]:
@@ -58,11 +49,11 @@ def grown(two: tuple[MLAlgorithm, MLAlgorithm]) -> dict[str, Any]:
         state=ABTest.State.STOPPED,
         ended_at=timezone.now(),
     )
-    old = aged(log(forest, 23), 40)
-    old_answered = aged(log(trees, 4, feedback=">50K"), 40)
-    old_of_running = aged(log(forest, 3, ab_test=running), 40)
-    old_of_stopped = aged(log(trees, 2, ab_test=stopped), 40)
-    recent = [r.pk for r in log(forest, 5)]
+    old = aged(log_rows(forest, 23), 40)
+    old_answered = aged(log_rows(trees, 4, feedback=">50K"), 40)
+    old_of_running = aged(log_rows(forest, 3, ab_test=running), 40)
+    old_of_stopped = aged(log_rows(trees, 2, ab_test=stopped), 40)
+    recent = [r.pk for r in log_rows(forest, 5)]
     FeedbackRevision.objects.create(request_id=old_answered[0], feedback="<=50K")
     call_command("recount_feedback", stdout=io.StringIO())  # the rows above skipped the tally
     return {

@@ -16,6 +16,7 @@ from django.test import TestCase
 from apps.endpoints import feedback, jobs, tasks
 from apps.endpoints.models import BatchJob
 from apps.endpoints.tests.apis.test_batch_predict import adult_csv
+from apps.endpoints.tests.factories import use_folder_storage
 from apps.ml.registry import MLRegistry
 from server.celery import app
 
@@ -24,13 +25,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def sent(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "batch_jobs": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "batch-jobs")},
-        },
-    }
+    use_folder_storage(settings, "batch_jobs", tmp_path / "batch-jobs")
     settings.BATCH_JOB_CHUNK_ROWS = 4
     calls: list[Any] = []
     for task in (tasks.score_piece, tasks.finish_job):

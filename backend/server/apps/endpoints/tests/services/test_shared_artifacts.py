@@ -15,6 +15,7 @@ import pytest
 from apps.core.errors import InvalidInput, ModelUnavailable
 from apps.endpoints import catalogue
 from apps.endpoints.models import MLAlgorithm
+from apps.endpoints.tests.factories import use_folder_storage
 from apps.endpoints.tests.services.test_catalogue import upload
 from apps.ml import shared_store
 from apps.ml.registry import MLRegistry
@@ -25,15 +26,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def store(settings: Any, tmp_path: Path) -> Path:
-    folder = tmp_path / "shared"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        shared_store.ALIAS: {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(folder)},
-        },
-    }
-    return folder
+    return use_folder_storage(settings, shared_store.ALIAS, tmp_path / "shared")
 
 
 def host(tmp_path: Path, name: str) -> MLRegistry:
