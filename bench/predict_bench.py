@@ -19,8 +19,8 @@ forest and the same 200 records of ``adult.test``:
       printed as skipped.
 
 With ``--postgres-settings`` it runs only PostgreSQL with the compiled path, under each of
-its connection settings (``PG_VARIANTS``: prepared statements on and off, synchronous
-commit on and off), alternating them over ``--rounds`` rounds.
+its connection settings (``PG_VARIANTS``: the health check by socket or by ping, prepared
+statements on and off, synchronous commit on and off), alternating them over ``--rounds`` rounds.
 
 Ratios between variants measured in the same run are the numbers to compare.
 """
@@ -314,7 +314,8 @@ def main() -> int:
 
 # PostgreSQL's connection settings (server/settings.py), each against the default.
 PG_VARIANTS: dict[str, dict[str, str]] = {
-    "default (prepared statements, health checks, durable commits)": {},
+    "default (prepared statements, socket health check, durable commits)": {},
+    "health check pings (DB_HEALTH_CHECK=ping)": {"DB_HEALTH_CHECK": "ping"},
     "no prepared statements (DB_SERVER_SIDE_BINDING=0)": {"DB_SERVER_SIDE_BINDING": "0"},
     "DB_SYNCHRONOUS_COMMIT=off": {"DB_SYNCHRONOUS_COMMIT": "off"},
 }

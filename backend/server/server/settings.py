@@ -123,6 +123,11 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, but the health check above asks the socket before it pings the
+    # server: no round trip per request while the connection is quiet (server/postgresql).
+    # DB_HEALTH_CHECK=ping keeps Django's own check, a SELECT 1 before each request.
+    if env_choice("DB_HEALTH_CHECK", "socket", ("socket", "ping")) == "socket":
+        DATABASES["default"]["ENGINE"] = "server.postgresql"
     # A host that drops packets (rather than refusing) must not hold a request until
     # gunicorn's timeout: connecting gives up after DB_CONNECT_TIMEOUT seconds -> 503.
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(

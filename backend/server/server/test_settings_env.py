@@ -69,9 +69,15 @@ def test_default_database_is_a_sqlite_file_in_wal_mode(monkeypatch: pytest.Monke
 def test_database_url_selects_postgresql(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load(monkeypatch, SECRET_KEY="x", DATABASE_URL="postgres://pg@db.example:5433/ml")
     db = settings["DATABASES"]["default"]
-    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert db["ENGINE"] == "server.postgresql"  # Django's, with a cheaper health check
     assert (db["HOST"], db["PORT"], db["NAME"], db["USER"]) == ("db.example", 5433, "ml", "pg")
     assert db["CONN_HEALTH_CHECKS"] is True
+    stock = load(
+        monkeypatch, SECRET_KEY="x", DATABASE_URL="postgres://pg@db/ml", DB_HEALTH_CHECK="ping"
+    )
+    assert stock["DATABASES"]["default"]["ENGINE"] == "django.db.backends.postgresql"
+    with pytest.raises(ImproperlyConfigured, match="DB_HEALTH_CHECK"):
+        load(monkeypatch, SECRET_KEY="x", DATABASE_URL="postgres://pg@db/ml", DB_HEALTH_CHECK="no")
 
 
 def test_allowed_hosts_and_artifacts_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
