@@ -63,7 +63,8 @@ serve: $(INSTALLED) $(DEMO_MODELS)
 # nginx (Debian's package) in the foreground on 127.0.0.1:$(PROXY_PORT), in front of
 # `make serve` on $(PORT): deploy/nginx/ml_pipeline.conf as shipped but for the ports and
 # the access log, its files in a temporary folder (deploy/nginx/local.py; the tests in
-# apps/ops/tests/test_slow_clients.py run it the same way).
+# apps/ops/tests/test_slow_clients.py run it the same way). Start `make serve` with
+# NUM_PROXIES=1 behind it, so that rates and login locks key on each client's address.
 proxy:
 	exec $(PYTHON) deploy/nginx/local.py --port $(PROXY_PORT) --upstream-port $(PORT)
 

@@ -166,3 +166,14 @@ def upload_wine(server: Server, token: str) -> tuple[Any, dict[str, Any]]:
     status, _, answer = server.call_raw("POST", "/api/v1/mlalgorithms", body, headers)
     assert status == 201, answer
     return model, json.loads(answer)
+
+
+def production_superuser(name: str, password: str) -> None:
+    """A superuser the server can log in: its password hashed as the production settings
+    hash (the tests' settings use a fast hasher the server would not know)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+    user = get_user_model().objects.create_superuser(name, f"{name}@example.com", password=None)
+    user.password = PBKDF2PasswordHasher().encode(password, f"{name}-test-salt")
+    user.save(update_fields=["password"])

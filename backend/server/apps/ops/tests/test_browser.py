@@ -23,7 +23,7 @@ from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
 from apps.endpoints.tests.factories import algorithm
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
-from apps.ops.tests.live_server import Server, serving
+from apps.ops.tests.live_server import Server, production_superuser, serving
 
 PASSWORD = "a-browser-test-password"
 
@@ -78,20 +78,11 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 def site(registry: MLRegistry, artifacts_dir: Path, tmp_path: Path) -> Iterator[Server]:
     """The demo's two income models and an operator, served by gunicorn over plain HTTP
     (so the session cookie is not marked Secure)."""
-    from django.contrib.auth import get_user_model
 
     chromium_or_skip()  # before anything starts: a skip should cost nothing
     algorithm(registry, name="random forest", status="production")
     algorithm(registry, name="extra trees", status="testing", artifact="extra_trees.joblib")
-    from django.contrib.auth.hashers import PBKDF2PasswordHasher
-
-    # Hashed as the production settings hash (the tests' settings use a fast hasher that
-    # the server would not know).
-    get_user_model().objects.create_superuser(
-        "operator", "o@example.com", password=None
-    ).__class__.objects.filter(username="operator").update(
-        password=PBKDF2PasswordHasher().encode(PASSWORD, "browser-test-salt")
-    )
+    production_superuser("operator", PASSWORD)
     with serving(artifacts_dir, tmp_path, SECURE_COOKIES="0") as server:
         yield server
 
