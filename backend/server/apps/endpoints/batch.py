@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from typing import IO, Any
 
 import numpy as np
@@ -128,10 +128,11 @@ def score_csv(
     row_limit = max_rows or settings.BATCH_MAX_ROWS
     header = read_header(upload)
     features = check_columns(header, runtimes)
-    rows = check_field_counts(upload, len(header))
+    row_bytes: list[np.ndarray] = []
+    rows = check_field_counts(upload, len(header), row_bytes)
     if rows > row_limit:  # refused before any work; checked again as read
         raise _too_many_rows()
-    chunk_rows = _chunk_rows(upload, rows)
+    plan = chunk_plan(row_bytes)
     result = BatchResult(
         logged=log,
         max_rows=row_limit,
@@ -147,12 +148,12 @@ def score_csv(
     assign = assign_arms or random_arms
     split = lambda n: assign(n, shares)  # noqa: E731
     if not log:
-        _score_chunks(upload, result, runtimes, split, chunk_rows, first_line=first_line)
+        _score_chunks(upload, result, runtimes, split, plan, first_line=first_line)
     elif _in_pieces():
-        _score_chunks(upload, result, runtimes, split, chunk_rows, first_line, pieces=True)
+        _score_chunks(upload, result, runtimes, split, plan, first_line, pieces=True)
     else:
         with transaction.atomic():
-            _score_chunks(upload, result, runtimes, split, chunk_rows, first_line)
+            _score_chunks(upload, result, runtimes, split, plan, first_line)
     if result.count == 0:
         raise InvalidInput("The file has a header but no rows.")
     ops_metrics.count_batch_predictions(
@@ -196,7 +197,7 @@ def _score_chunks(
     result: BatchResult,
     runtimes: list[Runtime],
     assign_arms: Callable[[int], np.ndarray],
-    chunk_rows: int,
+    plan: list[int],
     first_line: int = 2,
     *,
     pieces: bool = False,
@@ -208,7 +209,7 @@ def _score_chunks(
     ids: list[Future[np.ndarray]] = []
     writer = None if not result.logged else bulk.BackgroundWriter(pieces=pieces)
     try:
-        _run_chunks(upload, result, runtimes, assign_arms, chunk_rows, first_line, writer, ids)
+        _run_chunks(upload, result, runtimes, assign_arms, plan, first_line, writer, ids)
     except BaseException:
         if pieces and writer is not None:
             _undo(writer.written)
@@ -240,7 +241,7 @@ def _run_chunks(
     result: BatchResult,
     runtimes: list[Runtime],
     assign_arms: Callable[[int], np.ndarray],
-    chunk_rows: int,
+    plan: list[int],
     first_line: int,
     writer: bulk.BackgroundWriter | None,
     ids: list[Future[np.ndarray]],
@@ -260,7 +261,7 @@ def _run_chunks(
             *_logged_features(result),
             *([result.label_column] if result.label_column else []),
         }
-        for chunk in _chunks(upload, result.header, needed, chunk_rows, first_line):
+        for chunk in _chunks(upload, result.header, needed, plan, first_line):
             if not chunk.size:  # a file of a header alone reads as one empty chunk
                 continue
             if result.count_rows + chunk.size > result.max_rows:
@@ -498,12 +499,15 @@ def _looks_like_data(header: list[str]) -> bool:
     return True
 
 
-def check_field_counts(upload: IO[bytes], width: int) -> int:
+def check_field_counts(
+    upload: IO[bytes], width: int, row_bytes: list[np.ndarray] | None = None
+) -> int:
     """Refuse ragged rows; returns the number of rows after the header. pandas' parser
     refuses a row with too many fields but pads one with too few with empty cells, which
     would shift nothing but silently blank features. Without quotes a line's fields are its
     commas plus one, counted with numpy per block; a file with quotes is checked by the csv
-    module instead (slower, exact)."""
+    module instead (slower, exact). ``row_bytes``, if given, receives every row's size,
+    the header's first (in characters for a file with quotes), for ``chunk_plan``."""
     upload.seek(0)
     line, tail, rows = 0, b"", 0
     while True:
@@ -519,7 +523,9 @@ def check_field_counts(upload: IO[bytes], width: int) -> int:
         if b"\0" in block:
             raise InvalidInput(f"The file holds a NUL character after line {line}.")
         if b'"' in block:
-            return _field_counts_with_csv(upload, width)
+            if row_bytes is not None:
+                row_bytes.clear()
+            return _field_counts_with_csv(upload, width, row_bytes)
         chars = np.frombuffer(block, dtype=np.uint8)
         ends = np.flatnonzero(chars == ord("\n"))
         commas_before = np.searchsorted(np.flatnonzero(chars == ord(",")), ends)
@@ -534,20 +540,29 @@ def check_field_counts(upload: IO[bytes], width: int) -> int:
             )
         line += len(ends)
         rows += int(np.count_nonzero(~blank))
+        if row_bytes is not None:
+            row_bytes.append((ends - starts + 1)[~blank])
 
 
-def _field_counts_with_csv(upload: IO[bytes], width: int) -> int:
+def _field_counts_with_csv(
+    upload: IO[bytes], width: int, row_bytes: list[np.ndarray] | None = None
+) -> int:
     upload.seek(0)
     text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")
     reader = csv.reader(text, strict=True)
-    rows = 0
+    rows, sizes = 0, []
     try:
         for row in reader:
             if row and len(row) != width:
                 raise InvalidInput(
                     f"Line {reader.line_num} has {len(row)} fields; the header has {width}."
                 )
-            rows += bool(row)
+            if row:
+                rows += 1
+                if row_bytes is not None:  # the cells and their commas: close to the bytes
+                    sizes.append(sum(map(len, row)) + width)
+        if row_bytes is not None:
+            row_bytes.append(np.array(sizes, dtype=np.int64))
         return max(rows - 1, 0)  # less the header
     except (csv.Error, UnicodeDecodeError) as exc:
         raise _unreadable(exc) from exc
@@ -555,35 +570,54 @@ def _field_counts_with_csv(upload: IO[bytes], width: int) -> int:
         text.detach()  # leave the upload open
 
 
-def _chunk_rows(upload: IO[bytes], rows: int) -> int:
-    """Rows per chunk: ``BATCH_CHUNK_ROWS``, or fewer so that a chunk holds about
-    ``BATCH_CHUNK_BYTES`` of the file. The parser's buffers grow with a chunk's bytes, not
-    its rows: 10k rows of 16.5k columns took a worker to 2.4 GB."""
-    size = upload.seek(0, io.SEEK_END)
-    per_row = size / max(rows, 1)
-    return max(1, min(settings.BATCH_CHUNK_ROWS, int(settings.BATCH_CHUNK_BYTES // per_row)))
+def chunk_plan(row_bytes: list[np.ndarray]) -> list[int]:
+    """Rows per chunk, in file order: each chunk ``BATCH_CHUNK_ROWS`` rows at most and
+    about ``BATCH_CHUNK_BYTES`` of the file at most (a row wider than that is a chunk of its
+    own). The parser's buffers grow with a chunk's bytes, not its rows: 10k rows of 16.5k
+    columns took a worker to 2.4 GB, and sizing chunks by the file's average row put a
+    block of wide rows after narrow ones in one chunk many times the limit. ``row_bytes``
+    as ``check_field_counts`` fills it, the header first."""
+    sizes = np.concatenate(row_bytes)[1:] if row_bytes else np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(sizes)
+    plan, start, limit = [], 0, settings.BATCH_CHUNK_BYTES
+    while start < len(sizes):
+        before = ends[start - 1] if start else 0
+        stop = int(np.searchsorted(ends, before + limit, side="right"))
+        stop = min(max(stop, start + 1), start + settings.BATCH_CHUNK_ROWS)
+        plan.append(stop - start)
+        start = stop
+    return plan
 
 
 def _chunks(
-    upload: IO[bytes], header: list[str], needed: set[str], chunk_rows: int, first_line: int = 2
+    upload: IO[bytes], header: list[str], needed: set[str], plan: list[int], first_line: int = 2
 ) -> Iterator[_Chunk]:
-    """The rows after the header, ``chunk_rows`` at a time, as text columns: only the
+    """The rows after the header, in chunks of ``plan``'s sizes, as text columns: only the
     ``needed`` ones (a file's other columns are tokenized, never made into strings)."""
     import pandas as pd  # here: single-prediction workers need not load pandas
 
     upload.seek(0)
     positions = [i for i, name in enumerate(header) if name in needed]
+    # Past the plan (rows the count did not see), on in chunks of the last size: a row is
+    # never dropped.
+    sizes = chain(plan, repeat(plan[-1] if plan else settings.BATCH_CHUNK_ROWS))
     try:
-        frames = pd.read_csv(
+        reader = pd.read_csv(
             upload,
             dtype=str,
             usecols=positions,
             na_filter=False,  # cells stay text: "" and "?" are handled by the model
             skipinitialspace=True,  # adult.data writes ", " between cells
             encoding="utf-8-sig",
-            chunksize=chunk_rows,
+            iterator=True,
         )
-        for frame in frames:
+        for size in sizes:
+            try:
+                frame = reader.get_chunk(size)
+            except StopIteration:
+                return
+            if len(frame) == 0:  # the end of the file (a header alone reads as one empty frame)
+                return
             columns = {header[i]: frame.iloc[:, j].tolist() for j, i in enumerate(positions)}
             yield _Chunk(first_line=first_line, columns=columns, size=len(frame))
             first_line += len(frame)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -414,3 +415,38 @@ def test_chunks_are_bounded_by_bytes_and_parse_only_the_needed_columns(
     assert max(size for size, _ in seen) <= settings.BATCH_CHUNK_BYTES / row_bytes + 1
     assert len(seen) > 1
     assert {width for _, width in seen} == {len(schema.FEATURES) + 1}  # features + income
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_a_chunk_holds_its_bytes_even_when_wide_rows_come_together(
+    demo_registry: MLRegistry, settings: Any, monkeypatch: pytest.MonkeyPatch, quoted: bool
+) -> None:
+    """Regression: chunks were sized by the file's average row, so narrow rows and then a
+    block of wide ones put the wide block in one chunk many times BATCH_CHUNK_BYTES."""
+    from apps.endpoints import batch
+
+    settings.BATCH_CHUNK_ROWS = 10_000
+    settings.BATCH_CHUNK_BYTES = 32 * 1024
+    lines = adult_csv(400, extra=False).splitlines()
+    note = '"a note, with a comma"' if quoted else "a note"
+    wide_cell = "x" * 2_000  # an ignored column: 100 rows of it are ~200 KB together
+    rows = [f"{line},{wide_cell if 300 <= n < 400 else note}" for n, line in enumerate(lines[1:])]
+    data = "\n".join([f"{lines[0]},note", *rows]).encode()
+    sizes: list[int] = []
+    real = batch._decode
+    offsets = [0]
+
+    def spy(chunk: Any, runtimes: Any) -> None:
+        sizes.append(chunk.size)
+        real(chunk, runtimes)
+
+    monkeypatch.setattr(batch, "_decode", spy)
+    result = batch.score_csv(upload=io.BytesIO(data), endpoint_name=None, status="production")
+    assert result.count == 400 and sum(sizes) == 400
+    for size in sizes:  # each chunk's rows, as bytes of the file
+        offsets.append(offsets[-1] + size)
+    row_bytes = [len(row) + 1 for row in rows]
+    widest = max(sum(row_bytes[a:b]) for a, b in pairwise(offsets))
+    assert widest <= settings.BATCH_CHUNK_BYTES * 1.05  # ~: the csv path counts characters
+    # and no more chunks than needed: two neighbours always hold more than the limit
+    assert len(sizes) <= 2 * sum(row_bytes) / settings.BATCH_CHUNK_BYTES + 1
