@@ -327,8 +327,9 @@ def delete_requests(requests: QuerySet[MLRequest]) -> int:
 
 
 def delete_revisions(request_ids: list[int]) -> None:
-    """The replaced feedback values of these requests, deleted with them (in the caller's
-    transaction: the foreign key is checked at the commit)."""
+    """The replaced feedback values of these requests, deleted with them in the caller's
+    transaction. The database does not do it: the revisions' link to the request has no
+    foreign key there (models.FeedbackRevision), so every delete of log rows calls this."""
     for part in _in_parts(request_ids):
         FeedbackRevision.objects.filter(request_id__in=part).delete()
 
