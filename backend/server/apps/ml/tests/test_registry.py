@@ -152,6 +152,10 @@ def test_a_swapped_onnx_cache_is_never_served(tmp_path: Path) -> None:
     assert labels == model.predict(x.head(20)).tolist()
     restored = hashlib.sha256(cache.read_bytes()).hexdigest()
     assert restored == version.serving["onnx_sha256"]
+    # what /readyz shows for this worker (ops.health reads the runtime's note)
+    assert runtime.engine_note.startswith("rebuilt from the artifact: ")
+    assert "did not match its recorded sha256" in runtime.engine_note
+    assert MLRegistry(tmp_path, compile=True).get(version).engine_note == ""  # cache restored
 
 
 def test_a_regressor_fitted_on_an_array_takes_x0_to_xn(tmp_path: Path) -> None:
