@@ -112,3 +112,36 @@ def test_gunicorn_listens_on_the_loopback_unless_host_says_otherwise(tmp_path: P
 
     assert bind() == "127.0.0.1:8000"
     assert bind(HOST="0.0.0.0", PORT="9000") == "0.0.0.0:9000"
+
+
+_ACCESS = """
+import runpy, sys
+from unittest import mock
+from gunicorn.config import Config
+settings = runpy.run_path(sys.argv[1])
+config = Config()
+for name in ("accesslog", "logconfig_dict", "logger_class"):
+    config.set(name, settings[name])
+logger = config.logger_class(config)
+for accesslog in (None, "-"):  # unset, as configured; asked for (the control)
+    config.set("accesslog", accesslog)
+    with mock.patch.object(type(logger), "atoms", autospec=True, return_value={}) as atoms:
+        logger.access(mock.Mock(), mock.Mock(), {}, mock.Mock())
+    print(atoms.call_count)
+"""
+
+
+def test_gunicorn_builds_no_access_line_of_its_own(tmp_path: Path) -> None:
+    """Django writes the access line (with the request id); gunicorn's logger, given a
+    logging configuration, built one per request and dropped it. In a process of its own:
+    loading the configuration sets up the metrics folder."""
+    environ = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _ACCESS, str(CONF)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["0", "1"]
