@@ -33,6 +33,24 @@ def test_record_encoding_matches_frame_encoding_on_real_rows(prep: Preprocessing
     np.testing.assert_array_equal(matrix, prep.encode_frame(frame))
 
 
+def test_one_record_encodes_as_it_does_among_many(prep: Preprocessing) -> None:
+    """A single prediction takes a plain-Python path (numpy's per-call cost is most of a
+    one-row encoding): it must give what the batch path gives for the same row."""
+    frame = adult_frame("adult.test").head(200)
+    records = json.loads(frame.drop(columns=[schema.LABEL]).to_json(orient="records"))
+    records += [
+        dict(SAMPLE_RECORD, workclass=None, occupation="?", age=""),
+        {k: v for k, v in SAMPLE_RECORD.items() if k != "native-country"},
+        dict(SAMPLE_RECORD, **{"native-country": "Holand-Netherlands"}),  # unseen
+    ]
+    matrix, imputed = prep.encode_records(records)
+    for i, record in enumerate(records):
+        one, one_imputed = prep.encode_records([record])
+        np.testing.assert_array_equal(one, matrix[i : i + 1])
+        assert one.dtype == matrix.dtype and one_imputed == [imputed[i]]
+    assert any(imputed[-3:])  # the control: the edge rows did fill something
+
+
 def test_missing_values_are_filled_with_the_training_mode_and_reported(
     prep: Preprocessing,
 ) -> None:
