@@ -20,7 +20,9 @@ forest and the same 200 records of ``adult.test``:
 
 With ``--postgres-settings`` it runs only PostgreSQL with the compiled path, under each of
 its connection settings (``PG_VARIANTS``: the health check by socket or by ping, prepared
-statements on and off, synchronous commit on and off), alternating them over ``--rounds`` rounds.
+statements on and off, synchronous commit on and off), alternating them over ``--rounds`` rounds,
+with the CPU the workers and PostgreSQL's processes spent per request (``/proc/<pid>/stat``
+before and after each wrk run).
 
 Ratios between variants measured in the same run are the numbers to compare.
 """
@@ -28,6 +30,7 @@ Ratios between variants measured in the same run are the numbers to compare.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -143,12 +146,15 @@ class Server:
         self.first_prediction_s = time.perf_counter() - started
         return self
 
-    def worker_rss_mb(self) -> list[float]:
-        pids = subprocess.run(
+    def worker_pids(self) -> list[int]:
+        found = subprocess.run(
             ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
         )
+        return [int(pid) for pid in found.stdout.split()]
+
+    def worker_rss_mb(self) -> list[float]:
         peaks = []
-        for pid in pids.stdout.split():
+        for pid in self.worker_pids():
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     peaks.append(int(line.split()[1]) / 1024)
@@ -334,9 +340,15 @@ def postgres_settings(command: str, script: Path, seconds: int, rounds: int) -> 
                 wrk(server.url, script, 8, 3)  # steady state: each worker loaded its model
                 for connections in (1, 8):
                     log(f"round {round_ + 1}: {name}, {connections} connection(s), {seconds} s")
-                    results.setdefault((name, connections), []).append(
-                        wrk(server.url, script, connections, seconds)
-                    )
+                    busy = [server.worker_pids(), _postgres_pids()]
+                    before = [_cpu_seconds(pids) for pids in busy]
+                    measured = wrk(server.url, script, connections, seconds)
+                    used = [
+                        _cpu_seconds(pids) - was for pids, was in zip(busy, before, strict=True)
+                    ]
+                    measured["worker_us"] = used[0] / measured["requests"] * 1e6
+                    measured["postgres_us"] = used[1] / measured["requests"] * 1e6
+                    results.setdefault((name, connections), []).append(measured)
     default = next(iter(PG_VARIANTS))
 
     def median(name: str, connections: int, key: str) -> float:
@@ -350,6 +362,8 @@ def postgres_settings(command: str, script: Path, seconds: int, rounds: int) -> 
             rows.append(
                 f"| {name} | {connections} | {rps:,.0f} | {rps / base:.2f} | {p50:.2f} |"
                 f" {median(name, connections, 'p99'):.2f} |"
+                f" {median(name, connections, 'worker_us'):,.0f} |"
+                f" {median(name, connections, 'postgres_us'):,.0f} |"
             )
     table = "\n".join(
         [
@@ -357,14 +371,30 @@ def postgres_settings(command: str, script: Path, seconds: int, rounds: int) -> 
             f" wrk; median of {rounds} alternating rounds)",
             "",
             "| PostgreSQL variant (compiled model, 2 workers) | connections | req/s |"
-            " / default | p50 ms | p99 ms |",
-            "|---|---:|---:|---:|---:|---:|",
+            " / default | p50 ms | p99 ms | CPU us per request: workers | PostgreSQL |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
         ]
     )
     print("\n" + table)
     save("predict_postgres_settings", table)
     return 0
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU seconds of these processes so far (those still running)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_pids() -> list[int]:
+    """Every PostgreSQL process (its backends and writers: a commit's work is spread)."""
+    found = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
 
 
 def _pg(n: int) -> str:
