@@ -31,7 +31,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.endpoints import feedback, tally
-from apps.endpoints.models import ABTest, FeedbackRevision, MLAlgorithm, MLRequest
+from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
 
 ARCHIVE_COLUMNS = (
     "id",
@@ -89,8 +89,10 @@ def prune(
                 break
             ids = [row[0] for row in rows]
             after = max(ids)
-            if connection.vendor != "postgresql":  # there, the DELETE took them with it
-                feedback.delete_revisions(ids)
+            # Their revisions, by a statement of its own: it sees a revision written while
+            # the DELETE waited for a row's lock (a statement sees what was committed when
+            # it started), and a later one waits for this commit and finds no row.
+            feedback.delete_revisions(ids)
             counts = tally.Changes()
             for _, algorithm_id, response, value, *_rest in rows:
                 if value is not None:
@@ -148,12 +150,6 @@ def _delete_batch(
         f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE id > %s AND"
         f" created_at < %s{keep} ORDER BY id LIMIT %s) RETURNING {returned}"
     )
-    if connection.vendor == "postgresql":  # the rows' revisions in the same statement
-        revisions = FeedbackRevision._meta.db_table
-        delete = (
-            f"WITH gone AS ({delete}), revised AS (DELETE FROM {revisions} WHERE request_id"
-            " IN (SELECT id FROM gone)) SELECT * FROM gone"
-        )
     with connection.cursor() as cursor:
         cursor.execute(delete, params)
         return list(cursor.fetchall())

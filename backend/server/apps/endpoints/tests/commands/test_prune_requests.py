@@ -136,3 +136,52 @@ def test_no_foreign_key_makes_the_database_check_each_deleted_row(
     # the link is still there for the ORM: a revision knows its request
     [revision] = FeedbackRevision.objects.select_related("request")
     assert revision.request.pk == grown["answered"][0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_revision_written_while_a_batch_waits_for_its_row_goes_with_the_row(
+    two: tuple[MLAlgorithm, MLAlgorithm],
+) -> None:
+    """Regression (review): on PostgreSQL the batch deleted the revisions in the same
+    statement as the rows, under one snapshot. Feedback that held an old row's lock, and
+    wrote a revision while the batch waited for that lock, left its revision behind; the
+    database's foreign key, since dropped, used to refuse that batch instead."""
+    import threading
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks and snapshots as PostgreSQL has them")
+    forest, _ = two
+    [old] = aged(log_rows(forest, 1, feedback=">50K"), 40)
+    locked, release = threading.Event(), threading.Event()
+
+    def feedback_holding_the_row() -> None:
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute(
+                    f"SELECT id FROM {MLRequest._meta.db_table} WHERE id = %s FOR UPDATE", [old]
+                )
+                locked.set()
+                release.wait(10)
+                cursor.execute(
+                    f"INSERT INTO {FeedbackRevision._meta.db_table}"
+                    " (request_id, feedback, given_by, given_via, replaced_at)"
+                    " VALUES (%s, '>50K', 'someone', 'token', now())",
+                    [old],
+                )
+                cursor.execute("COMMIT")
+        finally:
+            other.close()
+
+    holder = threading.Thread(target=feedback_holding_the_row)
+    holder.start()
+    assert locked.wait(10)
+    threading.Timer(0.5, release.set).start()  # the prune is waiting for the row by then
+    done = retention.prune(days=30)
+    holder.join(10)
+    assert done.deleted == 1
+    assert not MLRequest.objects.filter(pk=old).exists()
+    assert not FeedbackRevision.objects.filter(request_id=old).exists()
