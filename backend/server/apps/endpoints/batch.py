@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import re
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -129,7 +130,7 @@ def score_csv(
     header = read_header(upload)
     features = check_columns(header, runtimes)
     row_bytes: list[np.ndarray] = []
-    rows = check_field_counts(upload, len(header), row_bytes)
+    rows = check_field_counts(upload, len(header), row_bytes, max_rows=row_limit)
     if rows > row_limit:  # refused before any work; checked again as read
         raise _too_many_rows()
     plan = chunk_plan(row_bytes)
@@ -262,8 +263,6 @@ def _run_chunks(
             *([result.label_column] if result.label_column else []),
         }
         for chunk in _chunks(upload, result.header, needed, plan, first_line):
-            if not chunk.size:  # a file of a header alone reads as one empty chunk
-                continue
             if result.count_rows + chunk.size > result.max_rows:
                 raise _too_many_rows()
             chunk.arms = assign_arms(chunk.size) if len(runtimes) > 1 else None
@@ -500,14 +499,19 @@ def _looks_like_data(header: list[str]) -> bool:
 
 
 def check_field_counts(
-    upload: IO[bytes], width: int, row_bytes: list[np.ndarray] | None = None
+    upload: IO[bytes],
+    width: int,
+    row_bytes: list[np.ndarray] | None = None,
+    max_rows: int | None = None,
 ) -> int:
     """Refuse ragged rows; returns the number of rows after the header. pandas' parser
     refuses a row with too many fields but pads one with too few with empty cells, which
     would shift nothing but silently blank features. Without quotes a line's fields are its
     commas plus one, counted with numpy per block; a file with quotes is checked by the csv
     module instead (slower, exact). ``row_bytes``, if given, receives every row's size,
-    the header's first (in characters for a file with quotes), for ``chunk_plan``."""
+    the header's first (in characters for a file with quotes), for ``chunk_plan``. Past
+    ``max_rows`` it stops reading and answers a count past it, for the caller to refuse:
+    neither the time nor the sizes kept grow with a file that is too long anyway."""
     upload.seek(0)
     line, tail, rows = 0, b"", 0
     while True:
@@ -525,7 +529,7 @@ def check_field_counts(
         if b'"' in block:
             if row_bytes is not None:
                 row_bytes.clear()
-            return _field_counts_with_csv(upload, width, row_bytes)
+            return _field_counts_with_csv(upload, width, row_bytes, max_rows)
         chars = np.frombuffer(block, dtype=np.uint8)
         ends = np.flatnonzero(chars == ord("\n"))
         commas_before = np.searchsorted(np.flatnonzero(chars == ord(",")), ends)
@@ -541,16 +545,21 @@ def check_field_counts(
         line += len(ends)
         rows += int(np.count_nonzero(~blank))
         if row_bytes is not None:
-            row_bytes.append((ends - starts + 1)[~blank])
+            row_bytes.append((ends - starts + 1)[~blank].astype(np.int32))
+        if max_rows is not None and rows - 1 > max_rows:
+            return rows - 1
 
 
 def _field_counts_with_csv(
-    upload: IO[bytes], width: int, row_bytes: list[np.ndarray] | None = None
+    upload: IO[bytes],
+    width: int,
+    row_bytes: list[np.ndarray] | None = None,
+    max_rows: int | None = None,
 ) -> int:
     upload.seek(0)
     text = io.TextIOWrapper(upload, encoding="utf-8-sig", newline="")
     reader = csv.reader(text, strict=True)
-    rows, sizes = 0, []
+    rows, sizes = 0, array("i")
     try:
         for row in reader:
             if row and len(row) != width:
@@ -561,8 +570,10 @@ def _field_counts_with_csv(
                 rows += 1
                 if row_bytes is not None:  # the cells and their commas: close to the bytes
                     sizes.append(sum(map(len, row)) + width)
+                if max_rows is not None and rows - 1 > max_rows:
+                    break
         if row_bytes is not None:
-            row_bytes.append(np.array(sizes, dtype=np.int64))
+            row_bytes.append(np.frombuffer(sizes, dtype=np.intc))
         return max(rows - 1, 0)  # less the header
     except (csv.Error, UnicodeDecodeError) as exc:
         raise _unreadable(exc) from exc

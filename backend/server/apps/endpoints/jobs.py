@@ -95,7 +95,7 @@ def submit(
             f"The file has no column '{target_column}' (target_column).",
             details={"target_column": [f"Not a column of the file: {target_column}."]},
         )
-    rows = batch.check_field_counts(upload, len(header))
+    rows = batch.check_field_counts(upload, len(header), max_rows=settings.BATCH_JOB_MAX_ROWS)
     if rows == 0:
         raise InvalidInput("The file has a header but no rows.")
     if rows > settings.BATCH_JOB_MAX_ROWS:

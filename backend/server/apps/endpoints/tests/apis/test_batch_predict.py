@@ -450,3 +450,20 @@ def test_a_chunk_holds_its_bytes_even_when_wide_rows_come_together(
     assert widest <= settings.BATCH_CHUNK_BYTES * 1.05  # ~: the csv path counts characters
     # and no more chunks than needed: two neighbours always hold more than the limit
     assert len(sizes) <= 2 * sum(row_bytes) / settings.BATCH_CHUNK_BYTES + 1
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_counting_stops_past_the_row_limit(quoted: bool) -> None:
+    """Regression (review): the row sizes for chunk_plan were kept for the whole file
+    before its length was checked, so a file far past BATCH_MAX_ROWS held a size per row
+    in memory (about 1 GB for 256 MB of one-character rows) just to be refused."""
+    from apps.endpoints import batch
+
+    cell = '"1"' if quoted else "1"
+    data = ("x\n" + f"{cell}\n" * 3_000_000).encode()  # past one 4 MiB block
+    sizes: list[np.ndarray] = []
+    counted = batch.check_field_counts(io.BytesIO(data), 1, sizes, max_rows=1_000)
+    assert counted > 1_000  # past the limit: the caller refuses it
+    assert sum(len(part) for part in sizes) < 3_000_000  # and it stopped reading
+    # the control: without a limit every row is counted
+    assert batch.check_field_counts(io.BytesIO(data), 1) == 3_000_000
