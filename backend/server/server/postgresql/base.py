@@ -34,8 +34,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return False
         if connection.info.transaction_status != pq.TransactionStatus.IDLE:
             return bool(super().is_usable())  # mid-transaction: only the server knows
+        # poll, not select: select refuses descriptors past 1023, and a worker with many
+        # open files would then reconnect before every request.
+        poller = select.poll()
         try:
-            readable, _, _ = select.select([connection.fileno()], [], [], 0)
+            poller.register(connection.fileno(), select.POLLIN)
+            readable = poller.poll(0)
         except (OSError, ValueError):  # the descriptor is gone
             return False
         return not readable or bool(super().is_usable())
