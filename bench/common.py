@@ -1,13 +1,17 @@
 """What the benchmarks share: the repository's paths, a timestamped progress line, a free
-port for a server of their own, and where their tables go (``save``: ``bench/out/<name>.md``
+port for a server of their own, the processes they start (stopping them, their children,
+their CPU time), and where their tables go (``save``: ``bench/out/<name>.md``
 for the latest run, appended to ``bench/out/history.md`` with its time, so every table
 quoted in docs/ can be traced to the run that printed it; ``bench/out/`` is not
 committed)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait: float = 30) -> None:
+    """Stop a process this benchmark started (in a session of its own) and its children."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return sorted(int(p) for p in found.split())
+
+
+def cpu_of(pid: int) -> float | None:
+    """utime + stime of ``pid`` (all its threads), in s; None once it has exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def save(name: str, table: str) -> Path:

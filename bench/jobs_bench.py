@@ -79,12 +79,24 @@ from typing import Any
 
 from batch_bench import BareModel, make_csv, server_env
 
-from common import ARTIFACTS, OUT, PG_ADMIN, REPO, SERVER, free_port, log, save
+from common import (
+    ARTIFACTS,
+    OUT,
+    PG_ADMIN,
+    REPO,
+    SERVER,
+    TICK,
+    children,
+    cpu_of,
+    free_port,
+    log,
+    save,
+    stop,
+)
 
 sys.path[:0] = [str(SERVER), str(REPO / "research")]
 
 PG_HOST = "postgres://postgres@127.0.0.1:5432"
-TICK = os.sysconf("SC_CLK_TCK")
 POLL_SECONDS = 0.1
 POLL_MAX_SECONDS = 1.0
 WARMUP_ROWS = 1000
@@ -97,25 +109,11 @@ AUX_BACKENDS = ("checkpointer", "background writer", "walwriter", "autovacuum la
 # -- processes -----------------------------------------------------------------------------
 
 
-def cpu_of(pid: int) -> float | None:
-    """utime + stime of ``pid`` (all its threads), in s; None once it has exited."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def status_kb(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"no {key} for {pid}")
-
-
-def children(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return sorted(int(p) for p in found.split())
 
 
 def machine_busy() -> float:
@@ -124,20 +122,6 @@ def machine_busy() -> float:
         int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
     )
     return (user + nice + system + irq + softirq + steal) / TICK
-
-
-def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait: float = 30) -> None:
-    """Stop a process this benchmark started (in a session of its own) and its children."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-    try:
-        process.wait(timeout=wait)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------

@@ -97,7 +97,7 @@ from typing import Any
 import psycopg
 from predict_bench import lua_script, wrk
 
-from common import ARTIFACTS, PG_ADMIN, REPO, SERVER, free_port, log, save
+from common import ARTIFACTS, PG_ADMIN, REPO, SERVER, TICK, free_port, log, save, stop
 
 sys.path[:0] = [str(SERVER), str(REPO / "research")]
 
@@ -147,20 +147,6 @@ QUICK = Plan(calls=10, warmups=2, ab_requests=200, load_seconds=3, baseline_seco
 
 
 # -- processes and the database ------------------------------------------------------------
-
-
-def stop(process: subprocess.Popen[bytes], wait: float = 30) -> None:
-    """Stop a process this benchmark started (in a session of its own) and its children."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=wait)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 def psql(sql: str) -> None:
@@ -560,7 +546,6 @@ class Service:
 
 # -- the rest of the machine ----------------------------------------------------------------
 
-TICK = os.sysconf("SC_CLK_TCK")
 PG_SHARED = ("checkpointer", "background writer", "walwriter")
 
 

@@ -30,7 +30,6 @@ Ratios between variants measured in the same run are the numbers to compare.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -46,7 +45,18 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from common import ARTIFACTS, OUT, PG_ADMIN, REPO, SERVER, free_port, log, save
+from common import (
+    ARTIFACTS,
+    OUT,
+    PG_ADMIN,
+    REPO,
+    SERVER,
+    children,
+    cpu_of,
+    free_port,
+    log,
+    save,
+)
 
 PATH = "/api/v1/income_classifier/predict"
 _PG_CREATED: list[str] = []  # databases made by _pg, dropped at the end
@@ -147,10 +157,7 @@ class Server:
         return self
 
     def worker_pids(self) -> list[int]:
-        found = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True
-        )
-        return [int(pid) for pid in found.stdout.split()]
+        return children(self.process.pid)
 
     def worker_rss_mb(self) -> list[float]:
         peaks = []
@@ -383,12 +390,7 @@ def postgres_settings(command: str, script: Path, seconds: int, rounds: int) -> 
 
 def _cpu_seconds(pids: list[int]) -> float:
     """User and system CPU seconds of these processes so far (those still running)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_of(pid) or 0.0 for pid in pids)
 
 
 def _postgres_pids() -> list[int]:

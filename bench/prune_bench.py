@@ -46,7 +46,7 @@ from log_scale import (
     quantile,
 )
 
-from common import PG_ADMIN, SERVER, log, save
+from common import PG_ADMIN, SERVER, log, save, stop
 
 PG_HOST = PG_ADMIN.rsplit("/", 1)[0]
 
@@ -105,19 +105,19 @@ def run(variant: Variant, template: str, days: int, folder: Path, before_s: floa
             db.execute("CHECKPOINT")  # every variant starts with nothing dirty
             before: list[float] = []
             errors: list[int] = []
-            stop = threading.Event()
+            stopping = threading.Event()
             client = threading.Thread(
-                target=predicting, args=(service.port, stop, before, errors), daemon=True
+                target=predicting, args=(service.port, stopping, before, errors), daemon=True
             )
             client.start()
             time.sleep(before_s)
-            stop.set()
+            stopping.set()
             client.join()
 
             during: list[float] = []
-            stop = threading.Event()
+            stopping = threading.Event()
             client = threading.Thread(
-                target=predicting, args=(service.port, stop, during, errors), daemon=True
+                target=predicting, args=(service.port, stopping, during, errors), daemon=True
             )
             lsn = db.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
             checkpoints = db.execute(_CHECKPOINTS).fetchone()[0]  # type: ignore[index]
@@ -142,11 +142,9 @@ def run(variant: Variant, template: str, days: int, folder: Path, before_s: floa
                 client.start()
                 code = prune.wait()
             finally:
-                stop.set()
+                stopping.set()
                 client.join()
-                if prune.poll() is None:
-                    os.killpg(prune.pid, 15)
-                    prune.wait()
+                stop(prune)
             wal = db.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", [lsn])
             wal_bytes = float(wal.fetchone()[0])  # type: ignore[index]
             checkpoints = db.execute(_CHECKPOINTS).fetchone()[0] - checkpoints  # type: ignore[index]
