@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import re
 import shlex
@@ -54,8 +55,15 @@ PG_HOST = PG_ADMIN.rsplit("/", 1)[0]
 @dataclass(frozen=True)
 class Variant:
     name: str
-    args: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
+    args: tuple[str, ...] = ()  # to prune_requests
+    env: tuple[tuple[str, str], ...] = ()  # the prune's
+    service_env: tuple[tuple[str, str], ...] = ()  # bin/serve's
+    # A control: this command runs instead of the prune ({folder}: a scratch folder).
+    control: tuple[str, ...] = ()
+
+
+CONTROL_SECONDS = 8
+_BUSY = f"import time\nt = time.monotonic() + {CONTROL_SECONDS}\nwhile time.monotonic() < t: pass"
 
 
 VARIANTS = (
@@ -67,6 +75,23 @@ VARIANTS = (
         "asynchronous commits (DB_SYNCHRONOUS_COMMIT=off)", (), (("DB_SYNCHRONOUS_COMMIT", "off"),)
     ),
     Variant("WAL compressed (wal_compression=lz4)", (), (("PGOPTIONS", "-c wal_compression=lz4"),)),
+    Variant(
+        "predictions' commits asynchronous (service DB_SYNCHRONOUS_COMMIT=off)",
+        service_env=(("DB_SYNCHRONOUS_COMMIT", "off"),),
+    ),
+    Variant("control: nothing (the noise floor)", control=("sleep", str(CONTROL_SECONDS))),
+    Variant("control: one core busy, no database", control=(sys.executable, "-c", _BUSY)),
+    Variant(
+        "control: 1 GB written and synced, no database",
+        control=(
+            "dd",
+            "if=/dev/zero",
+            "of={folder}/written",
+            "bs=8M",
+            "count=128",
+            "conv=fdatasync",
+        ),
+    ),
 )
 
 
@@ -101,7 +126,8 @@ def run(variant: Variant, template: str, days: int, folder: Path, before_s: floa
     url = f"{PG_HOST}/{name}"
     env = app_env(url)
     try:
-        with Service(env, folder) as service, psycopg.connect(url, autocommit=True) as db:
+        service_env = dict(env, **dict(variant.service_env))
+        with Service(service_env, folder) as service, psycopg.connect(url, autocommit=True) as db:
             db.execute("CHECKPOINT")  # every variant starts with nothing dirty
             before: list[float] = []
             errors: list[int] = []
@@ -123,15 +149,16 @@ def run(variant: Variant, template: str, days: int, folder: Path, before_s: floa
             checkpoints = db.execute(_CHECKPOINTS).fetchone()[0]  # type: ignore[index]
             output = folder / "prune.log"
             with output.open("wb") as out:
+                command = [a.format(folder=folder) for a in variant.control] or [
+                    sys.executable,
+                    "manage.py",
+                    "prune_requests",
+                    "--days",
+                    str(days),
+                    *variant.args,
+                ]
                 prune = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "manage.py",
-                        "prune_requests",
-                        "--days",
-                        str(days),
-                        *variant.args,
-                    ],
+                    command,
                     cwd=SERVER,
                     env=dict(env, **dict(variant.env)),
                     stdout=out,
@@ -149,6 +176,12 @@ def run(variant: Variant, template: str, days: int, folder: Path, before_s: floa
             wal_bytes = float(wal.fetchone()[0])  # type: ignore[index]
             checkpoints = db.execute(_CHECKPOINTS).fetchone()[0] - checkpoints  # type: ignore[index]
         text = output.read_text()
+        if variant.control:
+            if code != 0:
+                raise RuntimeError(f"the control failed ({code}):\n{text[-3000:]}")
+            return Result(
+                variant, math.nan, before, during, math.nan, int(checkpoints), len(errors)
+            )
         said = re.search(r"Deleted ([\d,]+) requests older than \d+ days in ([\d.]+) s", text)
         if code != 0 or said is None:
             raise RuntimeError(f"prune_requests failed ({code}):\n{text[-3000:]}")
@@ -166,6 +199,10 @@ def run(variant: Variant, template: str, days: int, folder: Path, before_s: floa
         psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def count(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:,.0f}"
+
+
 _CHECKPOINTS = "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
 
 
@@ -174,6 +211,12 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--before-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run only the variants whose name contains this text (repeatable)",
+    )
     args = parser.parse_args()
     command = shlex.join(["python", "bench/prune_bench.py", *sys.argv[1:]])
     template = f"prune_bench_{os.getpid()}"
@@ -185,12 +228,12 @@ def main() -> int:
         days = fill_template(template, args.rows)
         with tempfile.TemporaryDirectory(prefix="prune-bench-") as folder:
             for round_ in range(args.rounds):
-                for variant in VARIANTS:
+                for variant in [v for v in VARIANTS if any(o in v.name for o in args.only or [""])]:
                     log(f"round {round_ + 1}: {variant.name}")
                     result = run(variant, template, days, Path(folder), args.before_seconds)
                     p99 = [quantile(r, 0.99) for r in (result.before, result.during)]
                     rate = result.rows_per_second
-                    log(f"  {rate:,.0f} rows/s; p99 {p99[0]:.2f} -> {p99[1]:.2f} ms")
+                    log(f"  {count(rate)} rows/s; p99 {p99[0]:.2f} -> {p99[1]:.2f} ms")
                     results.append(result)
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -200,9 +243,9 @@ def main() -> int:
     for r in results:
         p99_before, p99_during = quantile(r.before, 0.99), quantile(r.during, 0.99)
         rows.append(
-            f"| {r.variant.name} | {r.rows_per_second:,.0f} | {quantile(r.before, 0.5):.2f} |"
+            f"| {r.variant.name} | {count(r.rows_per_second)} | {quantile(r.before, 0.5):.2f} |"
             f" {quantile(r.during, 0.5):.2f} | {p99_before:.2f} | {p99_during:.2f} |"
-            f" {p99_during / p99_before:.2f} | {r.wal_per_row:,.0f} | {r.checkpoints} |"
+            f" {p99_during / p99_before:.2f} | {count(r.wal_per_row)} | {r.checkpoints} |"
             f" {r.errors} |"
         )
     table = "\n".join(
