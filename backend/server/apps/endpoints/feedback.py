@@ -35,7 +35,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -332,6 +332,20 @@ def delete_revisions(request_ids: list[int]) -> None:
     foreign key there (models.FeedbackRevision), so every delete of log rows calls this."""
     for part in _in_parts(request_ids):
         FeedbackRevision.objects.filter(request_id__in=part).delete()
+
+
+def delete_orphaned_revisions(after: int, up_to: int) -> None:
+    """The revisions of requests with ids in ``(after, up_to]`` that no longer exist, in the
+    caller's transaction: retention's way, after it deleted a batch of that range.
+
+    One statement of fixed size whatever the batch: by the ids, a 10k-row batch bound 10k
+    parameters in two statements, and pruning ran at 40 % of its rate. It walks the
+    revisions' index over the range (few rows) and keeps those of rows still there (a
+    running A/B test's). A revision committed while the batch waited for a row's lock is
+    seen: this statement starts after that commit."""
+    FeedbackRevision.objects.filter(request_id__gt=after, request_id__lte=up_to).exclude(
+        Exists(MLRequest.objects.filter(pk=OuterRef("request_id")))
+    ).delete()
 
 
 def _in_parts(ids: list[int], size: int = 5_000) -> Iterator[list[int]]:

@@ -87,12 +87,11 @@ def prune(
             rows = _delete_batch(cutoff, running, batch_size, archive, after)
             if not rows:
                 break
-            ids = [row[0] for row in rows]
-            after = max(ids)
+            first, after = after, max(row[0] for row in rows)
             # Their revisions, by a statement of its own: it sees a revision written while
             # the DELETE waited for a row's lock (a statement sees what was committed when
             # it started), and a later one waits for this commit and finds no row.
-            feedback.delete_revisions(ids)
+            feedback.delete_orphaned_revisions(first, after)
             counts = tally.Changes()
             for _, algorithm_id, response, value, *_rest in rows:
                 if value is not None:
