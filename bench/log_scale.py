@@ -25,8 +25,9 @@ a staff user ``bench-staff`` allowed to view requests (its token reads the API's
    recount_feedback``: the rows went around the tally that /metrics reads.
 2. At each size, ``bin/serve`` (gunicorn with the production settings, WEB_CONCURRENCY=2
    of the default 4 threads, SKIP_MIGRATE=1) is started, both workers warmed up (2 s of 8
-   connections), and each call timed ``N`` times (30; 10 with ``--quick``) after 3 warm-ups,
-   one after the other on one keep-alive connection: p50 and p95 in ms of
+   connections), and each call timed ``N`` times (30, and 1,000 for predict; 10 and 50
+   with ``--quick``) after 3 warm-ups, one after the other on one keep-alive connection:
+   p50 and p95 in ms of
 
    - POST /api/v1/income_classifier/predict, one row (factories.SAMPLE_RECORD);
    - GET /api/v1/mlrequests, page 1 (cursor pagination, newest first, 100 rows);
@@ -136,14 +137,25 @@ P99_KEPT = 1.20  # "predictions keep their p99": within 20 % of before the prune
 @dataclass(frozen=True)
 class Plan:
     calls: int  # timed calls per series
+    predict_calls: int  # predict's series: its p50 is compared across sizes, 30 calls are
+    # too few for that on a machine whose speed drifts (2.7 against 4.7 ms p50 in one run)
     warmups: int
     ab_requests: int  # predictions (and feedback) of the A/B test
     load_seconds: int  # the throughput run at 8 connections
     baseline_seconds: float  # predict latency before the prune
 
 
-FULL = Plan(calls=30, warmups=3, ab_requests=1000, load_seconds=10, baseline_seconds=10.0)
-QUICK = Plan(calls=10, warmups=2, ab_requests=200, load_seconds=3, baseline_seconds=3.0)
+FULL = Plan(
+    calls=30,
+    predict_calls=1000,
+    warmups=3,
+    ab_requests=1000,
+    load_seconds=10,
+    baseline_seconds=10.0,
+)
+QUICK = Plan(
+    calls=10, predict_calls=50, warmups=2, ab_requests=200, load_seconds=3, baseline_seconds=3.0
+)
 
 
 # -- processes and the database ------------------------------------------------------------
@@ -650,18 +662,19 @@ class Series:
         return f"{ms(self.p50)} / {ms(self.p95)}{short}"
 
 
-def timed(call: Callable[[], object], plan: Plan) -> Series:
+def timed(call: Callable[[], object], plan: Plan, calls: int | None = None) -> Series:
+    calls = calls or plan.calls
     for _ in range(plan.warmups):
         call()
     times: list[float] = []
     started = time.perf_counter()
-    for _ in range(plan.calls):
+    for _ in range(calls):
         began = time.perf_counter()
         call()
         times.append((time.perf_counter() - began) * 1e3)
         if len(times) >= 5 and time.perf_counter() - started > SERIES_BUDGET_S:
             break
-    return Series(times, plan.calls)
+    return Series(times, calls)
 
 
 def predict_body() -> bytes:
@@ -829,7 +842,9 @@ def measure(
     series = column.series
     with Others(the_log.url, [service.process.pid]) as others:
         log("predict, 1 connection")
-        series["predict"] = timed(lambda: client.ok("POST", PREDICT, body, JSON), plan)
+        series["predict"] = timed(
+            lambda: client.ok("POST", PREDICT, body, JSON), plan, plan.predict_calls
+        )
 
         column.rows = the_log.count()
         middle = the_log.middle().isoformat()
@@ -1211,7 +1226,8 @@ def main() -> int:
         [
             f"`{command}` ({time.strftime('%Y-%m-%d')}, commit {code}, {os.cpu_count()} cores,"
             " PostgreSQL"
-            f" {version}, gunicorn 2 workers x 4 threads, {plan.calls} timed calls after"
+            f" {version}, gunicorn 2 workers x 4 threads, {plan.calls} timed calls"
+            f" ({plan.predict_calls} for predict) after"
             f" {plan.warmups} warm-ups, load generator: {load.name}; the run took"
             f" {minutes:.0f} min)",
             "",
