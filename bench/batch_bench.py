@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ARTIFACTS, OUT, PG_ADMIN, REPO, SERVER, free_port, log, save
+from common import ARTIFACTS, OUT, PG_ADMIN, REPO, SERVER, free_port, log, save, server_env
 
 sys.path[:0] = [str(SERVER), str(REPO / "research")]
 
@@ -77,16 +77,6 @@ class BareModel:
     @property
     def rate(self) -> float:
         return len(self.matrix) / self.best
-
-
-def server_env(database_url: str) -> dict[str, str]:
-    return dict(
-        os.environ,
-        DATABASE_URL=database_url,
-        SECRET_KEY="benchmark-only",
-        MODEL_ARTIFACTS_PATH=str(ARTIFACTS),
-        LOG_LEVEL="WARNING",
-    )
 
 
 @dataclass

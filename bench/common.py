@@ -64,6 +64,17 @@ def cpu_of(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def server_env(database_url: str) -> dict[str, str]:
+    """The environment of the service, or of Django in this process, on that database."""
+    return dict(
+        os.environ,
+        DATABASE_URL=database_url,
+        SECRET_KEY="benchmark-only",
+        MODEL_ARTIFACTS_PATH=str(ARTIFACTS),
+        LOG_LEVEL="WARNING",
+    )
+
+
 def save(name: str, table: str) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     latest = OUT / f"{name}.md"

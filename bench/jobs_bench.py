@@ -77,7 +77,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch_bench import BareModel, make_csv, server_env
+from batch_bench import BareModel, make_csv
 
 from common import (
     ARTIFACTS,
@@ -91,6 +91,7 @@ from common import (
     free_port,
     log,
     save,
+    server_env,
     stop,
 )
 

@@ -56,6 +56,7 @@ from common import (
     free_port,
     log,
     save,
+    server_env,
 )
 
 PATH = "/api/v1/income_classifier/predict"
@@ -75,24 +76,14 @@ def in_process(records: list[dict[str, object]]) -> dict[str, float]:
     """Median microseconds of one ``compute_prediction``, compiled and scikit-learn."""
     # The compiled cache is sealed with SECRET_KEY, so the wrapper needs Django's settings:
     # without them it falls back to scikit-learn and "compiled" would time scikit-learn.
-    saved = dict(os.environ)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="server.settings",
-        DATABASE_URL="sqlite://:memory:",
-        SECRET_KEY="benchmark-only",
-        MODEL_ARTIFACTS_PATH=str(ARTIFACTS),
-        LOG_LEVEL="WARNING",
-    )
-    try:
-        import django
+    # (The servers started later set each of these variables themselves.)
+    os.environ.update(server_env("sqlite://:memory:"), DJANGO_SETTINGS_MODULE="server.settings")
+    import django
 
-        django.setup()
-        from apps.ml.income_classifier import RandomForestClassifier
+    django.setup()
+    from apps.ml.income_classifier import RandomForestClassifier
 
-        wrapper = RandomForestClassifier.from_artifact(ARTIFACTS, compile=True)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    wrapper = RandomForestClassifier.from_artifact(ARTIFACTS, compile=True)
     if wrapper.compiled is None:
         raise RuntimeError("the compiled path did not load; (a) would time scikit-learn twice")
     timings: dict[str, float] = {}

@@ -79,10 +79,9 @@ accesslog = None
 
 class AccessLineFromDjango(glogging.Logger):  # type: ignore[misc]  # gunicorn is untyped
     """gunicorn's logger, minus its access line unless ``accesslog`` (or syslog) asks for
-    one. gunicorn
-    builds that line for every request whenever a logging configuration is given (as
-    ``logconfig_dict`` below is), then drops it for want of a handler: 4.7 % of a worker's
-    time holding the GIL under load (py-spy --gil, 8 connections)."""
+    one. gunicorn builds that line for every request whenever a logging configuration is
+    given (as ``logconfig_dict`` below is), then drops it for want of a handler: 4.7 % of a
+    worker's time holding the GIL under load (py-spy --gil, 8 connections)."""
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
         to_syslog = self.cfg.syslog and not self.cfg.disable_redirect_access_to_syslog

@@ -198,9 +198,9 @@ class FeedbackRevision(models.Model):
     # revisions table once per deleted log row, and that check was 57 % of a retention
     # batch's time (60 of 105 ms per 10k rows, EXPLAIN ANALYZE). Whatever deletes log rows
     # deletes their revisions itself, in its transaction: feedback.delete_requests (the
-    # admin, a failed batch's undo, a cancelled job) and retention, both through
-    # feedback.delete_revisions. Nothing cascades into the log (its algorithm and A/B test
-    # are PROTECT, its user SET_NULL).
+    # admin, a failed batch's undo, a cancelled job) by the rows' ids, and retention by the
+    # batch's id range (feedback.delete_orphaned_revisions). Nothing cascades into the log
+    # (its algorithm and A/B test are PROTECT, its user SET_NULL).
     request = models.ForeignKey(
         MLRequest, on_delete=models.CASCADE, related_name="revisions", db_constraint=False
     )
