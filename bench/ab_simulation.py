@@ -123,7 +123,7 @@ def truth(scenario: Scenario, arm: int, rng: random.Random) -> str:
 def run_test(
     scenario: Scenario, arm_1: Any, arm_2: Any, rng: random.Random, *, full: bool
 ) -> dict[str, Any]:
-    from apps.endpoints import ab_testing
+    from apps.endpoints.experiments import ab_testing
 
     abtest = ab_testing.create(
         title="simulation",
@@ -145,9 +145,11 @@ def serve_one_by_one(abtest: Any, scenario: Scenario, rng: random.Random) -> Non
     from django.contrib.auth.models import AnonymousUser
     from django.db import transaction
 
-    from apps.endpoints import feedback, serving
+    from apps.endpoints import policy
+    from apps.endpoints.serving import feedback
+    from apps.endpoints.serving import predict as serving
 
-    client = feedback.Actor(user=AnonymousUser(), address="127.0.0.1")
+    client = policy.Actor(user=AnonymousUser(), address="127.0.0.1")
     endpoint = abtest.parent_mlalgorithm_1.parent_endpoint.name
     with transaction.atomic():  # one commit per test instead of one per request: speed only
         for _ in range(scenario.requests):
@@ -171,7 +173,7 @@ def serve_in_bulk(abtest: Any, scenario: Scenario, rng: random.Random) -> None:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from apps.endpoints import ab_testing
+    from apps.endpoints.experiments import ab_testing
     from apps.endpoints.models import MLRequest
 
     now = connection.ops.adapt_datetimefield_value(timezone.now())

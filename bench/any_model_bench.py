@@ -17,7 +17,7 @@ temporary artifacts folder:
       in, answer out); both with one native thread, as the server's workers run;
   (c) per model, POST /api/v1/<endpoint>/predict under gunicorn with the production
       configuration (2 workers of 4 threads), 1 and 8 connections: req/s, p50, p99;
-  (d) registering a random forest of about 20 MB (``catalogue.register_model``: hash,
+  (d) registering a random forest of about 20 MB (``register_model``: hash,
       load, signature, a check on its example, the ONNX conversion and its verification).
 
 The targets (issue #12): the ONNX-served model answers one row at p50 <= 2 ms at one
@@ -167,14 +167,14 @@ import time, pandas as pd, joblib
 from pathlib import Path
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
-from apps.endpoints import catalogue
+from apps.endpoints.catalogue.register import register_model
 x, y = make_classification(n_samples=20000, n_features=20, random_state=0)
 x = pd.DataFrame(x, columns=[f"f{i}" for i in range(20)])
 model = RandomForestClassifier(n_estimators=90, random_state=0, n_jobs=2).fit(x, y)
 path = Path(%r) / "forest20.joblib"
 joblib.dump(model, path)
 started = time.perf_counter()
-done = catalogue.register_model(artifact=path, endpoint_name="forest", name="rf", version="1",
+done = register_model(artifact=path, endpoint_name="forest", name="rf", version="1",
     example=x.head(20).to_csv(index=False).encode(), allow_pickle=True)
 print(path.stat().st_size, time.perf_counter() - started, done.algorithm.serving["engine"])
 """

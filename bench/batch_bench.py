@@ -197,7 +197,7 @@ django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from apps.endpoints.models import MLAlgorithm, MLRequest
-from apps.endpoints import demo
+from apps.endpoints.catalogue import demo
 from apps.ml.registry import get_registry
 demo.ensure_registered(); registry = get_registry()
 algorithm = MLAlgorithm.objects.get(name="random forest")

@@ -54,10 +54,10 @@ def setup_django(database_url: str) -> None:
 def logged_requests(n: int) -> list[int]:
     from django.db import transaction
 
-    from apps.endpoints import bulk
+    from apps.endpoints.serving import bulk
 
     algorithm = stub_algorithm(endpoint="bench", name="stub", status="production")
-    row: bulk.Row = ("{}", "{}", "<=50K", None, algorithm.pk, None, None, None)
+    row = bulk.LogRow("{}", "{}", "<=50K", None, algorithm.pk, None, None, None)
     ids: list[int] = []
     with transaction.atomic():
         for start in range(0, n, 10_000):
@@ -66,7 +66,7 @@ def logged_requests(n: int) -> list[int]:
 
 
 def feedback_file(ids: list[int], rng: random.Random) -> bytes:
-    from apps.endpoints import feedback
+    from apps.endpoints.serving import feedback
 
     tokens = feedback.tokens_for(ids)
     lines = [
@@ -79,9 +79,10 @@ def feedback_file(ids: list[int], rng: random.Random) -> bytes:
 def timed_file(data: bytes) -> tuple[float, Any]:
     from django.contrib.auth.models import AnonymousUser
 
-    from apps.endpoints import feedback
+    from apps.endpoints import policy
+    from apps.endpoints.serving import feedback
 
-    actor = feedback.Actor(user=AnonymousUser(), address="127.0.0.1")
+    actor = policy.Actor(user=AnonymousUser(), address="127.0.0.1")
     started = time.perf_counter()
     result = feedback.give_many(upload=io.BytesIO(data), actor=actor)
     return time.perf_counter() - started, result
@@ -91,9 +92,10 @@ def timed_singles(ids: list[int]) -> float:
     """Seconds per ``feedback.give``, each in its own transaction (as the API runs it)."""
     from django.contrib.auth.models import AnonymousUser
 
-    from apps.endpoints import feedback
+    from apps.endpoints import policy
+    from apps.endpoints.serving import feedback
 
-    actor = feedback.Actor(user=AnonymousUser(), address="127.0.0.1")
+    actor = policy.Actor(user=AnonymousUser(), address="127.0.0.1")
     tokens = feedback.tokens_for(ids)
     started = time.perf_counter()
     for pk, token in zip(ids, tokens, strict=True):

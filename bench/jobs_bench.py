@@ -642,8 +642,13 @@ def profile_main(path: Path, log_requests: bool, out: Path, whole: bool) -> int:
     from django.conf import settings
     from django.contrib.auth.models import AnonymousUser
 
-    from apps.endpoints import batch, batch_output, bulk, demo, feedback, jobs, tally
+    from apps.endpoints import policy
+    from apps.endpoints.batch import jobs
+    from apps.endpoints.batch import output as batch_output
+    from apps.endpoints.batch import score as batch
+    from apps.endpoints.catalogue import demo
     from apps.endpoints.models import BatchJob
+    from apps.endpoints.serving import bulk, tally
     from apps.ml import codecs
     from apps.ml.income_classifier.base import IncomeClassifier
 
@@ -659,7 +664,7 @@ def profile_main(path: Path, log_requests: bool, out: Path, whole: bool) -> int:
                 version=None,
                 log_requests=log_requests,
                 target_column=None,
-                actor=feedback.Actor(user=AnonymousUser(), address="127.0.0.1"),
+                actor=policy.Actor(user=AnonymousUser(), address="127.0.0.1"),
                 send=lambda job_id, count: None,  # no broker: this process runs the pieces
             )
 

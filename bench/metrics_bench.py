@@ -115,8 +115,8 @@ def grow(to: int, algorithms: list[Any], rng: random.Random) -> None:
     timings)."""
     from django.db import connection, transaction
 
-    from apps.endpoints import bulk
     from apps.endpoints.models import MLRequest
+    from apps.endpoints.serving import bulk
 
     have = MLRequest.objects.count()
     while have < to:
@@ -145,8 +145,8 @@ def measure(repeat: int) -> str:
     from django.test import RequestFactory
     from prometheus_client import REGISTRY, generate_latest
 
-    from apps.endpoints import selectors, tally
     from apps.endpoints.models import MLRequest
+    from apps.endpoints.serving import selectors, tally
     from apps.ops import metrics, views
 
     request = RequestFactory().get("/metrics")

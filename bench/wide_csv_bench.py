@@ -132,7 +132,7 @@ def child(spec: dict[str, Any], warm_up: str) -> dict[str, Any]:
     from django.core.management import call_command
 
     from apps.core.errors import PayloadTooLarge
-    from apps.endpoints import demo
+    from apps.endpoints.catalogue import demo
 
     call_command("migrate", verbosity=0)
     assert demo.register(demo.DEMO_MODELS[0])
@@ -148,7 +148,7 @@ def child(spec: dict[str, Any], warm_up: str) -> dict[str, Any]:
         sys.modules["apps.endpoints.batch"] = batch
         loader.loader.exec_module(batch)
     else:
-        from apps.endpoints import batch as current
+        from apps.endpoints.batch import score as current
 
         batch = current
 

@@ -73,7 +73,7 @@ def registry(artifacts_dir: Path) -> Iterator[MLRegistry]:
 def demo_registry(registry: MLRegistry, db: None) -> MLRegistry:
     """The two Adult demo algorithms (tiny stand-ins), registered as on a fresh start:
     endpoint income_classifier, random forest in production, extra trees in testing."""
-    from apps.endpoints import demo
+    from apps.endpoints.catalogue import demo
 
     for spec in demo.DEMO_MODELS[:2]:
         assert demo.register(spec), spec
@@ -84,7 +84,7 @@ def demo_registry(registry: MLRegistry, db: None) -> MLRegistry:
 def all_demos(registry: MLRegistry, db: None, demo_artifacts: Path) -> MLRegistry:
     """All four demo models, one endpoint per task: the two Adult classifiers (tiny), the
     diabetes regressor and the wine classifier (the real ones, trained in a second)."""
-    from apps.endpoints import demo
+    from apps.endpoints.catalogue import demo
 
     for spec in demo.DEMO_MODELS:
         if not (registry.artifacts_root / spec.file).exists():

@@ -133,7 +133,7 @@ def env_cache(name: str) -> dict[str, Any]:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": raw,
             # A Redis that does not answer must not hold a request for long: throttling
-            # fails open (apps/endpoints/throttling.py) after this.
+            # fails open (apps/endpoints/api/throttling.py) after this.
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     if scheme == "db" and separator:

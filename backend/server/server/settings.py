@@ -223,7 +223,7 @@ if not os.path.isabs(_artifacts):
     )
 MODEL_ARTIFACTS_PATH = Path(_artifacts).resolve()
 
-# Register the demo models (apps/endpoints/demo.py): two Adult income classifiers, a
+# Register the demo models (apps/endpoints/catalogue/demo.py): two Adult income classifiers, a
 # diabetes regressor and a wine classifier, one endpoint per task.
 ML_DEMO_MODELS = env_bool("ML_DEMO_MODELS", True)
 
@@ -277,7 +277,7 @@ BATCH_CHUNK_BYTES = env_int("BATCH_CHUNK_BYTES", 16 * 1024 * 1024)
 # features needs it raised.
 BATCH_MAX_COLUMNS = env_int("BATCH_MAX_COLUMNS", 1000)
 # Batch jobs (POST /api/v1/batch-jobs): files scored in the background in pieces of
-# BATCH_JOB_CHUNK_ROWS rows, each a task (apps/endpoints/jobs.py, tasks.py).
+# BATCH_JOB_CHUNK_ROWS rows, each a task (apps/endpoints/batch/jobs.py, tasks.py).
 BATCH_JOB_MAX_UPLOAD_BYTES = env_int("BATCH_JOB_MAX_UPLOAD_BYTES", 2 * 1024**3)
 BATCH_JOB_MAX_ROWS = env_int("BATCH_JOB_MAX_ROWS", 20_000_000, minimum=1)
 BATCH_JOB_CHUNK_ROWS = env_int("BATCH_JOB_CHUNK_ROWS", 50_000, minimum=1)
@@ -313,6 +313,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # by their last progress, and would send a long job's pieces again every time.
 CELERY_BEAT_SCHEDULE = {
     "delete-old-batch-jobs": {
+        # Task names as they were before the batch room existed: a beat's entries and
+        # queued messages name them (batch/tasks.py keeps them).
         "task": "apps.endpoints.tasks.delete_old_jobs",
         "schedule": crontab(hour=3, minute=30),
     },
@@ -339,7 +341,7 @@ PREDICT_ACCESS = env_choice("PREDICT_ACCESS", "open", ("open", "token"))
 # Who may give feedback (the ground truth that decides A/B tests): "token" (whoever holds
 # the request's feedback_token, the default), "authenticated" (a logged-in holder of it) or
 # "staff" (operators only). Operators may always give it, without tokens. See docs/api.md,
-# "Feedback", and apps/endpoints/feedback.py.
+# "Feedback", and apps/endpoints/serving/feedback.py.
 FEEDBACK_ACCESS = env_choice("FEEDBACK_ACCESS", "token", ("token", "authenticated", "staff"))
 
 # The bearer token /metrics asks for (Prometheus: `authorization: {credentials: ...}`);
@@ -369,11 +371,11 @@ REST_FRAMEWORK: dict[str, Any] = {
     # which tells API clients what to send and makes no browser pop up a login dialog.
     # Token and Basic: DRF's, with the lockout of failed logins (endpoints/login_attempts.py).
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "apps.endpoints.login_attempts.LockoutTokenAuthentication",
+        "apps.endpoints.api.login_attempts.LockoutTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "apps.endpoints.login_attempts.LockoutBasicAuthentication",
+        "apps.endpoints.api.login_attempts.LockoutBasicAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["apps.endpoints.permissions.IsOperatorOrReadOnly"],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.endpoints.policy.Operators"],
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
@@ -381,14 +383,14 @@ REST_FRAMEWORK: dict[str, Any] = {
     ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
-    "EXCEPTION_HANDLER": "apps.endpoints.exception_handler.handle",
+    "EXCEPTION_HANDLER": "apps.endpoints.api.errors.handle",
     # Docstrings shown as text, their ``code`` as code (not as reStructuredText markup).
-    "VIEW_DESCRIPTION_FUNCTION": "apps.endpoints.descriptions.view_description",
+    "VIEW_DESCRIPTION_FUNCTION": "apps.endpoints.api.descriptions.view_description",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Per-client request rates ("100/second", "6000/minute"), by the view's throttle_scope;
     # unset means no limit. Clients are users, else IP addresses; counts are kept in the
     # cache (CACHE_URL), and requests are let through while it is down (docs/operations.md).
-    "DEFAULT_THROTTLE_CLASSES": ["apps.endpoints.throttling.FailOpenScopedRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["apps.endpoints.api.throttling.FailOpenScopedRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "predict": env_rate("PREDICT_THROTTLE_RATE"),
         "management": env_rate("MANAGEMENT_THROTTLE_RATE"),
@@ -398,7 +400,7 @@ REST_FRAMEWORK: dict[str, Any] = {
     # entry the farthest of them wrote. 0 (the default): the peer address (REMOTE_ADDR),
     # and the header is ignored. DRF's own default (None) trusts the whole header, which
     # any client writes: a new value per request escaped every rate. Also the address
-    # that login lockouts count (apps/endpoints/throttling.py, client_address).
+    # that login lockouts count (apps/endpoints/policy.py, client_address).
     "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
 
@@ -417,7 +419,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minim
 # Either one locks: a name guessed at from many addresses, an address guessing many names.
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 # The address rates use: X-Forwarded-For counts only as far as NUM_PROXIES says.
-AXES_CLIENT_IP_CALLABLE = "apps.endpoints.throttling.client_address"
+AXES_CLIENT_IP_CALLABLE = "apps.endpoints.policy.client_address"
 # Counts in the database, not the cache: shared by all workers without CACHE_URL (the
 # default per-process cache would give each worker its own limit), listed in the admin
 # ("Access attempts"), and cleared by `manage.py axes_reset`. A request without a login
@@ -431,7 +433,7 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 # the address: anyone with an account could log in between guesses at other names.
 AXES_RESET_ON_SUCCESS = False
 # A locked login form answers a plain 429 with Retry-After (the API: the JSON error shape).
-AXES_LOCKOUT_CALLABLE = "apps.endpoints.login_attempts.lockout_response"
+AXES_LOCKOUT_CALLABLE = "apps.endpoints.api.login_attempts.lockout_response"
 
 # OpenAPI schema at /api/v1/schema, Swagger UI at /api/v1/docs (drf-spectacular).
 SPECTACULAR_SETTINGS = {
@@ -446,8 +448,8 @@ SPECTACULAR_SETTINGS = {
     # (401, 404, 406, 503; 400, 403, 413, 415 with a body; 429 when throttled).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",  # the default
-        "apps.endpoints.openapi.add_error_responses",
-        "apps.endpoints.openapi.add_endpoint_paths",  # after: the copies carry the errors
+        "apps.endpoints.api.openapi.add_error_responses",
+        "apps.endpoints.api.openapi.add_endpoint_paths",  # after: the copies carry the errors
     ],
 }
 

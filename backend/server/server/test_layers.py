@@ -1,7 +1,11 @@
-"""Imports run one way, ``apps.endpoints -> apps.ml -> apps.core``, without cycles.
+"""Imports run one way, down the rooms of ``LAYERS``, and never in a circle.
 
-Read from the source (module-level imports), so a violation fails here rather than as an
-import error that depends on which module happens to load first."""
+Read from the source, so a violation fails here rather than as an import error that depends
+on which module happens to load first. Every import counts: at module level, inside a
+function (a late import is still a dependency, only a cheaper one), and under
+``if TYPE_CHECKING:`` (a circle of types is a circle of ideas). A package that is in no
+layer fails too: a new room is placed on purpose, with this list edited.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,30 @@ from django.conf import settings
 
 APPS = Path(settings.BASE_DIR) / "apps"
 
+# Top to bottom: a module may import its own layer and the layers below it, never one
+# above. Entries are package or module prefixes; the longest that matches places a module.
+# docs/decisions.md ("Layout") draws the same order.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("apps.ops",),  # observes everything; nothing imports it
+    (  # the edge: wiring and the operator's screens
+        "apps.endpoints.apps",
+        "apps.endpoints.urls",
+        "apps.endpoints.admin",
+        "apps.endpoints.management",
+    ),
+    ("apps.endpoints.views",),  # one module per concern: parse, call one service, answer
+    ("apps.endpoints.serializers",),
+    ("apps.endpoints.api",),  # throttling, login lockouts, OpenAPI, the error shape
+    ("apps.endpoints.batch",),  # batch-predict and batch jobs
+    ("apps.endpoints.serving",),  # predict, the request log, feedback, retention
+    ("apps.endpoints.experiments",),  # A/B tests, statistics, evaluation, reports
+    ("apps.endpoints.catalogue",),  # endpoints, versions, statuses, registration
+    ("apps.endpoints.policy",),  # who may do what
+    ("apps.endpoints.models", "apps.endpoints"),
+    ("apps.ml",),  # models without a database
+    ("apps.core",),  # errors and telemetry
+)
+
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(APPS.parent).with_suffix("").parts
@@ -19,20 +47,19 @@ def module_name(path: Path) -> str:
 
 
 def production_modules() -> dict[str, Path]:
+    """Every module of ``apps`` but its tests and migrations (and the empty ``apps``)."""
     return {
         module_name(path): path
         for path in APPS.rglob("*.py")
-        if "tests" not in path.parts and "migrations" not in path.parts
+        if "tests" not in path.parts and "migrations" not in path.parts and path.parent != APPS
     }
 
 
 def imports_of(path: Path, modules: set[str]) -> set[str]:
-    """The project modules a file imports at module level (not inside functions, where a
-    late import is a deliberate choice, e.g. to keep pandas out of a worker; nor under
-    ``if TYPE_CHECKING:``, types only). ``from package import module`` depends on the
-    module; ``from module import name``, on the module."""
+    """The project modules a file imports anywhere in it. ``from package import module``
+    depends on the module; ``from module import name``, on the module."""
     found = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -49,6 +76,41 @@ def graph() -> dict[str, set[str]]:
         name: {target for target in imports_of(path, names) if target != name}
         for name, path in modules.items()
     }
+
+
+def layer_of(module: str) -> int | None:
+    """The index of the layer whose longest prefix matches ``module``; None if none does."""
+    best: tuple[int, int] | None = None  # (prefix length, layer)
+    for index, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[0]:
+                    best = (len(prefix), index)
+    return None if best is None else best[1]
+
+
+def test_every_module_is_in_a_layer() -> None:
+    unplaced = sorted(name for name in production_modules() if layer_of(name) is None)
+    assert unplaced == [], "place each new package in server/test_layers.py's LAYERS"
+
+
+def test_no_import_runs_back_up() -> None:
+    upward = {
+        f"{name} -> {target}"
+        for name, targets in graph().items()
+        for target in targets
+        if (layer_of(target) or 0) < (layer_of(name) or 0)  # None: the test above fails
+    }
+    assert sorted(upward) == []
+
+
+def test_nothing_imports_operations() -> None:
+    importers = sorted(
+        name
+        for name, targets in graph().items()
+        if not name.startswith("apps.ops") and any(t.startswith("apps.ops") for t in targets)
+    )
+    assert importers == [], "apps.ops observes; counters the product updates live in core"
 
 
 def test_the_ml_layer_imports_nothing_of_the_endpoints_or_operations() -> None:
@@ -88,3 +150,17 @@ def test_there_is_no_import_cycle() -> None:
         if node not in state:
             visit(node, [node])
     assert cycles == []
+
+
+def test_the_layer_test_sees_a_late_and_a_type_checking_import(tmp_path: Path) -> None:
+    """The reader itself: an import inside a function or under TYPE_CHECKING counts."""
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from apps.core.errors import NotFound\n"
+        "def f():\n    from apps.ml import codecs\n"
+    )
+    assert imports_of(source, {"apps.core.errors", "apps.ml.codecs", "apps.ml"}) == {
+        "apps.core.errors",
+        "apps.ml.codecs",
+    }

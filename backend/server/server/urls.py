@@ -12,7 +12,7 @@ urlpatterns = [
     path("", include("apps.endpoints.urls")),
 ]
 
-handler400 = "apps.endpoints.views.bad_request"
-handler403 = "apps.endpoints.views.permission_denied"
-handler404 = "apps.endpoints.views.not_found"
-handler500 = "apps.endpoints.views.server_error"
+handler400 = "apps.endpoints.views.errors.bad_request"
+handler403 = "apps.endpoints.views.errors.permission_denied"
+handler404 = "apps.endpoints.views.errors.not_found"
+handler500 = "apps.endpoints.views.errors.server_error"

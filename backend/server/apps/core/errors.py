@@ -1,7 +1,7 @@
 """The service's error hierarchy.
 
 Services, selectors, the registry and the classifier wrappers raise these; one DRF
-exception handler (``exception_handler.py``) turns every one of them, and every error DRF
+exception handler (``apps/endpoints/api/errors.py``) turns every one of them, and every error DRF
 raises itself, into the same JSON shape::
 
     {"error": {"code": "invalid_input", "message": "...", "details": {...}}}

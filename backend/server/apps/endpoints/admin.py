@@ -17,7 +17,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from apps.core.errors import ServiceError
-from apps.endpoints import ab_testing, catalogue, feedback, jobs, selectors
+from apps.endpoints import policy
+from apps.endpoints.batch import jobs
+from apps.endpoints.catalogue.register import register_upload
+from apps.endpoints.catalogue.selectors import algorithms_with_current_status, current_status
+from apps.endpoints.catalogue.statuses import set_algorithm_status
+from apps.endpoints.experiments import ab_testing
+from apps.endpoints.experiments.selectors import abtests_with_live_counts
 from apps.endpoints.models import (
     ABTest,
     BatchJob,
@@ -28,6 +34,8 @@ from apps.endpoints.models import (
     MLRequest,
     Task,
 )
+from apps.endpoints.serving import feedback
+from apps.endpoints.serving.selectors import estimated_count
 from apps.ml import registry as ml_registry
 
 
@@ -54,7 +62,7 @@ class StatusHistoryInline(admin.TabularInline[MLAlgorithmStatus, MLAlgorithm]):
 
 class RegisterModelForm(forms.ModelForm[MLAlgorithm]):
     """ "Add ML algorithm": upload a model file, registered as the API registers it
-    (``catalogue.register_model``), with the same checks and refusals shown as form errors."""
+    (``register_model``), with the same checks and refusals shown as form errors."""
 
     artifact_file = forms.FileField(
         label="Model file",
@@ -88,7 +96,7 @@ class RegisterModelForm(forms.ModelForm[MLAlgorithm]):
         if self.errors:
             return cleaned
         try:
-            registered = catalogue.register_upload(
+            registered = register_upload(
                 upload=cleaned["artifact_file"],
                 file_name=cleaned["artifact_file"].name,
                 example=cleaned.get("input_example"),
@@ -131,7 +139,7 @@ class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
     actions = ["promote_to_production"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[MLAlgorithm]:
-        return selectors.algorithms_with_current_status()
+        return algorithms_with_current_status()
 
     def get_form(
         self, request: HttpRequest, obj: MLAlgorithm | None = None, change: bool = False, **kw: Any
@@ -162,7 +170,7 @@ class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
 
     @admin.display(description="current status")
     def current_status(self, algorithm: MLAlgorithm) -> str:
-        status = selectors.current_status(algorithm)
+        status = current_status(algorithm)
         return status.status if status else "-"
 
     @admin.display(description="features")
@@ -192,10 +200,16 @@ class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
         loaded = ml_registry.get_registry().loaded_at.get(algorithm.pk)
         return loaded.isoformat(timespec="seconds") if loaded else "not loaded"
 
-    @admin.action(description="Promote selected algorithms to production", permissions=["change"])
+    def has_change_status_permission(self, request: HttpRequest) -> bool:
+        """The promote action, as the API's status write (``policy.CHANGE_STATUS``)."""
+        return policy.may(request.user, policy.CHANGE_STATUS)
+
+    @admin.action(
+        description="Promote selected algorithms to production", permissions=["change_status"]
+    )
     def promote_to_production(self, request: HttpRequest, queryset: QuerySet[MLAlgorithm]) -> None:
         for algorithm in queryset:
-            catalogue.set_algorithm_status(
+            set_algorithm_status(
                 algorithm=algorithm,
                 status=MLAlgorithmStatus.Status.PRODUCTION,
                 created_by=request.user.get_username(),
@@ -254,7 +268,7 @@ class EstimatedCountPaginator(Paginator[Any]):
     @cached_property
     def count(self) -> int:
         if isinstance(self.object_list, QuerySet):
-            return selectors.estimated_count(self.object_list)
+            return estimated_count(self.object_list)
         return len(self.object_list)
 
 
@@ -317,7 +331,7 @@ class MLRequestAdmin(admin.ModelAdmin[MLRequest]):
         "created_at",
     ]
     # At tens of millions of rows, every part of this page must come from an index: no
-    # full COUNT(*) (an estimate past 10k rows, selectors.estimated_count), no filter whose
+    # full COUNT(*) (an estimate past 10k rows, estimated_count), no filter whose
     # choices are a DISTINCT over the log (the response column's was), no date hierarchy
     # (its years and months are one too), sorting only by indexed columns, and search by id.
     list_filter = [
@@ -356,7 +370,7 @@ class MLRequestAdmin(admin.ModelAdmin[MLRequest]):
     def save_model(self, request: HttpRequest, obj: MLRequest, form: Any, change: bool) -> None:
         if not change or "feedback" not in form.changed_data:
             return
-        actor = feedback.Actor.of(request)
+        actor = policy.Actor.of(request)
         feedback.give(
             request_id=obj.pk, value=form.cleaned_data["feedback"], token=None, actor=actor
         )
@@ -412,11 +426,11 @@ class ABTestAdmin(admin.ModelAdmin[ABTest]):
     actions = ["stop_tests", "force_stop_tests"]
 
     def has_stop_permission(self, request: HttpRequest) -> bool:
-        """The stop actions, as the API's stop: staff allowed to change A/B tests."""
-        return bool(request.user.has_perm("endpoints.change_abtest"))
+        """The stop actions, as the API's stop (``policy.STOP_AB_TEST``)."""
+        return policy.may(request.user, policy.STOP_AB_TEST)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ABTest]:
-        return selectors.abtests_with_live_counts()
+        return abtests_with_live_counts()
 
     # Creating, editing or deleting a test by hand would skip the status changes the
     # lifecycle makes; the API creates, the actions stop.
@@ -540,9 +554,9 @@ class BatchJobAdmin(admin.ModelAdmin[BatchJob]):
     actions = ["cancel_jobs"]
 
     def has_cancel_permission(self, request: HttpRequest) -> bool:
-        """The cancel action, as the API's cancel for another's job: staff allowed to
-        change batch jobs."""
-        return bool(request.user.has_perm("endpoints.change_batchjob"))
+        """The cancel action, as the API's cancel of another's job
+        (``policy.CANCEL_ANY_JOB``)."""
+        return policy.may(request.user, policy.CANCEL_ANY_JOB)
 
     # Nobody edits a job by hand: its rows, state and files are its pieces' to write.
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -11,7 +11,7 @@ class EndpointsConfig(AppConfig):
     verbose_name = "Prediction endpoints"
 
     def ready(self) -> None:
-        from apps.endpoints.login_attempts import forget_own_failures
+        from apps.endpoints.api.login_attempts import forget_own_failures
 
         post_migrate.connect(_register_demo_models, sender=self)
         user_logged_in.connect(forget_own_failures, dispatch_uid="forget_own_failures")
@@ -21,6 +21,6 @@ def _register_demo_models(using: str, **kwargs: Any) -> None:
     """After ``migrate``, the demo models (ML_DEMO_MODELS), so the catalogue is filled
     before the first request."""
     if using == "default":
-        from apps.endpoints import demo
+        from apps.endpoints.catalogue import demo
 
         demo.ensure_registered()

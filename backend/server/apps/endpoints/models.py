@@ -122,7 +122,7 @@ class MLRequest(models.Model):
     full_response = models.JSONField()
     response = models.CharField(max_length=128)  # the predicted label
     # The ground truth, sent later by whoever holds the request's feedback token
-    # (apps/endpoints/feedback.py). None: no feedback yet. The audit says when and by whom
+    # (apps/endpoints/serving/feedback.py). None: no feedback yet. The audit says when and by whom
     # ("user:<name>" or "anonymous:<address>") and how ("token", "staff", "upload"); a
     # value it replaces is kept as a FeedbackRevision.
     feedback = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
@@ -221,7 +221,7 @@ class FeedbackTally(models.Model):
     """One algorithm's feedback, summed up: what /metrics shows, read without scanning the
     request log (one row per algorithm whatever the log's size).
 
-    Kept by ``apps/endpoints/tally.py`` in the transaction of every write that sets,
+    Kept by ``apps/endpoints/serving/tally.py`` in the transaction of every write that sets,
     changes or clears ``MLRequest.feedback``; ``manage.py recount_feedback`` rebuilds it
     from the log."""
 
@@ -240,7 +240,7 @@ class FeedbackTally(models.Model):
 class ABTest(models.Model):
     """A comparison of two algorithms of one endpoint on live traffic.
 
-    Lifecycle and rules live in ``apps/endpoints/ab_testing.py``: arm 1 is the incumbent,
+    Lifecycle and rules live in ``apps/endpoints/experiments/ab_testing.py``: arm 1 is the incumbent,
     arm 2 the challenger; while the test runs both have status ``ab_testing`` and
     ``previous_status_*`` remembers what to restore."""
 

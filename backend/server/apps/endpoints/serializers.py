@@ -8,7 +8,9 @@ from typing import Any
 from django.urls import reverse
 from rest_framework import serializers
 
-from apps.endpoints import ab_testing, catalogue, selectors
+from apps.endpoints.catalogue.selectors import current_status
+from apps.endpoints.catalogue.statuses import set_algorithm_status
+from apps.endpoints.experiments import ab_testing
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
 from apps.ml import registry as ml_registry
 
@@ -63,7 +65,7 @@ class MLAlgorithmSerializer(serializers.ModelSerializer[MLAlgorithm]):
         return loaded.isoformat() if loaded else None
 
     def get_current_status(self, algorithm: MLAlgorithm) -> str | None:
-        status = selectors.current_status(algorithm)
+        status = current_status(algorithm)
         return status.status if status else None
 
 
@@ -122,7 +124,7 @@ class MLAlgorithmStatusSerializer(serializers.ModelSerializer[MLAlgorithmStatus]
         validators: list[Any] = []
 
     def create(self, validated_data: dict[str, Any]) -> MLAlgorithmStatus:
-        return catalogue.set_algorithm_status(
+        return set_algorithm_status(
             algorithm=validated_data["parent_mlalgorithm"],
             status=validated_data["status"],
             created_by=_author(self),
@@ -130,7 +132,7 @@ class MLAlgorithmStatusSerializer(serializers.ModelSerializer[MLAlgorithmStatus]
 
 
 class MLRequestSerializer(serializers.ModelSerializer[MLRequest]):
-    """A logged request, for those who may read it (selectors.visible_requests). Feedback
+    """A logged request, for those who may read it (visible_requests). Feedback
     is given with ``FeedbackSerializer``, never by saving this."""
 
     user: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(

@@ -1,6 +1,6 @@
 """What registering a model file asks of the ML layer: open it safely, learn its signature,
 check that it predicts, and compile it where that is safe. No database: the catalogue
-(``apps/endpoints/catalogue.py``) records what this finds, or nothing when it refuses.
+(``apps/endpoints/catalogue/register.py``) records what this finds, or nothing when it refuses.
 
 A file is checked before it is recorded. It must load (a ``.skops`` file with the
 operator's trusted types; a joblib pickle only where the caller allows pickles), be a

@@ -42,7 +42,7 @@ class Runtime(ABC):
     # A prediction in two steps, for the batch path: ``encode`` (Python work that holds
     # the GIL: the model's own input form) on the request's thread, ``predict_encoded``
     # (the model call, which mostly releases it) on the model's, so that on two cores the
-    # two overlap across chunks instead of queueing for the GIL (batch.py).
+    # two overlap across chunks instead of queueing for the GIL (``apps/endpoints/batch/score.py``).
 
     def encode(self, frame: Frame) -> Any:
         """The model's input for ``frame`` (by default the frame itself)."""

@@ -16,7 +16,9 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from apps.core.errors import ModelUnavailable
-from apps.endpoints import demo, selectors, throttling
+from apps.endpoints.api import throttling
+from apps.endpoints.catalogue import demo
+from apps.endpoints.catalogue.selectors import algorithms_with_current_status, current_status
 from apps.endpoints.models import MLAlgorithm
 from apps.ml import artifacts
 from apps.ml.registry import MLRegistry
@@ -66,14 +68,12 @@ def _ping_database() -> None:
 
 def _servable() -> list[MLAlgorithm]:
     return [
-        a
-        for a in selectors.algorithms_with_current_status().order_by("id")
-        if selectors.current_status(a) is not None
+        a for a in algorithms_with_current_status().order_by("id") if current_status(a) is not None
     ]
 
 
 def _check(registry: MLRegistry, algorithm: MLAlgorithm) -> dict[str, Any]:
-    status = selectors.current_status(algorithm)
+    status = current_status(algorithm)
     check: dict[str, Any] = {
         "id": algorithm.pk,
         "name": algorithm.name,

@@ -1,15 +1,14 @@
-"""Prometheus metrics, with the official ``prometheus_client``.
+"""What ``/metrics`` exposes, with the official ``prometheus_client``.
 
 Two kinds:
 
-- Counted as traffic flows, in this process: requests and their latency by view, errors by
-  code, predictions by endpoint, algorithm, version and status. Under gunicorn, set
-  ``PROMETHEUS_MULTIPROC_DIR`` (``server/gunicorn.conf.py`` does) so the workers write
-  them to files there and a scrape of any worker adds up all of them.
+- Counted as traffic flows (``apps/core/telemetry.py``, which the product updates):
+  requests and their latency by view, errors by code, predictions by endpoint, algorithm,
+  version and status, rows of batch jobs.
 - Read from the database at scrape time: feedback received per algorithm, and its running
   accuracy (classifiers) or mean absolute error (regressors). They are the same whichever
   worker answers, and survive restarts. They come from the feedback tally, a row per
-  algorithm kept as feedback is written (``apps/endpoints/tally.py``): one small query per
+  algorithm kept as feedback is written (``apps/endpoints/serving/tally.py``): one small query per
   scrape, whatever the size of the request log. Batch jobs by state and the pieces waiting
   to be scored: two more, over the jobs' table (small: a row per job, kept
   ``BATCH_JOB_RETENTION_DAYS``), never over their pieces.
@@ -22,64 +21,19 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
-import numpy as np
 from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Count, F, Sum
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from apps.endpoints import selectors
-from apps.endpoints.models import BatchJob, MLAlgorithm, Task
+from apps.endpoints.models import BatchJob, Task
+from apps.endpoints.serving.selectors import FeedbackCounts, feedback_counts
 
 logger = logging.getLogger(__name__)
-
-# From a one-row prediction (milliseconds) to a large batch (tens of seconds).
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-
-REQUEST_LATENCY = Histogram(
-    "ml_http_request_duration_seconds",
-    "Time to answer a request, by view (e.g. predict, a batch view) and method.",
-    ["view", "method"],
-    buckets=LATENCY_BUCKETS,
-)
-ERRORS = Counter("ml_http_errors", "Error answers by view and error code.", ["view", "code"])
-PREDICTIONS = Counter(
-    "ml_predictions",
-    "Records predicted, by endpoint, algorithm, version and the status it was selected by.",
-    ["endpoint", "algorithm", "version", "status"],
-)
-
-JOB_ROWS = Counter(
-    "ml_batch_job_rows",
-    "Rows scored by batch jobs, by endpoint: counted by the process that scored each piece.",
-    ["endpoint"],
-)
-
-
-def count_predictions(*, endpoint: str, algorithm: MLAlgorithm, status: str, records: int) -> None:
-    PREDICTIONS.labels(
-        endpoint=endpoint, algorithm=algorithm.name, version=algorithm.version, status=status
-    ).inc(records)
-
-
-def count_job_rows(endpoint: str, rows: int) -> None:
-    """A piece of a batch job scored (``jobs.run_piece``, once its piece is committed)."""
-    JOB_ROWS.labels(endpoint=endpoint).inc(rows)
-
-
-def count_batch_predictions(
-    *, endpoint: str, algorithms: Sequence[MLAlgorithm], arms: np.ndarray, status: str
-) -> None:
-    """A batch's rows by the algorithm that scored them (``arms`` indexes ``algorithms``)."""
-    for arm, count in enumerate(np.bincount(arms, minlength=len(algorithms)).tolist()):
-        if count:
-            count_predictions(
-                endpoint=endpoint, algorithm=algorithms[arm], status=status, records=count
-            )
 
 
 class FeedbackCollector:
@@ -87,9 +41,7 @@ class FeedbackCollector:
     (regressors), from ``source``: the tally by default (one query per scrape);
     bench/metrics_bench.py passes the scan of the request log it replaced."""
 
-    def __init__(
-        self, source: Callable[[], list[selectors.FeedbackCounts]] = selectors.feedback_counts
-    ) -> None:
+    def __init__(self, source: Callable[[], list[FeedbackCounts]] = feedback_counts) -> None:
         self.source = source
 
     def collect(self) -> Iterable[Metric]:

@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from apps.endpoints.exception_handler import error_body
-from apps.ops import metrics, views
+from apps.core import telemetry
+from apps.endpoints.api.errors import error_body
+from apps.ops import views
 
 GetResponse = Callable[[HttpRequest], HttpResponse]
 
@@ -56,11 +57,11 @@ class MetricsMiddleware:
         match = getattr(request, "resolver_match", None)
         # Unmatched paths share one label: a scanner must not create a series per URL.
         view = match.view_name if match is not None else "unmatched"
-        metrics.REQUEST_LATENCY.labels(view=view, method=request.method).observe(
+        telemetry.REQUEST_LATENCY.labels(view=view, method=request.method).observe(
             time.perf_counter() - started
         )
         if response.status_code >= 400:
-            metrics.ERRORS.labels(view=view, code=_error_code(response)).inc()
+            telemetry.ERRORS.labels(view=view, code=_error_code(response)).inc()
         return response
 
 

@@ -9,7 +9,7 @@ import os
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from apps.endpoints.exception_handler import error_body
+from apps.endpoints.api.errors import error_body
 from apps.ml.registry import get_registry
 from apps.ops import health, metrics
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from apps.endpoints import catalogue
+from apps.endpoints.catalogue.register import register_model
 from apps.endpoints.models import MLAlgorithm, MLRequest
 from apps.ml.registry import MLRegistry
 
@@ -21,14 +21,14 @@ def algorithm(
     artifact: str = "random_forest.joblib",
 ) -> MLAlgorithm:
     """An algorithm served by one of the tiny Adult artifacts in ``registry.artifacts_root``,
-    registered the way every model is (``catalogue.register_model``), which stores it in
+    registered the way every model is (``register_model``), which stores it in
     MODEL_ARTIFACTS_PATH: that must be the registry's folder."""
     from django.conf import settings
 
     assert Path(settings.MODEL_ARTIFACTS_PATH) == registry.artifacts_root, (
         "set settings.MODEL_ARTIFACTS_PATH to the registry's folder (the artifacts_dir fixture)"
     )
-    return catalogue.register_model(
+    return register_model(
         artifact=registry.artifacts_root / artifact,
         endpoint_name=endpoint,
         name=name,
@@ -44,7 +44,7 @@ def algorithm(
 def operator(username: str = "operator", *, permissions: Sequence[str] | None = None) -> Any:
     """A staff user holding ``permissions`` (codenames of the endpoints app, e.g.
     "add_abtest"), by default all of that app's: what an operator is given in the admin.
-    ``is_staff`` alone allows no change (permissions.IsOperatorOrReadOnly)."""
+    ``is_staff`` alone allows no change (policy.Operators)."""
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Permission
 

@@ -12,7 +12,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.test import TestCase
 from django.utils import timezone
 
-from apps.endpoints import feedback, jobs
+from apps.endpoints import policy
+from apps.endpoints.batch import jobs
 from apps.endpoints.models import BatchJob
 from apps.endpoints.tests.apis.test_batch_predict import adult_csv
 from apps.endpoints.tests.factories import use_folder_storage
@@ -39,7 +40,7 @@ def job_in(
 ) -> BatchJob:
     """A job of ``rows`` Adult rows brought to ``state`` as the service brings it there:
     ``running`` has its first piece done. ``finished_days_ago`` moves its end back."""
-    actor = feedback.Actor(user=user or AnonymousUser(), address="127.0.0.1")
+    actor = policy.Actor(user=user or AnonymousUser(), address="127.0.0.1")
     # The tests' transaction never commits: what waits for the commit runs at once.
     with TestCase.captureOnCommitCallbacks(execute=True):
         job = jobs.submit(

@@ -79,7 +79,7 @@ def test_the_tally_migration_counts_the_feedback_logged_before_it_and_reverses()
         )  # fmt: skip
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
-    from apps.endpoints import selectors
+    from apps.endpoints.serving import selectors
 
     counts = selectors.feedback_counts()
     assert counts == selectors.feedback_counts_by_scan()

@@ -11,7 +11,7 @@ import pytest
 from django.db import OperationalError
 from rest_framework.test import APIClient
 
-from apps.endpoints import jobs
+from apps.endpoints.batch import jobs
 from apps.endpoints.models import BatchJob, BatchJobChunk
 from apps.endpoints.tests.job_factories import job_in, use_job_storage
 from apps.ml.registry import MLRegistry

@@ -108,7 +108,7 @@ def test_readyz_reports_the_database_down(api: APIClient, registry: MLRegistry) 
 def test_readyz_is_not_ready_while_the_demo_models_cannot_be_registered(
     api: APIClient, tmp_path: Path, settings: Any
 ) -> None:
-    from apps.endpoints import demo
+    from apps.endpoints.catalogue import demo
 
     settings.ML_DEMO_MODELS = True
     settings.MODEL_ARTIFACTS_PATH = tmp_path  # nothing trained there

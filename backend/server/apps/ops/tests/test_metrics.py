@@ -94,7 +94,7 @@ def test_a_scrape_still_answers_while_the_database_is_down(
     api: APIClient, demo_registry: MLRegistry
 ) -> None:
     failing = mock.patch(
-        "apps.endpoints.selectors.FeedbackTally.objects.filter",
+        "apps.endpoints.serving.selectors.FeedbackTally.objects.filter",
         side_effect=OperationalError("down"),
     )
     with failing:
@@ -111,13 +111,13 @@ def test_a_regressors_feedback_gives_its_running_mean_absolute_error(
 
     import skops.io
 
-    from apps.endpoints import catalogue
+    from apps.endpoints.catalogue.register import register_model
     from apps.ml.tests import models
 
     buffer = io.BytesIO()
     skops.io.dump(models.diabetes_regressor(), buffer)
     buffer.seek(0)
-    catalogue.register_model(
+    register_model(
         artifact=buffer, file_name="d.skops", endpoint_name="diabetes", name="gb", version="1",
         status="production",
     )  # fmt: skip

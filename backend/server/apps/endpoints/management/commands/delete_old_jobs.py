@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.endpoints import jobs
+from apps.endpoints.batch import jobs
 
 
 class Command(BaseCommand):

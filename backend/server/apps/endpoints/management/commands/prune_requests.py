@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.endpoints import retention
+from apps.endpoints.serving import retention
 
 
 class Command(BaseCommand):

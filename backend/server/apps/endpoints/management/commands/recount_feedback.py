@@ -15,7 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from apps.endpoints import tally
+from apps.endpoints.serving import tally
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ Registers a fitted scikit-learn estimator or pipeline, saved with ``joblib.dump`
 file is checked first (it loads, predicts on its input example or a generated row), then
 copied into ``MODEL_ARTIFACTS_PATH`` and recorded with its sha256 and signature; every
 process of a running server serves it on its next request for it, no restart
-(``catalogue.register_model``: the same path as the HTTP upload and the admin's).
+(``register_model``: the same path as the HTTP upload and the admin's).
 
 For operators: it runs with the server's settings and database, needs no login, and takes
 joblib files as well as .skops (a pickle runs code when loaded: only register your own).
@@ -20,7 +20,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.core.errors import ServiceError
-from apps.endpoints import catalogue, selectors
+from apps.endpoints.catalogue.register import register_model
+from apps.endpoints.catalogue.selectors import algorithms_for_prediction
 from apps.endpoints.models import MLAlgorithmStatus
 from apps.ml.income_classifier import WRAPPERS
 
@@ -74,7 +75,7 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"Cannot read the input example: {exc.strerror}.") from exc
         try:
-            registered = catalogue.register_model(
+            registered = register_model(
                 artifact=options["artifact"],
                 file_name=options["artifact_name"],
                 endpoint_name=endpoint,
@@ -113,7 +114,7 @@ class Command(BaseCommand):
         )
 
     def _warn_if_ambiguous(self, endpoint: str, status: str, pk: int) -> None:
-        others = selectors.algorithms_for_prediction(endpoint_name=endpoint, status=status)
+        others = algorithms_for_prediction(endpoint_name=endpoint, status=status)
         if len(others) > 1 and status != Status.AB_TESTING:
             ids = ", ".join(str(a.pk) for a in others if a.pk != pk)
             self.stderr.write(

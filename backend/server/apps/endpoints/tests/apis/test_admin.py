@@ -7,6 +7,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
+from apps.endpoints.tests.factories import operator
 from apps.ml.registry import MLRegistry
 
 pytestmark = pytest.mark.django_db
@@ -64,6 +65,26 @@ def test_the_promote_action_uses_the_status_service(
     ]
 
 
+def test_the_promote_action_asks_for_the_permission_the_api_asks_for(
+    client: Client, demo_registry: MLRegistry
+) -> None:
+    """Regression: the action asked for change_mlalgorithm where the API's status write asks
+    for add_mlalgorithmstatus, so staff with only the first could promote in the admin."""
+    et = MLAlgorithm.objects.get(name="extra trees")
+    action = {"action": "promote_to_production", "_selected_action": [et.pk]}
+    editor = operator("editor", permissions=["view_mlalgorithm", "change_mlalgorithm"])
+    client.force_login(editor)
+    page = client.get("/admin/endpoints/mlalgorithm/")
+    assert "promote_to_production" not in page.content.decode()
+    client.post("/admin/endpoints/mlalgorithm/", action, follow=True)
+    assert et.statuses.get(active=True).status == "testing"
+    promoter = operator("promoter", permissions=["view_mlalgorithm", "add_mlalgorithmstatus"])
+    client.force_login(promoter)
+    assert "promote_to_production" in client.get("/admin/endpoints/mlalgorithm/").content.decode()
+    client.post("/admin/endpoints/mlalgorithm/", action, follow=True)
+    assert et.statuses.get(active=True).status == "production"
+
+
 def test_anonymous_users_are_sent_to_the_login_page(client: Client) -> None:
     response = client.get("/admin/endpoints/mlalgorithm/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
@@ -74,7 +95,8 @@ def test_requests_deleted_in_the_admin_leave_the_feedback_counts(
 ) -> None:
     from django.contrib.auth.models import AnonymousUser
 
-    from apps.endpoints import feedback, selectors
+    from apps.endpoints import policy
+    from apps.endpoints.serving import feedback, selectors
 
     rf = MLAlgorithm.objects.get(name="random forest")
     rows = [
@@ -83,7 +105,7 @@ def test_requests_deleted_in_the_admin_leave_the_feedback_counts(
         )
         for _ in range(4)
     ]
-    anonymous = feedback.Actor(user=AnonymousUser())
+    anonymous = policy.Actor(user=AnonymousUser())
     for row in rows:
         token = feedback.token_for(row.pk)
         feedback.give(request_id=row.pk, value="<=50K", token=token, actor=anonymous)

@@ -419,7 +419,7 @@ def test_an_input_example_past_its_limit_is_a_413(
     staff_api: APIClient, registry: MLRegistry, artifacts_dir: Path
 ) -> None:
     """Regression: the input example was read whole into memory, up to the model's limit."""
-    from apps.endpoints import catalogue
+    from apps.endpoints.catalogue import register as catalogue
 
     x, y = models.wine()
     big = models.example_csv(x, y) * (catalogue.MAX_EXAMPLE_BYTES // 1000)

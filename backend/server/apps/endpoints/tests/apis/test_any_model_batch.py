@@ -13,8 +13,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from apps.endpoints import catalogue, feedback
+from apps.endpoints.catalogue.register import register_model
 from apps.endpoints.models import MLRequest
+from apps.endpoints.serving import feedback
 from apps.ml.registry import MLRegistry
 from apps.ml.tests import models
 
@@ -27,7 +28,7 @@ def registered(model: Any, endpoint: str, target_column: str = "target") -> None
 
     skops.io.dump(model, buffer)
     buffer.seek(0)
-    catalogue.register_model(
+    register_model(
         artifact=buffer,
         file_name="model.skops",
         endpoint_name=endpoint,

@@ -14,11 +14,11 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from apps.endpoints import tasks
+from apps.endpoints.batch import tasks
 from apps.endpoints.models import BatchJob, MLRequest
 from apps.endpoints.tests.apis.test_batch_predict import adult_csv
 from apps.endpoints.tests.factories import operator
-from apps.endpoints.tests.job_factories import use_job_storage
+from apps.endpoints.tests.job_factories import job_in, use_job_storage
 from apps.ml.registry import MLRegistry
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -167,18 +167,41 @@ def test_a_job_is_its_submitters_and_operators_and_a_404_to_anyone_else(
     assert api.get(url, headers={"X-Job-Token": anonymous["token"]}).status_code == 404
 
 
+def test_cancelling_another_users_job_needs_the_change_permission(
+    demo_registry: MLRegistry, django_user_model: Any
+) -> None:
+    """Regression: staff with only ``view_batchjob`` cancelled anyone's job through the API,
+    where the admin's action asks for ``change_batchjob``."""
+    job = job_in(BatchJob.State.QUEUED, user=django_user_model.objects.create_user("alice"))
+    viewer, canceller = APIClient(), APIClient()
+    viewer.force_authenticate(operator("viewer", permissions=["view_batchjob"]))
+    canceller.force_authenticate(
+        operator("canceller", permissions=["view_batchjob", "change_batchjob"])
+    )
+    url = f"{URL}/{job.pk}"
+    assert viewer.get(url).status_code == 200  # seeing it is theirs
+    refused = viewer.post(url + "/cancel")
+    assert refused.status_code == 403, refused.json()
+    assert "change_batchjob" in refused.json()["error"]["message"]
+    job.refresh_from_db()
+    assert job.state == BatchJob.State.QUEUED
+    cancelled = canceller.post(url + "/cancel")
+    assert cancelled.status_code == 200, cancelled.json()
+    assert cancelled.json()["state"] == BatchJob.State.CANCELLED
+
+
 def test_cancel_stops_a_job_and_takes_back_what_it_wrote(
     api: APIClient, demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch, job_storage: Path
 ) -> None:
-    from apps.endpoints import batch
+    from apps.endpoints.batch import score
 
-    real = batch.score_csv
+    real = score.score_csv
 
     def slow(**kwargs: Any) -> Any:
         time.sleep(0.3)
         return real(**kwargs)
 
-    monkeypatch.setattr(batch, "score_csv", slow)
+    monkeypatch.setattr(score, "score_csv", slow)
     # Without the log: on SQLite a log_requests job holds the write lock while each piece
     # scores, and the cancel's transaction could wait out the whole job (docs/batch.md).
     body = submit(api, adult_csv(70)).json()  # 10 pieces, 3 s or more

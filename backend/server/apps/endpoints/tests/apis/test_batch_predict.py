@@ -13,8 +13,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from apps.endpoints import feedback, serving
 from apps.endpoints.models import MLAlgorithm, MLRequest
+from apps.endpoints.serving import feedback
+from apps.endpoints.serving.predict import predict
 from apps.ml.income_classifier import IncomeClassifier, schema
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
@@ -85,9 +86,7 @@ def test_batch_answers_equal_single_predictions(api: APIClient, demo_registry: M
         csv.DictReader(io.StringIO(text)), body["predictions"], strict=True
     ):
         record = {f: line[f] for f in schema.FEATURES}
-        [single] = serving.predict(
-            endpoint_name="income_classifier", records=[record], status="production"
-        )
+        [single] = predict(endpoint_name="income_classifier", records=[record], status="production")
         assert single["probability"] == pytest.approx(prediction["probability"], abs=1e-12)
         assert single["label"] == prediction["label"]
         logged = MLRequest.objects.get(pk=prediction["request_id"])
@@ -131,9 +130,7 @@ def test_empty_cells_and_unseen_categories_are_handled_as_in_single_predict(
     record = dict(SAMPLE_RECORD, workclass="", age="", **{"native-country": "Holand-Netherlands"})
     text = ",".join(schema.FEATURES) + "\n" + ",".join(str(record[f]) for f in schema.FEATURES)
     [prediction] = stream_json(upload(api, text))["predictions"]
-    [single] = serving.predict(
-        endpoint_name="income_classifier", records=[record], status="production"
-    )
+    [single] = predict(endpoint_name="income_classifier", records=[record], status="production")
     assert prediction["probability"] == pytest.approx(single["probability"], abs=1e-12)
     logged = MLRequest.objects.get(pk=prediction["request_id"])
     assert sorted(logged.full_response["imputed"]) == ["age", "native-country", "workclass"]
@@ -159,7 +156,8 @@ def test_a_bad_cell_on_the_last_line_rolls_back_every_chunk(
 def test_ab_testing_splits_rows_between_the_arms_and_logs_each_to_its_arm(
     api: APIClient, demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from apps.endpoints import ab_testing, batch
+    from apps.endpoints.batch import score as batch
+    from apps.endpoints.experiments import ab_testing
 
     rf, et = (
         MLAlgorithm.objects.get(name="random forest"),
@@ -189,7 +187,7 @@ def test_ab_testing_splits_rows_between_the_arms_and_logs_each_to_its_arm(
 
 
 def test_random_arms_follow_the_shares() -> None:
-    from apps.endpoints.batch import random_arms
+    from apps.endpoints.batch.score import random_arms
 
     arms = random_arms(20_000, [0.8, 0.2])
     assert set(arms.tolist()) == {0, 1}
@@ -395,7 +393,7 @@ def test_chunks_are_bounded_by_bytes_and_parse_only_the_needed_columns(
 ) -> None:
     """Regression: 6,000 rows of 16.5k mostly ignored columns reached a 2.4 GB peak: a
     chunk was 10k rows whatever their width, each cell a Python string."""
-    from apps.endpoints import batch
+    from apps.endpoints.batch import score as batch
 
     settings.BATCH_MAX_COLUMNS = 5_000
     settings.BATCH_CHUNK_ROWS = 10_000
@@ -423,7 +421,7 @@ def test_a_chunk_holds_its_bytes_even_when_wide_rows_come_together(
 ) -> None:
     """Regression: chunks were sized by the file's average row, so narrow rows and then a
     block of wide ones put the wide block in one chunk many times BATCH_CHUNK_BYTES."""
-    from apps.endpoints import batch
+    from apps.endpoints.batch import score as batch
 
     settings.BATCH_CHUNK_ROWS = 10_000
     settings.BATCH_CHUNK_BYTES = 32 * 1024
@@ -457,7 +455,7 @@ def test_counting_stops_past_the_row_limit(quoted: bool) -> None:
     """Regression (review): the row sizes for chunk_plan were kept for the whole file
     before its length was checked, so a file far past BATCH_MAX_ROWS held a size per row
     in memory (about 1 GB for 256 MB of one-character rows) just to be refused."""
-    from apps.endpoints import batch
+    from apps.endpoints.batch import score as batch
 
     cell = '"1"' if quoted else "1"
     data = ("x\n" + f"{cell}\n" * 3_000_000).encode()  # past one 4 MiB block

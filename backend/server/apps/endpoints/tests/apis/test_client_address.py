@@ -15,7 +15,7 @@ from django.test import RequestFactory
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
-from apps.endpoints.throttling import client_address
+from apps.endpoints.api.throttling import client_address
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
 

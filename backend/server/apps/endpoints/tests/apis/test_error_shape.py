@@ -35,7 +35,7 @@ def _throttled(api: APIClient) -> Any:
 
 
 def _database_down(api: APIClient) -> Any:
-    with mock.patch("apps.endpoints.serving.predict", side_effect=OperationalError("gone")):
+    with mock.patch("apps.endpoints.views.predict.predict", side_effect=OperationalError("gone")):
         return _post(api)
 
 
@@ -90,7 +90,9 @@ def test_a_server_error_is_json_without_a_traceback_and_logged_with_the_request_
     demo_registry: MLRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
     api = APIClient(raise_request_exception=False)
-    with mock.patch("apps.endpoints.serving.predict", side_effect=RuntimeError("secret detail")):
+    with mock.patch(
+        "apps.endpoints.views.predict.predict", side_effect=RuntimeError("secret detail")
+    ):
         with caplog.at_level(logging.ERROR):
             response = _post(api, HTTP_X_REQUEST_ID="req-500-test")
     assert response.status_code == 500

@@ -14,8 +14,10 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from apps.core.errors import InvalidInput
-from apps.endpoints import ab_testing, feedback
+from apps.endpoints import policy
+from apps.endpoints.experiments import ab_testing
 from apps.endpoints.models import ABTest, FeedbackRevision, MLAlgorithm, MLRequest
+from apps.endpoints.serving import feedback
 from apps.endpoints.tests.factories import operator
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD, adult_frame
@@ -524,7 +526,7 @@ def test_a_mixed_file_applies_the_good_rows_and_says_why_each_other_was_refused(
     assert (body["applied"], body["changed"], body["refused_count"]) == (1, 1, 5)
     assert body["ignored_columns"] == ["note"]
     reasons = {r["line"]: r["reason"] for r in body["refused"]}
-    assert reasons[3] == feedback.WRONG_TOKEN
+    assert reasons[3] == policy.WRONG_TOKEN
     assert "not a class of this model" in reasons[4]
     assert "appears earlier in the file (line 2)" in reasons[5]
     assert reasons[6] == "request_id must be a whole number."

@@ -60,9 +60,9 @@ def test_the_load_time_is_null_until_this_process_loads_the_model(
 def test_the_demo_models_record_their_accuracy_on_adult_test(
     demo_artifacts: Path, registry: MLRegistry
 ) -> None:
-    from apps.endpoints import catalogue
+    from apps.endpoints.catalogue.register import register_model
 
-    algorithm = catalogue.register_model(
+    algorithm = register_model(
         artifact=demo_artifacts / "random_forest.joblib",
         file_name="demo_forest.joblib",  # beside the tiny stand-in of the same name
         endpoint_name="income_classifier",

@@ -9,8 +9,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from apps.endpoints import feedback
 from apps.endpoints.models import MLAlgorithm, MLRequest
+from apps.endpoints.serving import feedback
 from apps.endpoints.tests.factories import operator
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
@@ -87,7 +87,7 @@ def test_the_permission_matrix(
     path: str,
     expected: tuple[int, int, int, int],
 ) -> None:
-    from apps.endpoints import ab_testing
+    from apps.endpoints.experiments import ab_testing
 
     rf, et = (
         MLAlgorithm.objects.get(name="random forest"),

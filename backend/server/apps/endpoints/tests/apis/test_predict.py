@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from apps.endpoints import feedback
 from apps.endpoints.models import MLRequest
+from apps.endpoints.serving import feedback
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
 
@@ -130,7 +130,7 @@ def test_an_empty_object_is_judged_by_the_endpoint_it_is_sent_to(
 def test_ambiguity_is_a_400_listing_the_candidates(
     api: APIClient, demo_registry: MLRegistry
 ) -> None:
-    from apps.endpoints.catalogue import set_algorithm_status
+    from apps.endpoints.catalogue.statuses import set_algorithm_status
     from apps.endpoints.models import MLAlgorithm
 
     set_algorithm_status(

@@ -11,8 +11,8 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from apps.endpoints import selectors
 from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
+from apps.endpoints.serving.selectors import REQUEST_FILTERS, filter_requests
 from apps.endpoints.tests.factories import log_rows
 
 URL = "/api/v1/mlrequests"
@@ -110,7 +110,7 @@ def test_the_schema_documents_the_400_of_a_bad_filter_and_every_filter(
     listing = schema["paths"]["/api/v1/mlrequests"]["get"]
     assert "400" in listing["responses"]
     names = {p["name"] for p in listing["parameters"]}
-    assert set(selectors.REQUEST_FILTERS) | {"cursor", "page_size"} <= names
+    assert set(REQUEST_FILTERS) | {"cursor", "page_size"} <= names
 
 
 def test_a_page_costs_the_same_queries_whatever_its_length(
@@ -132,7 +132,7 @@ def test_a_page_costs_the_same_queries_whatever_its_length(
 
 
 # Each filter, and the index (or the index condition) that must serve it where the filter
-# is selective. A time range becomes a range of ids (selectors._created_before): the
+# is selective. A time range becomes a range of ids (_created_before): the
 # planner would otherwise walk the primary key from the newest row, skipping every row
 # after the range's end (1.1 s at 10M rows in bench/log_scale.py).
 BOUNDED = ("Index Cond: (created_at", "Index Cond: (id")  # either is a bounded walk
@@ -171,7 +171,7 @@ def test_every_filter_is_served_by_an_index_on_postgresql(
         "future": (now + timedelta(days=1)).isoformat(),
     }
     query = {k: v.format(**values) for k, v in params.items()}
-    page = selectors.filter_requests(MLRequest.objects.all(), query).order_by("-id")[:101]
+    page = filter_requests(MLRequest.objects.all(), query).order_by("-id")[:101]
     try:
         sql, args = page.query.sql_with_params()
     except EmptyResultSet:  # a range the probe found empty: no page query runs at all
@@ -196,9 +196,9 @@ def test_a_time_range_is_also_a_range_of_ids(two: tuple[MLAlgorithm, MLAlgorithm
         created_at=timezone.now() - timedelta(days=3)
     )
     moment = (timezone.now() - timedelta(days=1)).isoformat()
-    before = selectors.filter_requests(MLRequest.objects.all(), {"created_before": moment})
+    before = filter_requests(MLRequest.objects.all(), {"created_before": moment})
     assert '"id" <=' in str(before.query)
     assert set(before.values_list("pk", flat=True)) == {r.pk for r in rows[:3]}
-    after = selectors.filter_requests(MLRequest.objects.all(), {"created_after": moment})
+    after = filter_requests(MLRequest.objects.all(), {"created_after": moment})
     assert '"id" >=' in str(after.query)
     assert set(after.values_list("pk", flat=True)) == {r.pk for r in rows[3:]}

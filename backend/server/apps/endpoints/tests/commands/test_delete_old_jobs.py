@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from apps.endpoints import tasks
+from apps.endpoints.batch import tasks
 from apps.endpoints.models import BatchJob, MLRequest
 from apps.endpoints.tests.job_factories import files_of, job_in, use_job_storage
 from apps.ml.registry import MLRegistry

@@ -18,8 +18,9 @@ from django.core.management import CommandError, call_command
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.endpoints import retention, selectors, tasks
 from apps.endpoints.models import ABTest, FeedbackRevision, MLAlgorithm, MLRequest
+from apps.endpoints.serving import retention, tasks
+from apps.endpoints.serving.selectors import feedback_counts, feedback_counts_by_scan
 from apps.endpoints.tests.factories import log_rows, use_folder_storage
 
 pytestmark = pytest.mark.django_db
@@ -65,7 +66,7 @@ def grown(two: tuple[MLAlgorithm, MLAlgorithm]) -> dict[str, Any]:
 
 
 def test_old_rows_go_in_batches_and_a_running_tests_rows_stay(grown: dict[str, Any]) -> None:
-    tallied = {c.algorithm_id: c.given for c in selectors.feedback_counts()}
+    tallied = {c.algorithm_id: c.given for c in feedback_counts()}
     seen: list[int] = []
     done = retention.prune(days=30, batch_size=10, report=lambda d: seen.append(d.deleted))
     assert done.deleted == len(grown["gone"]) == 29
@@ -73,8 +74,8 @@ def test_old_rows_go_in_batches_and_a_running_tests_rows_stay(grown: dict[str, A
     assert set(MLRequest.objects.values_list("pk", flat=True)) == grown["kept"]
     assert not FeedbackRevision.objects.exists()
     # The four answered rows left the tally with them: it matches a count of the log again.
-    after = {c.algorithm_id: c.given for c in selectors.feedback_counts()}
-    by_scan = {c.algorithm_id: c.given for c in selectors.feedback_counts_by_scan()}
+    after = {c.algorithm_id: c.given for c in feedback_counts()}
+    by_scan = {c.algorithm_id: c.given for c in feedback_counts_by_scan()}
     assert sum(tallied.values()) - sum(after.values()) == 4
     assert {k: v for k, v in after.items() if v} == {k: v for k, v in by_scan.items() if v}
     assert retention.prune(days=30).deleted == 0  # nothing left to do

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command, load_command_clas
 from sklearn.tree import DecisionTreeClassifier
 
 from apps.endpoints.models import MLAlgorithm
-from apps.endpoints.serving import predict
+from apps.endpoints.serving.predict import predict
 from apps.ml import artifacts
 from apps.ml.registry import MLRegistry
 from apps.ml.tests import models

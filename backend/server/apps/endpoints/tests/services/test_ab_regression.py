@@ -17,8 +17,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from apps.core.errors import InvalidInput, NotEnoughData
-from apps.endpoints import ab_testing, catalogue, feedback, serving
+from apps.endpoints import policy
+from apps.endpoints.catalogue.register import register_model
+from apps.endpoints.experiments import ab_testing
 from apps.endpoints.models import ABTest, MLAlgorithm
+from apps.endpoints.serving import feedback
+from apps.endpoints.serving.predict import predict
 from apps.endpoints.tests.factories import operator
 from apps.ml.registry import MLRegistry
 from apps.ml.tests import models
@@ -30,7 +34,7 @@ def register(model: Any, version: str, endpoint: str = "diabetes") -> MLAlgorith
     buffer = io.BytesIO()
     skops.io.dump(model, buffer)
     buffer.seek(0)
-    return catalogue.register_model(
+    return register_model(
         artifact=buffer,
         file_name="m.skops",
         endpoint_name=endpoint,
@@ -54,11 +58,11 @@ def traffic(abtest: ABTest, n: int, *, seed: int = 0) -> None:
     """``n`` requests of the diabetes data routed by the test, each with its true value as
     feedback from the client that made it."""
     x, y = models.diabetes()
-    client = feedback.Actor(user=AnonymousUser(), address="10.0.0.1")
+    client = policy.Actor(user=AnonymousUser(), address="10.0.0.1")
     rng = np.random.default_rng(seed)
     for i in rng.choice(len(x), size=n, replace=False).tolist():
         record = json.loads(x.iloc[[i]].to_json(orient="records"))[0]
-        [served] = serving.predict(
+        [served] = predict(
             endpoint_name="diabetes",
             records=[record],
             status="ab_testing",
@@ -197,14 +201,12 @@ def test_arms_taking_different_features_each_get_theirs_and_nothing_else_passes(
     x, _ = models.diabetes()
     record = json.loads(x.iloc[[0]].to_json(orient="records"))[0]
     served = {
-        serving.predict(
-            endpoint_name="diabetes", records=[record], status="ab_testing", assignment_key=k
-        )[0]["algorithm"]["id"]
+        predict(endpoint_name="diabetes", records=[record], status="ab_testing", assignment_key=k)[
+            0
+        ]["algorithm"]["id"]
         for k in "abcdefghij"
     }
     assert served == {good.pk, poor.pk}  # both arms answered the same ten-feature record
     with pytest.raises(InvalidInput, match="see details") as refused:
-        serving.predict(
-            endpoint_name="diabetes", records=[{**record, "weight": 80}], status="ab_testing"
-        )
+        predict(endpoint_name="diabetes", records=[{**record, "weight": 80}], status="ab_testing")
     assert "weight" in refused.value.details

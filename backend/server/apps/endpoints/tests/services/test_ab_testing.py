@@ -11,8 +11,11 @@ import pytest
 from django.db import connection
 
 from apps.core.errors import ABTestStopped, InvalidInput, NotEnoughData, NotFound
-from apps.endpoints import ab_testing, catalogue, serving
+from apps.endpoints.catalogue import statuses
+from apps.endpoints.catalogue.statuses import set_algorithm_status
+from apps.endpoints.experiments import ab_testing
 from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
+from apps.endpoints.serving.predict import predict
 from apps.endpoints.tests.factories import algorithm
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
@@ -90,7 +93,7 @@ def test_creating_a_test_puts_both_arms_in_ab_testing_and_remembers_their_status
 def test_create_is_one_transaction_so_a_failure_leaves_both_statuses_alone(
     rf: MLAlgorithm, et: MLAlgorithm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = catalogue.set_algorithm_status
+    original = set_algorithm_status
     calls: list[int] = []
 
     def fail_on_second_arm(**kwargs: object) -> object:
@@ -99,7 +102,7 @@ def test_create_is_one_transaction_so_a_failure_leaves_both_statuses_alone(
             raise RuntimeError("database went away")
         return original(**kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(catalogue, "set_algorithm_status", fail_on_second_arm)
+    monkeypatch.setattr(statuses, "set_algorithm_status", fail_on_second_arm)
     with pytest.raises(RuntimeError):
         start(rf, et)
     assert len(calls) == 2
@@ -161,7 +164,7 @@ def test_predict_with_ab_testing_is_routed_by_the_running_test_and_records_it(
 ) -> None:
     abtest = start(rf, et)
     served = {
-        serving.predict(
+        predict(
             endpoint_name="income_classifier",
             records=[SAMPLE_RECORD] * 2,
             status="ab_testing",
@@ -176,7 +179,7 @@ def test_predict_with_ab_testing_is_routed_by_the_running_test_and_records_it(
 
 def test_requests_outside_the_test_do_not_record_it(rf: MLAlgorithm, et: MLAlgorithm) -> None:
     start(rf, et)
-    serving.predict(
+    predict(
         endpoint_name="income_classifier",
         records=[SAMPLE_RECORD],
         status="ab_testing",

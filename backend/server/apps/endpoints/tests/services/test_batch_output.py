@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from apps.endpoints import batch_output, feedback
-from apps.endpoints.batch import BatchResult
+from apps.endpoints.batch import output as batch_output
+from apps.endpoints.batch.score import BatchResult
+from apps.endpoints.serving import feedback
 from apps.ml import codecs
 from apps.ml.codecs import ModelOutput
 from apps.ml.signature import Feature, Signature

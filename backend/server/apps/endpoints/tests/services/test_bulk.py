@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from django.db import IntegrityError, OperationalError, transaction
 
-from apps.endpoints import bulk
 from apps.endpoints.models import MLRequest
+from apps.endpoints.serving import bulk
 from apps.endpoints.tests.factories import algorithm
 from apps.ml.registry import MLRegistry
 
@@ -23,10 +23,19 @@ pytestmark = pytest.mark.django_db
 def test_rows_come_back_exactly_as_written(registry: MLRegistry) -> None:
     alg = algorithm(registry)
     awkward = {"occupation": 'Tab\there "quoted" back\\slash\nnew line', "age": "37"}
-    rows: list[bulk.Row] = [
-        (json.dumps(awkward), '{"label":"<=50K"}', "<=50K", "a\tb\\c\nd", alg.pk, None, None, None),
-        ('{"age":"1"}', '{"label":">50K"}', ">50K", None, alg.pk, None, None, None),
-        ('{"age":"2"}', '{"label":">50K"}', ">50K", "\\N", alg.pk, None, None, None),
+    rows: list[bulk.LogRow] = [
+        bulk.LogRow(
+            json.dumps(awkward),
+            '{"label":"<=50K"}',
+            "<=50K",
+            "a\tb\\c\nd",
+            alg.pk,
+            None,
+            None,
+            None,
+        ),
+        bulk.LogRow('{"age":"1"}', '{"label":">50K"}', ">50K", None, alg.pk, None, None, None),
+        bulk.LogRow('{"age":"2"}', '{"label":">50K"}', ">50K", "\\N", alg.pk, None, None, None),
     ]
     with transaction.atomic():
         ids = bulk.insert_requests(rows)
@@ -45,8 +54,8 @@ def test_the_user_and_the_feedback_audit_are_written(
 ) -> None:
     alg = algorithm(registry)
     user = django_user_model.objects.create_user("alice")
-    labelled: bulk.Row = ("{}", "{}", "<=50K", ">50K", alg.pk, None, user.pk, "user:alice")
-    unlabelled: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
+    labelled = bulk.LogRow("{}", "{}", "<=50K", ">50K", alg.pk, None, user.pk, "user:alice")
+    unlabelled = bulk.LogRow("{}", "{}", "<=50K", None, alg.pk, None, None, None)
     if one_row:
         ids = [bulk.insert_request(labelled), bulk.insert_request(unlabelled)]
     else:
@@ -64,7 +73,7 @@ def test_ids_continue_after_rows_made_elsewhere_and_are_never_reused(
     registry: MLRegistry,
 ) -> None:
     alg = algorithm(registry)
-    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
+    row = bulk.LogRow("{}", "{}", "<=50K", None, alg.pk, None, None, None)
     with transaction.atomic():
         first = bulk.insert_requests([row, row]).tolist()
     made = MLRequest.objects.create(
@@ -85,7 +94,7 @@ def test_ids_continue_after_rows_made_elsewhere_and_are_never_reused(
 def test_it_refuses_to_run_outside_a_transaction(registry: MLRegistry) -> None:
     alg = algorithm(registry)
     with pytest.raises(RuntimeError, match=r"must run inside transaction\.atomic"):
-        bulk.insert_requests([("{}", "{}", "<=50K", None, alg.pk, None, None, None)])
+        bulk.insert_requests([bulk.LogRow("{}", "{}", "<=50K", None, alg.pk, None, None, None)])
     assert MLRequest.objects.count() == 0
 
 
@@ -94,8 +103,8 @@ def test_rows_beyond_one_statement_are_all_written_in_order(
 ) -> None:
     alg = algorithm(registry)
     monkeypatch.setattr(bulk, "_MAX_ROWS_PER_STATEMENT", 3)  # 10 rows: 3 + 3 + 3 + 1
-    rows: list[bulk.Row] = [
-        (json.dumps({"n": str(n)}), "{}", "<=50K", None, alg.pk, None, None, None)
+    rows: list[bulk.LogRow] = [
+        bulk.LogRow(json.dumps({"n": str(n)}), "{}", "<=50K", None, alg.pk, None, None, None)
         for n in range(10)
     ]
     with transaction.atomic():
@@ -107,7 +116,7 @@ def test_rows_beyond_one_statement_are_all_written_in_order(
 
 def test_the_background_writer_writes_in_the_callers_transaction(registry: MLRegistry) -> None:
     alg = algorithm(registry)
-    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
+    row = bulk.LogRow("{}", "{}", "<=50K", None, alg.pk, None, None, None)
     with transaction.atomic(), bulk.BackgroundWriter() as writer:
         futures = [writer.submit([row] * 3) for _ in range(4)]
     ids = [pk for future in futures for pk in future.result().tolist()]
@@ -128,8 +137,8 @@ def test_a_failed_background_write_raises_a_django_error_and_writes_nothing(
     registry: MLRegistry,
 ) -> None:
     alg = algorithm(registry)
-    good: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
-    orphan: bulk.Row = (
+    good = bulk.LogRow("{}", "{}", "<=50K", None, alg.pk, None, None, None)
+    orphan = bulk.LogRow(
         "{}",
         "{}",
         "<=50K",
@@ -152,7 +161,7 @@ def test_submit_waits_while_too_many_writes_are_pending(
     release = threading.Event()
     written: list[int] = []
 
-    def slow_insert(rows: Sequence[bulk.Row], *, using: Any) -> np.ndarray:
+    def slow_insert(rows: Sequence[bulk.LogRow], *, using: Any) -> np.ndarray:
         release.wait(timeout=10)
         written.append(len(rows))
         return np.arange(len(rows))
@@ -163,7 +172,7 @@ def test_submit_waits_while_too_many_writes_are_pending(
 
         def caller() -> None:
             for n in (1, 2):
-                writer.submit([("{}", "{}", "x", None, 1, None, None, None)] * n)
+                writer.submit([bulk.LogRow("{}", "{}", "x", None, 1, None, None, None)] * n)
                 submitted.append(n)
 
         thread = threading.Thread(target=caller)
@@ -183,11 +192,11 @@ def test_no_write_runs_after_one_has_failed(
     transaction back by itself. The next queued write then ran outside any transaction,
     in autocommit, and its rows stayed after the upload was answered with a 503."""
     alg = algorithm(registry)
-    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
+    row = bulk.LogRow("{}", "{}", "<=50K", None, alg.pk, None, None, None)
     real = bulk.write_rows
     calls: list[int] = []
 
-    def full_disk_on_second_write(rows: Sequence[bulk.Row], *, using: Any) -> np.ndarray:
+    def full_disk_on_second_write(rows: Sequence[bulk.LogRow], *, using: Any) -> np.ndarray:
         calls.append(len(rows))
         if len(calls) == 2:
             if using.vendor == "sqlite":

@@ -18,7 +18,8 @@ from django.conf import settings
 from django.db import OperationalError, connection
 
 from apps.core.errors import Conflict, ModelRejected, ModelUnavailable, NotFound
-from apps.endpoints import catalogue, demo, selectors
+from apps.endpoints.catalogue import demo
+from apps.endpoints.catalogue.register import register_model
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
 from apps.ml.registry import MLRegistry
 from apps.ml.tests import models
@@ -60,7 +61,7 @@ def test_a_fresh_start_registers_the_demo_models_with_their_statuses(
 
 
 def test_every_demo_task_is_served_from_a_fresh_start(all_demos: MLRegistry) -> None:
-    from apps.endpoints.serving import predict
+    from apps.endpoints.serving.predict import predict
 
     tasks = dict(MLAlgorithm.objects.values_list("parent_endpoint__name", "task"))
     assert tasks == {
@@ -110,7 +111,7 @@ def test_a_database_without_tables_is_retried_not_fatal(artifacts_dir: Path, set
     settings.ML_DEMO_MODELS = True
     demo.forget()
     failing = mock.patch.object(
-        selectors,
+        demo,
         "find_algorithm",
         side_effect=OperationalError("no such table: endpoints_endpoint"),
     )
@@ -171,11 +172,11 @@ def test_an_upload_is_stored_under_its_sha256_and_the_same_bytes_once(
 ) -> None:
     model = models.wine_classifier()
     data = upload(model, "wine.skops").getvalue()
-    first = catalogue.register_model(
+    first = register_model(
         artifact=io.BytesIO(data), file_name="wine.skops", endpoint_name="wine", name="a",
         version="1",
     ).algorithm  # fmt: skip
-    second = catalogue.register_model(
+    second = register_model(
         artifact=io.BytesIO(data), file_name="mine.skops", endpoint_name="wine", name="b",
         version="1",
     ).algorithm  # fmt: skip
@@ -189,13 +190,13 @@ def test_a_pickle_upload_is_refused_unless_allowed_and_leaves_nothing(
 ) -> None:
     model = models.wine_classifier()
     with pytest.raises(ModelRejected, match="joblib or pickle file runs code"):
-        catalogue.register_model(
+        register_model(
             artifact=upload(model, "wine.joblib"), file_name="wine.joblib",
             endpoint_name="wine", name="a", version="1",
         )  # fmt: skip
     assert not list((artifacts_dir / "uploads").iterdir())
     assert MLAlgorithm.objects.count() == 0
-    allowed = catalogue.register_model(
+    allowed = register_model(
         artifact=upload(model, "wine.joblib"), file_name="wine.joblib", endpoint_name="wine",
         name="a", version="1", allow_pickle=True,
     )  # fmt: skip
@@ -207,7 +208,7 @@ def test_an_untrusted_type_is_refused_naming_it_and_leaves_nothing(
 ) -> None:
     settings.SKOPS_TRUSTED_TYPES = ("numpy.dtype",)  # the operator left trees out
     with pytest.raises(ModelRejected) as refused:
-        catalogue.register_model(
+        register_model(
             artifact=upload(models.mixed_classifier(), "mixed.skops"), file_name="mixed.skops",
             endpoint_name="mixed", name="forest", version="1",
         )  # fmt: skip
@@ -244,7 +245,7 @@ def test_a_second_process_serves_an_algorithm_registered_here(
     registry: MLRegistry, artifacts_dir: Path
 ) -> None:
     model = models.wine_classifier()
-    registered = catalogue.register_model(
+    registered = register_model(
         artifact=upload(model, "wine.skops"), file_name="wine.skops", endpoint_name="wine",
         name="lr", version="1",
     ).algorithm  # fmt: skip
@@ -284,7 +285,7 @@ def test_a_second_process_serves_an_algorithm_registered_here(
 
 
 def test_an_empty_catalogue_answers_404_not_a_key_error(registry: MLRegistry) -> None:
-    from apps.endpoints.serving import predict
+    from apps.endpoints.serving.predict import predict
 
     with pytest.raises(NotFound, match="No endpoint named 'income_classifier'"):
         predict(endpoint_name="income_classifier", records=[SAMPLE_RECORD], status="production")

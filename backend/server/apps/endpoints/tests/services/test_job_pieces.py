@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from apps.endpoints import jobs
+from apps.endpoints.batch import jobs
 
 HEADER = b"name,note\n"
 

@@ -13,7 +13,8 @@ import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.test import TestCase
 
-from apps.endpoints import feedback, jobs, tasks
+from apps.endpoints import policy
+from apps.endpoints.batch import jobs, tasks
 from apps.endpoints.models import BatchJob
 from apps.endpoints.tests.apis.test_batch_predict import adult_csv
 from apps.endpoints.tests.factories import use_folder_storage
@@ -44,7 +45,7 @@ def submitted(rows: int) -> BatchJob:
             version=None,
             log_requests=False,
             target_column=None,
-            actor=feedback.Actor(user=AnonymousUser(), address="127.0.0.1"),
+            actor=policy.Actor(user=AnonymousUser(), address="127.0.0.1"),
             send=lambda job_id, pieces: None,
         )
 
@@ -73,4 +74,8 @@ def test_pieces_not_done_are_sent_again_and_a_complete_job_is_finished(
 
 
 def test_every_worker_sends_the_sweep_when_it_connects() -> None:
-    assert tasks.ResumeOnConnect in app.steps["consumer"]
+    from kombu.utils.imports import symbol_by_name
+
+    # server/celery.py names the step (it loads before the apps); the worker resolves it.
+    steps = {symbol_by_name(step) for step in app.steps["consumer"]}
+    assert tasks.ResumeOnConnect in steps

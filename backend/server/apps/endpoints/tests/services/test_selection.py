@@ -15,8 +15,11 @@ from apps.core.errors import (
     EndpointNotFound,
     InvalidInput,
 )
-from apps.endpoints import catalogue, serving
+from apps.endpoints.catalogue.selectors import forget_selections
+from apps.endpoints.catalogue.statuses import set_algorithm_status
 from apps.endpoints.models import MLAlgorithm, MLRequest
+from apps.endpoints.serving import predict as serving
+from apps.endpoints.serving.predict import ServedPrediction
 from apps.endpoints.tests.factories import algorithm
 from apps.ml.income_classifier import IncomeClassifier
 from apps.ml.registry import MLRegistry
@@ -25,7 +28,7 @@ from apps.ml.tests.factories import SAMPLE_RECORD
 pytestmark = pytest.mark.django_db
 
 
-def predict(status: str, version: str | None = None, **kw: object) -> serving.ServedPrediction:
+def predict(status: str, version: str | None = None, **kw: object) -> ServedPrediction:
     [served] = serving.predict(
         endpoint_name="income_classifier",
         records=[SAMPLE_RECORD],
@@ -83,7 +86,7 @@ def test_ab_testing_splits_traffic_between_both_arms_at_random(registry: MLRegis
 
 def test_an_inactive_status_does_not_count(registry: MLRegistry) -> None:
     alg = algorithm(registry, status="production")
-    catalogue.set_algorithm_status(algorithm=alg, status="testing", created_by="tests")
+    set_algorithm_status(algorithm=alg, status="testing", created_by="tests")
     with pytest.raises(AlgorithmNotFound):
         predict("production")
     assert predict("testing")["algorithm"]["id"] == alg.pk
@@ -171,11 +174,10 @@ def test_selections_are_cached_for_the_ttl_and_cleared_by_status_changes(
 ) -> None:
     import time
 
-    from apps.endpoints import selectors
     from apps.endpoints.models import MLAlgorithmStatus
 
     settings.PREDICT_CACHE_SECONDS = 5
-    selectors.forget_selections()
+    forget_selections()
     try:
         alg = algorithm(registry, status="production")
         assert predict("production")["algorithm"]["id"] == alg.pk
@@ -189,8 +191,8 @@ def test_selections_are_cached_for_the_ttl_and_cleared_by_status_changes(
         monkeypatch.undo()
         predict("testing")  # cached now
         # A change through the service in this process is seen at once.
-        catalogue.set_algorithm_status(algorithm=alg, status="staging", created_by="t")
+        set_algorithm_status(algorithm=alg, status="staging", created_by="t")
         with pytest.raises(AlgorithmNotFound):
             predict("testing")
     finally:
-        selectors.forget_selections()
+        forget_selections()

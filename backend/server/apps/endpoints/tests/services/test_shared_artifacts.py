@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from apps.core.errors import InvalidInput, ModelUnavailable
-from apps.endpoints import catalogue
+from apps.endpoints.catalogue.register import register_model
 from apps.endpoints.models import MLAlgorithm
 from apps.endpoints.tests.factories import use_folder_storage
 from apps.endpoints.tests.services.test_catalogue import upload
@@ -35,7 +35,7 @@ def host(tmp_path: Path, name: str) -> MLRegistry:
 
 def register_wine(registry: MLRegistry, name: str = "lr", file_name: str = "wine.skops") -> Any:
     model = models.wine_classifier()
-    algorithm = catalogue.register_model(
+    algorithm = register_model(
         artifact=upload(model, file_name),
         file_name=file_name,
         endpoint_name="wine",
@@ -84,11 +84,11 @@ def test_one_name_is_one_file_across_hosts(
     # Host A registered wine.skops from a path; host B, whose folder does not have it, is
     # given another file under the same name: B would serve its own file for A's version.
     first = models.save(models.wine_classifier(), tmp_path / "a-files", "wine.skops")
-    catalogue.register_model(artifact=first, endpoint_name="wine", name="a", version="1")
+    register_model(artifact=first, endpoint_name="wine", name="a", version="1")
     settings.MODEL_ARTIFACTS_PATH = tmp_path / "host-b"
     other = models.save(models.cancer_classifier(), tmp_path / "b-files", "wine.skops")
     with pytest.raises(InvalidInput, match=r"registered as 'wine\.skops'"):
-        catalogue.register_model(artifact=other, endpoint_name="cancer", name="b", version="1")
+        register_model(artifact=other, endpoint_name="cancer", name="b", version="1")
     assert not (tmp_path / "host-b" / "wine.skops").exists()  # what it placed, removed
     assert len(list(store.iterdir())) == 1
 
@@ -108,7 +108,7 @@ def test_upload_bytes_are_stored_once_whatever_their_name(
 ) -> None:
     data = upload(models.wine_classifier(), "wine.skops").getvalue()
     for name in ("a", "b"):
-        catalogue.register_model(
+        register_model(
             artifact=io.BytesIO(data), file_name=f"{name}.skops", endpoint_name="wine",
             name=name, version="1",
         )  # fmt: skip

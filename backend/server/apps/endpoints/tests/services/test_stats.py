@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from scipy.stats import binomtest, chi2_contingency, fisher_exact
 
-from apps.endpoints import stats
+from apps.endpoints.experiments import stats
 
 # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I:
 # the Wilson score interval without continuity correction, to four decimals.

@@ -7,7 +7,7 @@ import threading
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from apps.endpoints import catalogue
+from apps.endpoints.catalogue.statuses import set_algorithm_status
 from apps.endpoints.models import MLAlgorithmStatus
 from apps.endpoints.tests.factories import algorithm
 from apps.ml.registry import MLRegistry
@@ -18,8 +18,8 @@ def test_a_new_status_deactivates_the_previous_one_and_keeps_history(
     registry: MLRegistry,
 ) -> None:
     alg = algorithm(registry, status="testing")
-    catalogue.set_algorithm_status(algorithm=alg, status="staging", created_by="ana")
-    catalogue.set_algorithm_status(algorithm=alg, status="production", created_by="bo")
+    set_algorithm_status(algorithm=alg, status="staging", created_by="ana")
+    set_algorithm_status(algorithm=alg, status="production", created_by="bo")
     history = list(alg.statuses.order_by("id").values_list("status", "active", "created_by"))
     assert history == [
         ("testing", False, "tests"),
@@ -46,7 +46,7 @@ def test_concurrent_status_changes_leave_exactly_one_active(registry: MLRegistry
     def change(status: str) -> None:
         try:
             barrier.wait()
-            catalogue.set_algorithm_status(algorithm=alg, status=status, created_by="t")
+            set_algorithm_status(algorithm=alg, status=status, created_by="t")
         except BaseException as exc:
             errors.append(exc)
         finally:

@@ -17,8 +17,16 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, transaction
 from rest_framework.test import APIClient
 
-from apps.endpoints import ab_testing, bulk, catalogue, feedback, selectors, tally
+from apps.endpoints import policy
+from apps.endpoints.catalogue.register import register_model
+from apps.endpoints.experiments import ab_testing
 from apps.endpoints.models import FeedbackTally, MLAlgorithm, MLRequest
+from apps.endpoints.serving import bulk, feedback, tally
+from apps.endpoints.serving.selectors import (
+    FeedbackCounts,
+    feedback_counts,
+    feedback_counts_by_scan,
+)
 from apps.endpoints.tests.factories import algorithm
 from apps.ml.registry import MLRegistry
 from apps.ml.tests import models
@@ -28,12 +36,12 @@ INCOME = "/api/v1/income_classifier/predict"
 DIABETES = "/api/v1/diabetes/predict"
 
 
-def assert_tally_is_the_scan() -> list[selectors.FeedbackCounts]:
+def assert_tally_is_the_scan() -> list[FeedbackCounts]:
     """The tally as /metrics reads it equals the aggregate of the log it replaced: counts
     and labels exactly, sums of errors to rounding (they were added in another order)."""
-    tallied, scanned = selectors.feedback_counts(), selectors.feedback_counts_by_scan()
+    tallied, scanned = feedback_counts(), feedback_counts_by_scan()
 
-    def exact(counts: selectors.FeedbackCounts) -> selectors.FeedbackCounts:
+    def exact(counts: FeedbackCounts) -> FeedbackCounts:
         return dataclasses.replace(counts, absolute_error=0.0)
 
     assert [exact(c) for c in tallied] == [exact(c) for c in scanned]
@@ -47,7 +55,7 @@ def register_diabetes() -> MLAlgorithm:
     buffer = io.BytesIO()
     skops.io.dump(models.diabetes_regressor(), buffer)
     buffer.seek(0)
-    return catalogue.register_model(
+    return register_model(
         artifact=buffer, file_name="d.skops", endpoint_name="diabetes", name="gb", version="1",
         status="production", target_column="progression",
     ).algorithm  # fmt: skip
@@ -174,7 +182,7 @@ def test_a_revision_moves_a_regressors_error_from_the_old_value_to_the_new(
     predicted = answer["prediction"]
     put(api, answer, predicted + 10)
     put(api, answer, predicted - 3)
-    [counts] = selectors.feedback_counts()
+    [counts] = feedback_counts()
     assert (counts.given, counts.correct) == (1, 0)
     assert counts.absolute_error == pytest.approx(3, abs=1e-9)
 
@@ -182,11 +190,11 @@ def test_a_revision_moves_a_regressors_error_from_the_old_value_to_the_new(
 @pytest.mark.django_db
 def test_rows_written_with_feedback_outside_a_batch_are_counted(registry: MLRegistry) -> None:
     alg = algorithm(registry)
-    labelled: bulk.Row = ("{}", "{}", "<=50K", "<=50K", alg.pk, None, None, "test")
-    wrong: bulk.Row = ("{}", "{}", "<=50K", ">50K", alg.pk, None, None, "test")
+    labelled = bulk.LogRow("{}", "{}", "<=50K", "<=50K", alg.pk, None, None, "test")
+    wrong = bulk.LogRow("{}", "{}", "<=50K", ">50K", alg.pk, None, None, "test")
     bulk.insert_request(labelled)
     with transaction.atomic():
-        bulk.insert_requests([labelled, wrong, (*labelled[:3], None, *labelled[4:])])
+        bulk.insert_requests([labelled, wrong, labelled._replace(feedback=None)])
     [counts] = assert_tally_is_the_scan()
     assert (counts.given, counts.correct) == (3, 2)
 
@@ -217,14 +225,14 @@ def test_feedback_given_at_the_same_time_is_all_counted(registry: MLRegistry) ->
     """Eight clients give (then revise) feedback for one algorithm at once. A tally read,
     incremented and written back would lose some of their counts on PostgreSQL."""
     alg = algorithm(registry)
-    row: bulk.Row = ("{}", "{}", "<=50K", None, alg.pk, None, None, None)
+    row = bulk.LogRow("{}", "{}", "<=50K", None, alg.pk, None, None, None)
     with transaction.atomic():
         ids = bulk.insert_requests([row] * 48).tolist()
     start = threading.Barrier(8)
     errors: list[BaseException] = []
 
     def client(mine: list[int]) -> None:
-        actor = feedback.Actor(user=AnonymousUser(), address="10.0.0.1")
+        actor = policy.Actor(user=AnonymousUser(), address="10.0.0.1")
         try:
             start.wait(timeout=10)
             for value in (">50K", "<=50K"):

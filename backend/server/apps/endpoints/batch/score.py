@@ -36,15 +36,20 @@ import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 
+from apps.core import telemetry
 from apps.core.errors import InvalidInput, PayloadTooLarge
-from apps.endpoints import bulk, demo, evaluation, feedback, selectors, serving
+from apps.endpoints.catalogue import demo
+from apps.endpoints.catalogue.selectors import sole_endpoint_name
+from apps.endpoints.experiments import evaluation
+from apps.endpoints.experiments.selectors import running_abtest
 from apps.endpoints.models import ABTest, MLAlgorithm, MLAlgorithmStatus, MLRequest
+from apps.endpoints.serving import bulk, feedback
+from apps.endpoints.serving.predict import candidate_algorithms
 from apps.ml import codecs
 from apps.ml import registry as ml_registry
 from apps.ml.codecs import ModelOutput
 from apps.ml.runtime import Runtime, check_finite
 from apps.ml.signature import Signature
-from apps.ops import metrics as ops_metrics
 
 # Picks, for n rows, the index of the arm that serves each row, given each arm's share.
 AssignArms = Callable[[int, Sequence[float]], np.ndarray]
@@ -110,14 +115,14 @@ def score_csv(
     """Predict every row of the CSV ``upload`` and log each one; see the module docstring.
     ``assign_arms`` splits rows between A/B arms (default: ``random_arms``). ``user_id``:
     the authenticated client, recorded on every row; ``client``: who the feedback of the
-    label column is from (``feedback.Actor.label``).
+    label column is from (``policy.Actor.label``).
 
     For a piece of a batch job (``jobs.py``): ``arms`` as ``select_arms`` chose them when
     the job was submitted (a promotion meanwhile does not change the model mid-file),
     ``log=False`` to write no log rows, ``first_line`` the piece's first line in the file."""
     demo.ensure_registered()
     registry = ml_registry.get_registry()
-    endpoint_name = endpoint_name or selectors.sole_endpoint_name()
+    endpoint_name = endpoint_name or sole_endpoint_name()
     abtest, algorithms, shares = arms or select_arms(endpoint_name, status, version)
     runtimes = [registry.get(a) for a in algorithms]
     label_column = (
@@ -157,8 +162,11 @@ def score_csv(
             _score_chunks(upload, result, runtimes, split, plan, first_line)
     if result.count == 0:
         raise InvalidInput("The file has a header but no rows.")
-    ops_metrics.count_batch_predictions(
-        endpoint=endpoint_name, algorithms=algorithms, arms=result.arms, status=status
+    telemetry.count_scored(
+        endpoint=endpoint_name,
+        versions=[(a.name, a.version) for a in algorithms],
+        rows=np.bincount(result.arms, minlength=len(algorithms)).tolist(),
+        status=status,
     )
     return result
 
@@ -172,13 +180,11 @@ def select_arms(endpoint_name: str, status: str, version: str | None) -> Arms:
     ``ab_testing``, the arms of the endpoint's running test at its traffic split (as
     ``ab_testing.route`` does for single predictions); otherwise as predict selects."""
     if status == MLAlgorithmStatus.Status.AB_TESTING and version is None:
-        abtest = selectors.running_abtest(endpoint_name=endpoint_name)
+        abtest = running_abtest(endpoint_name=endpoint_name)
         if abtest is not None:
             arms = list(abtest.arms)
             return abtest, arms, [1 - abtest.arm_2_share, abtest.arm_2_share]
-    algorithms = serving.candidate_algorithms(
-        endpoint_name=endpoint_name, status=status, version=version
-    )
+    algorithms = candidate_algorithms(endpoint_name=endpoint_name, status=status, version=version)
     return None, algorithms, [1 / len(algorithms)] * len(algorithms)
 
 
@@ -340,7 +346,9 @@ def _interleave(parts: list[tuple[np.ndarray, ModelOutput]], size: int) -> Model
     return out
 
 
-def _log_rows(chunk: _Chunk, scoring: Future[ModelOutput], result: BatchResult) -> list[bulk.Row]:
+def _log_rows(
+    chunk: _Chunk, scoring: Future[ModelOutput], result: BatchResult
+) -> list[bulk.LogRow]:
     """Attach one chunk's feedback and build its log rows."""
     output = scoring.result()
     check_finite(output, first_line=chunk.first_line)
@@ -357,8 +365,9 @@ def _log_rows(chunk: _Chunk, scoring: Future[ModelOutput], result: BatchResult) 
     responses = codecs.answer_texts(signature, output)
     answered = codecs.response_texts(output)
     given_by = [None if truth is None else result.client for truth in truths]
-    rows: list[bulk.Row] = list(
-        zip(
+    rows = list(
+        map(
+            bulk.LogRow,
             inputs,
             responses,
             answered,

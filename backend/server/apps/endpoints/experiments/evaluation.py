@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.db.models import FloatField
+from django.db.models.functions import Abs, Cast
 
 from apps.ml.codecs import ModelOutput
 from apps.ml.signature import REGRESSION
@@ -69,3 +71,10 @@ class Running:
             "rmse": math.sqrt(self.squared / n),
             "r2": 1 - self.squared / variance if variance > 0 else None,
         }
+
+
+def absolute_error(prefix: str = "") -> Abs:
+    """|feedback - response| of a logged request, in SQL (``prefix``: the path to it, e.g.
+    ``requests__``): a regressor's prediction and its feedback are numbers stored as text
+    (``serving/feedback.py``). What the A/B reports and the feedback scan add up."""
+    return Abs(Cast(f"{prefix}feedback", FloatField()) - Cast(f"{prefix}response", FloatField()))

@@ -1,7 +1,7 @@
 """The demo models every fresh install serves, one endpoint per task.
 
 ``research/train.py`` writes their files into ``MODEL_ARTIFACTS_PATH``; they are registered
-through ``catalogue.register_model``, the path every model takes, after ``migrate`` and at
+through ``register_model``, the path every model takes, after ``migrate`` and at
 the latest on the first prediction a process serves (``ensure_registered``). A model whose
 file is not there yet (still training) is tried again later.
 """
@@ -18,7 +18,8 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from apps.core.errors import Conflict, ServiceError
-from apps.endpoints import catalogue, selectors
+from apps.endpoints.catalogue.register import register_model
+from apps.endpoints.catalogue.selectors import find_algorithm
 from apps.endpoints.models import MLAlgorithmStatus
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def ensure_registered() -> bool:
 
 def register(spec: DemoModel) -> bool:
     """Register one demo model unless it is there; whether it is there now."""
-    if selectors.find_algorithm(endpoint_name=spec.endpoint, name=spec.name, version=spec.version):
+    if find_algorithm(endpoint_name=spec.endpoint, name=spec.name, version=spec.version):
         return True
     root = Path(settings.MODEL_ARTIFACTS_PATH)
     if not (root / spec.file).is_file():
@@ -127,7 +128,7 @@ def register(spec: DemoModel) -> bool:
         return False
     example = (root / spec.example).read_bytes() if spec.example else None
     try:
-        catalogue.register_model(
+        register_model(
             artifact=root / spec.file,
             endpoint_name=spec.endpoint,
             name=spec.name,

@@ -10,7 +10,7 @@ A/B tests are decided on feedback, so feedback is a right that comes with the pr
   user; with ``PREDICT_ACCESS=token``, every request does.
 - ``FEEDBACK_ACCESS`` narrows who may give it at all: ``token`` (whoever holds the token),
   ``authenticated`` (a logged-in holder) or ``staff`` (operators only). The view's
-  permission class checks that part (permissions.py).
+  permission class checks that part (``policy.py``).
 - The value must be one of the algorithm's classes (a finite number for a regressor).
 - The audit: when, by whom and how (``token``, ``staff`` or ``upload``); a value replaced
   by another is kept as a ``FeedbackRevision``.
@@ -32,20 +32,19 @@ from functools import lru_cache
 from typing import IO, TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
-from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
 from apps.core.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
-from apps.endpoints import selectors, tally, throttling
+from apps.endpoints import policy
 from apps.endpoints.models import FeedbackRevision, MLAlgorithm, MLRequest, Task
+from apps.endpoints.policy import Actor
+from apps.endpoints.serving import tally
 
 if TYPE_CHECKING:
-    from rest_framework.request import Request
+    pass
 
 # -- the token ---------------------------------------------------------------------------
 
@@ -91,71 +90,14 @@ def token_matches(request_id: int, token: str) -> bool:
     return matched
 
 
-# -- who is asking -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Actor:
-    """The client giving feedback: its user (anonymous or not) and its address."""
-
-    user: AbstractBaseUser | AnonymousUser
-    address: str = ""
-
-    @classmethod
-    def of(cls, request: HttpRequest | Request) -> Actor:
-        """The client of ``request``, known by its address as rates see it: the peer's,
-        or behind NUM_PROXIES proxies the one the farthest of them reports; the rest of
-        X-Forwarded-For is not trusted, since any client can write it."""
-        return cls(user=request.user, address=throttling.client_address(request))
-
-    @property
-    def user_id(self) -> int | None:
-        """The authenticated user, recorded on its logged requests (None when anonymous,
-        which is every client while PREDICT_ACCESS=open: no credentials are read then)."""
-        return self.user.pk if self.user.is_authenticated else None
-
-    @property
-    def label(self) -> str:
-        """How the audit names the client; distinct labels count distinct clients."""
-        if self.user.is_authenticated:
-            return f"user:{self.user.get_username()}"
-        return f"anonymous:{self.address or 'unknown'}"
-
-    @property
-    def is_operator(self) -> bool:
-        """A staff user who may change any request's feedback, as in the admin."""
-        return selectors.is_staff_with(self.user, "endpoints.change_mlrequest")
-
-
-MISSING_TOKEN = (
-    "Feedback needs the feedback_token that came with the prediction (or a staff user "
-    "allowed to change requests)."
-)
-WRONG_TOKEN = "The feedback_token does not match this request."
-NOT_YOURS = "This request was made by another user: only they, or staff, may give its feedback."
-
-
 def _via(actor: Actor, request_id: int, token: str | None) -> str:
     """How ``actor`` may give feedback on ``request_id`` ("staff" or "token"), checked
-    without touching the database; raises ``Forbidden`` when it may not."""
-    if actor.is_operator:
-        return "staff"
-    if settings.FEEDBACK_ACCESS == "staff":
-        raise Forbidden("Feedback is given by staff only on this service (FEEDBACK_ACCESS=staff).")
-    if not token:
-        raise Forbidden(MISSING_TOKEN)
-    if not token_matches(request_id, token):
-        raise Forbidden(WRONG_TOKEN)
-    return "token"
-
-
-def _owner_problem(actor: Actor, via: str, owner_id: int | None) -> str | None:
-    """Why ``actor`` may not give feedback on a request made by ``owner_id``, or None."""
-    if via == "staff":
-        return None
-    if owner_id is None and settings.PREDICT_ACCESS != "token":
-        return None  # an anonymous request: the token is the only proof there is
-    return None if owner_id == actor.user_id else NOT_YOURS
+    without touching the database; raises ``Forbidden`` when it may not (``policy``)."""
+    valid = bool(token) and token_matches(request_id, token or "")
+    via = policy.feedback_via(actor, token=token, token_valid=valid)
+    if via is None:
+        raise Forbidden(policy.feedback_refusal_for(token=token))
+    return via
 
 
 # -- the value ---------------------------------------------------------------------------
@@ -230,7 +172,7 @@ def give(*, request_id: int, value: Any, token: str | None, actor: Actor) -> MLR
         )
         if row is None:
             raise NotFound(f"No logged request {request_id}.")
-        problem = _owner_problem(actor, via, row.user_id)
+        problem = policy.feedback_owner_refusal(actor, via, row.user_id)
         if problem:
             raise Forbidden(problem)
         if value is None:
@@ -479,7 +421,7 @@ def _apply_lines(
         if row is None:
             result.refuse(x.line, x.request_id, f"No logged request {x.pk}.")
             continue
-        problem = _owner_problem(actor, x.via, row.user_id)
+        problem = policy.feedback_owner_refusal(actor, x.via, row.user_id)
         if problem:
             result.refuse(x.line, x.request_id, problem)
             continue

@@ -30,9 +30,8 @@ from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
-from apps.endpoints import jobs, retention
+from apps.endpoints.batch import jobs
 from apps.endpoints.models import BatchJob
-from server.celery import app
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,18 @@ def attempt(job_id: int, index: int, tries: int) -> bool | None:
         return None
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+# Every task keeps the name it had when this module was apps/endpoints/tasks.py: queued
+# messages and the beat's entries name tasks, and a rolling upgrade must still find them.
+_NAMES = "apps.endpoints.tasks"
+
+
+@shared_task(
+    name=f"{_NAMES}.score_piece",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
 def score_piece(self: Task, job_id: int, index: int) -> None:
     tries = self.request.retries
     complete = attempt(job_id, index, tries)
@@ -80,12 +90,14 @@ def score_piece(self: Task, job_id: int, index: int) -> None:
         finish_job.delay(job_id)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(
+    name=f"{_NAMES}.finish_job", acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
 def finish_job(job_id: int) -> None:
     jobs.finish(job_id)
 
 
-@shared_task(ignore_result=True)
+@shared_task(name=f"{_NAMES}.resume_stalled", ignore_result=True)
 def resume_stalled(minutes: int = 10) -> int:
     """Send again the pieces of jobs unfinished after ``minutes`` (a broker that lost its
     queue); a piece still queued then runs twice, and the second run finds it done. A job
@@ -107,7 +119,8 @@ def resume_stalled(minutes: int = 10) -> int:
 
 class ResumeOnConnect(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery is untyped
     """A step of the worker's consumer, started on each connection to the broker (the
-    worker's start, a reconnect): sends ``resume_stalled`` for every unfinished job."""
+    worker's start, a reconnect): sends ``resume_stalled`` for every unfinished job.
+    Added to the worker by ``server/celery.py``."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
@@ -115,23 +128,9 @@ class ResumeOnConnect(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery 
         resume_stalled.delay(minutes=0)
 
 
-app.steps["consumer"].add(ResumeOnConnect)
-
-
-@shared_task(ignore_result=True)
+@shared_task(name=f"{_NAMES}.delete_old_jobs", ignore_result=True)
 def delete_old_jobs() -> int:
     return jobs.delete_old(settings.BATCH_JOB_RETENTION_DAYS)
-
-
-@shared_task(ignore_result=True)
-def prune_requests() -> int:
-    """The request log's retention, daily from the beat; nothing while
-    MLREQUEST_RETENTION_DAYS is 0 (keep every row)."""
-    if settings.MLREQUEST_RETENTION_DAYS < 1:
-        return 0
-    return retention.prune(
-        days=settings.MLREQUEST_RETENTION_DAYS, archive=settings.MLREQUEST_ARCHIVE
-    ).deleted
 
 
 # -- the embedded default: no broker, the web process runs the jobs -----------------------

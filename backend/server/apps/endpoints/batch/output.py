@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from apps.endpoints import feedback
-from apps.endpoints.batch import BatchResult
+from apps.endpoints.batch.score import BatchResult
+from apps.endpoints.serving import feedback
 from apps.ml import codecs
 from apps.ml.signature import Signature
 

@@ -30,21 +30,31 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import chain
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
-from apps.endpoints import tally
 from apps.endpoints.models import MLRequest
+from apps.endpoints.serving import tally
 
-# (input_data JSON, full_response JSON, response label, feedback or None, algorithm id,
-#  id of the A/B test that routed the row or None, id of the user who made the request or
-#  None, who gave the feedback or None). Feedback written with the row comes from the label
-#  column of an uploaded file: its feedback_via is "upload", its feedback_at created_at.
-Row = tuple[str, str, str, str | None, int, int | None, int | None, str | None]
+
+class LogRow(NamedTuple):
+    """One ``MLRequest`` as the writers here take it: text already serialised, ids, in the
+    order of ``_COLUMNS``. Feedback written with the row comes from the label column of an
+    uploaded file: its ``feedback_via`` is "upload", its ``feedback_at`` the row's time."""
+
+    input_data: str  # the record as sent, JSON text
+    full_response: str  # the answer (ml/answer.py), JSON text
+    response: str  # the label, or the predicted number as text
+    feedback: str | None
+    algorithm_id: int
+    ab_test_id: int | None  # the A/B test that routed the row
+    user_id: int | None  # who made the request, when authenticated
+    feedback_by: str | None  # who gave the feedback (policy.Actor.label)
+
 
 _TABLE = MLRequest._meta.db_table
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
@@ -59,18 +69,18 @@ _NO_AUDIT = (None, None)
 _MAX_ROWS_PER_STATEMENT = 4_000
 
 
-def insert_requests(rows: Sequence[Row]) -> np.ndarray:
+def insert_requests(rows: Sequence[LogRow]) -> np.ndarray:
     """Insert ``rows``, and the feedback they carry into the tally; returns their ids in
     order."""
     ids = write_rows(rows, using=connections[DEFAULT_DB_ALIAS])
-    if any(row[3] is not None for row in rows):
+    if any(row.feedback is not None for row in rows):
         counts = tally.Changes()
         counts.add_rows(rows, regressors=tally.regressor_ids())
         tally.save(counts)
     return ids
 
 
-def write_rows(rows: Sequence[Row], *, using: BaseDatabaseWrapper) -> np.ndarray:
+def write_rows(rows: Sequence[LogRow], *, using: BaseDatabaseWrapper) -> np.ndarray:
     """Insert ``rows`` on ``using``, from any thread, and nothing else (the caller keeps
     the tally); returns their ids in order."""
     db = using
@@ -94,7 +104,7 @@ def write_rows(rows: Sequence[Row], *, using: BaseDatabaseWrapper) -> np.ndarray
 
 
 def _insert_values(
-    sqlite: sqlite3.Connection, rows: Sequence[Row], ids: np.ndarray, created_at: str
+    sqlite: sqlite3.Connection, rows: Sequence[LogRow], ids: np.ndarray, created_at: str
 ) -> None:
     """SQLite: as many rows per ``INSERT ... VALUES (...), (...)`` as its bound-parameter
     limit allows (4,000 with SQLite 3.32 and later), so that the C library does the work of
@@ -113,7 +123,7 @@ def _insert_values(
         part = rows[start : start + per_statement]
         params = list(
             chain.from_iterable(
-                (*row, *(_NO_AUDIT if row[3] is None else uploaded), created_at, pk)
+                (*row, *(_NO_AUDIT if row.feedback is None else uploaded), created_at, pk)
                 for row, pk in zip(part, pks[start : start + per_statement], strict=True)
             )
         )
@@ -171,7 +181,7 @@ class BackgroundWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
         return self
 
-    def submit(self, rows: Sequence[Row]) -> Future[np.ndarray]:
+    def submit(self, rows: Sequence[LogRow]) -> Future[np.ndarray]:
         assert self._pool is not None, "use BackgroundWriter in a with block"
         while len(self._pending) >= self._max_pending:
             self._pending.pop(0).result()  # raises the write's error, if it failed
@@ -179,7 +189,7 @@ class BackgroundWriter:
         self._pending.append(future)
         return future
 
-    def _write(self, rows: Sequence[Row]) -> np.ndarray:
+    def _write(self, rows: Sequence[LogRow]) -> np.ndarray:
         # Once a write has failed, none may follow: on some errors (disk full, I/O) SQLite
         # rolls the whole transaction back by itself, and a later write would then run in
         # autocommit and stay, whatever the caller's rollback does.
@@ -198,7 +208,7 @@ class BackgroundWriter:
         self._counts.add_rows(rows, regressors=self._regressors)
         return ids
 
-    def _commit(self, rows: Sequence[Row]) -> np.ndarray:
+    def _commit(self, rows: Sequence[LogRow]) -> np.ndarray:
         """One chunk and its feedback in one short transaction, on this thread's own
         connection (Django's connections are per thread)."""
         try:
@@ -241,11 +251,11 @@ class BackgroundWriter:
             tally.save(self._counts)
 
 
-def insert_request(row: Row) -> int:
+def insert_request(row: LogRow) -> int:
     """Insert one row; returns its id. One statement (INSERT ... RETURNING), no
     transaction needed: the single-prediction path, where ORM overhead is most of the cost.
     A row with feedback (none on that path) also adds it to the tally, in one transaction."""
-    if row[3] is not None:
+    if row.feedback is not None:
         with transaction.atomic():
             pk = _insert_one(row)
             counts = tally.Changes()
@@ -255,11 +265,11 @@ def insert_request(row: Row) -> int:
     return _insert_one(row)
 
 
-def _insert_one(row: Row) -> int:
+def _insert_one(row: LogRow) -> int:
     created_at = connection.ops.adapt_datetimefield_value(timezone.now())
     json_value = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
     columns = _COLUMNS.removesuffix(", id")
-    audit = _NO_AUDIT if row[3] is None else (_UPLOAD, created_at)
+    audit = _NO_AUDIT if row.feedback is None else (_UPLOAD, created_at)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {_TABLE} ({columns}) VALUES "
@@ -291,7 +301,7 @@ def _reserve_ids(db: BaseDatabaseWrapper, count: int) -> np.ndarray:
 _NULL = "\\N"
 
 
-def _copy_text(rows: Sequence[Row], ids: np.ndarray, created_at: str) -> str:
+def _copy_text(rows: Sequence[LogRow], ids: np.ndarray, created_at: str) -> str:
     """Rows in COPY's text format: tab-separated, \\N for NULL, backslashes doubled.
     JSON text never holds a raw tab or newline (JSON escapes them), but feedback comes from
     clients, so the chunk is escaped whenever any of its text needs it."""

@@ -26,7 +26,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from apps.core.errors import Conflict, InvalidInput, ModelUnavailable, PayloadTooLarge, ServiceError
-from apps.endpoints import selectors
+from apps.endpoints.catalogue.selectors import find_algorithm, forget_selections
+from apps.endpoints.catalogue.statuses import check_status
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
 from apps.ml import artifacts, compiled, intake, shared_store
 
@@ -156,7 +157,7 @@ def _check_identity(*, endpoint_name: str, name: str, version: str, status: str)
 
 
 def _refuse_duplicate(endpoint_name: str, name: str, version: str) -> None:
-    existing = selectors.find_algorithm(endpoint_name=endpoint_name, name=name, version=version)
+    existing = find_algorithm(endpoint_name=endpoint_name, name=name, version=version)
     if existing is not None:
         raise Conflict(
             f"Algorithm {existing.pk} is already '{name}' version '{version}' of endpoint "
@@ -212,8 +213,8 @@ def _record(
     except IntegrityError:  # registered by another process between the check and now
         _refuse_duplicate(endpoint_name, name, version)
         raise
-    selectors.forget_selections()
-    transaction.on_commit(selectors.forget_selections)
+    forget_selections()
+    transaction.on_commit(forget_selections)
     return algorithm
 
 
@@ -309,34 +310,3 @@ def _remove(path: Path, sha256: str) -> None:
     """A file this registration placed, and any compiled form made from it."""
     path.unlink(missing_ok=True)
     compiled.remove_cached(path, sha256)
-
-
-# -- statuses ----------------------------------------------------------------------------
-
-
-def check_status(status: str) -> None:
-    """``InvalidInput`` unless ``status`` is one of the statuses."""
-    if status not in Status.values:
-        raise InvalidInput(
-            f"'{status}' is not a status.",
-            details={"status": [f"Expected one of: {', '.join(Status.values)}."]},
-        )
-
-
-@transaction.atomic
-def set_algorithm_status(
-    *, algorithm: MLAlgorithm, status: str, created_by: str
-) -> MLAlgorithmStatus:
-    """Make ``status`` the algorithm's active status; the previous one stays as history."""
-    check_status(status)
-    # Lock the algorithm so two concurrent changes serialise instead of both deactivating
-    # the old status and tripping the one-active-status constraint.
-    MLAlgorithm.objects.select_for_update().only("pk").get(pk=algorithm.pk)
-    MLAlgorithmStatus.objects.filter(parent_mlalgorithm=algorithm, active=True).update(active=False)
-    created = MLAlgorithmStatus.objects.create(
-        status=status, active=True, created_by=created_by, parent_mlalgorithm=algorithm
-    )
-    # Now, and again once committed, so that no request in between caches the old state.
-    selectors.forget_selections()
-    transaction.on_commit(selectors.forget_selections)
-    return created

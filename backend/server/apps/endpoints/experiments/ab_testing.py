@@ -16,7 +16,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.core.errors import ABTestStopped, InvalidInput, NotEnoughData, NotFound
-from apps.endpoints import catalogue, selectors, stats
+from apps.endpoints.catalogue import statuses
+from apps.endpoints.catalogue.selectors import algorithms_for_prediction, current_status
+from apps.endpoints.experiments import stats
+from apps.endpoints.experiments.selectors import (
+    abtest_arm_counts,
+    abtest_arm_errors,
+    abtest_feedback_clients,
+    running_abtest,
+)
 from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, Task
 
 Status = MLAlgorithmStatus.Status
@@ -60,7 +68,7 @@ def create(
         previous_status_2=_status_of(arm_2),
     )
     for arm in (arm_1, arm_2):
-        catalogue.set_algorithm_status(
+        statuses.set_algorithm_status(
             algorithm=arm, status=Status.AB_TESTING, created_by=created_by
         )
     return abtest
@@ -121,7 +129,7 @@ def _check_no_running_test(arm_1: MLAlgorithm, arm_2: MLAlgorithm) -> None:
 
 
 def _status_of(algorithm: MLAlgorithm) -> str:
-    status = selectors.current_status(algorithm)
+    status = current_status(algorithm)
     return status.status if status else ""
 
 
@@ -142,9 +150,9 @@ def route(
     that one key always gets the same arm of one test, in any process. Without a test (an
     operator set statuses by hand): one of the ``ab_testing`` algorithms at random."""
     rng = rng or _shared_rng
-    abtest = selectors.running_abtest(endpoint_name=endpoint_name)
+    abtest = running_abtest(endpoint_name=endpoint_name)
     if abtest is None:
-        candidates = selectors.algorithms_for_prediction(
+        candidates = algorithms_for_prediction(
             endpoint_name=endpoint_name, status=Status.AB_TESTING
         )
         return rng.choice(candidates), None
@@ -193,7 +201,7 @@ def evaluate(abtest: ABTest) -> dict[str, Any]:
         "arms": arms,
         # Few clients behind much feedback is a test one party could lean on (docs/api.md,
         # "Feedback"): the summary says how many there were.
-        "feedback_clients": selectors.abtest_feedback_clients(abtest=abtest),
+        "feedback_clients": abtest_feedback_clients(abtest=abtest),
         "comparison": comparison,
     }
 
@@ -203,7 +211,7 @@ def _ref(algorithm: MLAlgorithm) -> dict[str, Any]:
 
 
 def _classification(abtest: ABTest) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    counts = selectors.abtest_arm_counts(abtest=abtest)
+    counts = abtest_arm_counts(abtest=abtest)
     arms = []
     for number, algorithm, arm in zip((1, 2), abtest.arms, counts, strict=True):
         n = arm.with_feedback
@@ -235,7 +243,7 @@ def _classification(abtest: ABTest) -> tuple[list[dict[str, Any]], dict[str, Any
 
 
 def _regression(abtest: ABTest) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    errors = selectors.abtest_arm_errors(abtest=abtest)
+    errors = abtest_arm_errors(abtest=abtest)
     samples = [stats.ErrorSample(e.with_feedback, e.total, e.squares) for e in errors]
     arms = []
     for number, algorithm, arm, sample in zip((1, 2), abtest.arms, errors, samples, strict=True):
@@ -354,12 +362,12 @@ def _apply(abtest: ABTest, production: int | None, by: str) -> None:
         return
     for number, arm in enumerate(arms, start=1):
         status = Status.PRODUCTION if number == production else Status.TESTING
-        catalogue.set_algorithm_status(algorithm=arm, status=status, created_by=by)
+        statuses.set_algorithm_status(algorithm=arm, status=status, created_by=by)
 
 
 def _restore(algorithm: MLAlgorithm, previous: str, by: str) -> None:
     if previous:
-        catalogue.set_algorithm_status(algorithm=algorithm, status=previous, created_by=by)
+        statuses.set_algorithm_status(algorithm=algorithm, status=previous, created_by=by)
     else:  # it had no active status before the test
         algorithm.statuses.filter(active=True).update(active=False)
 

@@ -13,7 +13,7 @@ it with ``save``, in its own transaction:
   deleted rows' feedback is taken out.
 
 ``recount`` rebuilds it from the log (``manage.py recount_feedback``), the way
-``selectors.feedback_counts_by_scan`` counts: the response and the feedback compared as
+``feedback_counts_by_scan`` counts: the response and the feedback compared as
 text, and for regressors |float(feedback) - float(response)|.
 """
 
@@ -21,15 +21,23 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from django.db import connection, transaction
 
-from apps.endpoints import selectors
 from apps.endpoints.models import FeedbackTally, MLAlgorithm, Task
+from apps.endpoints.serving.selectors import feedback_counts_by_scan
 
-if TYPE_CHECKING:
-    from apps.endpoints.bulk import Row
+
+class Labelled(Protocol):
+    """What the tally reads of a log row written with its feedback (``bulk.LogRow``)."""
+
+    @property
+    def feedback(self) -> str | None: ...
+    @property
+    def response(self) -> str: ...
+    @property
+    def algorithm_id(self) -> int: ...
 
 
 @dataclass
@@ -64,15 +72,15 @@ class Changes:
             if regression:
                 delta.absolute_error += abs(float(new) - float(response))
 
-    def add_rows(self, rows: Iterable[Row], *, regressors: Collection[int]) -> None:
+    def add_rows(self, rows: Iterable[Labelled], *, regressors: Collection[int]) -> None:
         """New log rows, written with their feedback (or None); ``regressors``: the ids of
         the algorithms that are regressors (``regressor_ids``)."""
         deltas = self.deltas
         for row in rows:
-            new = row[3]
+            new = row.feedback
             if new is None:
                 continue
-            response, algorithm_id = row[2], row[4]
+            response, algorithm_id = row.response, row.algorithm_id
             delta = deltas.get(algorithm_id)
             if delta is None:
                 delta = deltas[algorithm_id] = Delta()
@@ -136,8 +144,7 @@ def recount() -> int:
         with connection.cursor() as cursor:
             cursor.execute(f"LOCK TABLE {_TABLE} IN SHARE ROW EXCLUSIVE MODE")
     counted = {
-        c.algorithm_id: (c.given, c.correct, c.absolute_error)
-        for c in selectors.feedback_counts_by_scan()
+        c.algorithm_id: (c.given, c.correct, c.absolute_error) for c in feedback_counts_by_scan()
     }
     kept = {
         pk: (given, correct, error)

@@ -20,11 +20,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.core.errors import InvalidInput
-from apps.endpoints import feedback, jobs, openapi, tasks
+from apps.endpoints import policy
+from apps.endpoints.api import openapi
+from apps.endpoints.api.inputs import upload_form
+from apps.endpoints.batch import jobs, tasks
 from apps.endpoints.models import BatchJob
-from apps.endpoints.permissions import PredictAccess
 from apps.endpoints.serializers import BatchJobSerializer
-from apps.endpoints.views import upload_form
 
 
 def _body(request: Request, job: BatchJob) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def _body(request: Request, job: BatchJob) -> dict[str, Any]:
 
 def _job(request: Request, job_id: int) -> BatchJob:
     token = request.headers.get("X-Job-Token") or request.query_params.get("token")
-    return jobs.job_for(feedback.Actor.of(request), job_id, token)
+    return jobs.job_for(policy.Actor.of(request), job_id, token)
 
 
 class BatchJobsView(GenericAPIView[Any]):
@@ -45,7 +46,7 @@ class BatchJobsView(GenericAPIView[Any]):
     ``log_requests``, ``target_column``), checked before it is queued: 202 with the job.
     ``GET``: your jobs, newest first; ``?state=`` filters."""
 
-    permission_classes = [PredictAccess]
+    permission_classes = [policy.PredictAccess]
     throttle_scope = "predict"
     parser_classes = [MultiPartParser, FormParser]
     serializer_class = BatchJobSerializer
@@ -53,7 +54,7 @@ class BatchJobsView(GenericAPIView[Any]):
 
     @openapi.job_list_schema
     def get(self, request: Request) -> Response:
-        queryset = jobs.visible(feedback.Actor.of(request))
+        queryset = jobs.visible(policy.Actor.of(request))
         state = request.query_params.get("state")
         if state:
             if state not in BatchJob.State.values:
@@ -68,7 +69,7 @@ class BatchJobsView(GenericAPIView[Any]):
     @openapi.job_submit_schema
     def post(self, request: Request) -> Response:
         data = upload_form(self, request, setting="BATCH_JOB_MAX_UPLOAD_BYTES")
-        actor = feedback.Actor.of(request)
+        actor = policy.Actor.of(request)
         job = jobs.submit(
             upload=data["file"],
             file_name=data["file"].name or "",
@@ -89,7 +90,7 @@ class BatchJobsView(GenericAPIView[Any]):
 class BatchJobView(GenericAPIView[Any]):
     """``GET``: the job's state, progress, rows/s, metrics, and its error if it failed."""
 
-    permission_classes = [PredictAccess]
+    permission_classes = [policy.PredictAccess]
     serializer_class = openapi.BatchJobSchema
 
     @openapi.job_schema
@@ -101,7 +102,7 @@ class BatchJobResultView(GenericAPIView[Any]):
     """``GET``: the scored CSV (the input rows plus the answer columns), streamed; 409
     until the job has succeeded."""
 
-    permission_classes = [PredictAccess]
+    permission_classes = [policy.PredictAccess]
     serializer_class = openapi.BatchJobSchema
     openapi_error_codes = (409,)
 
@@ -117,11 +118,12 @@ class BatchJobResultView(GenericAPIView[Any]):
 class BatchJobCancelView(GenericAPIView[Any]):
     """``POST``: cancel the job (409 once it has ended); what it wrote is taken back."""
 
-    permission_classes = [PredictAccess]
+    permission_classes = [policy.PredictAccess]
     serializer_class = openapi.BatchJobSchema
     openapi_error_codes = (409,)
 
     @openapi.job_cancel_schema
     def post(self, request: Request, job_id: int) -> Response:
-        job = jobs.cancel(_job(request, job_id))
+        token = request.headers.get("X-Job-Token") or request.query_params.get("token")
+        job = jobs.cancel_for(policy.Actor.of(request), job_id, token)
         return Response(_body(request, job))

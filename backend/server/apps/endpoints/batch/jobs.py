@@ -6,7 +6,7 @@
   ranges, found without parsing (a newline outside quotes ends a record). The algorithms
   are chosen now and kept with the job. A task per piece is sent when the job commits.
 - ``run_piece``: a piece is read from the storage with the header line, scored by
-  ``batch.score_csv`` (the synchronous path's code), and its output (the input rows plus
+  ``score_csv`` (the synchronous path's code), and its output (the input rows plus
   the answer columns) written to the storage. The piece is marked done in the transaction
   that writes its output name and, with ``log_requests``, its log rows: a task delivered
   twice (a worker killed before it acknowledged) finds it done and changes nothing, and
@@ -19,8 +19,8 @@
 - ``delete_jobs`` and ``delete_old``: jobs deleted with their files (the admin's delete;
   retention, ``manage.py delete_old_jobs`` or the beat's ``delete_old_jobs`` task).
 
-Who may see a job: its submitter (a user; an anonymous client by the job's token) and
-operators (``view_batchjob``); for anyone else it does not exist.
+Who may see a job, and cancel it, is ``policy``'s to say (``may_see_job``,
+``may_cancel_job``); for anyone who may not see it, it does not exist.
 """
 
 from __future__ import annotations
@@ -47,11 +47,31 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from apps.core.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, ServiceError
-from apps.endpoints import batch, batch_output, demo, evaluation, feedback, selectors
+from apps.core import telemetry
+from apps.core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+)
+from apps.endpoints import policy
+from apps.endpoints.batch import output, score
+from apps.endpoints.batch.score import (
+    Arms,
+    BatchResult,
+    check_columns,
+    check_field_counts,
+    read_header,
+    select_arms,
+)
+from apps.endpoints.catalogue import demo
+from apps.endpoints.catalogue.selectors import sole_endpoint_name
+from apps.endpoints.experiments import evaluation
 from apps.endpoints.models import ABTest, BatchJob, BatchJobChunk, MLAlgorithm, MLRequest
+from apps.endpoints.serving import feedback
 from apps.ml import registry as ml_registry
-from apps.ops import metrics as ops_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +79,9 @@ State = BatchJob.State
 _BLOCK_BYTES = 4 * 1024 * 1024
 _DELETE_BATCH = 500
 TOKEN_LENGTH = 32
+# The salt of job tokens: the module's path when tokens were first given out. Tokens
+# already handed out stay valid only while it stays the same, wherever this module lives.
+_TOKEN_SALT = "apps.endpoints.jobs"
 
 
 def storage() -> Storage:
@@ -77,25 +100,25 @@ def submit(
     version: str | None,
     log_requests: bool,
     target_column: str | None,
-    actor: feedback.Actor,
+    actor: policy.Actor,
     send: Callable[[int, int], None],
 ) -> BatchJob:
     """Check the file, store it, record the job and its pieces; ``send(job_id, pieces)``
     queues them once the job is committed (``tasks.send_pieces``)."""
     demo.ensure_registered()
-    endpoint_name = endpoint_name or selectors.sole_endpoint_name()
-    abtest, algorithms, shares = batch.select_arms(endpoint_name, status, version)
+    endpoint_name = endpoint_name or sole_endpoint_name()
+    abtest, algorithms, shares = select_arms(endpoint_name, status, version)
     registry = ml_registry.get_registry()
     runtimes = [registry.get(a) for a in algorithms]
-    header = batch.read_header(upload)
-    batch.check_columns(header, runtimes)
+    header = read_header(upload)
+    check_columns(header, runtimes)
     label = target_column or algorithms[0].target_column or None
     if target_column and target_column not in header:
         raise InvalidInput(
             f"The file has no column '{target_column}' (target_column).",
             details={"target_column": [f"Not a column of the file: {target_column}."]},
         )
-    rows = batch.check_field_counts(upload, len(header), max_rows=settings.BATCH_JOB_MAX_ROWS)
+    rows = check_field_counts(upload, len(header), max_rows=settings.BATCH_JOB_MAX_ROWS)
     if rows == 0:
         raise InvalidInput("The file has a header but no rows.")
     if rows > settings.BATCH_JOB_MAX_ROWS:
@@ -169,35 +192,54 @@ def record_ranges(upload: IO[bytes], every: int) -> list[tuple[int, int, int]]:
 
 def token_for(job_id: int) -> str:
     """The job's token: what an anonymous submitter shows to read it back."""
-    return salted_hmac("apps.endpoints.jobs", str(job_id), algorithm="sha256").hexdigest()[
-        :TOKEN_LENGTH
-    ]
+    return salted_hmac(_TOKEN_SALT, str(job_id), algorithm="sha256").hexdigest()[:TOKEN_LENGTH]
 
 
 def _token_matches(job_id: int, token: str) -> bool:
     return hmac.compare_digest(token_for(job_id), token)
 
 
-def visible(actor: feedback.Actor) -> QuerySet[BatchJob]:
-    """The jobs ``actor`` may list: every job for an operator, its own for a user, none for
-    an anonymous client (it reads its jobs one by one, with their tokens)."""
+def visible(actor: policy.Actor) -> QuerySet[BatchJob]:
+    """The jobs ``actor`` may list: every job for an operator (``policy.sees_every_job``),
+    its own for a user, none for an anonymous client (it reads its jobs one by one, with
+    their tokens)."""
     jobs = BatchJob.objects.all()
-    if selectors.is_staff_with(actor.user, "endpoints.view_batchjob"):
+    if policy.sees_every_job(actor):
         return jobs
     if actor.user_id is not None:
         return jobs.filter(user_id=actor.user_id)
     return jobs.none()
 
 
-def job_for(actor: feedback.Actor, job_id: int, token: str | None) -> BatchJob:
-    """The job, if ``actor`` may see it; otherwise NotFound, as for a job that does not
-    exist: an id is not a password."""
-    job = visible(actor).filter(pk=job_id).first()
-    if job is None and token and _token_matches(job_id, token):
-        job = BatchJob.objects.filter(pk=job_id, user__isnull=True).first()
-    if job is None:
+def job_for(actor: policy.Actor, job_id: int, token: str | None) -> BatchJob:
+    """The job, if ``actor`` may see it (``policy.may_see_job``); otherwise NotFound, as for
+    a job that does not exist: an id is not a password."""
+    job, valid = _job_and_token(job_id, token)
+    if job is None or not policy.may_see_job(actor, owner_id=job.user_id, token_valid=valid):
         raise NotFound(f"There is no batch job {job_id}.")
     return job
+
+
+def cancel_for(actor: policy.Actor, job_id: int, token: str | None) -> BatchJob:
+    """Cancel the job for ``actor``: NotFound where it may not see the job, Forbidden
+    where it may see but not cancel it (``policy.may_cancel_job``)."""
+    job, valid = _job_and_token(job_id, token)
+    if job is None:
+        raise NotFound(f"There is no batch job {job_id}.")
+    if not policy.may_cancel_job(actor, owner_id=job.user_id, token_valid=valid):
+        if not policy.may_see_job(actor, owner_id=job.user_id, token_valid=valid):
+            raise NotFound(f"There is no batch job {job_id}.")
+        raise Forbidden(
+            "Cancelling another's batch job needs a staff user with the permission: "
+            f"{policy.CANCEL_ANY_JOB}."
+        )
+    return cancel(job)
+
+
+def _job_and_token(job_id: int, token: str | None) -> tuple[BatchJob | None, bool]:
+    """The job (None if there is none) and whether ``token`` is its token."""
+    job = BatchJob.objects.filter(pk=job_id).first()
+    return job, bool(job is not None and token and _token_matches(job_id, token))
 
 
 def percent(job: BatchJob) -> float:
@@ -290,7 +332,7 @@ def run_piece(job_id: int, index: int) -> bool:
             return False
         if result is None:  # its log rows and its done are one transaction
             result = _score(job, chunk, data)
-        _write(name, "".join(batch_output.csv_stream(result, io.BytesIO(data), header=index == 0)))
+        _write(name, "".join(output.csv_stream(result, io.BytesIO(data), header=index == 0)))
         locked.done = True
         locked.rows = result.count
         locked.output_name = name
@@ -307,13 +349,13 @@ def run_piece(job_id: int, index: int) -> bool:
         BatchJob.objects.filter(pk=job_id).update(
             rows_done=F("rows_done") + result.count, chunks_done=F("chunks_done") + 1
         )
-        transaction.on_commit(partial(ops_metrics.count_job_rows, job.endpoint_name, result.count))
+        transaction.on_commit(partial(telemetry.count_job_rows, job.endpoint_name, result.count))
         return current.chunks_done + 1 == current.chunks_total
 
 
-def _score(job: BatchJob, chunk: BatchJobChunk, data: bytes) -> batch.BatchResult:
+def _score(job: BatchJob, chunk: BatchJobChunk, data: bytes) -> BatchResult:
     try:
-        return batch.score_csv(
+        return score.score_csv(
             upload=io.BytesIO(data),
             endpoint_name=job.endpoint_name,
             status=job.status,
@@ -329,7 +371,7 @@ def _score(job: BatchJob, chunk: BatchJobChunk, data: bytes) -> batch.BatchResul
         raise PieceRefused(exc.message, details=exc.details) from exc
 
 
-def _arms(job: BatchJob) -> batch.Arms:
+def _arms(job: BatchJob) -> Arms:
     by_id = MLAlgorithm.objects.in_bulk(job.algorithm_ids)
     missing = [pk for pk in job.algorithm_ids if pk not in by_id]
     if missing:

@@ -35,7 +35,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 
-from apps.endpoints.throttling import CACHE_ERRORS, client_address
+from apps.endpoints.api.throttling import CACHE_ERRORS, client_address
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Serving: select the algorithm (or let an A/B test route), predict, log.
 
-The catalogue's writes are in ``catalogue.py``, the A/B lifecycle in ``ab_testing.py``.
+The catalogue's writes are in ``catalogue/``, the A/B lifecycle in
+``experiments/ab_testing.py``.
 Keyword-only functions; they raise ``apps.core.errors`` types, which the exception handler
 maps to HTTP.
 """
@@ -14,13 +15,17 @@ from typing import Any, TypedDict
 
 from django.db import transaction
 
+from apps.core import telemetry
 from apps.core.errors import AmbiguousAlgorithm
-from apps.endpoints import ab_testing, bulk, catalogue, demo, feedback, selectors
+from apps.endpoints.catalogue import demo
+from apps.endpoints.catalogue.selectors import algorithms_for_prediction
+from apps.endpoints.catalogue.statuses import check_status
+from apps.endpoints.experiments import ab_testing
 from apps.endpoints.models import ABTest, MLAlgorithm, MLAlgorithmStatus
+from apps.endpoints.serving import bulk, feedback
 from apps.ml import codecs
 from apps.ml import registry as ml_registry
 from apps.ml.codecs import Prediction
-from apps.ops import metrics as ops_metrics
 
 Status = MLAlgorithmStatus.Status
 ChooseArm = Callable[[Sequence[MLAlgorithm]], MLAlgorithm]
@@ -49,8 +54,8 @@ def candidate_algorithms(
     """The design's selection rules: the algorithms with this active status (and version).
     Exactly one serves; several are an error unless they are the arms of an A/B test, in
     which case all of them are returned and the caller picks per request (or per row)."""
-    catalogue.check_status(status)
-    candidates = selectors.algorithms_for_prediction(
+    check_status(status)
+    candidates = algorithms_for_prediction(
         endpoint_name=endpoint_name, status=status, version=version
     )
     if len(candidates) == 1 or status == Status.AB_TESTING:
@@ -104,8 +109,8 @@ def predict(
     served = records if abtest is None else _for_arm(records, abtest, algorithm)
     predictions = ml_registry.get_registry().get(algorithm).compute_predictions(served)
     abtest_id = abtest.pk if abtest else None
-    rows: list[bulk.Row] = [
-        (
+    rows = [
+        bulk.LogRow(
             json.dumps(record),
             json.dumps(prediction),
             codecs.response_text(prediction),
@@ -122,8 +127,12 @@ def predict(
     else:
         with transaction.atomic():
             ids = bulk.insert_requests(rows).tolist()
-    ops_metrics.count_predictions(
-        endpoint=endpoint_name, algorithm=algorithm, status=status, records=len(ids)
+    telemetry.count_predictions(
+        endpoint=endpoint_name,
+        algorithm=algorithm.name,
+        version=algorithm.version,
+        status=status,
+        records=len(ids),
     )
     ref = _ref(algorithm)
     return [

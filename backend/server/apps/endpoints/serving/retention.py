@@ -30,8 +30,8 @@ from django.core.files.storage import storages
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.endpoints import feedback, tally
 from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
+from apps.endpoints.serving import feedback, tally
 
 ARCHIVE_COLUMNS = (
     "id",

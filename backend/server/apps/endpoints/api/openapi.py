@@ -19,7 +19,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 
-from apps.endpoints import selectors
+from apps.endpoints.catalogue.selectors import algorithms_with_current_status, current_status
 from apps.endpoints.models import MLAlgorithm, MLAlgorithmStatus
 
 
@@ -364,8 +364,8 @@ def _serving_algorithms() -> dict[str, MLAlgorithm]:
     """Per endpoint, the algorithm whose signature its path shows."""
     chosen: dict[str, MLAlgorithm] = {}
     rank: dict[str, int] = {}
-    for algorithm in selectors.algorithms_with_current_status().order_by("-id"):
-        status = selectors.current_status(algorithm)
+    for algorithm in algorithms_with_current_status().order_by("-id"):
+        status = current_status(algorithm)
         if status is None:
             continue
         name = algorithm.parent_endpoint.name
@@ -435,7 +435,7 @@ def answer_schema(algorithm: MLAlgorithm) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties)}
 
 
-# The request log's filters (selectors.filter_requests), each index-backed.
+# The request log's filters (filter_requests), each index-backed.
 request_log_schema = extend_schema(
     parameters=[
         OpenApiParameter("algorithm", int, description="The algorithm's id."),

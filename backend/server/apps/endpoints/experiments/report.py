@@ -9,31 +9,24 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
-
-from apps.endpoints import ab_testing
+from apps.endpoints.experiments import ab_testing
 from apps.endpoints.models import ABTest
 
 WIDTH, LEFT, RIGHT, ROW, TOP = 720, 220, 40, 56, 28
 
 
-def abtest_report(request: HttpRequest, abtest_id: int) -> HttpResponse:
-    abtest = get_object_or_404(
-        ABTest.objects.select_related("parent_mlalgorithm_1", "parent_mlalgorithm_2"),
-        pk=abtest_id,
-    )
-    # An ended test shows the numbers it was decided on; a running one, the numbers so far.
+def context(abtest: ABTest) -> dict[str, Any]:
+    """What the report page shows: an ended test the numbers it was decided on, a running
+    one the numbers so far."""
     summary = abtest.summary_json or ab_testing.evaluate(abtest)
     running = abtest.state == ABTest.State.RUNNING
-    context = {
+    return {
         "abtest": abtest,
         "summary": summary,
         "running": running,
         "text": abtest.summary if not running else ab_testing.summary_text(summary),
         "chart": chart(summary["arms"], summary.get("metric", "accuracy")),
     }
-    return render(request, "endpoints/abtest_report.html", context)
 
 
 def chart(arms: list[dict[str, Any]], metric: str = "accuracy") -> dict[str, Any]:

@@ -1,0 +1,98 @@
+"""Reads of the catalogue: endpoints, versions and their statuses, and which versions serve
+a request."""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.db.models import Prefetch, QuerySet
+
+from apps.core.errors import AlgorithmNotFound, EndpointNotFound, InvalidInput
+from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
+
+
+def algorithms_with_current_status() -> QuerySet[MLAlgorithm]:
+    """Algorithms with their active status prefetched as ``active_statuses`` (0 or 1 row),
+    so a list costs two queries whatever its length."""
+    active = MLAlgorithmStatus.objects.filter(active=True)
+    return MLAlgorithm.objects.select_related("parent_endpoint").prefetch_related(
+        Prefetch("statuses", queryset=active, to_attr="active_statuses")
+    )
+
+
+def current_status(algorithm: MLAlgorithm) -> MLAlgorithmStatus | None:
+    prefetched = getattr(algorithm, "active_statuses", None)
+    if prefetched is not None:
+        return prefetched[0] if prefetched else None
+    return algorithm.statuses.filter(active=True).first()
+
+
+# (endpoint, status, version) -> (expiry on time.monotonic(), algorithms)
+_selection_cache: dict[tuple[str, str, str | None], tuple[float, list[MLAlgorithm]]] = {}
+
+
+def algorithms_for_prediction(
+    *, endpoint_name: str, status: str, version: str | None = None
+) -> list[MLAlgorithm]:
+    """The algorithms of ``endpoint_name`` whose active status is ``status``; raises a 404
+    error that says which part did not match.
+
+    Remembered for ``PREDICT_CACHE_SECONDS`` per process: building and running this query
+    cost more than the compiled model itself. A status change made in this process clears
+    the cache at once (``forget_selections``); other workers see it within the TTL."""
+    key = (endpoint_name, status, version)
+    ttl = settings.PREDICT_CACHE_SECONDS
+    if ttl > 0:
+        cached = _selection_cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+    found = _algorithms_for_prediction(endpoint_name=endpoint_name, status=status, version=version)
+    if ttl > 0:
+        _selection_cache[key] = (time.monotonic() + ttl, found)
+    return found
+
+
+def forget_selections() -> None:
+    _selection_cache.clear()
+
+
+def _algorithms_for_prediction(
+    *, endpoint_name: str, status: str, version: str | None
+) -> list[MLAlgorithm]:
+    candidates = MLAlgorithm.objects.filter(
+        parent_endpoint__name=endpoint_name, statuses__status=status, statuses__active=True
+    )
+    if version is not None:
+        candidates = candidates.filter(version=version)
+    found = list(candidates.order_by("id"))
+    if found:
+        return found
+    check_endpoint(endpoint_name)
+    wanted = f"status '{status}'" + (f" and version '{version}'" if version is not None else "")
+    raise AlgorithmNotFound(f"Endpoint '{endpoint_name}' has no algorithm with {wanted}.")
+
+
+def check_endpoint(endpoint_name: str) -> None:
+    """Raise ``EndpointNotFound`` unless an endpoint of this name exists."""
+    if not Endpoint.objects.filter(name=endpoint_name).exists():
+        raise EndpointNotFound(f"No endpoint named '{endpoint_name}'.")
+
+
+def sole_endpoint_name() -> str:
+    """The name of the only endpoint, for clients that leave ``endpoint`` out."""
+    names = list(Endpoint.objects.values_list("name", flat=True)[:2])
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise EndpointNotFound("There are no endpoints yet.")
+    raise InvalidInput(
+        "There is more than one endpoint; name one.",
+        details={"endpoint": ["Required when more than one endpoint exists."]},
+    )
+
+
+def find_algorithm(*, endpoint_name: str, name: str, version: str) -> MLAlgorithm | None:
+    return MLAlgorithm.objects.filter(
+        parent_endpoint__name=endpoint_name, name=name, version=version
+    ).first()

@@ -1,0 +1,66 @@
+"""``POST /api/v1/batch-predict``: a CSV file scored while the client waits
+(``batch/score.py``), answered as JSON or CSV (``batch/output.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpResponseBase, StreamingHttpResponse
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.endpoints import policy
+from apps.endpoints.api import openapi
+from apps.endpoints.api.inputs import upload_form
+from apps.endpoints.api.renderers import CSVRenderer
+from apps.endpoints.batch import output
+from apps.endpoints.batch.score import score_csv
+from apps.endpoints.serializers import BatchPredictSerializer
+
+
+class BatchPredictView(policy.PredictAccessMixin, GenericAPIView[Any]):
+    """``POST /api/v1/batch-predict``: a CSV file (multipart field ``file``) scored row by
+    row in one pass; ``endpoint`` (optional with one endpoint), ``status``, ``version`` as
+    form fields or query parameters. Answers JSON, or with ``Accept: text/csv`` the uploaded
+    rows plus ``request_id``, ``label`` and ``probability``."""
+
+    permission_classes = [policy.PredictAccess]
+    throttle_scope = "predict"
+    parser_classes = [MultiPartParser, FormParser]
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, CSVRenderer]
+    serializer_class = BatchPredictSerializer
+
+    @openapi.batch_schema
+    def post(self, request: Request) -> HttpResponseBase:
+        data = upload_form(self, request)
+        upload = data["file"]
+        actor = policy.Actor.of(request)
+        result = score_csv(
+            upload=upload,
+            endpoint_name=data.get("endpoint"),
+            status=data.get("status", settings.PREDICT_DEFAULT_STATUS),
+            version=data.get("version"),
+            user_id=actor.user_id,
+            client=actor.label,
+        )
+        if request.accepted_renderer.format == "csv":
+            return StreamingHttpResponse(
+                output.csv_stream(result, upload), content_type="text/csv; charset=utf-8"
+            )
+        if request.accepted_renderer.format == "api":  # a person in the browsable API
+            return Response({**output.summary(result), "predictions": output.predictions(result)})
+        return StreamingHttpResponse(output.json_stream(result), content_type="application/json")
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        if (
+            getattr(self.request, "accepted_renderer", None)
+            and self.request.accepted_renderer.format == "csv"
+        ):
+            self.request.accepted_renderer = JSONRenderer()
+            self.request.accepted_media_type = JSONRenderer.media_type
+        return response

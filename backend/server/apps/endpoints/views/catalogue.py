@@ -1,0 +1,96 @@
+"""The catalogue over HTTP: endpoints, versions with their model cards, and statuses.
+
+Reading is open; registering a model file and changing a status need an operator
+(``policy.Operators``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+from rest_framework.throttling import BaseThrottle
+
+from apps.endpoints import policy
+from apps.endpoints.api.inputs import upload_form
+from apps.endpoints.catalogue.register import register_upload
+from apps.endpoints.catalogue.selectors import algorithms_with_current_status
+from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
+from apps.endpoints.serializers import (
+    EndpointSerializer,
+    MLAlgorithmSerializer,
+    MLAlgorithmStatusSerializer,
+    RegisteredSerializer,
+    RegisterModelSerializer,
+)
+
+
+class EndpointViewSet(viewsets.ReadOnlyModelViewSet[Endpoint]):
+    """Endpoints are made by registering their first version; operators who may register
+    get a 405 for any other write, everyone else a 403."""
+
+    write_permission = policy.REGISTER_MODEL
+    queryset = Endpoint.objects.all()
+    serializer_class = EndpointSerializer
+
+
+class MLAlgorithmViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[MLAlgorithm]):
+    """The algorithms and their model cards. ``POST`` (multipart, staff allowed to add
+    algorithms) registers a model file as a new version: ``catalogue.register_model``."""
+
+    queryset = algorithms_with_current_status()
+    serializer_class = MLAlgorithmSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    write_permission = policy.REGISTER_MODEL
+    throttle_scope = "management"
+    openapi_error_codes = (409,)  # the endpoint already has this name and version
+
+    def get_serializer_class(self) -> type[BaseSerializer[Any]]:
+        if self.action == "create":
+            return RegisterModelSerializer
+        return MLAlgorithmSerializer
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        # A registration is a management write; reading the catalogue is not limited.
+        return super().get_throttles() if self.action == "create" else []
+
+    @extend_schema(
+        request={"multipart/form-data": RegisterModelSerializer},
+        responses={201: RegisteredSerializer},
+    )
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = upload_form(self, request, field="artifact", setting="MODEL_MAX_UPLOAD_BYTES")
+        registered = register_upload(
+            upload=data["artifact"],
+            file_name=data["artifact"].name,
+            example=data.get("input_example"),
+            user=request.user.get_username(),
+            endpoint_name=data["endpoint"],
+            name=data["name"],
+            version=data["version"],
+            status=data["status"],
+            description=data.get("description", ""),
+            target_column=data.get("target_column", ""),
+        )
+        algorithm = algorithms_with_current_status().get(pk=registered.algorithm.pk)
+        algorithm.notes = registered.notes  # type: ignore[attr-defined]
+        body = RegisteredSerializer(algorithm, context=self.get_serializer_context()).data
+        return Response(body, status=201)
+
+
+class MLAlgorithmStatusViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet[MLAlgorithmStatus],
+):
+    """Creating a status makes it the algorithm's active one (staff only)."""
+
+    write_permission = policy.CHANGE_STATUS
+    throttle_scope = "management"
+    queryset = MLAlgorithmStatus.objects.all()
+    serializer_class = MLAlgorithmStatusSerializer
