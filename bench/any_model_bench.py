@@ -79,7 +79,7 @@ def bare_and_runtime(model: Any, records: list[dict[str, Any]], name: str) -> tu
     import pandas as pd
 
     from apps.ml import codecs, compiled, signature
-    from apps.ml.sklearn_runtime import SklearnRuntime
+    from apps.ml.kinds.sklearn import SklearnRuntime
 
     sig = signature.infer(model, pd.DataFrame(records[:20]))
     runtime: Any = SklearnRuntime(model, sig)

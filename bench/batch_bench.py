@@ -59,9 +59,9 @@ class BareModel:
     def __init__(self, path: Path) -> None:
         import pandas as pd
 
-        from apps.ml.income_classifier import RandomForestClassifier
+        from apps.ml.income_classifier import IncomeClassifier
 
-        self.wrapper = RandomForestClassifier.from_artifact(ARTIFACTS)
+        self.wrapper = IncomeClassifier.from_artifact(ARTIFACTS, "random_forest.joblib")
         self.matrix = self.wrapper.preprocessing.encode_frame(
             pd.read_csv(path, keep_default_na=True)
         )

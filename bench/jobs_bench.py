@@ -534,9 +534,11 @@ class ChunkedModel:
     on BATCH_CHUNK_ROWS-row slices of the encoded rows, as a piece's chunks call it."""
 
     def __init__(self, bare: BareModel, chunk_rows: int) -> None:
-        from apps.ml.income_classifier import RandomForestClassifier
+        from apps.ml.income_classifier import IncomeClassifier
 
-        self.wrapper = RandomForestClassifier.from_artifact(ARTIFACTS, compile=True)
+        self.wrapper = IncomeClassifier.from_artifact(
+            ARTIFACTS, "random_forest.joblib", compile=True
+        )
         self.matrix = bare.matrix
         self.chunk_rows = chunk_rows
         compiled = self.wrapper.compiled
@@ -611,16 +613,16 @@ class Stages:
 # Stages, in the order of a piece: (name, thread, what it is).
 STAGES = [
     ("storage read", "main", "jobs._piece_bytes: the header and the piece's byte range"),
-    ("checks", "main", "batch.read_header + check_field_counts on the piece"),
-    ("parse", "main", "batch._chunks: pandas.read_csv of the piece, text columns"),
+    ("checks", "main", "reading.read_header + check_field_counts on the piece"),
+    ("parse", "main", "reading.CsvFile.batches: pandas.read_csv of the piece, text columns"),
     ("check cells", "main", "codecs.frame_from_text: each cell checked and converted"),
     ("encode", "main", "the wrapper's encode (preprocessing)"),
-    ("answers + log rows", "main", "batch._log_rows: waits for the model, feedback, rows"),
-    ("score_csv", "main", "jobs._score: all of batch.score_csv"),
-    ("output CSV", "main", "batch_output.csv_stream: the piece re-read and written"),
+    ("answers + log rows", "main", "pipeline.LogWriter.rows: the answers' texts, the rows"),
+    ("score", "main", "jobs._score: the piece through the pipeline"),
+    ("output CSV", "main", "output.csv_stream: the piece re-read and written"),
     ("storage write", "main", "jobs._write: encode and save the piece's output"),
     ("run_piece", "main", "all of it"),
-    ("model", "model thread", "batch._predict: the model call, beside the main thread"),
+    ("model", "model thread", "pipeline.predict: the model call, beside the main thread"),
     ("log write", "writer thread", "bulk.write_rows: COPY of the log rows"),
     ("tally", "main", "tally.save: the feedback counts (row lock until the commit)"),
 ]
@@ -643,12 +645,10 @@ def profile_main(path: Path, log_requests: bool, out: Path, whole: bool) -> int:
     from django.contrib.auth.models import AnonymousUser
 
     from apps.endpoints import policy
-    from apps.endpoints.batch import jobs
-    from apps.endpoints.batch import output as batch_output
-    from apps.endpoints.batch import score as batch
+    from apps.endpoints.batch import jobs, output, reading
     from apps.endpoints.catalogue import demo
     from apps.endpoints.models import BatchJob
-    from apps.endpoints.serving import bulk, tally
+    from apps.endpoints.serving import bulk, pipeline, tally
     from apps.ml import codecs
     from apps.ml.income_classifier.base import IncomeClassifier
 
@@ -684,21 +684,21 @@ def profile_main(path: Path, log_requests: bool, out: Path, whole: bool) -> int:
     stages = Stages()
     for owner, attribute, name in [
         (jobs, "_piece_bytes", "storage read"),
-        (batch, "read_header", "checks"),
-        (batch, "check_field_counts", "checks"),
+        (reading, "read_header", "checks"),
+        (reading, "check_field_counts", "checks"),
         (codecs, "frame_from_text", "check cells"),
         (IncomeClassifier, "encode", "encode"),
-        (batch, "_log_rows", "answers + log rows"),
-        (jobs, "_score", "score_csv"),
+        (pipeline.LogWriter, "rows", "answers + log rows"),
+        (jobs, "_score", "score"),
         (jobs, "_write", "storage write"),
         (jobs, "run_piece", "run_piece"),
-        (batch, "_predict", "model"),
+        (pipeline, "predict", "model"),
         (bulk, "write_rows", "log write"),
         (tally, "save", "tally"),
     ]:
         stages.wrap(owner, attribute, name)
-    stages.wrap_generator(batch, "_chunks", "parse")
-    stages.wrap_generator(batch_output, "csv_stream", "output CSV")
+    stages.wrap_generator(reading.CsvFile, "batches", "parse")
+    stages.wrap_generator(output, "csv_stream", "output CSV")
     timed = 1 % pieces
     piece(timed)
     by_stage, cpu_by_stage = dict(stages.seconds), dict(stages.cpu)
@@ -929,7 +929,15 @@ def profile_table(results: list[dict[str, Any]]) -> list[str]:
 
 HOT_PATH = [
     f"backend/server/apps/endpoints/{name}.py"
-    for name in ("jobs", "tasks", "batch", "batch_output", "bulk", "tally")
+    for name in (
+        "batch/jobs",
+        "batch/tasks",
+        "batch/reading",
+        "batch/output",
+        "serving/pipeline",
+        "serving/bulk",
+        "serving/tally",
+    )
 ] + ["backend/server/apps/ml/compiled.py", "backend/server/server/settings.py"]
 
 

@@ -306,7 +306,7 @@ class RequestLog:
     before ``now`` up to it in that order; the sequence is kept past them."""
 
     def __init__(self, url: str, reserve: int, now: datetime) -> None:
-        from apps.ml.income_classifier import RandomForestClassifier
+        from apps.ml.income_classifier import IncomeClassifier
 
         self.url = url
         self.conn = psycopg.connect(url, autocommit=True)
@@ -323,7 +323,7 @@ class RequestLog:
             [ENDPOINT, "extra trees"],
         )
         records, _ = adult_sample(DISTINCT_RECORDS)
-        wrapper = RandomForestClassifier.from_artifact(ARTIFACTS)
+        wrapper = IncomeClassifier.from_artifact(ARTIFACTS, "random_forest.joblib")
         answers = [wrapper.compute_prediction(record) for record in records]
         self.params: dict[str, Any] = {
             "inputs": json.dumps(records),

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/predict_bench.py [--seconds 20] [--no-postgres]
     .venv/bin/python bench/predict_bench.py --postgres-settings [--seconds 10] [--rounds 2]
+    .venv/bin/python bench/predict_bench.py --against ../base [--seconds 10] [--rounds 4]
 
 Needs wrk (Debian: ``apt-get install wrk``) as the load generator: a C program, so the
 client takes little of the two cores the server needs. In one run, on the same random
@@ -17,6 +18,10 @@ forest and the same 200 records of ``adult.test``:
       req/s and latencies are taken after a 3 s warm-up, so they are the steady state;
   (d) MLflow's ``models serve``: not run here (no MLflow in this environment); the row is
       printed as skipped.
+
+With ``--against DIR`` (another checkout, e.g. ``git worktree add ../base <commit>``) it
+runs only HTTP predict on SQLite, compiled, this tree's server against that tree's,
+alternating over ``--rounds`` rounds: the ratio of p50 and req/s is a change's cost.
 
 With ``--postgres-settings`` it runs only PostgreSQL with the compiled path, under each of
 its connection settings (``PG_VARIANTS``: the health check by socket or by ping, prepared
@@ -81,9 +86,9 @@ def in_process(records: list[dict[str, object]]) -> dict[str, float]:
     import django
 
     django.setup()
-    from apps.ml.income_classifier import RandomForestClassifier
+    from apps.ml.income_classifier import IncomeClassifier
 
-    wrapper = RandomForestClassifier.from_artifact(ARTIFACTS, compile=True)
+    wrapper = IncomeClassifier.from_artifact(ARTIFACTS, "random_forest.joblib", compile=True)
     if wrapper.compiled is None:
         raise RuntimeError("the compiled path did not load; (a) would time scikit-learn twice")
     timings: dict[str, float] = {}
@@ -120,8 +125,13 @@ class Server:
     """gunicorn with 2 sync workers on a fresh database."""
 
     def __init__(
-        self, database_url: str, compiled: bool, extra_env: dict[str, str] | None = None
+        self,
+        database_url: str,
+        compiled: bool,
+        extra_env: dict[str, str] | None = None,
+        server_dir: Path = SERVER,
     ) -> None:
+        self.server_dir = server_dir
         self.env = dict(
             os.environ,
             **(extra_env or {}),
@@ -136,7 +146,10 @@ class Server:
             LOG_LEVEL="WARNING",
         )
         subprocess.run(
-            [sys.executable, "manage.py", "migrate", "-v0"], cwd=SERVER, env=self.env, check=True
+            [sys.executable, "manage.py", "migrate", "-v0"],
+            cwd=server_dir,
+            env=self.env,
+            check=True,
         )
         self.port = free_port()
         self.env.update(HOST="127.0.0.1", PORT=str(self.port))
@@ -147,7 +160,7 @@ class Server:
         started = time.perf_counter()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi"],
-            cwd=SERVER,
+            cwd=self.server_dir,
             env=self.env,
             start_new_session=True,
         )
@@ -233,6 +246,11 @@ def main() -> int:
         help="only PostgreSQL (compiled), its connection settings against each other",
     )
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="another checkout's root: HTTP predict there against here, alternating",
+    )
     args = parser.parse_args()
     command = "python bench/predict_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if shutil.which("wrk") is None:
@@ -246,6 +264,11 @@ def main() -> int:
         )
     tmp = Path(tempfile.mkdtemp(prefix="predict-bench-"))
     script = lua_script(records(), tmp)
+    if args.against is not None:
+        try:
+            return against(command, script, args.against, args.seconds, args.rounds, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     if args.postgres_settings:
         try:
             return postgres_settings(command, script, args.seconds, args.rounds)
@@ -332,6 +355,57 @@ def main() -> int:
     )
     print("\n" + table)
     save("predict_results", table)
+    return 0
+
+
+def against(command: str, script: Path, other: Path, seconds: int, rounds: int, tmp: Path) -> int:
+    """HTTP predict on SQLite, compiled, this tree's server and ``other``'s in turn, over
+    ``rounds`` rounds that alternate which goes first; the median of the rounds per tree,
+    and this tree's ratio to the other's."""
+    trees = [("this tree", SERVER), (f"other ({other})", other / "backend" / "server")]
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    n = 0
+    for round_ in range(rounds):
+        for name, server_dir in trees if round_ % 2 == 0 else trees[::-1]:
+            n += 1
+            with Server(f"sqlite:///{tmp / f'against{n}.sqlite3'}", True, None, server_dir) as s:
+                wrk(s.url, script, 8, 3)  # steady state: each worker loaded its model
+                for connections in (1, 8):
+                    log(f"round {round_ + 1}: {name}, {connections} connection(s), {seconds} s")
+                    results.setdefault((name, connections), []).append(
+                        wrk(s.url, script, connections, seconds)
+                    )
+
+    def median(name: str, connections: int, key: str) -> float:
+        return statistics.median(r[key] for r in results[(name, connections)])
+
+    here, there = (name for name, _ in trees)
+    rows = [
+        f"| {name} | {c} | {median(name, c, 'rps'):,.0f} | {median(name, c, 'p50'):.3f} |"
+        f" {median(name, c, 'p99'):.2f} |"
+        for name in (here, there)
+        for c in (1, 8)
+    ]
+    ratios = [
+        f"- {c} connection(s): req/s {median(here, c, 'rps') / median(there, c, 'rps'):.3f}x,"
+        f" p50 {median(here, c, 'p50') / median(there, c, 'p50'):.3f}x"
+        for c in (1, 8)
+    ]
+    table = "\n".join(
+        [
+            f"`{command}` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, load generator:"
+            f" wrk; SQLite, compiled; median of {rounds} alternating rounds)",
+            "",
+            "| server | connections | req/s | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|---:|",
+            *rows,
+            "",
+            "This tree against the other:",
+            *ratios,
+        ]
+    )
+    print("\n" + table)
+    save("predict_against", table)
     return 0
 
 

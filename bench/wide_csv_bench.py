@@ -1,6 +1,6 @@
 """Wide CSV uploads: peak memory and time of a batch file of thousands of ignored columns.
 
-    .venv/bin/python bench/wide_csv_bench.py [--rows 6000] [--columns 16500] [--no-old]
+    .venv/bin/python bench/wide_csv_bench.py [--rows 6000] [--columns 16500]
 
 The attack behind commit e3f5f26: ``POST /api/v1/batch-predict`` with 6,000 rows of the
 14 Adult features, ``income`` and 16.5k columns of "0". Before it, the file was parsed in
@@ -10,7 +10,7 @@ peak RSS reached 2.4 GB), and the header's duplicate check was quadratic.
 The file (rows sampled with replacement from ``adult.test``, seeded, and ``--columns``
 extra columns of "0" with names as short as can be, so that the header fits the 64 KiB the
 old code read) is written once; a narrow file of the same rows without the extra columns
-is the baseline. Each variant runs ``apps.endpoints.batch.score_csv`` in a fresh
+is the baseline. Each variant runs ``apps.endpoints.batch.score.score_upload`` in a fresh
 subprocess (settings ``server.settings_test``, a temporary SQLite database, migrated, and
 a tiny Adult forest registered as the demo "random forest"), after a 50-row warm-up that
 loads the model, so that its peak RSS (``ru_maxrss``) is that variant's alone:
@@ -20,9 +20,8 @@ loads the model, so that its peak RSS (``ru_maxrss``) is that variant's alone:
              defaults: chunks of about BATCH_CHUNK_BYTES, only the needed columns read;
   rows       the same with BATCH_CHUNK_BYTES = 2**62: BATCH_CHUNK_ROWS-row chunks as before
              the byte bound (``usecols`` still on);
-  old        batch.py of e3f5f26^ (``git show``) in place of ``apps.endpoints.batch``:
-             the true "before" (skipped with ``--no-old``, or when the header is past the
-             64 KiB the old code read: it would answer 400, a header cut short);
+  (the "before" of e3f5f26 was run in place of the batch module until the rooms redesign
+  moved every module it imports; its numbers stay in docs/speed.md)
   refused    the wide file with the default BATCH_MAX_COLUMNS: a 413 ``too_large``
              before any row is read.
 
@@ -56,8 +55,6 @@ from common import OUT, REPO, SERVER, log, save
 
 sys.path[:0] = [str(SERVER), str(REPO / "research")]
 
-OLD_COMMIT = "e3f5f26^"
-OLD_HEADER_BYTES = 64 * 1024  # what the old _read_header read of the file (_SNIFF_BYTES)
 WARM_UP_ROWS = 50
 MODEL_FILE = "random_forest.joblib"  # the demo random forest's file name (demo.DEMO_MODELS)
 
@@ -118,7 +115,6 @@ class Variant:
     csv: str
     columns: int
     settings: dict[str, int]
-    old_module: str | None = None  # a batch.py to use instead of apps.endpoints.batch
     refusal: bool = False  # expects PayloadTooLarge
 
 
@@ -138,33 +134,22 @@ def child(spec: dict[str, Any], warm_up: str) -> dict[str, Any]:
     assert demo.register(demo.DEMO_MODELS[0])
     for key, value in spec["settings"].items():
         setattr(settings, key, value)
-    batch: Any  # apps.endpoints.batch, or the old one in its place
-    if spec["old_module"]:
-        import importlib.util
-
-        loader = importlib.util.spec_from_file_location("apps.endpoints.batch", spec["old_module"])
-        assert loader is not None and loader.loader is not None
-        batch = importlib.util.module_from_spec(loader)
-        sys.modules["apps.endpoints.batch"] = batch
-        loader.loader.exec_module(batch)
-    else:
-        from apps.endpoints.batch import score as current
-
-        batch = current
+    from apps.endpoints.batch import reading
+    from apps.endpoints.batch.score import score_upload
 
     sizes: list[int] = []
-    chunks = batch._chunks
+    batches = reading.CsvFile.batches
 
-    def counted(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        for chunk in chunks(*args, **kwargs):
-            sizes.append(chunk.size)
-            yield chunk
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        for batch in batches(self, *args, **kwargs):
+            sizes.append(batch.size)
+            yield batch
 
-    batch._chunks = counted
+    reading.CsvFile.batches = counted  # type: ignore[method-assign]
 
     def score(path: str) -> Any:
         with open(path, "rb") as upload:
-            return batch.score_csv(
+            return score_upload(
                 upload=upload,
                 endpoint_name="income_classifier",
                 status=settings.PREDICT_DEFAULT_STATUS,  # as the view, without ?status=
@@ -203,7 +188,6 @@ def run_variant(variant: Variant, tmp: Path, env: dict[str, str], warm_up: Path)
     spec = {
         "csv": variant.csv,
         "settings": variant.settings,
-        "old_module": variant.old_module,
         "refusal": variant.refusal,
     }
     script = str(Path(__file__).resolve())
@@ -267,7 +251,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=6000)
     parser.add_argument("--columns", type=int, default=16_500, help="extra columns of '0'")
-    parser.add_argument("--no-old", action="store_true", help="skip e3f5f26^'s batch.py")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--warm-up", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -315,30 +298,7 @@ def measure(args: argparse.Namespace, command: str, tmp: Path) -> int:
             Variant("rows", str(wide), width, raised | {"BATCH_CHUNK_BYTES": 2**62}),
         ),
     ]
-    notes = []
-    if args.no_old:
-        notes.append("The old code (e3f5f26^) was not run (--no-old).")
-    elif header_bytes > OLD_HEADER_BYTES:
-        notes.append(
-            f"The old code (e3f5f26^) was not run: the header ({header_bytes:,} bytes) is past "
-            f"the {OLD_HEADER_BYTES:,} it read, so it would answer 400 (a header cut short)."
-        )
-    else:
-        old = tmp / "old_batch.py"
-        old.write_bytes(
-            subprocess.run(
-                ["git", "show", f"{OLD_COMMIT}:backend/server/apps/endpoints/batch.py"],
-                cwd=REPO,
-                capture_output=True,
-                check=True,
-            ).stdout
-        )
-        variants.append(
-            (
-                "old code (e3f5f26^ batch.py)",
-                Variant("old", str(wide), width, {}, old_module=str(old)),
-            )
-        )
+    notes: list[str] = []
     variants.append(
         ("defaults: BATCH_MAX_COLUMNS={max_columns} → {refused}", Variant(
             "refused", str(wide), width, {}, refusal=True

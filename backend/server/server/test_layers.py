@@ -36,7 +36,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("apps.endpoints.catalogue",),  # endpoints, versions, statuses, registration
     ("apps.endpoints.policy",),  # who may do what
     ("apps.endpoints.models", "apps.endpoints"),
-    ("apps.ml",),  # models without a database
+    # models without a database, in rooms of their own:
+    ("apps.ml.apps", "apps.ml.registry", "apps.ml.intake"),  # loading and registering
+    ("apps.ml.kinds",),  # the table of kinds, and one module per kind
+    ("apps.ml.income_classifier",),  # the Adult bundles' runtime
+    ("apps.ml.compiled", "apps.ml.shared_store", "apps.ml.artifacts"),
+    ("apps.ml.runtime",),  # the one interface every kind implements
+    ("apps.ml.codecs", "apps.ml.answer"),  # requests in, answers out
+    ("apps.ml.signature", "apps.ml"),
     ("apps.core",),  # errors and telemetry
 )
 

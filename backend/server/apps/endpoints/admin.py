@@ -34,6 +34,7 @@ from apps.endpoints.models import (
     MLRequest,
     Task,
 )
+from apps.endpoints.serializers import class_list
 from apps.endpoints.serving import feedback
 from apps.endpoints.serving.selectors import estimated_count
 from apps.ml import registry as ml_registry
@@ -66,8 +67,9 @@ class RegisterModelForm(forms.ModelForm[MLAlgorithm]):
 
     artifact_file = forms.FileField(
         label="Model file",
-        help_text="A fitted scikit-learn estimator or pipeline: skops.io.dump (.skops), or "
-        "joblib.dump where pickle uploads are allowed (ALLOW_PICKLE_UPLOADS).",
+        help_text="A fitted scikit-learn estimator or pipeline: skops.io.dump (.skops); a "
+        "LightGBM (.txt) or XGBoost (.json, .ubj) model in its own format; or joblib.dump "
+        "where pickle uploads are allowed (ALLOW_PICKLE_UPLOADS).",
     )
     endpoint_name = forms.SlugField(
         max_length=128, label="Endpoint", help_text="Made on first use."
@@ -81,6 +83,12 @@ class RegisterModelForm(forms.ModelForm[MLAlgorithm]):
         required=False, help_text="A CSV of a few input rows (types, gaps, a check)."
     )
     target_column_name = forms.CharField(max_length=128, required=False, label="Target column")
+    classes = forms.CharField(
+        max_length=10_000,
+        required=False,
+        help_text="A classifier's classes, comma-separated in the model's order, for a "
+        "LightGBM or XGBoost file (which does not store them).",
+    )
     model_description = forms.CharField(
         max_length=1000, required=False, label="Description", widget=forms.Textarea
     )
@@ -107,6 +115,7 @@ class RegisterModelForm(forms.ModelForm[MLAlgorithm]):
                 status=cleaned["status"],
                 description=cleaned.get("model_description", ""),
                 target_column=cleaned.get("target_column_name", ""),
+                classes=class_list(cleaned.get("classes", "")),
             )
         except ServiceError as error:
             raise forms.ValidationError(error.message) from None

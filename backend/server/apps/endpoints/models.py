@@ -240,9 +240,9 @@ class FeedbackTally(models.Model):
 class ABTest(models.Model):
     """A comparison of two algorithms of one endpoint on live traffic.
 
-    Lifecycle and rules live in ``apps/endpoints/experiments/ab_testing.py``: arm 1 is the incumbent,
-    arm 2 the challenger; while the test runs both have status ``ab_testing`` and
-    ``previous_status_*`` remembers what to restore."""
+    Lifecycle and rules live in ``apps/endpoints/experiments/ab_testing.py``: arm 1 is the
+    incumbent, arm 2 the challenger; while the test runs both have status ``ab_testing``
+    and ``previous_status_*`` remembers what to restore."""
 
     class State(models.TextChoices):
         RUNNING = "running"

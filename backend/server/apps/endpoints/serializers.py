@@ -73,8 +73,10 @@ class RegisterModelSerializer(serializers.Serializer[Any]):
     """``POST /api/v1/mlalgorithms`` (multipart): a model file to register as a version."""
 
     artifact = serializers.FileField(
-        help_text="A fitted scikit-learn estimator or pipeline: skops.io.dump (.skops), or "
-        "joblib.dump where the operator allows pickle uploads (ALLOW_PICKLE_UPLOADS)."
+        help_text="A fitted model: a scikit-learn estimator or pipeline saved with "
+        "skops.io.dump (.skops); a LightGBM booster's text (.txt) or an XGBoost model's "
+        "JSON or UBJSON (.json, .ubj) from their own save_model; or joblib.dump where the "
+        "operator allows pickle uploads (ALLOW_PICKLE_UPLOADS)."
     )
     endpoint = serializers.SlugField(max_length=128, help_text="Made on first use.")
     name = serializers.CharField(max_length=128)
@@ -94,6 +96,18 @@ class RegisterModelSerializer(serializers.Serializer[Any]):
         help_text="The input example's (and batch files') column with the true value.",
     )
     description = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+    classes = serializers.CharField(
+        max_length=10_000,
+        required=False,
+        allow_blank=True,
+        help_text="A classifier's classes, comma-separated in the model's order, for a "
+        "LightGBM or XGBoost file, which does not store them (default: 0, 1, ...).",
+    )
+
+
+def class_list(text: str) -> list[str]:
+    """The upload form's comma-separated classes."""
+    return [c.strip() for c in text.split(",") if c.strip()]
 
 
 class RegisteredSerializer(MLAlgorithmSerializer):

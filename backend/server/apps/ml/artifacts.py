@@ -65,6 +65,21 @@ def is_skops(name: str) -> bool:
     return name.lower().endswith(SKOPS_SUFFIX)
 
 
+def read_verified(root: Path, name: str, expected_sha256: str | None) -> tuple[bytes, str]:
+    """The bytes of artifact ``name`` and their sha256, refused (``ModelUnavailable``) when
+    they do not hash to ``expected_sha256``: read once, so what was checked is what is
+    used."""
+    path = resolve(root, name)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelUnavailable(f"Artifact '{name}' cannot be read: {exc.strerror}.") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise ModelUnavailable(_mismatch(name, expected_sha256, actual))
+    return data, actual
+
+
 def load_verified(
     root: Path, name: str, expected_sha256: str | None, *, trusted: Sequence[str] = ()
 ) -> tuple[Any, str]:
@@ -76,14 +91,7 @@ def load_verified(
     whose hash is then recorded. The file is read once and the same bytes are hashed and
     loaded, so it cannot be swapped between the check and the load. ``trusted``: the types a
     ``.skops`` file may hold beyond skops' defaults."""
-    path = resolve(root, name)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelUnavailable(f"Artifact '{name}' cannot be read: {exc.strerror}.") from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if expected_sha256 is not None and actual != expected_sha256:
-        raise ModelUnavailable(_mismatch(name, expected_sha256, actual))
+    data, actual = read_verified(root, name, expected_sha256)
     if is_skops(name):
         return load_skops(data, trusted), actual
     import joblib  # here: a worker serving a verified compiled form never unpickles

@@ -1,24 +1,17 @@
-"""Requests in, answers out, by the signature: the one place both shapes are defined.
-
-In: JSON records (``frame_from_records``) or the text columns of a CSV file
-(``frame_from_text``) become a ``Frame``, every value checked against its feature: a
-non-number in a number column, a list or object where a value belongs, NaN or Infinity,
-a category the model's encoder would refuse, a missing required feature: each is an
-``InvalidInput`` naming the field (or the line and column of a file), never a model error.
-
-Out: a runtime's ``ModelOutput`` (arrays for the whole batch) becomes ``Prediction``s, the
-one answer shape that the JSON answers, the CSV columns, the log rows and the OpenAPI
-schema all derive from (``Signature.outputs`` says which of its fields a model has).
+"""Requests in, by the signature: JSON records (``frame_from_records``) or the text columns
+of a CSV file (``frame_from_text``) become a ``Frame``, every value checked against its
+feature: a non-number in a number column, a list or object where a value belongs, NaN or
+Infinity, a category the model's encoder would refuse, a missing required feature: each is
+an ``InvalidInput`` naming the field (or the line and column of a file), never a model
+error. Answers out are ``answer.py``'s.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,17 +20,6 @@ from apps.ml.signature import Feature, Signature
 
 if TYPE_CHECKING:  # pandas is imported only where a model needs a DataFrame
     import pandas as pd
-
-
-class Prediction(TypedDict, total=False):
-    """One answer. Which fields a model has is ``Signature.outputs``."""
-
-    label: str  # classifiers: the predicted class, as text
-    probability: float  # binary classifiers: the probability of the positive class
-    probabilities: dict[str, float]  # classifiers with predict_proba: every class
-    prediction: float  # regressors
-    status: str  # always "OK": a failure is an error answer, never a prediction
-    imputed: list[str]  # features the model filled in (the Adult models: missing, unseen)
 
 
 # -- in ----------------------------------------------------------------------------------
@@ -330,139 +312,3 @@ def _number_cells(
 
 def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-# -- out ---------------------------------------------------------------------------------
-
-
-@dataclass
-class ModelOutput:
-    """What a runtime answers for a batch: arrays, one entry per row."""
-
-    labels: np.ndarray | None = None  # classifiers: the class as text (object array)
-    probabilities: np.ndarray | None = None  # classifiers: (rows, classes), signature order
-    values: np.ndarray | None = None  # regressors: float64
-    imputed: list[list[str]] | None = None  # runtimes that fill features in
-    engine: str = field(default="", compare=False)  # which engine answered (for the log)
-
-
-def answers(signature: Signature, output: ModelOutput) -> list[Prediction]:
-    """One ``Prediction`` per row, with exactly the fields of ``signature.outputs``."""
-    wanted = set(signature.outputs)
-    n = _rows(output)
-    columns: dict[str, Sequence[Any]] = {}
-    if "label" in wanted and output.labels is not None:
-        columns["label"] = output.labels.tolist()
-    if output.probabilities is not None:
-        rows = output.probabilities.tolist()
-        if "probability" in wanted:
-            columns["probability"] = [row[1] for row in rows]
-        if "probabilities" in wanted:
-            classes = signature.classes
-            columns["probabilities"] = [dict(zip(classes, row, strict=True)) for row in rows]
-    if "prediction" in wanted and output.values is not None:
-        columns["prediction"] = output.values.tolist()
-    if "status" in wanted:
-        columns["status"] = list(repeat("OK", n))
-    if "imputed" in wanted:
-        columns["imputed"] = (
-            output.imputed if output.imputed is not None else [[] for _ in range(n)]
-        )
-    order = [name for name in signature.outputs if name in columns]
-    return [
-        Prediction(**{name: columns[name][i] for name in order})  # type: ignore[typeddict-item]
-        for i in range(n)
-    ]
-
-
-def _rows(output: ModelOutput) -> int:
-    for array in (output.labels, output.values, output.probabilities):
-        if array is not None:
-            return len(array)
-    return len(output.imputed or ())
-
-
-def response_texts(output: ModelOutput) -> list[str]:
-    """``response_text`` of every row of a batch: the labels, or the predicted numbers."""
-    if output.labels is not None:
-        labels: list[str] = output.labels.tolist()
-        return labels
-    assert output.values is not None
-    return [repr(v) for v in output.values.tolist()]
-
-
-def response_text(prediction: Prediction) -> str:
-    """What the log's ``response`` column holds: the label, or the predicted number."""
-    if "label" in prediction:
-        return prediction["label"]
-    return repr(float(prediction["prediction"]))
-
-
-def answer_texts(signature: Signature, output: ModelOutput) -> list[str]:
-    """Each row's ``Prediction`` as JSON text, as ``json.dumps(answers(...)[i])`` would
-    write it, for the log of a batch: one template per distinct label, filled with the
-    row's numbers (floats in JSON are their repr), rather than a dict and a dumps per row."""
-    wanted = signature.outputs
-    n = _rows(output)
-    tail = ',"status":"OK"' if "status" in wanted else ""
-    imputed = "imputed" in wanted
-    if signature.task != "classification":
-        assert output.values is not None
-        template = '{"prediction":%r' + tail + (',"imputed":[]}' if imputed else "}")
-        texts = [template % v for v in output.values.tolist()]
-    else:
-        assert output.labels is not None
-        rows = None if output.probabilities is None else output.probabilities.tolist()
-        numbers = probability_numbers(signature, rows, len(output.labels))
-        end = tail + (',"imputed":[]}' if imputed else "}")
-        templates: dict[str, str] = {}
-        texts = []
-        labels: list[str] = output.labels.tolist()
-        for label, filling in zip(labels, numbers, strict=True):
-            found = templates.get(label)
-            if found is None:
-                found = templates[label] = label_template(
-                    signature, label, tail=end, numbers=rows is not None
-                )
-            texts.append(found % filling)
-    if imputed and output.imputed is not None:
-        for i, filled in enumerate(output.imputed):
-            if filled:
-                texts[i] = texts[i].removesuffix("[]}") + json.dumps(filled) + "}"
-    assert len(texts) == n
-    return texts
-
-
-def label_template(
-    signature: Signature, label: str, *, head: str = "", tail: str = "}", numbers: bool = True
-) -> str:
-    """A classifier's answer as JSON text to fill with ``%``: ``head`` (template text after
-    the opening brace), the label, a ``%r`` slot for each of ``probability_numbers`` (none
-    when ``numbers`` is false), then ``tail`` (closing brace included). Always fill it, even
-    with ``()``: the label's own ``%`` are doubled."""
-
-    def escaped(value: str) -> str:  # JSON text, with % doubled for the template
-        return json.dumps(value).replace("%", "%%")
-
-    parts = ["{" + head + '"label":' + escaped(label)]
-    if numbers and "probability" in signature.outputs:
-        parts.append(',"probability":%r')
-    if numbers and "probabilities" in signature.outputs:
-        pairs = ",".join(f"{escaped(c)}:%r" for c in signature.classes)
-        parts.append(',"probabilities":{' + pairs + "}")
-    return "".join(parts) + tail
-
-
-def probability_numbers(
-    signature: Signature, rows: list[list[float]] | None, count: int
-) -> list[tuple[float, ...]]:
-    """Per row, the numbers ``label_template`` takes, in order (``count`` empty tuples
-    without probabilities)."""
-    outputs = signature.outputs
-    if rows is None or not {"probability", "probabilities"} & set(outputs):
-        return [()] * count
-    if "probability" in outputs and "probabilities" in outputs:
-        return [(row[1], *row) for row in rows]
-    if "probability" in outputs:
-        return [(row[1],) for row in rows]
-    return [tuple(row) for row in rows]

@@ -37,7 +37,8 @@ import numpy as np
 from django.conf import settings
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from apps.ml.codecs import Frame, ModelOutput
+from apps.ml.answer import ModelOutput
+from apps.ml.codecs import Frame
 from apps.ml.runtime import Runtime
 from apps.ml.signature import CLASSIFICATION, Feature, Signature
 
@@ -355,6 +356,9 @@ def _session(onnx_bytes: bytes) -> Any:
     # One thread: a server has a worker per core already; threads would fight over them.
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    # Errors only: onnxmltools' boosters declare a label output of one row, and ONNX
+    # Runtime would warn of every larger batch on stderr.
+    options.log_severity_level = 3
     return onnxruntime.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
 
@@ -408,11 +412,16 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 class OnnxRuntime(Runtime):
     engine = "onnx"
 
-    def __init__(self, session: Any, signature: Signature, *, layout: str, dtype: str) -> None:
+    def __init__(
+        self, session: Any, signature: Signature, *, layout: str, dtype: str, labels: str = "names"
+    ) -> None:
         self.session = session
         self.signature = signature
         self.layout = layout  # "matrix": one input of every feature; "columns": one each
         self.dtype = _DTYPES[dtype]
+        # "names": the form answers the classes themselves (skl2onnx keeps classes_);
+        # "index": their positions (a booster converted by onnxmltools knows no names).
+        self.labels_by_index = labels == "index"
         self._inputs = [i.name for i in session.get_inputs()]
 
     def encode(self, frame: Frame) -> dict[str, np.ndarray]:
@@ -421,7 +430,12 @@ class OnnxRuntime(Runtime):
     def predict_encoded(self, encoded: dict[str, np.ndarray]) -> ModelOutput:
         outputs = self.session.run(None, encoded)
         if self.signature.task == CLASSIFICATION:
-            labels = np.array([str(v) for v in np.ravel(outputs[0]).tolist()], dtype=object)
+            raw = np.ravel(outputs[0]).tolist()
+            if self.labels_by_index:
+                classes = self.signature.classes
+                labels = np.array([classes[int(v)] for v in raw], dtype=object)
+            else:
+                labels = np.array([str(v) for v in raw], dtype=object)
             probabilities = _probabilities(outputs[1]) if len(outputs) > 1 else None
             return ModelOutput(labels=labels, probabilities=probabilities, engine=self.engine)
         return ModelOutput(
@@ -499,24 +513,45 @@ def _convert(model: Any, signature: Signature, layout: str, dtype: str) -> bytes
     return bytes(onx.SerializeToString())
 
 
+# A model's own converter (a kind's, for a file in its library's format): (layout, dtype)
+# -> the ONNX form's bytes. The default is skl2onnx's, for anything with scikit-learn's API.
+Convert = Callable[[str, str], bytes]
+
+
 def compile_generic(
-    model: Any, signature: Signature, frame: Frame, expected: ModelOutput
+    model: Any,
+    signature: Signature,
+    frame: Frame,
+    expected: ModelOutput,
+    *,
+    convert: Convert | None = None,
+    engine: str = "sklearn",
+    library: str = "scikit-learn",
 ) -> tuple[OnnxRuntime | None, dict[str, Any]]:
     """The verified ONNX form of ``model`` and the serving card that says so, or None and a
-    card that says why scikit-learn serves. ``expected``: scikit-learn's answers on
-    ``frame`` (the input example and generated rows). Never raises: a model that does not
-    convert is served as it is."""
-    layout = _layout(model, signature)
+    card that says why ``engine`` (the model's own library) serves. ``expected``: its
+    answers on ``frame`` (the input example and generated rows). ``convert``: the model's
+    own converter, which takes one matrix of numbers and answers labels by index.
+    ``library``: what the card says the form reproduced. Never raises: a model that does
+    not convert is served as it is."""
+    labels = "index" if convert is not None else "names"
+    layout = "matrix" if convert is not None else _layout(model, signature)
     if layout is None:
-        return None, _sklearn_card(
-            "skl2onnx needs numbers, or a ColumnTransformer for text features"
+        return None, _library_card(
+            engine, "skl2onnx needs numbers, or a ColumnTransformer for text features"
         )
+
+    def skl2onnx(layout: str, dtype: str) -> bytes:
+        return _convert(model, signature, layout, dtype)
+
     reasons = []
     for dtype in _DTYPES:  # float32 first: what tree ensembles compare in
         started = time.perf_counter()
         try:
-            onnx_bytes = _convert(model, signature, layout, dtype)
-            runtime = OnnxRuntime(_session(onnx_bytes), signature, layout=layout, dtype=dtype)
+            onnx_bytes = (convert or skl2onnx)(layout, dtype)
+            runtime = OnnxRuntime(
+                _session(onnx_bytes), signature, layout=layout, dtype=dtype, labels=labels
+            )
             problem = generic_disagreement(signature, expected, runtime.predict(frame))
         except Exception as exc:  # any converter or runtime failure: scikit-learn
             reasons.append(f"{dtype}: {type(exc).__name__}: {str(exc)[:200]}")
@@ -524,9 +559,9 @@ def compile_generic(
         if problem:
             reasons.append(f"{dtype}: {problem}")
             continue
-        return runtime, {
+        card = {
             "engine": "onnx",
-            "reason": f"reproduced scikit-learn on {frame.rows} rows "
+            "reason": f"reproduced {library} on {frame.rows} rows "
             f"(within {GENERIC_TOLERANCE:g}), {dtype} inputs",
             "layout": layout,
             "dtype": dtype,
@@ -534,11 +569,15 @@ def compile_generic(
             "compile_seconds": round(time.perf_counter() - started, 3),
             "onnx_bytes": onnx_bytes,  # written beside the artifact, then dropped from the card
         }
-    return None, _sklearn_card("; ".join(reasons))
+        if labels != "names":
+            card["labels"] = labels
+        return runtime, card
+    return None, _library_card(engine, "; ".join(reasons))
 
 
-def _sklearn_card(reason: str) -> dict[str, Any]:
-    return {"engine": "sklearn", "reason": f"not compiled: {reason}"[:1000]}
+def _library_card(engine: str, reason: str) -> dict[str, Any]:
+    """The card of a model its own library serves, and why it is not compiled."""
+    return {"engine": engine, "reason": f"not compiled: {reason}"[:1000]}
 
 
 def generic_disagreement(
@@ -594,7 +633,11 @@ def load_generic(
         return None
     try:
         return OnnxRuntime(
-            _session(onnx_bytes), signature, layout=serving["layout"], dtype=serving["dtype"]
+            _session(onnx_bytes),
+            signature,
+            layout=serving["layout"],
+            dtype=serving["dtype"],
+            labels=serving.get("labels", "names"),
         )
     except Exception as exc:  # a damaged cache only means converting again
         logger.warning("%s: cached ONNX form unusable (%s).", artifact.name, exc)
@@ -610,25 +653,31 @@ def rebuild_generic(
     *,
     artifact: Path,
     sha256: str,
+    convert: Convert | None = None,
 ) -> OnnxRuntime | None:
     """Convert ``model`` again as recorded in ``serving`` (a host without the cached form),
-    and serve it if it reproduces ``reference`` on ``frame``; cache it for the next worker."""
+    and serve it if it reproduces ``reference`` on ``frame``; cache it for the next worker.
+    ``convert``: the model's own converter, as ``compile_generic`` took it."""
+    layout, dtype = serving["layout"], serving["dtype"]
     try:
-        onnx_bytes = _convert(model, signature, serving["layout"], serving["dtype"])
+        if convert is not None:
+            onnx_bytes = convert(layout, dtype)
+        else:
+            onnx_bytes = _convert(model, signature, layout, dtype)
         runtime = OnnxRuntime(
-            _session(onnx_bytes), signature, layout=serving["layout"], dtype=serving["dtype"]
+            _session(onnx_bytes),
+            signature,
+            layout=layout,
+            dtype=dtype,
+            labels=serving.get("labels", "names"),
         )
         problem = generic_disagreement(signature, reference.predict(frame), runtime.predict(frame))
-    except Exception as exc:  # serve with scikit-learn instead
-        logger.warning(
-            "%s: ONNX form not rebuilt (%s); serving with scikit-learn.", artifact.name, exc
-        )
+    except Exception as exc:  # its own library serves instead
+        logger.warning("%s: ONNX form not rebuilt (%s); serving without it.", artifact.name, exc)
         return None
     if problem:
         logger.warning(
-            "%s: rebuilt ONNX form rejected (%s); serving with scikit-learn.",
-            artifact.name,
-            problem,
+            "%s: rebuilt ONNX form rejected (%s); serving without it.", artifact.name, problem
         )
         return None
     write_generic(artifact, sha256, onnx_bytes)

@@ -7,13 +7,9 @@ serves it, loading it on first use from the artifact the version records, after 
 the artifact's sha256. A lookup never ends in a bare KeyError: it returns a runtime, or
 raises ``ModelUnavailable`` (503) saying what is wrong.
 
-Loading, by the version's kind (``wrapper``):
-
-- ``sklearn`` (a model registered from a file): its recorded ONNX form where the catalogue
-  says ONNX serves and the cached form still has the recorded sha256 (no unpickling, no
-  scikit-learn import); else the artifact (joblib, or skops with the operator's trusted
-  types), and the ONNX form rebuilt from it and verified again.
-- an Adult wrapper key: the bundle, with its own verified compiled cache.
+Loading is the version's kind's (``wrapper``, a key of the table in ``kinds/``): e.g. a
+scikit-learn model serves by its recorded ONNX form where the catalogue says ONNX serves
+and the cached form still has the recorded sha256 (no unpickling), else from its artifact.
 
 ``retain`` unloads the versions that no longer serve (MLServer's registry loads a new
 version before it unloads the old one; here the catalogue says which ones still serve).
@@ -23,45 +19,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
 
 from apps.core.errors import ModelUnavailable, ServiceError
-from apps.ml import artifacts, compiled, intake
-from apps.ml.income_classifier import WRAPPERS
+from apps.ml import artifacts, kinds
+from apps.ml.kinds.base import Servable, Source, signature_of
 from apps.ml.runtime import Runtime
-from apps.ml.signature import Signature
-from apps.ml.sklearn_runtime import SklearnRuntime
 
 logger = logging.getLogger(__name__)
 
-
-class Servable(Protocol):
-    """What the registry needs to know of a version (``MLAlgorithm`` has all of it)."""
-
-    pk: Any
-    name: str
-    version: str
-    wrapper: str
-    artifact: str
-    artifact_sha256: str
-    features: Any
-    task: str
-    classes: Any
-    outputs: Any
-    serving: Any
-    example: Any
-
-
-def signature_of(version: Servable) -> Signature:
-    return Signature.from_card(
-        features=version.features,
-        task=version.task,
-        classes=version.classes,
-        outputs=version.outputs,
-    )
+__all__ = ["MLRegistry", "Servable", "get_registry", "set_registry", "signature_of"]
 
 
 # (local folder, artifact name, sha256) -> the artifact's path in that folder
@@ -128,12 +97,16 @@ class MLRegistry:
     def _load(self, version: Servable) -> Runtime:
         try:
             self.ensure_local(version)
-            if version.wrapper == intake.SKLEARN:
-                runtime = self._load_sklearn(version)
-            elif version.wrapper in WRAPPERS:
-                runtime = self._load_adult(version)
-            else:
-                raise ModelUnavailable(f"Unknown wrapper '{version.wrapper}'.")
+            kind = kinds.get(version.wrapper)
+            runtime = kind.load(
+                Source(
+                    root=self.artifacts_root,
+                    path=artifacts.resolve(self.artifacts_root, version.artifact),
+                    version=version,
+                    compile=self.compile,
+                    trusted=self.trusted,
+                )
+            )
         except ServiceError as exc:
             logger.error("Algorithm %s cannot be loaded: %s", version.pk, exc.message)
             raise ModelUnavailable(
@@ -143,50 +116,6 @@ class MLRegistry:
         logger.info(
             "Loaded algorithm %s from %s (%s).", version.pk, version.artifact, runtime.engine
         )
-        return runtime
-
-    def _load_adult(self, version: Servable) -> Runtime:
-        wrapper_class = WRAPPERS[version.wrapper]
-        if self.compile:  # a verified compiled cache serves without unpickling
-            cached = wrapper_class.from_compiled_cache(
-                self.artifacts_root, version.artifact, sha256=version.artifact_sha256
-            )
-            if cached is not None:
-                return cached
-        return wrapper_class.from_artifact(
-            self.artifacts_root,
-            version.artifact,
-            sha256=version.artifact_sha256,
-            compile=self.compile,
-        )
-
-    def _load_sklearn(self, version: Servable) -> Runtime:
-        signature = signature_of(version)
-        serving: Mapping[str, Any] = version.serving or {}
-        path = artifacts.resolve(self.artifacts_root, version.artifact)
-        onnx = self.compile and serving.get("engine") == "onnx"
-        if onnx:
-            # The artifact must still be the recorded one, even when it is not unpickled.
-            artifacts.verify_hash(self.artifacts_root, version.artifact, version.artifact_sha256)
-            cached = compiled.load_generic(path, version.artifact_sha256, signature, dict(serving))
-            if cached is not None:
-                return cached
-        model, _ = artifacts.load_verified(
-            self.artifacts_root, version.artifact, version.artifact_sha256, trusted=self.trusted
-        )
-        runtime = SklearnRuntime(model, signature)
-        if onnx:
-            rebuilt = compiled.rebuild_generic(
-                model,
-                signature,
-                dict(serving),
-                intake.verification_frame(signature, list(version.example or [])),
-                runtime,
-                artifact=path,
-                sha256=version.artifact_sha256,
-            )
-            if rebuilt is not None:
-                return rebuilt
         return runtime
 
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from apps.core.errors import InvalidInput
 from apps.ml import codecs
-from apps.ml.codecs import Frame, ModelOutput, Prediction
+from apps.ml.answer import Answer, ModelOutput, Prediction
+from apps.ml.codecs import Frame
 from apps.ml.signature import Signature
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ class Runtime(ABC):
     # Where the serving form came from, when that is news for an operator (/readyz shows
     # it): e.g. a compiled cache that was not sealed with this service's key, rebuilt.
     engine_note: str = ""
+
+    @cached_property
+    def answer(self) -> Answer:
+        """How this model answers, in every form (``answer.py``): made once."""
+        return Answer(self.signature)
 
     def predict(self, frame: Frame) -> ModelOutput:
         """Predict every row of ``frame`` in one model call."""
@@ -57,7 +64,7 @@ class Runtime(ABC):
         frame = codecs.frame_from_records(records, self.signature)
         output = self.predict(frame)
         check_finite(output)
-        return codecs.answers(self.signature, output)
+        return self.answer.predictions(output)
 
     def compute_prediction(self, record: Mapping[str, Any]) -> Prediction:
         return self.compute_predictions([record])[0]
@@ -93,3 +100,19 @@ def check_finite(output: ModelOutput, *, first_line: int | None = None) -> None:
                 f"{where} model answered a value that is not a finite number (NaN or "
                 "infinity): the input may lie far outside what it was trained on."
             )
+
+
+def single_threaded(model: Any) -> Any:
+    """One row is answered faster without joblib's thread pool, and a server's workers
+    already use the cores: every ``n_jobs`` in the model becomes 1."""
+    try:
+        params = model.get_params(deep=True)
+    except Exception:  # a model without get_params keeps its own
+        return model
+    n_jobs = {name: 1 for name in params if name == "n_jobs" or name.endswith("__n_jobs")}
+    if n_jobs:
+        try:
+            model.set_params(**n_jobs)
+        except Exception:  # a model that refuses keeps its own
+            pass
+    return model

@@ -182,7 +182,7 @@ def infer(model: Any, example: pd.DataFrame | None = None) -> Signature:
     features = []
     for name in names:
         column = example[name] if example is not None else None
-        feature = Feature(name=name, type=_type_of(column), required=_complete(column))
+        feature = Feature(name=name, type=_type_of(column), required=complete(column))
         if name in encoded:
             categories, unknown = encoded[name]
             feature = replace(feature, type="category", categories=categories, unknown=unknown)
@@ -260,7 +260,7 @@ def _type_of(column: pd.Series | None) -> str:
     return "string"
 
 
-def _complete(column: pd.Series | None) -> bool:
+def complete(column: pd.Series | None) -> bool:
     """Required unless the example has a gap (null, NaN or an empty string) in the column."""
     if column is None:
         return True

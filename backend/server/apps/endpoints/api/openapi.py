@@ -16,11 +16,18 @@ from typing import Any
 
 from django.db import DatabaseError
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers
 
 from apps.endpoints.catalogue.selectors import algorithms_with_current_status, current_status
 from apps.endpoints.models import MLAlgorithm, MLAlgorithmStatus
+from apps.ml.answer import Answer
+from apps.ml.registry import signature_of
 
 
 class AlgorithmRefSchema(serializers.Serializer[Any]):
@@ -29,28 +36,30 @@ class AlgorithmRefSchema(serializers.Serializer[Any]):
     version = serializers.CharField()
 
 
-class PredictionSchema(serializers.Serializer[Any]):
-    """Any endpoint's answer; which fields it has follows its model (``outputs`` in the
-    model card). Each endpoint's own path in the schema lists exactly its fields."""
+# The version that answered a single prediction (serving/predict.py, AlgorithmRef).
+ALGORITHM_REF: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+    },
+    "required": ["id", "name", "version"],
+}
 
-    # DRF's metaclass pops declared fields; the stub sees this one shadow Field.label.
-    label = serializers.CharField(required=False, help_text="Classifiers: the class.")  # type: ignore[assignment]
-    probability = serializers.FloatField(
-        required=False, help_text="Binary classifiers: the probability of the positive class."
-    )
-    probabilities = serializers.DictField(
-        child=serializers.FloatField(), required=False, help_text="Classifiers: every class."
-    )
-    prediction = serializers.FloatField(required=False, help_text="Regressors.")
-    status = serializers.CharField(help_text='Always "OK"; failures are errors, not predictions.')
-    imputed = serializers.ListField(
-        child=serializers.CharField(), required=False, help_text="Features the model filled in."
-    )
-    request_id = serializers.IntegerField(help_text="PUT its feedback to /api/v1/mlrequests/<id>.")
-    feedback_token = serializers.CharField(
-        help_text="Send it with the feedback: it proves the right to give this request's."
-    )
-    algorithm = AlgorithmRefSchema()
+
+def served_schema(answer: Answer) -> dict[str, Any]:
+    """A single prediction's answer: the model's (``Answer.json_schema``, the envelope
+    included) and the version that answered."""
+    schema = answer.json_schema()
+    schema["properties"]["algorithm"] = ALGORITHM_REF
+    schema["required"].append("algorithm")
+    return schema
+
+
+@extend_schema_field(Answer.any_model().row_schema())
+class BatchRowField(serializers.DictField):
+    """A row of a batch's JSON answer: its ``Answer.row_schema``."""
 
 
 class ErrorBodySchema(serializers.Serializer[Any]):
@@ -67,15 +76,6 @@ class BatchAlgorithmSchema(AlgorithmRefSchema):
     rows = serializers.IntegerField()
 
 
-class BatchRowSchema(serializers.Serializer[Any]):
-    request_id = serializers.IntegerField()
-    label = serializers.CharField(required=False, help_text="Classifiers.")  # type: ignore[assignment]
-    probability = serializers.FloatField(required=False, help_text="Binary classifiers.")
-    probabilities = serializers.DictField(child=serializers.FloatField(), required=False)
-    prediction = serializers.FloatField(required=False, help_text="Regressors.")
-    feedback_token = serializers.CharField()
-
-
 class BatchResultSchema(serializers.Serializer[Any]):
     count = serializers.IntegerField()
     algorithms = BatchAlgorithmSchema(many=True)
@@ -87,7 +87,7 @@ class BatchResultSchema(serializers.Serializer[Any]):
         child=serializers.FloatField(allow_null=True),
         help_text="Regressors, with true values: mae, rmse, r2.",
     )
-    predictions = BatchRowSchema(many=True)
+    predictions = serializers.ListField(child=BatchRowField())
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -109,7 +109,10 @@ RECORD = {
 
 predict_schema = extend_schema(
     request={"application/json": RECORD, "application/x-www-form-urlencoded": RECORD},
-    responses={200: PredictionSchema, **_errors(400, 401, 404, 413, 429, 503)},
+    responses={
+        200: served_schema(Answer.any_model()),
+        **_errors(400, 401, 404, 413, 429, 503),
+    },
     parameters=[
         OpenApiParameter(
             "status",
@@ -346,7 +349,7 @@ def add_endpoint_paths(result: dict[str, Any], generator: Any, **kwargs: Any) ->
         ]
         record, answer = f"{endpoint}.Record", f"{endpoint}.Prediction"
         schemas[record] = record_schema(algorithm)
-        schemas[answer] = answer_schema(algorithm)
+        schemas[answer] = served_schema(Answer(signature_of(algorithm)))
         for content in operation["requestBody"]["content"].values():
             content["schema"] = {"$ref": f"#/components/schemas/{record}"}
         if algorithm.example:
@@ -409,30 +412,6 @@ def _feature_schema(feature: dict[str, Any]) -> dict[str, Any]:
             "description": f"Known values: {', '.join(map(str, categories[:40]))}",
         }
     return {"type": {"number": "number", "boolean": "boolean"}.get(kind, "string")}
-
-
-def answer_schema(algorithm: MLAlgorithm) -> dict[str, Any]:
-    """The JSON schema of ``algorithm``'s answer: its ``outputs``, then the request's id,
-    its feedback token and the algorithm."""
-    fields: dict[str, Any] = {
-        "label": {"type": "string", "enum": list(algorithm.classes)},
-        "probability": {"type": "number", "description": "Of the positive class."},
-        "probabilities": {
-            "type": "object",
-            "properties": {c: {"type": "number"} for c in algorithm.classes},
-            "required": list(algorithm.classes),
-        },
-        "prediction": {"type": "number"},
-        "status": {"type": "string", "enum": ["OK"]},
-        "imputed": {"type": "array", "items": {"type": "string"}},
-    }
-    properties = {name: fields[name] for name in algorithm.outputs if name in fields}
-    properties.update(
-        request_id={"type": "integer"},
-        feedback_token={"type": "string"},
-        algorithm={"$ref": "#/components/schemas/AlgorithmRefSchema"},
-    )
-    return {"type": "object", "properties": properties, "required": list(properties)}
 
 
 # The request log's filters (filter_requests), each index-backed.

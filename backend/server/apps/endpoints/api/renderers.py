@@ -8,6 +8,7 @@ from typing import Any
 
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 
@@ -27,7 +28,8 @@ class ExampleFormRenderer(BrowsableAPIRenderer):
 
 class CSVRenderer(BaseRenderer):
     """Lets clients ask for CSV (``Accept: text/csv`` or ``?format=csv``). The CSV answer
-    itself is streamed by the view; errors are always answered as JSON."""
+    itself is streamed by the view; errors are always answered as JSON
+    (``JsonErrorsMixin``)."""
 
     media_type = "text/csv"
     format = "csv"
@@ -37,3 +39,18 @@ class CSVRenderer(BaseRenderer):
         self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
     ) -> bytes:
         return JSONRenderer().render(data)
+
+
+class JsonErrorsMixin:
+    """For views that answer CSV: an error is answered in the one JSON error shape, with
+    JSON's content type, whether the client accepted CSV or nothing this view makes (a 406,
+    which DRF would otherwise render with the view's first renderer)."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response: Response = super().handle_exception(exc)  # type: ignore[misc]
+        request = self.request  # type: ignore[attr-defined]  # an APIView's
+        accepted = getattr(request, "accepted_renderer", None)
+        if accepted is None or isinstance(accepted, CSVRenderer):
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return response

@@ -57,21 +57,15 @@ from apps.core.errors import (
     ServiceError,
 )
 from apps.endpoints import policy
-from apps.endpoints.batch import output, score
-from apps.endpoints.batch.score import (
-    Arms,
-    BatchResult,
-    check_columns,
-    check_field_counts,
-    read_header,
-    select_arms,
-)
+from apps.endpoints.batch import output
+from apps.endpoints.batch.reading import CsvFile, check_columns, check_field_counts, read_header
 from apps.endpoints.catalogue import demo
 from apps.endpoints.catalogue.selectors import sole_endpoint_name
 from apps.endpoints.experiments import evaluation
-from apps.endpoints.models import ABTest, BatchJob, BatchJobChunk, MLAlgorithm, MLRequest
-from apps.endpoints.serving import feedback
-from apps.ml import registry as ml_registry
+from apps.endpoints.models import BatchJob, BatchJobChunk, MLAlgorithm, MLRequest
+from apps.endpoints.serving import feedback, pipeline, routing
+from apps.endpoints.serving.pipeline import ScoredBatch
+from apps.endpoints.serving.routing import Arms
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +101,9 @@ def submit(
     queues them once the job is committed (``tasks.send_pieces``)."""
     demo.ensure_registered()
     endpoint_name = endpoint_name or sole_endpoint_name()
-    abtest, algorithms, shares = select_arms(endpoint_name, status, version)
-    registry = ml_registry.get_registry()
-    runtimes = [registry.get(a) for a in algorithms]
+    arms = routing.for_file(endpoint_name=endpoint_name, status=status, version=version)
+    runtimes = arms.runtimes()
+    algorithms = arms.algorithms
     header = read_header(upload)
     check_columns(header, runtimes)
     label = target_column or algorithms[0].target_column or None
@@ -136,8 +130,8 @@ def submit(
                 endpoint_name=endpoint_name,
                 status=status,
                 algorithm_ids=[a.pk for a in algorithms],
-                shares=shares,
-                abtest=abtest,
+                shares=list(arms.shares),
+                abtest=arms.abtest,
                 log_requests=log_requests,
                 target_column=label or "",
                 file_name=file_name[:255],
@@ -353,22 +347,44 @@ def run_piece(job_id: int, index: int) -> bool:
         return current.chunks_done + 1 == current.chunks_total
 
 
-def _score(job: BatchJob, chunk: BatchJobChunk, data: bytes) -> BatchResult:
+def _score(job: BatchJob, chunk: BatchJobChunk, data: bytes) -> ScoredBatch:
+    """The piece scored as batch-predict scores a file (the same reader and pipeline), by
+    the versions chosen when the job was submitted: a promotion meanwhile does not change
+    the model mid-file. With ``log_requests`` its rows are logged in the caller's
+    transaction, the one that marks the piece done."""
+    arms = _arms(job)
     try:
-        return score.score_csv(
-            upload=io.BytesIO(data),
-            endpoint_name=job.endpoint_name,
-            status=job.status,
-            arms=_arms(job),
-            log=job.log_requests,
-            first_line=chunk.first_line,
+        runtimes = arms.runtimes()
+        source = CsvFile.open(
+            io.BytesIO(data),
+            runtimes,
             label_column=job.target_column or None,
-            user_id=job.user_id,
-            client=job.client or None,
             max_rows=settings.BATCH_JOB_CHUNK_ROWS,
         )
+        answer = runtimes[0].answer
+        log = None
+        if job.log_requests:
+            log = pipeline.LogWriter(
+                arms,
+                answer,
+                user_id=job.user_id,
+                client=job.client or None,
+                features=source.features,
+                mode="behind",
+            )
+        scored = ScoredBatch(
+            arms,
+            answer,
+            log=log,
+            header=source.header,
+            ignored_columns=source.ignored_columns,
+            label_column=source.label_column,
+        )
+        writers: list[pipeline.Writer] = [scored] if log is None else [log, scored]
+        pipeline.run(source.batches(first_line=chunk.first_line), arms, runtimes, writers)
     except (InvalidInput, PayloadTooLarge) as exc:
         raise PieceRefused(exc.message, details=exc.details) from exc
+    return scored
 
 
 def _arms(job: BatchJob) -> Arms:
@@ -376,8 +392,8 @@ def _arms(job: BatchJob) -> Arms:
     missing = [pk for pk in job.algorithm_ids if pk not in by_id]
     if missing:
         raise PieceRefused(f"Algorithm {missing[0]} of this job was deleted.")
-    abtest: ABTest | None = job.abtest
-    return abtest, [by_id[pk] for pk in job.algorithm_ids], list(job.shares)
+    algorithms = tuple(by_id[pk] for pk in job.algorithm_ids)
+    return Arms(job.endpoint_name, job.status, algorithms, tuple(job.shares), job.abtest)
 
 
 def _piece_bytes(job: BatchJob, chunk: BatchJobChunk) -> bytes:

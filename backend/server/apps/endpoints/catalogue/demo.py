@@ -35,7 +35,6 @@ class DemoModel:
     status: str
     file: str  # in MODEL_ARTIFACTS_PATH
     description: str
-    kind: str | None = None  # an Adult wrapper's key; None: a plain scikit-learn model
     example: str = ""  # its input example, beside the file
     target_column: str = ""
 
@@ -47,7 +46,6 @@ DEMO_MODELS = (
         version="0.0.1",
         status=Status.PRODUCTION,
         file="random_forest.joblib",
-        kind="random_forest",
         description="Random forest (100 trees, min 10 samples a leaf) on Adult census data.",
         target_column="income",
     ),
@@ -57,7 +55,6 @@ DEMO_MODELS = (
         version="0.0.1",
         status=Status.TESTING,
         file="extra_trees.joblib",
-        kind="extra_trees",
         description="Extra trees (100 trees, min 5 samples a leaf) on Adult census data.",
         target_column="income",
     ),
@@ -139,7 +136,6 @@ def register(spec: DemoModel) -> bool:
             example=example,
             target_column=spec.target_column,
             allow_pickle=True,  # this project's own files, on this host
-            kind=spec.kind,
         )
     except Conflict:
         return True  # another process registered it first

@@ -17,7 +17,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +29,7 @@ from apps.core.errors import Conflict, InvalidInput, ModelUnavailable, PayloadTo
 from apps.endpoints.catalogue.selectors import find_algorithm, forget_selections
 from apps.endpoints.catalogue.statuses import check_status
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
-from apps.ml import artifacts, compiled, intake, shared_store
+from apps.ml import artifacts, compiled, intake, kinds, shared_store
 
 Status = MLAlgorithmStatus.Status
 _SLUG = re.compile(r"[-a-zA-Z0-9_]{1,128}")
@@ -58,6 +58,7 @@ def register_model(
     target_column: str = "",
     allow_pickle: bool = False,
     kind: str | None = None,
+    classes: Sequence[str] = (),
 ) -> Registered:
     """Check a model file and record it as ``version`` of endpoint ``endpoint_name`` (made
     on first use), with ``status``.
@@ -66,6 +67,8 @@ def register_model(
     into the artifacts folder as ``file_name`` (default: its own name); or an uploaded
     file, stored under a name made of its sha256. ``allow_pickle``: whether a joblib file
     may be loaded (operators on the host; uploads only with ``ALLOW_PICKLE_UPLOADS``).
+    ``kind``: a key of ``apps.ml.kinds`` (default: found from the file); ``classes``: a
+    classifier's, where its file does not store them (LightGBM's and XGBoost's own formats).
     Raises ``InvalidInput``/``ModelRejected`` (400) or ``Conflict`` (409)."""
     _check_identity(endpoint_name=endpoint_name, name=name, version=version, status=status)
     _refuse_duplicate(endpoint_name, name, version)
@@ -81,6 +84,7 @@ def register_model(
             target_column=target_column or None,
             compile=settings.ML_COMPILED_INFERENCE,
             kind=kind,
+            classes=classes,
         )
         serving = dict(found.serving)
         onnx_bytes = serving.pop("onnx_bytes", None)
@@ -275,8 +279,8 @@ def _store_upload(root: Path, upload: IO[bytes], original: str) -> tuple[Path, s
                 digest.update(chunk)
                 out.write(chunk)
         sha256 = digest.hexdigest()
-        suffix = artifacts.SKOPS_SUFFIX if artifacts.is_skops(original) else ".joblib"
-        target = folder / f"{sha256}{suffix}"
+        # The suffix says how it is read: skops, a library's own format, else joblib.
+        target = folder / f"{sha256}{kinds.stored_suffix(original)}"
         try:
             os.link(tmp, target)
         except FileExistsError:

@@ -19,7 +19,7 @@ import numpy as np
 from django.db.models import FloatField
 from django.db.models.functions import Abs, Cast
 
-from apps.ml.codecs import ModelOutput
+from apps.ml.answer import ModelOutput
 from apps.ml.signature import REGRESSION
 
 

@@ -16,13 +16,13 @@ from rest_framework.response import Response
 from apps.endpoints import policy
 from apps.endpoints.api import openapi
 from apps.endpoints.api.inputs import upload_form
-from apps.endpoints.api.renderers import CSVRenderer
+from apps.endpoints.api.renderers import CSVRenderer, JsonErrorsMixin
 from apps.endpoints.batch import output
-from apps.endpoints.batch.score import score_csv
+from apps.endpoints.batch.score import score_upload
 from apps.endpoints.serializers import BatchPredictSerializer
 
 
-class BatchPredictView(policy.PredictAccessMixin, GenericAPIView[Any]):
+class BatchPredictView(JsonErrorsMixin, policy.PredictAccessMixin, GenericAPIView[Any]):
     """``POST /api/v1/batch-predict``: a CSV file (multipart field ``file``) scored row by
     row in one pass; ``endpoint`` (optional with one endpoint), ``status``, ``version`` as
     form fields or query parameters. Answers JSON, or with ``Accept: text/csv`` the uploaded
@@ -39,7 +39,7 @@ class BatchPredictView(policy.PredictAccessMixin, GenericAPIView[Any]):
         data = upload_form(self, request)
         upload = data["file"]
         actor = policy.Actor.of(request)
-        result = score_csv(
+        result = score_upload(
             upload=upload,
             endpoint_name=data.get("endpoint"),
             status=data.get("status", settings.PREDICT_DEFAULT_STATUS),
@@ -54,13 +54,3 @@ class BatchPredictView(policy.PredictAccessMixin, GenericAPIView[Any]):
         if request.accepted_renderer.format == "api":  # a person in the browsable API
             return Response({**output.summary(result), "predictions": output.predictions(result)})
         return StreamingHttpResponse(output.json_stream(result), content_type="application/json")
-
-    def handle_exception(self, exc: Exception) -> Response:
-        response = super().handle_exception(exc)
-        if (
-            getattr(self.request, "accepted_renderer", None)
-            and self.request.accepted_renderer.format == "csv"
-        ):
-            self.request.accepted_renderer = JSONRenderer()
-            self.request.accepted_media_type = JSONRenderer.media_type
-        return response

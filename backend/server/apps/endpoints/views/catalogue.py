@@ -26,6 +26,7 @@ from apps.endpoints.serializers import (
     MLAlgorithmStatusSerializer,
     RegisteredSerializer,
     RegisterModelSerializer,
+    class_list,
 )
 
 
@@ -75,6 +76,7 @@ class MLAlgorithmViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[
             status=data["status"],
             description=data.get("description", ""),
             target_column=data.get("target_column", ""),
+            classes=class_list(data.get("classes", "")),
         )
         algorithm = algorithms_with_current_status().get(pk=registered.algorithm.pk)
         algorithm.notes = registered.notes  # type: ignore[attr-defined]

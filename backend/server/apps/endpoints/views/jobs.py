@@ -16,6 +16,7 @@ from django.http import FileResponse, HttpResponseBase
 from django.urls import reverse
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -23,6 +24,7 @@ from apps.core.errors import InvalidInput
 from apps.endpoints import policy
 from apps.endpoints.api import openapi
 from apps.endpoints.api.inputs import upload_form
+from apps.endpoints.api.renderers import CSVRenderer, JsonErrorsMixin
 from apps.endpoints.batch import jobs, tasks
 from apps.endpoints.models import BatchJob
 from apps.endpoints.serializers import BatchJobSerializer
@@ -98,11 +100,13 @@ class BatchJobView(GenericAPIView[Any]):
         return Response(_body(request, _job(request, job_id)))
 
 
-class BatchJobResultView(GenericAPIView[Any]):
+class BatchJobResultView(JsonErrorsMixin, GenericAPIView[Any]):
     """``GET``: the scored CSV (the input rows plus the answer columns), streamed; 409
     until the job has succeeded."""
 
     permission_classes = [policy.PredictAccess]
+    # CSV, for Accept: text/csv and */* (what a download sends); JSON is its errors'.
+    renderer_classes = [CSVRenderer, JSONRenderer]
     serializer_class = openapi.BatchJobSchema
     openapi_error_codes = (409,)
 

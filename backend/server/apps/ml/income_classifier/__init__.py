@@ -1,15 +1,7 @@
-"""Income classifier wrappers, by the key recorded in ``MLAlgorithm.wrapper``.
-
-The registry only ever instantiates a class from this table: a database row cannot make
-the service import arbitrary code.
-"""
+"""The Adult census income classifier: its data set's schema, the preprocessing fitted in
+training, and ``IncomeClassifier``, the runtime that serves its bundles (``kinds/adult.py``
+is the kind that registers and loads them)."""
 
 from apps.ml.income_classifier.base import IncomeClassifier
-from apps.ml.income_classifier.extra_trees import ExtraTreesClassifier
-from apps.ml.income_classifier.random_forest import RandomForestClassifier
 
-WRAPPERS: dict[str, type[IncomeClassifier]] = {
-    cls.wrapper_key: cls for cls in (IncomeClassifier, RandomForestClassifier, ExtraTreesClassifier)
-}
-
-__all__ = ["WRAPPERS", "ExtraTreesClassifier", "IncomeClassifier", "RandomForestClassifier"]
+__all__ = ["IncomeClassifier"]

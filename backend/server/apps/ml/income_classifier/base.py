@@ -13,19 +13,19 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 import numpy as np
 
 from apps.core.errors import ModelUnavailable
 from apps.ml import artifacts, compiled
-from apps.ml.codecs import Frame, ModelOutput
+from apps.ml.answer import ModelOutput
+from apps.ml.codecs import Frame
 from apps.ml.compiled import CompiledModel, Converter
 from apps.ml.income_classifier import schema
 from apps.ml.income_classifier.preprocessing import Preprocessing
-from apps.ml.runtime import Runtime
+from apps.ml.runtime import Runtime, single_threaded
 from apps.ml.signature import Signature
-from apps.ml.sklearn_runtime import single_threaded
 
 BUNDLE_FORMAT = "ml_pipeline.income_classifier/1"
 THRESHOLD = 0.5  # ">50K" when P(>50K) is above it, as the forests' own predict
@@ -62,11 +62,9 @@ def is_bundle(obj: Any) -> bool:
 
 
 class IncomeClassifier(Runtime):
-    """Serves any scikit-learn classifier with ``predict_proba`` trained on an Adult bundle."""
+    """Serves any scikit-learn classifier with ``predict_proba`` trained on an Adult bundle
+    (``kinds/adult.py``)."""
 
-    wrapper_key: ClassVar[str] = "income_classifier"
-    # The file the training script writes, if any; an instance has the one it was loaded from.
-    artifact_name: str = ""
     _estimator: Any  # the scikit-learn model; None until first needed (from the cache)
 
     def __init__(
@@ -113,19 +111,18 @@ class IncomeClassifier(Runtime):
         self.compiled: CompiledModel | None = None
         self._positive = positive
         self._estimator = None
-        self._artifacts_root: Path | None = None
+        self.artifacts_root: Path | None = None  # where the artifact is, to unpickle it late
         self._estimator_lock = threading.Lock()
 
     @classmethod
     def from_artifact(
-        cls, root: Path, name: str = "", *, sha256: str | None = None, compile: bool = False
+        cls, root: Path, name: str, *, sha256: str | None = None, compile: bool = False
     ) -> Self:
-        """Load ``name`` (default: this wrapper's own artifact) from the folder ``root``;
-        with ``compile``, also build (or load from its cache) the verified compiled form."""
-        name = name or cls.artifact_name
+        """Load ``name`` from the folder ``root``; with ``compile``, also build (or load
+        from its cache) the verified compiled form."""
         bundle, actual = artifacts.load_verified(root, name, sha256)
         wrapper = cls(bundle, artifact_name=name, artifact_sha256=actual)
-        wrapper._artifacts_root = root
+        wrapper.artifacts_root = root
         if compile:
             wrapper.compile(artifacts.resolve(root, name))
         return wrapper
@@ -151,7 +148,7 @@ class IncomeClassifier(Runtime):
             artifact_name=name,
             artifact_sha256=sha256,
         )
-        wrapper._artifacts_root = root
+        wrapper.artifacts_root = root
         wrapper.compiled = cached.model
         return wrapper
 
@@ -162,10 +159,10 @@ class IncomeClassifier(Runtime):
         if self._estimator is None:
             with self._estimator_lock:
                 if self._estimator is None:
-                    if self._artifacts_root is None:
+                    if self.artifacts_root is None:
                         raise ModelUnavailable(f"No artifact to load '{self.artifact_name}' from.")
                     bundle, _ = artifacts.load_verified(
-                        self._artifacts_root, self.artifact_name, self.artifact_sha256
+                        self.artifacts_root, self.artifact_name, self.artifact_sha256
                     )
                     self._estimator = _serving_estimator(bundle["estimator"], self.artifact_name)
         return self._estimator

@@ -8,12 +8,12 @@ import pytest
 
 from apps.core.errors import ModelUnavailable
 from apps.ml import artifacts
-from apps.ml.income_classifier import RandomForestClassifier
+from apps.ml.income_classifier import IncomeClassifier
 
 
 def test_it_loads_an_artifact_whose_hash_matches(tiny_artifacts: Path) -> None:
     sha = artifacts.sha256_of(tiny_artifacts / "random_forest.joblib")
-    wrapper = RandomForestClassifier.from_artifact(tiny_artifacts, sha256=sha)
+    wrapper = IncomeClassifier.from_artifact(tiny_artifacts, "random_forest.joblib", sha256=sha)
     assert wrapper.artifact_sha256 == sha
     assert wrapper.features == tuple(wrapper.preprocessing.features)
 
@@ -23,7 +23,7 @@ def test_it_refuses_a_tampered_artifact_before_unpickling(artifacts_dir: Path) -
     sha = artifacts.sha256_of(path)
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(ModelUnavailable, match="does not match its recorded sha256"):
-        RandomForestClassifier.from_artifact(artifacts_dir, sha256=sha)
+        IncomeClassifier.from_artifact(artifacts_dir, "random_forest.joblib", sha256=sha)
 
 
 @pytest.mark.parametrize("name", ["../outside.joblib", "/etc/passwd", "a/../../b.joblib"])
@@ -45,4 +45,4 @@ def test_a_file_that_is_not_a_bundle_is_refused(tmp_path: Path) -> None:
 
     joblib.dump({"just": "a dict"}, tmp_path / "other.joblib")
     with pytest.raises(ModelUnavailable, match="not an income classifier bundle"):
-        RandomForestClassifier.from_artifact(tmp_path, "other.joblib")
+        IncomeClassifier.from_artifact(tmp_path, "other.joblib")

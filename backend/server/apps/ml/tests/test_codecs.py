@@ -11,7 +11,6 @@ import pytest
 
 from apps.core.errors import InvalidInput
 from apps.ml import codecs
-from apps.ml.codecs import ModelOutput
 from apps.ml.signature import Feature, Signature
 
 SIGNATURE = Signature(
@@ -172,24 +171,3 @@ def test_text_cells_are_checked_and_named_by_line_and_column() -> None:
     columns["colour"][0] = ""  # required
     with pytest.raises(InvalidInput, match="Line 10, column 'colour': This feature is required"):
         codecs.frame_from_text(columns, SIGNATURE, first_line=10)
-
-
-def test_answers_follow_the_outputs_of_the_signature() -> None:
-    output = ModelOutput(
-        labels=np.array(["yes", "no"], dtype=object),
-        probabilities=np.array([[0.25, 0.75], [0.9, 0.1]]),
-    )
-    first, second = codecs.answers(SIGNATURE, output)
-    assert first == {
-        "label": "yes",
-        "probability": 0.75,
-        "probabilities": {"no": 0.25, "yes": 0.75},
-        "status": "OK",
-    }
-    assert second["label"] == "no" and second["probability"] == 0.1
-    regressor = Signature(SIGNATURE.features, "regression", (), ("prediction", "status"))
-    assert codecs.answers(regressor, ModelOutput(values=np.array([2.5]))) == [
-        {"prediction": 2.5, "status": "OK"}
-    ]
-    assert codecs.response_text({"prediction": 2.5}) == "2.5"
-    assert codecs.response_text({"label": "yes"}) == "yes"

@@ -12,24 +12,19 @@ import numpy as np
 import pytest
 
 from apps.ml import compiled
-from apps.ml.income_classifier import (
-    ExtraTreesClassifier,
-    IncomeClassifier,
-    RandomForestClassifier,
-    schema,
-)
+from apps.ml.income_classifier import IncomeClassifier, schema
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD, adult_frame, train_tiny_artifact
 
 
-@pytest.fixture(scope="module", params=[RandomForestClassifier, ExtraTreesClassifier])
+@pytest.fixture(scope="module", params=["random_forest.joblib", "extra_trees.joblib"])
 def demo_compiled(
     request: pytest.FixtureRequest, demo_artifacts: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> IncomeClassifier:
     folder = tmp_path_factory.mktemp("compiled")
-    name = request.param.artifact_name
+    name = request.param
     shutil.copy(demo_artifacts / name, folder / name)
-    wrapper: IncomeClassifier = request.param.from_artifact(folder, compile=True)
+    wrapper = IncomeClassifier.from_artifact(folder, name, compile=True)
     assert wrapper.compiled is not None, "the demo models must compile"
     return wrapper
 

@@ -16,8 +16,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from apps.ml import artifacts, codecs, compiled, intake
+from apps.ml.answer import ModelOutput
 from apps.ml.compiled import OnnxRuntime
-from apps.ml.sklearn_runtime import SklearnRuntime
+from apps.ml.kinds.sklearn import SklearnRuntime
 from apps.ml.tests import models
 
 
@@ -134,11 +135,9 @@ def test_a_form_that_disagrees_is_refused() -> None:
     frame = codecs.frame_from_records(x.head(20).to_dict(orient="records"), sig)
     expected = SklearnRuntime(model, sig).predict(frame)
     assert expected.probabilities is not None and expected.labels is not None
-    shifted = codecs.ModelOutput(
-        labels=expected.labels, probabilities=expected.probabilities + 1e-4
-    )
+    shifted = ModelOutput(labels=expected.labels, probabilities=expected.probabilities + 1e-4)
     assert "probabilities differ" in (compiled.generic_disagreement(sig, expected, shifted) or "")
-    flipped = codecs.ModelOutput(
+    flipped = ModelOutput(
         labels=np.array(["barbera"] * 20, dtype=object), probabilities=expected.probabilities
     )
     assert "labels differ" in (compiled.generic_disagreement(sig, expected, flipped) or "")

@@ -13,8 +13,9 @@ import pytest
 from apps.core.errors import ModelUnavailable
 from apps.ml import artifacts, compiled, intake
 from apps.ml.compiled import OnnxRuntime
+from apps.ml.income_classifier import IncomeClassifier
+from apps.ml.kinds.sklearn import SklearnRuntime
 from apps.ml.registry import MLRegistry, get_registry
-from apps.ml.sklearn_runtime import SklearnRuntime
 from apps.ml.tests import models
 from apps.ml.tests.factories import SAMPLE_RECORD
 
@@ -69,6 +70,20 @@ def test_an_adult_version_is_loaded_on_first_use_and_once(artifacts_dir: Path) -
     assert registry.loaded_at[version.pk]
 
 
+@pytest.mark.parametrize("stored", ["random_forest", "extra_trees", "income_classifier"])
+def test_the_keys_earlier_releases_stored_still_load_an_adult_version(
+    artifacts_dir: Path, stored: str
+) -> None:
+    """The demo models were stored under the keys of the classes that served them; the
+    Adult kind is one entry of the table now, and its old keys are aliases."""
+    version = checked(artifacts_dir, "random_forest.joblib")
+    assert version.wrapper == "income_classifier"
+    version.wrapper = stored
+    runtime = MLRegistry(artifacts_dir).get(version)
+    assert isinstance(runtime, IncomeClassifier)
+    assert runtime.compute_prediction(SAMPLE_RECORD)["label"] in {"<=50K", ">50K"}
+
+
 @pytest.mark.parametrize("name", ["wine.joblib", "wine.skops"])
 def test_any_sklearn_version_is_loaded_from_joblib_or_skops(tmp_path: Path, name: str) -> None:
     model = models.wine_classifier()
@@ -89,13 +104,13 @@ def test_a_tampered_artifact_is_refused_with_a_clear_error(artifacts_dir: Path) 
         MLRegistry(artifacts_dir).get(version)
 
 
-def test_a_missing_artifact_or_unknown_wrapper_is_unavailable(artifacts_dir: Path) -> None:
+def test_a_missing_artifact_or_unknown_kind_is_unavailable(artifacts_dir: Path) -> None:
     version = checked(artifacts_dir, "random_forest.joblib")
     (artifacts_dir / version.artifact).unlink()
     with pytest.raises(ModelUnavailable, match="cannot be read"):
         MLRegistry(artifacts_dir).get(version)
     version.wrapper = "os.system"
-    with pytest.raises(ModelUnavailable, match="Unknown wrapper"):
+    with pytest.raises(ModelUnavailable, match=r"Unknown kind of model 'os\.system'"):
         MLRegistry(artifacts_dir).get(version)
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from apps.ml.codecs import Frame, ModelOutput
+from apps.ml.answer import ModelOutput
+from apps.ml.codecs import Frame
 from apps.ml.runtime import ModelFailed, Runtime, check_finite
 from apps.ml.signature import Feature, Signature
 
@@ -75,7 +76,7 @@ def test_labels_are_what_predict_answers(index: int, load: str) -> None:
 
     from apps.ml import signature as sig
     from apps.ml.codecs import frame_from_records
-    from apps.ml.sklearn_runtime import SklearnRuntime
+    from apps.ml.kinds.sklearn import SklearnRuntime
 
     model = _classifiers()[index]
     data = getattr(sklearn.datasets, load)(as_frame=True)
@@ -101,7 +102,7 @@ def test_numbers_go_to_scikit_learn_as_a_matrix_where_that_computes_the_same() -
 
     from apps.ml import signature as sig
     from apps.ml.codecs import frame_from_records
-    from apps.ml.sklearn_runtime import SklearnRuntime
+    from apps.ml.kinds.sklearn import SklearnRuntime
 
     data = load_diabetes(as_frame=True)
     x, y = data.data, data.target
@@ -149,7 +150,7 @@ model = Ridge().fit(data.data, data.target)
 model.predict(data.data.head(3).to_numpy())  # warns: the check below is not vacuous
 from apps.ml import signature as sig
 from apps.ml.codecs import frame_from_records
-from apps.ml.sklearn_runtime import SklearnRuntime
+from apps.ml.kinds.sklearn import SklearnRuntime
 runtime = SklearnRuntime(model, sig.infer(model, data.data.head(20)))
 assert not runtime._wants_frame
 runtime.predict(frame_from_records(data.data.head(3).to_dict("records"), runtime.signature))

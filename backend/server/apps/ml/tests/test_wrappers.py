@@ -8,19 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from apps.ml.income_classifier import (
-    ExtraTreesClassifier,
-    IncomeClassifier,
-    RandomForestClassifier,
-    schema,
-)
+from apps.ml.income_classifier import IncomeClassifier, schema
 from apps.ml.tests.factories import SAMPLE_RECORD, adult_frame
 
 
-@pytest.fixture(scope="module", params=[RandomForestClassifier, ExtraTreesClassifier])
+@pytest.fixture(scope="module", params=["random_forest.joblib", "extra_trees.joblib"])
 def wrapper(request: pytest.FixtureRequest, demo_artifacts: Path) -> IncomeClassifier:
-    wrapper: IncomeClassifier = request.param.from_artifact(demo_artifacts)
-    return wrapper
+    return IncomeClassifier.from_artifact(demo_artifacts, request.param)
 
 
 def test_the_tutorial_sample_record_is_labelled_below_50k(wrapper: IncomeClassifier) -> None:
@@ -63,7 +57,7 @@ def test_every_domain_value_of_every_category_is_served(wrapper: IncomeClassifie
 
 
 def test_holand_netherlands_unseen_in_training_does_not_crash(tiny_artifacts: Path) -> None:
-    tiny = RandomForestClassifier.from_artifact(tiny_artifacts)
+    tiny = IncomeClassifier.from_artifact(tiny_artifacts, "random_forest.joblib")
     assert "Holand-Netherlands" not in tiny.preprocessing.categories["native-country"]
     prediction = tiny.compute_prediction(
         dict(SAMPLE_RECORD, **{"native-country": "Holand-Netherlands"})

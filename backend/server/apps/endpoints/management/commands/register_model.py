@@ -23,7 +23,7 @@ from apps.core.errors import ServiceError
 from apps.endpoints.catalogue.register import register_model
 from apps.endpoints.catalogue.selectors import algorithms_for_prediction
 from apps.endpoints.models import MLAlgorithmStatus
-from apps.ml.income_classifier import WRAPPERS
+from apps.ml import kinds
 
 Status = MLAlgorithmStatus.Status
 
@@ -62,9 +62,18 @@ class Command(BaseCommand):
             help="file name inside MODEL_ARTIFACTS_PATH (default: the artifact's own name)",
         )
         parser.add_argument(
-            "--wrapper",
-            choices=sorted(WRAPPERS),
-            help="for an Adult bundle made by research/train.py: the class that serves it",
+            "--kind",
+            "--wrapper",  # its name before kinds were a table
+            dest="kind",
+            choices=kinds.keys(),
+            help="the kind of model (default: found from the file): "
+            + "; ".join(f"{kind.key}: {kind.summary}" for kind in kinds.KINDS),
+        )
+        parser.add_argument(
+            "--classes",
+            default="",
+            help="a classifier's classes, comma-separated in the model's order, for a file "
+            "in a library's own format that does not store them (LightGBM, XGBoost)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -88,7 +97,8 @@ class Command(BaseCommand):
                 example=example,
                 target_column=options["target_column"],
                 allow_pickle=True,  # operators on the host register their own files
-                kind=options["wrapper"],
+                kind=options["kind"],
+                classes=[c.strip() for c in options["classes"].split(",") if c.strip()],
             )
         except ServiceError as exc:
             raise CommandError(f"Not registered: {exc.message}") from exc

@@ -15,9 +15,9 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from apps.endpoints.batch import score
-from apps.endpoints.batch.score import _undo, score_csv
+from apps.endpoints.batch.score import score_upload
 from apps.endpoints.models import FeedbackTally, MLRequest
+from apps.endpoints.serving import pipeline
 from apps.endpoints.tests.apis.test_batch_predict import adult_csv, upload
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
@@ -27,13 +27,13 @@ PREDICT = "/api/v1/income_classifier/predict"
 
 
 def _slow_model(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    real = score._predict
+    real = pipeline.predict
 
-    def slow(chunk: Any, runtimes: Any) -> Any:
+    def slow(batch: Any, runtimes: Any) -> Any:
         time.sleep(seconds)
-        return real(chunk, runtimes)
+        return real(batch, runtimes)
 
-    monkeypatch.setattr(score, "_predict", slow)
+    monkeypatch.setattr(pipeline, "predict", slow)
 
 
 def test_a_predict_during_a_long_batch_answers_at_once(
@@ -48,7 +48,7 @@ def test_a_predict_during_a_long_batch_answers_at_once(
     def run() -> None:
         try:
             text = adult_csv(50).encode()
-            done["result"] = score_csv(
+            done["result"] = score_upload(
                 upload=io.BytesIO(text), endpoint_name=None, status="production"
             )
         except BaseException as exc:  # reported below, on the test's thread
@@ -79,13 +79,14 @@ def test_a_bad_cell_late_in_a_long_batch_leaves_nothing_written(
 ) -> None:
     settings.BATCH_CHUNK_ROWS = 5
     undone: list[int] = []
-    real_undo = _undo
+    real_undo = pipeline.LogWriter._undo
 
-    def spy(written: Any) -> None:
+    def spy(writer: pipeline.LogWriter) -> None:
+        written = writer._background.written if writer._background is not None else []
         undone.append(sum(len(ids) for ids in written))
-        real_undo(written)
+        real_undo(writer)
 
-    monkeypatch.setattr(score, "_undo", spy)
+    monkeypatch.setattr(pipeline.LogWriter, "_undo", spy)
     lines = adult_csv(23).splitlines()  # with the income column: feedback, in the tally
     last = lines[-1].split(",")
     last[1] = "forty"  # age

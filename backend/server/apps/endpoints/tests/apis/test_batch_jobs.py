@@ -167,6 +167,28 @@ def test_a_job_is_its_submitters_and_operators_and_a_404_to_anyone_else(
     assert api.get(url, headers={"X-Job-Token": anonymous["token"]}).status_code == 404
 
 
+def test_the_result_downloads_whatever_a_csv_client_accepts(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    """Regression: ``Accept: text/csv``, what a CSV download sends, answered 406."""
+    body = submit(api, adult_csv(5)).json()
+    headers = {"X-Job-Token": body["token"]}
+    url = body["url"] + "/result"
+    early = api.get(url, headers={**headers, "Accept": "text/csv"})  # not done yet: its error
+    if early.status_code == 409:
+        assert early["Content-Type"].startswith("application/json")
+        assert early.json()["error"]["code"] == "conflict"
+    assert wait(api, body["url"], headers)["state"] == "succeeded"
+    for accept in ("text/csv", "*/*", "text/csv, application/json;q=0.5", "text/*"):
+        response = api.get(url, headers={**headers, "Accept": accept})
+        assert response.status_code == 200, (accept, response.status_code)
+        assert response["Content-Type"].startswith("text/csv")
+        assert b"".join(response.streaming_content).startswith(b"id,age,")  # type: ignore[attr-defined]
+    refused = api.get(url, headers={**headers, "Accept": "image/png"})
+    assert refused.status_code == 406
+    assert refused.json()["error"]["code"] == "not_acceptable"
+
+
 def test_cancelling_another_users_job_needs_the_change_permission(
     demo_registry: MLRegistry, django_user_model: Any
 ) -> None:
@@ -193,15 +215,15 @@ def test_cancelling_another_users_job_needs_the_change_permission(
 def test_cancel_stops_a_job_and_takes_back_what_it_wrote(
     api: APIClient, demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch, job_storage: Path
 ) -> None:
-    from apps.endpoints.batch import score
+    from apps.endpoints.batch import jobs
 
-    real = score.score_csv
+    real = jobs._score
 
-    def slow(**kwargs: Any) -> Any:
+    def slow(*args: Any) -> Any:
         time.sleep(0.3)
-        return real(**kwargs)
+        return real(*args)
 
-    monkeypatch.setattr(score, "score_csv", slow)
+    monkeypatch.setattr(jobs, "_score", slow)
     # Without the log: on SQLite a log_requests job holds the write lock while each piece
     # scores, and the cancel's transaction could wait out the whole job (docs/batch.md).
     body = submit(api, adult_csv(70)).json()  # 10 pieces, 3 s or more

@@ -156,8 +156,8 @@ def test_a_bad_cell_on_the_last_line_rolls_back_every_chunk(
 def test_ab_testing_splits_rows_between_the_arms_and_logs_each_to_its_arm(
     api: APIClient, demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from apps.endpoints.batch import score as batch
     from apps.endpoints.experiments import ab_testing
+    from apps.endpoints.serving import pipeline
 
     rf, et = (
         MLAlgorithm.objects.get(name="random forest"),
@@ -172,7 +172,7 @@ def test_ab_testing_splits_rows_between_the_arms_and_logs_each_to_its_arm(
         shares_seen.append(list(shares))
         return np.arange(n) % 2
 
-    monkeypatch.setattr(batch, "random_arms", alternate)
+    monkeypatch.setattr(pipeline, "random_arms", alternate)
     body = stream_json(upload(api, adult_csv(10), URL + "?status=ab_testing"))
     assert shares_seen == [[pytest.approx(0.7), pytest.approx(0.3)]]
     assert [a["rows"] for a in body["algorithms"]] == [5, 5]
@@ -187,7 +187,7 @@ def test_ab_testing_splits_rows_between_the_arms_and_logs_each_to_its_arm(
 
 
 def test_random_arms_follow_the_shares() -> None:
-    from apps.endpoints.batch.score import random_arms
+    from apps.endpoints.serving.pipeline import random_arms
 
     arms = random_arms(20_000, [0.8, 0.2])
     assert set(arms.tolist()) == {0, 1}
@@ -393,21 +393,22 @@ def test_chunks_are_bounded_by_bytes_and_parse_only_the_needed_columns(
 ) -> None:
     """Regression: 6,000 rows of 16.5k mostly ignored columns reached a 2.4 GB peak: a
     chunk was 10k rows whatever their width, each cell a Python string."""
-    from apps.endpoints.batch import score as batch
+    from apps.endpoints.batch.score import score_upload
+    from apps.endpoints.serving import pipeline
 
     settings.BATCH_MAX_COLUMNS = 5_000
     settings.BATCH_CHUNK_ROWS = 10_000
     settings.BATCH_CHUNK_BYTES = 64 * 1024
     wide = _wide(2_000, rows=200)
     seen: list[tuple[int, int]] = []
-    real = batch._decode
+    real = pipeline.encode
 
-    def spy(chunk: Any, runtimes: Any) -> None:
-        seen.append((chunk.size, len(chunk.columns)))
-        real(chunk, runtimes)
+    def spy(batch: Any, *args: Any) -> None:
+        seen.append((batch.size, len(batch.columns)))
+        real(batch, *args)
 
-    monkeypatch.setattr(batch, "_decode", spy)
-    result = batch.score_csv(upload=io.BytesIO(wide), endpoint_name=None, status="production")
+    monkeypatch.setattr(pipeline, "encode", spy)
+    result = score_upload(upload=io.BytesIO(wide), endpoint_name=None, status="production")
     assert result.count == 200 and len(result.ignored_columns) == 2_000
     row_bytes = len(wide) / 200
     assert max(size for size, _ in seen) <= settings.BATCH_CHUNK_BYTES / row_bytes + 1
@@ -421,7 +422,8 @@ def test_a_chunk_holds_its_bytes_even_when_wide_rows_come_together(
 ) -> None:
     """Regression: chunks were sized by the file's average row, so narrow rows and then a
     block of wide ones put the wide block in one chunk many times BATCH_CHUNK_BYTES."""
-    from apps.endpoints.batch import score as batch
+    from apps.endpoints.batch.score import score_upload
+    from apps.endpoints.serving import pipeline
 
     settings.BATCH_CHUNK_ROWS = 10_000
     settings.BATCH_CHUNK_BYTES = 32 * 1024
@@ -431,15 +433,15 @@ def test_a_chunk_holds_its_bytes_even_when_wide_rows_come_together(
     rows = [f"{line},{wide_cell if 300 <= n < 400 else note}" for n, line in enumerate(lines[1:])]
     data = "\n".join([f"{lines[0]},note", *rows]).encode()
     sizes: list[int] = []
-    real = batch._decode
+    real = pipeline.encode
     offsets = [0]
 
-    def spy(chunk: Any, runtimes: Any) -> None:
-        sizes.append(chunk.size)
-        real(chunk, runtimes)
+    def spy(batch: Any, *args: Any) -> None:
+        sizes.append(batch.size)
+        real(batch, *args)
 
-    monkeypatch.setattr(batch, "_decode", spy)
-    result = batch.score_csv(upload=io.BytesIO(data), endpoint_name=None, status="production")
+    monkeypatch.setattr(pipeline, "encode", spy)
+    result = score_upload(upload=io.BytesIO(data), endpoint_name=None, status="production")
     assert result.count == 400 and sum(sizes) == 400
     for size in sizes:  # each chunk's rows, as bytes of the file
         offsets.append(offsets[-1] + size)
@@ -455,13 +457,13 @@ def test_counting_stops_past_the_row_limit(quoted: bool) -> None:
     """Regression (review): the row sizes for chunk_plan were kept for the whole file
     before its length was checked, so a file far past BATCH_MAX_ROWS held a size per row
     in memory (about 1 GB for 256 MB of one-character rows) just to be refused."""
-    from apps.endpoints.batch import score as batch
+    from apps.endpoints.batch import reading
 
     cell = '"1"' if quoted else "1"
     data = ("x\n" + f"{cell}\n" * 3_000_000).encode()  # past one 4 MiB block
     sizes: list[np.ndarray] = []
-    counted = batch.check_field_counts(io.BytesIO(data), 1, sizes, max_rows=1_000)
+    counted = reading.check_field_counts(io.BytesIO(data), 1, sizes, max_rows=1_000)
     assert counted > 1_000  # past the limit: the caller refuses it
     assert sum(len(part) for part in sizes) < 3_000_000  # and it stopped reading
     # the control: without a limit every row is counted
-    assert batch.check_field_counts(io.BytesIO(data), 1) == 3_000_000
+    assert reading.check_field_counts(io.BytesIO(data), 1) == 3_000_000

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from apps.endpoints.batch import output as batch_output
-from apps.endpoints.batch.score import BatchResult
+from apps.endpoints.models import MLAlgorithm
 from apps.endpoints.serving import feedback
-from apps.ml import codecs
-from apps.ml.codecs import ModelOutput
+from apps.endpoints.serving.pipeline import ScoredBatch
+from apps.endpoints.serving.routing import Arms
+from apps.ml.answer import Answer, ModelOutput
 from apps.ml.signature import Feature, Signature
 
 ROWS = 100_000
@@ -36,24 +37,21 @@ def result_for(
     labels: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
     values: np.ndarray | None = None,
-) -> BatchResult:
-    """A BatchResult of ``rows`` rows (request ids from ``first_id``) with these answers
+) -> ScoredBatch:
+    """A scored batch of ``rows`` rows (request ids from ``first_id``) with these answers
     and no labels column."""
-    return BatchResult(
-        header=header or ["age"],
-        algorithms=[],
-        signature=signature,
-        ignored_columns=[],
-        label_column=None,
+    result = ScoredBatch(
+        Arms("e", "production", (MLAlgorithm(pk=1, name="m", version="1"),), (1.0,)),
+        Answer(signature),
         request_ids=np.arange(first_id, first_id + rows, dtype=np.int64),
-        labels=labels,
-        probabilities=probabilities,
-        values=values,
-        arms=np.zeros(rows, np.int64),
+        header=header or ["age"],
     )
+    result.output = ModelOutput(labels=labels, probabilities=probabilities, values=values)
+    result.row_arms = np.zeros(rows, np.int64)
+    return result
 
 
-def binary_result(rows: int = ROWS) -> BatchResult:
+def binary_result(rows: int = ROWS) -> ScoredBatch:
     positive = np.random.default_rng(0).random(rows)
     labels = np.array([">50K" if p > 0.5 else "<=50K" for p in positive.tolist()], dtype=object)
     probabilities = np.column_stack([1 - positive, positive])
@@ -61,7 +59,7 @@ def binary_result(rows: int = ROWS) -> BatchResult:
 
 
 @pytest.fixture
-def result() -> BatchResult:
+def result() -> ScoredBatch:
     return binary_result()
 
 
@@ -77,7 +75,7 @@ def peak_while_consuming(pieces: Iterator[str]) -> int:
         tracemalloc.stop()
 
 
-def test_the_json_answer_streams_in_pieces(result: BatchResult) -> None:
+def test_the_json_answer_streams_in_pieces(result: ScoredBatch) -> None:
     # Converting all 100k ids and probabilities to Python objects at once took about 7 MB
     # (70 MB at a million rows); a piece of 5,000 rows takes a few MB, whatever the file.
     peak = peak_while_consuming(batch_output.json_stream(result))
@@ -85,17 +83,19 @@ def test_the_json_answer_streams_in_pieces(result: BatchResult) -> None:
     assert peak < 10_000_000 and peak < 1.3 * quarter, (peak, quarter)
     body = json.loads("".join(batch_output.json_stream(result)))
     assert len(body["predictions"]) == ROWS
-    assert result.labels is not None and result.probabilities is not None
+    assert result.output.labels is not None and result.output.probabilities is not None
     assert body["predictions"][-1] == {
         "request_id": ROWS,
-        "label": result.labels[-1],
-        "probability": float(result.probabilities[-1, 1]),
-        "probabilities": dict(zip(BINARY.classes, result.probabilities[-1].tolist(), strict=True)),
+        "label": result.output.labels[-1],
+        "probability": float(result.output.probabilities[-1, 1]),
+        "probabilities": dict(
+            zip(BINARY.classes, result.output.probabilities[-1].tolist(), strict=True)
+        ),
         "feedback_token": feedback.token_for(ROWS),
     }
 
 
-def test_the_csv_answer_streams_in_pieces(result: BatchResult) -> None:
+def test_the_csv_answer_streams_in_pieces(result: ScoredBatch) -> None:
     upload = io.BytesIO(("age\n" + "".join(f"{i % 90}\n" for i in range(ROWS))).encode())
     peak = peak_while_consuming(batch_output.csv_stream(result, upload))
     small = io.BytesIO(("age\n" + "".join(f"{i % 90}\n" for i in range(ROWS // 4))).encode())
@@ -105,8 +105,8 @@ def test_the_csv_answer_streams_in_pieces(result: BatchResult) -> None:
     assert lines[0] == "age,request_id,label,probability,feedback_token"
     assert len(lines) == ROWS + 1
     last = lines[-1].split(",")
-    assert result.labels is not None
-    assert last[1:3] == [str(ROWS), result.labels[-1]]
+    assert result.output.labels is not None
+    assert last[1:3] == [str(ROWS), result.output.labels[-1]]
     assert last[4] == feedback.token_for(ROWS)
 
 
@@ -126,35 +126,12 @@ def test_labels_of_any_text_are_escaped_in_both_answers() -> None:
     assert [row[2] for row in rows[1:]] == AWKWARD
 
 
-def test_the_logged_answers_escape_labels_and_match_the_single_answers() -> None:
-    labels = [*AWKWARD, "50%", "%r %s"]
-    signature = Signature(
-        BINARY.features,
-        "classification",
-        tuple(labels),
-        ("label", "probabilities", "status", "imputed"),
-    )
-    rng = np.random.default_rng(1)
-    probabilities = rng.dirichlet(np.ones(len(labels)), size=len(labels))
-    output = ModelOutput(
-        labels=np.array(labels, dtype=object),
-        probabilities=probabilities,
-        imputed=[["age"] if i == 1 else [] for i in range(len(labels))],
-    )
-    texts = codecs.answer_texts(signature, output)
-    assert [json.loads(t) for t in texts] == codecs.answers(signature, output)
-    assert [json.loads(t)["label"] for t in texts] == labels
-    assert json.loads(texts[1])["imputed"] == ["age"]
-
-
 def test_a_classifier_without_probabilities_logs_its_labels_unescaped() -> None:
     """Its template has no number to fill, so it was never %-formatted and a label "50%"
-    was logged as "50%%" (found reviewing the batch and log templates side by side)."""
+    was logged as "50%%" (found reviewing the batch and log templates side by side). The
+    log's side is apps/ml/tests/test_answer.py's."""
     labels = ["50%", "%r %s", *AWKWARD]
     signature = Signature(BINARY.features, "classification", tuple(labels), ("label", "status"))
-    output = ModelOutput(labels=np.array(labels, dtype=object))
-    texts = codecs.answer_texts(signature, output)
-    assert [json.loads(t) for t in texts] == codecs.answers(signature, output)
     result = result_for(signature, len(labels), labels=np.array(labels, dtype=object))
     assert [p["label"] for p in batch_output.predictions(result)] == labels
 
@@ -169,8 +146,6 @@ def test_a_regressors_rows_carry_its_prediction() -> None:
     rows = list(csv.reader(io.StringIO("".join(batch_output.csv_stream(result, upload)))))
     assert rows[0] == ["age", "request_id", "prediction", "feedback_token"]
     assert [float(r[2]) for r in rows[1:]] == values.tolist()
-    answers = codecs.answer_texts(signature, ModelOutput(values=values))
-    assert [json.loads(a) for a in answers] == codecs.answers(signature, ModelOutput(values=values))
 
 
 def test_a_multiclass_csv_answer_has_a_probability_column_per_class() -> None:
@@ -195,7 +170,7 @@ def test_a_multiclass_csv_answer_has_a_probability_column_per_class() -> None:
     assert "probability" not in body["predictions"][1]
 
 
-def rewritten(result: BatchResult, data: bytes, header: bool) -> str:
+def rewritten(result: ScoredBatch, data: bytes, header: bool) -> str:
     """The CSV answer as the csv module writes it: each uploaded record parsed, the
     answer columns appended, written again."""
     rows = [r for r in csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")) if r]
@@ -203,8 +178,8 @@ def rewritten(result: BatchResult, data: bytes, header: bool) -> str:
         [str(pk), label, repr(float(p[1])), feedback.token_for(pk)]
         for pk, label, p in zip(
             result.request_ids.tolist(),
-            result.labels if result.labels is not None else [],
-            result.probabilities if result.probabilities is not None else [],
+            result.output.labels if result.output.labels is not None else [],
+            result.output.probabilities if result.output.probabilities is not None else [],
             strict=True,
         )
     ]

@@ -56,7 +56,7 @@ def test_a_fresh_start_registers_the_demo_models_with_their_statuses(
     assert active_status(algorithms["random forest"]) == "production"
     assert active_status(algorithms["extra trees"]) == "testing"
     rf = algorithms["random forest"]
-    assert rf.artifact == "random_forest.joblib" and rf.wrapper == "random_forest"
+    assert rf.artifact == "random_forest.joblib" and rf.wrapper == "income_classifier"
     assert rf.artifact_sha256 and rf.sklearn_version and rf.target_column == "income"
 
 

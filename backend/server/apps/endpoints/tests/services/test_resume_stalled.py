@@ -77,5 +77,5 @@ def test_every_worker_sends_the_sweep_when_it_connects() -> None:
     from kombu.utils.imports import symbol_by_name
 
     # server/celery.py names the step (it loads before the apps); the worker resolves it.
-    steps = {symbol_by_name(step) for step in app.steps["consumer"]}
+    steps = {symbol_by_name(step) for step in app.steps["consumer"]}  # type: ignore[no-untyped-call]
     assert tasks.ResumeOnConnect in steps

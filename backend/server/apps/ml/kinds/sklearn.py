@@ -1,16 +1,140 @@
-"""Any fitted scikit-learn estimator or pipeline, served as it is."""
+"""The ``sklearn`` kind: any fitted scikit-learn estimator or pipeline (or a model with
+scikit-learn's API), from a joblib or skops file, served as it is or by its verified ONNX
+form.
+
+Registration infers its signature (``signature.infer``), checks that it predicts on its
+input example (or a generated row), and tries an ONNX form (``compiled.compile_generic``),
+kept only where it reproduces the model. Loading serves the recorded ONNX form when its
+cached file still has the recorded sha256 (no unpickling), else the artifact.
+"""
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from apps.core.errors import ModelRejected
-from apps.ml.codecs import Frame, ModelOutput
-from apps.ml.runtime import Runtime, model_failed
+from apps.ml import artifacts, compiled, signature
+from apps.ml.answer import ModelOutput
+from apps.ml.codecs import Frame
+from apps.ml.kinds.base import (
+    CARD_EXAMPLE_ROWS,
+    VERIFIED_ROWS,
+    Intake,
+    Kind,
+    Request,
+    Source,
+    check_predicts,
+    compiled_card,
+    rows_to_check,
+    verification_frame,
+)
+from apps.ml.runtime import Runtime, model_failed, single_threaded
 from apps.ml.signature import CLASSIFICATION, Signature
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class SklearnKind(Kind):
+    key = "sklearn"
+    summary = "any fitted scikit-learn estimator or pipeline (joblib or .skops)"
+    library = "scikit-learn"  # whose predict answers (what a card says ONNX reproduced)
+
+    def claims(self, model: Any) -> bool:
+        return hasattr(model, "predict")
+
+    def inspect(self, model: Any, request: Request) -> Intake:
+        frame = request.example
+        if frame is not None:
+            frame = _feature_columns(model, frame, request.notes)
+        inferred = signature.infer(model, frame)
+        runtime = SklearnRuntime(model, inferred)
+        rows, what = rows_to_check(frame, inferred)
+        check_predicts(runtime, rows[:VERIFIED_ROWS], what)
+        return Intake(
+            kind=self.key,
+            runtime=runtime,
+            signature=inferred,
+            example=rows[:CARD_EXAMPLE_ROWS],
+            serving=self._card(model, runtime, rows, request.compile),
+            sklearn_version=request.trained_with,
+            metrics={},
+            notes=request.notes,
+        )
+
+    def load(self, source: Source) -> Runtime:
+        version, serving, sig = source.version, source.serving, source.signature
+        onnx = source.compile and serving.get("engine") == "onnx"
+        if onnx:
+            # The artifact must still be the recorded one, even when it is not unpickled.
+            artifacts.verify_hash(source.root, version.artifact, version.artifact_sha256)
+            cached = compiled.load_generic(source.path, version.artifact_sha256, sig, serving)
+            if cached is not None:
+                return cached
+        model, _ = artifacts.load_verified(
+            source.root, version.artifact, version.artifact_sha256, trusted=source.trusted
+        )
+        runtime = SklearnRuntime(model, sig)
+        if onnx:
+            self.prepare_conversion()
+            rebuilt = compiled.rebuild_generic(
+                self.convertible(model),
+                sig,
+                serving,
+                verification_frame(sig, list(version.example or [])),
+                runtime,
+                artifact=source.path,
+                sha256=version.artifact_sha256,
+            )
+            if rebuilt is not None:
+                return rebuilt
+        return runtime
+
+    def _card(
+        self, model: Any, runtime: Runtime, rows: list[dict[str, Any]], wanted: bool
+    ) -> dict[str, Any]:
+        if wanted:
+            self.prepare_conversion()
+            model = self.convertible(model)
+        return compiled_card(
+            model, runtime, rows, wanted=wanted, engine="sklearn", library=self.library
+        )
+
+    def prepare_conversion(self) -> None:
+        """What skl2onnx needs before it converts a model of this kind (kinds beyond
+        scikit-learn's own register their converters here)."""
+
+    def convertible(self, model: Any) -> Any:
+        """The model as skl2onnx is given it (a kind may hand it a copy it adapted)."""
+        return model
+
+
+def final_estimator(model: Any) -> Any:
+    """The estimator that answers: the last step of a pipeline, else the model itself."""
+    from sklearn.pipeline import Pipeline
+
+    return model.steps[-1][1] if isinstance(model, Pipeline) and model.steps else model
+
+
+def _feature_columns(model: Any, frame: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """The example's columns that the model takes (a model fitted on a DataFrame names
+    them); the others are left out, with a note."""
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        return frame
+    wanted = [str(n) for n in names]
+    extra = [c for c in frame.columns if c not in wanted]
+    if extra:
+        notes.append(f"Columns of the input example the model does not take: {', '.join(extra)}.")
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise ModelRejected(
+            f"The input example lacks the model's feature(s): {', '.join(missing)}."
+        )
+    return frame[wanted]
 
 
 class SklearnRuntime(Runtime):
@@ -149,19 +273,3 @@ def _split(model: Any) -> tuple[Any, Any]:
     if isinstance(model, Pipeline) and len(model.steps) > 1:
         return model[:-1], model[-1]
     return None, model
-
-
-def single_threaded(model: Any) -> Any:
-    """One row is answered faster without joblib's thread pool, and a server's workers
-    already use the cores: every ``n_jobs`` in the model becomes 1."""
-    try:
-        params = model.get_params(deep=True)
-    except Exception:  # a model without get_params keeps its own
-        return model
-    n_jobs = {name: 1 for name in params if name == "n_jobs" or name.endswith("__n_jobs")}
-    if n_jobs:
-        try:
-            model.set_params(**n_jobs)
-        except Exception:  # a model that refuses keeps its own
-            pass
-    return model
