@@ -68,7 +68,7 @@ serve: $(INSTALLED) $(DEMO_MODELS)
 proxy:
 	exec $(PYTHON) deploy/nginx/local.py --port $(PROXY_PORT) --upstream-port $(PORT)
 
-# A Celery worker for batch jobs (apps/endpoints/tasks.py), from the broker at
+# A Celery worker for batch jobs (apps/endpoints/batch/tasks.py), from the broker at
 # CELERY_BROKER_URL (redis://... or amqp://...), WORKER_CONCURRENCY processes; DEBUG as for
 # make run unless set (production: DEBUG=0 SECRET_KEY=...). Start one per machine.
 worker: $(INSTALLED) $(DEMO_MODELS)

@@ -11,6 +11,7 @@ Plain Python on purpose: the ML layer can raise them without importing Django.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -107,3 +108,32 @@ class ModelRejected(InvalidInput):
 
     code = "model_rejected"
     default_message = "The model cannot be served."
+
+
+class UntrustedTypes(ModelRejected):
+    """A ``.skops`` file holds types the operator's trust list does not name."""
+
+    code = "untrusted_types"
+
+    def __init__(self, types: Sequence[str]) -> None:
+        self.types = list(types)
+        super().__init__(
+            f"The file holds types that are not trusted: {', '.join(self.types)}. An "
+            "operator who has reviewed them can add them to SKOPS_TRUSTED_TYPES.",
+            details={"untrusted_types": self.types},
+        )
+
+
+class ModelFailed(InvalidInput):
+    """The estimator raised on valid-looking input (a value its pipeline cannot take): the
+    client's input, so a 400 with the estimator's message, clipped; never a traceback."""
+
+    code = "invalid_input"
+
+
+class PieceRefused(ServiceError):
+    """A batch job's piece whose content is refused (a bad cell, a value the model cannot
+    take): trying again would give the same answer, so the job fails at once."""
+
+    status_code = 400
+    code = "invalid_input"

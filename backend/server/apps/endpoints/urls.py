@@ -3,7 +3,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from apps.endpoints.views import abtests, batch, catalogue, jobs, predict, requests
+from apps.endpoints.views import abtests, batch, catalogue, jobs, predict, requests, schema
 
 router = DefaultRouter(trailing_slash=False)
 router.register("endpoints", catalogue.EndpointViewSet, basename="endpoints")
@@ -15,6 +15,8 @@ router.register("mlrequests", requests.MLRequestViewSet, basename="mlrequests")
 router.register("abtests", abtests.ABTestViewSet, basename="abtests")
 
 urlpatterns = [
+    path("api/v1/schema", schema.SchemaView.as_view(), name="schema"),
+    path("api/v1/docs", schema.SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/batch-predict", batch.BatchPredictView.as_view(), name="batch-predict"),
     path("api/v1/feedback", requests.BulkFeedbackView.as_view(), name="feedback"),
     path("api/v1/batch-jobs", jobs.BatchJobsView.as_view(), name="batch-jobs"),

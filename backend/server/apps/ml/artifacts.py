@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from apps.core.errors import ModelRejected, ModelUnavailable
+from apps.core.errors import ModelRejected, ModelUnavailable, UntrustedTypes
 
 _CHUNK = 1 << 20
 SKOPS_SUFFIX = ".skops"
@@ -97,20 +97,6 @@ def load_verified(
     import joblib  # here: a worker serving a verified compiled form never unpickles
 
     return joblib.load(io.BytesIO(data)), actual
-
-
-class UntrustedTypes(ModelRejected):
-    """A ``.skops`` file holds types the operator's trust list does not name."""
-
-    code = "untrusted_types"
-
-    def __init__(self, types: Sequence[str]) -> None:
-        self.types = list(types)
-        super().__init__(
-            f"The file holds types that are not trusted: {', '.join(self.types)}. An "
-            "operator who has reviewed them can add them to SKOPS_TRUSTED_TYPES.",
-            details={"untrusted_types": self.types},
-        )
 
 
 def untrusted_types(data: bytes, trusted: Sequence[str]) -> list[str]:

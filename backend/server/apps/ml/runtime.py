@@ -1,11 +1,14 @@
 """The one interface every kind of model implements, in the spirit of MLServer's ``MLModel``.
 
-A runtime is loaded from an artifact and a signature (by the registry, ``loading.py``) and
-predicts one ``Frame`` per call: a single prediction is a batch of one. Three kinds:
+A runtime is loaded from an artifact and a signature (by a kind, ``kinds/``, for the
+registry) and predicts one ``Frame`` per call: a single prediction is a batch of one. The
+runtimes there are:
 
-- ``SklearnRuntime`` (``sklearn_runtime.py``): any fitted estimator or pipeline;
-- ``OnnxRuntime`` (``compiled.py``): the same model compiled to ONNX, used only where it
-  reproduced scikit-learn on the model's example and generated rows;
+- ``SklearnRuntime`` (``kinds/sklearn.py``): any fitted estimator or pipeline with
+  scikit-learn's API (LightGBM's and XGBoost's joblib models among them);
+- ``BoosterRuntime`` (``kinds/base.py``): a LightGBM or XGBoost model in its own format;
+- ``OnnxRuntime`` (``compiled.py``): any of those compiled to ONNX, used only where it
+  reproduced the model on its example and generated rows;
 - ``IncomeClassifier`` (``income_classifier/``): the Adult bundles this project trains.
 """
 
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from apps.core.errors import InvalidInput
+from apps.core.errors import ModelFailed
 from apps.ml import codecs
 from apps.ml.answer import Answer, ModelOutput, Prediction
 from apps.ml.codecs import Frame
@@ -68,13 +71,6 @@ class Runtime(ABC):
 
     def compute_prediction(self, record: Mapping[str, Any]) -> Prediction:
         return self.compute_predictions([record])[0]
-
-
-class ModelFailed(InvalidInput):
-    """The estimator raised on valid-looking input (a value its pipeline cannot take): the
-    client's input, so a 400 with the estimator's message, clipped; never a traceback."""
-
-    code = "invalid_input"
 
 
 def model_failed(exc: Exception, *, rows: int) -> ModelFailed:

@@ -54,6 +54,7 @@ from apps.core.errors import (
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    PieceRefused,
     ServiceError,
 )
 from apps.endpoints import policy
@@ -293,14 +294,6 @@ def result_file(job: BatchJob) -> IO[bytes]:
 
 
 # -- running -------------------------------------------------------------------------------
-
-
-class PieceRefused(ServiceError):
-    """The piece's content is refused (a bad cell, a value the model cannot take): trying
-    again would give the same answer, so the job fails at once."""
-
-    status_code = 400
-    code = "invalid_input"
 
 
 def run_piece(job_id: int, index: int) -> bool:

@@ -30,6 +30,7 @@ from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
+from apps.core.errors import PieceRefused
 from apps.endpoints.batch import jobs
 from apps.endpoints.models import BatchJob
 
@@ -50,7 +51,7 @@ def attempt(job_id: int, index: int, tries: int) -> bool | None:
     tried again (a failure that is not its content's), after ``tries`` earlier tries."""
     try:
         return jobs.run_piece(job_id, index)
-    except jobs.PieceRefused as exc:  # its content: the same answer every time
+    except PieceRefused as exc:  # its content: the same answer every time
         jobs.fail(job_id, jobs.error_of(exc))
         return False
     except Exception as exc:

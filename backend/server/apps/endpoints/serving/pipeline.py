@@ -149,7 +149,7 @@ def predict(batch: Batch, runtimes: Sequence[Runtime]) -> ModelOutput:
     return _interleave(parts, batch.size)
 
 
-def scored(batch: Batch, output: ModelOutput) -> Scored:
+def answered(batch: Batch, output: ModelOutput) -> Scored:
     """The batch with its answers, once they are numbers JSON can carry."""
     check_finite(output, first_line=batch.first_line)
     arms = batch.arms if batch.arms is not None else np.zeros(batch.size, np.int64)
@@ -402,7 +402,7 @@ def run(
         if not overlap:
             for batch in batches:
                 encode(batch, arms, runtimes, split)
-                _hand_on(scored(batch, predict(batch, runtimes)), writers)
+                _hand_on(answered(batch, predict(batch, runtimes)), writers)
             return
         model = stack.enter_context(
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-model")
@@ -412,10 +412,10 @@ def run(
             encode(batch, arms, runtimes, split)
             scoring = model.submit(predict, batch, runtimes)
             if pending is not None:
-                _hand_on(scored(pending[0], pending[1].result()), writers)
+                _hand_on(answered(pending[0], pending[1].result()), writers)
             pending = (batch, scoring)
         if pending is not None:
-            _hand_on(scored(pending[0], pending[1].result()), writers)
+            _hand_on(answered(pending[0], pending[1].result()), writers)
 
 
 def _hand_on(done: Scored, writers: Sequence[Writer]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.http import FileResponse, HttpResponseBase
 from django.urls import reverse
 from rest_framework.generics import GenericAPIView
@@ -54,9 +55,15 @@ class BatchJobsView(GenericAPIView[Any]):
     serializer_class = BatchJobSerializer
     openapi_error_codes = (400, 413)  # a ?state= that is none; a file past the limits
 
+    def get_queryset(self) -> QuerySet[BatchJob]:
+        """The jobs the client may list (``jobs.visible``), newest first: what the list
+        pages, and what the browsable API's page asks for."""
+        visible = jobs.visible(policy.Actor.of(self.request))
+        return visible.order_by("-created_at", "-id")
+
     @openapi.job_list_schema
     def get(self, request: Request) -> Response:
-        queryset = jobs.visible(policy.Actor.of(request))
+        queryset = self.get_queryset()
         state = request.query_params.get("state")
         if state:
             if state not in BatchJob.State.values:
@@ -64,7 +71,7 @@ class BatchJobsView(GenericAPIView[Any]):
                     f"'{state}' is not a state; one of {', '.join(BatchJob.State.values)}."
                 )
             queryset = queryset.filter(state=state)
-        page = self.paginate_queryset(queryset.order_by("-created_at", "-id"))
+        page = self.paginate_queryset(queryset)
         assert page is not None  # the project sets a paginator
         return self.get_paginated_response([_body(request, job) for job in page])
 

@@ -109,7 +109,9 @@ def _booster(data: bytes) -> Any:
     import lightgbm
 
     try:
-        return lightgbm.Booster(model_str=data.decode("utf-8"), params={"num_threads": 1})
+        # One thread is asked for at each predict: a booster read from a model string
+        # takes its parameters from the string.
+        return lightgbm.Booster(model_str=data.decode("utf-8"))
     except (UnicodeDecodeError, lightgbm.basic.LightGBMError) as exc:
         raise ModelRejected(f"The file is not a LightGBM model: {str(exc)[:200]}") from exc
 

@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from apps.core.errors import ModelFailed
 from apps.ml.answer import ModelOutput
 from apps.ml.codecs import Frame
-from apps.ml.runtime import ModelFailed, Runtime, check_finite
+from apps.ml.runtime import Runtime, check_finite
 from apps.ml.signature import Feature, Signature
 
 

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from apps.endpoints.batch import tasks
 from apps.endpoints.models import BatchJob, MLRequest
 from apps.endpoints.tests.apis.test_batch_predict import adult_csv
-from apps.endpoints.tests.factories import operator
+from apps.endpoints.tests.factories import operator, sent
 from apps.endpoints.tests.job_factories import job_in, use_job_storage
 from apps.ml.registry import MLRegistry
 
@@ -56,6 +56,7 @@ def wait(api: APIClient, url: str, headers: dict[str, str] | None = None) -> dic
 
 def rows_of(response: Any) -> list[dict[str, str]]:
     text = b"".join(response.streaming_content).decode()
+    sent(response)
     return list(csv.DictReader(io.StringIO(text)))
 
 
@@ -184,6 +185,7 @@ def test_the_result_downloads_whatever_a_csv_client_accepts(
         assert response.status_code == 200, (accept, response.status_code)
         assert response["Content-Type"].startswith("text/csv")
         assert b"".join(response.streaming_content).startswith(b"id,age,")  # type: ignore[attr-defined]
+        sent(response)
     refused = api.get(url, headers={**headers, "Accept": "image/png"})
     assert refused.status_code == 406
     assert refused.json()["error"]["code"] == "not_acceptable"

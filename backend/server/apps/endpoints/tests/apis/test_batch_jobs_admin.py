@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from apps.endpoints.models import BatchJob, MLRequest
-from apps.endpoints.tests.factories import operator
+from apps.endpoints.tests.factories import operator, sent
 from apps.endpoints.tests.job_factories import files_of, job_in, use_job_storage
 from apps.ml.registry import MLRegistry
 
@@ -62,6 +62,7 @@ def test_the_list_shows_every_state_with_its_progress_and_the_result_of_a_succes
     result = admin_client_.get(links[0])
     assert result.status_code == 200 and result["Content-Type"] == "text/csv"
     assert len(result.getvalue().decode().splitlines()) == 21
+    sent(result)
     assert admin_client_.get(f"{LIST}{made['running'].pk}/result/").status_code == 409
     for state, job in made.items():
         filtered = admin_client_.get(f"{LIST}?state={state}")
@@ -170,5 +171,6 @@ def test_the_result_is_for_staff_who_may_view_jobs(
     client.force_login(operator("clerk", permissions=["view_mlrequest"]))
     assert client.get(url).status_code == 404
     client.force_login(operator("viewer", permissions=["view_batchjob"]))
-    assert client.get(url).status_code == 200
+    downloaded = sent(client.get(url))
+    assert downloaded.status_code == 200
     assert client.get(f"{LIST}{job.pk + 1}/result/").status_code == 404
