@@ -374,7 +374,9 @@ class MLRequestAdmin(admin.ModelAdmin[MLRequest]):
         term = search_term.strip()
         if not term:
             return queryset, False
-        return (queryset.filter(pk=int(term)) if term.isdigit() else queryset.none()), False
+        # An id: ASCII digits ("²".isdigit() is true) that fit a bigint.
+        is_id = term.isascii() and term.isdigit() and len(term) <= 18
+        return (queryset.filter(pk=int(term)) if is_id else queryset.none()), False
 
     def save_model(self, request: HttpRequest, obj: MLRequest, form: Any, change: bool) -> None:
         if not change or "feedback" not in form.changed_data:

@@ -166,10 +166,19 @@ def _json_value(feature: Feature, value: Any) -> Any:
     return value
 
 
+def decimal_text(text: str) -> bool:
+    """Whether ``text`` may be a number in ASCII decimal notation: float() also takes
+    digits of other scripts ("٣٧") and underscores between digits ("1_000"), which no
+    client means as a number here."""
+    return text.isascii() and "_" not in text
+
+
 def _to_number(value: Any) -> float:
     # bool is an int in Python; JSON true for an age is a client bug, not 1.
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"A number is required, got {type(value).__name__}.")
+    if isinstance(value, str) and not decimal_text(value):
+        raise ValueError(f"A number is required, got '{_clip(value)}'.")
     try:
         number = float(value)
     except (ValueError, OverflowError):
@@ -198,6 +207,8 @@ def _to_category(feature: Feature, value: Any) -> Any:
     known = feature.categories or ()
     if feature.numeric_categories:  # 2, 2.0 and "2" are the category 2
         try:
+            if isinstance(value, str) and not decimal_text(value):
+                raise ValueError(value)
             number = float(value)
         except ValueError:
             raise ValueError(_not_a_category(feature, str(value))) from None
@@ -293,9 +304,10 @@ def _number_cells(
     feature: Feature, cells: Sequence[str]
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
     try:  # the common case: every cell a number, parsed in one C loop
-        numbers = np.array(cells, dtype=np.float64)
-        if np.isfinite(numbers).all():
-            return numbers, []
+        if decimal_text("".join(cells)):  # one pass in C too
+            numbers = np.array(cells, dtype=np.float64)
+            if np.isfinite(numbers).all():
+                return numbers, []
     except ValueError:
         pass
     numbers = np.empty(len(cells), dtype=np.float64)

@@ -191,7 +191,9 @@ def token_for(job_id: int) -> str:
 
 
 def _token_matches(job_id: int, token: str) -> bool:
-    return hmac.compare_digest(token_for(job_id), token)
+    # As bytes: compare_digest refuses str with anything but ASCII in it (a header's
+    # bytes arrive as latin-1 text), and a client must not make that a 500.
+    return hmac.compare_digest(token_for(job_id).encode(), token.encode("utf-8", "replace"))
 
 
 def visible(actor: policy.Actor) -> QuerySet[BatchJob]:

@@ -61,7 +61,8 @@ def filter_requests(
         text = params.get(name)
         if text is None or text == "":
             return None
-        if not text.isdigit():
+        # ASCII: "²".isdigit() is true, and int() reads the digits of any script.
+        if not (text.isascii() and text.isdigit()):
             problems[name] = [f"An id is a whole number, got '{text[:50]}'."]
             return None
         return int(text)

@@ -9,7 +9,7 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -17,6 +17,7 @@ from rest_framework.throttling import BaseThrottle
 
 from apps.endpoints import policy
 from apps.endpoints.api.inputs import upload_form
+from apps.endpoints.api.parsers import JSONParser
 from apps.endpoints.catalogue.register import register_upload
 from apps.endpoints.catalogue.selectors import algorithms_with_current_status
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus

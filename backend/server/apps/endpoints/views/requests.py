@@ -8,8 +8,9 @@ from typing import Any
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
+from rest_framework.exceptions import NotFound as DRFNotFound
 from rest_framework.generics import GenericAPIView
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
@@ -41,6 +42,15 @@ class RequestLogPages(CursorPagination):
     page_size = 100
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        """DRF's, refusing a position that is not an id: a cursor is ours, base64 of
+        ``p=<id>``, and anything else in it would reach the query (a 500 for ``p=abc``)."""
+        cursor = super().decode_cursor(request)
+        position = None if cursor is None or cursor.position is None else str(cursor.position)
+        if position is not None and not (position.isascii() and position.isdigit()):
+            raise DRFNotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class MLRequestViewSet(
