@@ -134,8 +134,11 @@ def child(spec: dict[str, Any], warm_up: str) -> dict[str, Any]:
     assert demo.register(demo.DEMO_MODELS[0])
     for key, value in spec["settings"].items():
         setattr(settings, key, value)
+    from django.contrib.auth.models import AnonymousUser
+
     from apps.endpoints.batch import reading
     from apps.endpoints.batch.score import score_upload
+    from apps.endpoints.policy import Actor
 
     sizes: list[int] = []
     batches = reading.CsvFile.batches
@@ -153,6 +156,7 @@ def child(spec: dict[str, Any], warm_up: str) -> dict[str, Any]:
                 upload=upload,
                 endpoint_name="income_classifier",
                 status=settings.PREDICT_DEFAULT_STATUS,  # as the view, without ?status=
+                actor=Actor(user=AnonymousUser(), address="127.0.0.1"),
             )
 
     score(warm_up)

@@ -551,6 +551,7 @@ class BatchJobAdmin(admin.ModelAdmin[BatchJob]):
         "abtest",
         "log_requests",
         "target_column",
+        "labels_as_feedback",
         "file_name",
         "input_name",
         "result_name",

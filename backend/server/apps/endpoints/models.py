@@ -326,6 +326,9 @@ class BatchJob(models.Model):
     abtest = models.ForeignKey(ABTest, null=True, blank=True, on_delete=models.SET_NULL)
     log_requests = models.BooleanField(default=False)
     target_column = models.CharField(max_length=128, blank=True)
+    # Whether the target column becomes the logged rows' feedback: decided when the job is
+    # submitted, by whether its submitter may give feedback (policy.feedback_refusal).
+    labels_as_feedback = models.BooleanField(default=True)
     file_name = models.CharField(max_length=255, blank=True)  # as uploaded
     input_name = models.CharField(max_length=512, blank=True)  # in the batch_jobs storage
     result_name = models.CharField(max_length=512, blank=True)

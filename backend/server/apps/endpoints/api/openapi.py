@@ -81,6 +81,12 @@ class BatchResultSchema(serializers.Serializer[Any]):
     algorithms = BatchAlgorithmSchema(many=True)
     ignored_columns = serializers.ListField(child=serializers.CharField())
     label_column = serializers.CharField(allow_null=True)
+    labels_recorded = serializers.BooleanField(
+        help_text="Whether the label column became the rows' feedback (FEEDBACK_ACCESS)."
+    )
+    labels_note = serializers.CharField(
+        allow_null=True, help_text="Why the label column was not recorded as feedback."
+    )
     labelled = serializers.IntegerField()
     accuracy = serializers.FloatField(allow_null=True, help_text="Classifiers, with labels.")
     metrics = serializers.DictField(
@@ -170,6 +176,10 @@ class BatchJobSchema(serializers.Serializer[Any]):
     algorithms = BatchJobAlgorithmSchema(many=True)
     log_requests = serializers.BooleanField()
     target_column = serializers.CharField(allow_null=True)
+    labels_recorded = serializers.BooleanField(
+        help_text="Whether the target column becomes the logged rows' feedback "
+        "(log_requests, and its submitter may give feedback: FEEDBACK_ACCESS)."
+    )
     file_name = serializers.CharField()
     rows_total = serializers.IntegerField()
     rows_done = serializers.IntegerField()

@@ -135,6 +135,7 @@ def submit(
                 abtest=arms.abtest,
                 log_requests=log_requests,
                 target_column=label or "",
+                labels_as_feedback=policy.feedback_refusal(actor.user) is None,
                 file_name=file_name[:255],
                 input_name=stored,
                 header=header,
@@ -265,6 +266,7 @@ def progress(job: BatchJob) -> dict[str, Any]:
         ),
         "log_requests": job.log_requests,
         "target_column": job.target_column or None,
+        "labels_recorded": job.log_requests and job.labels_as_feedback and bool(job.target_column),
         "file_name": job.file_name,
         "rows_total": job.rows_total,
         "rows_done": job.rows_done,
@@ -366,6 +368,7 @@ def _score(job: BatchJob, chunk: BatchJobChunk, data: bytes) -> ScoredBatch:
                 client=job.client or None,
                 features=source.features,
                 mode="behind",
+                labels_as_feedback=job.labels_as_feedback,
             )
         scored = ScoredBatch(
             arms,

@@ -38,6 +38,8 @@ def summary(result: ScoredBatch) -> dict[str, Any]:
         ],
         "ignored_columns": result.ignored_columns,
         "label_column": result.label_column,
+        "labels_recorded": result.label_column is not None and result.labels_note is None,
+        "labels_note": result.labels_note,
         "labelled": metrics.pop("labelled"),
         "accuracy": metrics.pop("accuracy", None),
         "metrics": metrics,  # a regressor's mae, rmse and r2

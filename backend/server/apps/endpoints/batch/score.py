@@ -23,6 +23,7 @@ from django.db import connection, transaction
 
 from apps.core import telemetry
 from apps.core.errors import InvalidInput
+from apps.endpoints import policy
 from apps.endpoints.batch.reading import CsvFile
 from apps.endpoints.catalogue import demo
 from apps.endpoints.catalogue.selectors import sole_endpoint_name
@@ -36,12 +37,11 @@ def score_upload(
     endpoint_name: str | None,
     status: str,
     version: str | None = None,
-    user_id: int | None = None,
-    client: str | None = None,
+    actor: policy.Actor,
 ) -> ScoredBatch:
     """Predict every row of the CSV ``upload`` and log each one; see the module docstring.
-    ``user_id``: the authenticated client, recorded on every row; ``client``: who the
-    feedback of the label column is from (``policy.Actor.label``)."""
+    ``actor``: the client; its user is recorded on every row, and a label column is its
+    feedback where it may give feedback (``policy.feedback_refusal``)."""
     demo.ensure_registered()
     endpoint_name = endpoint_name or sole_endpoint_name()
     arms = routing.for_file(endpoint_name=endpoint_name, status=status, version=version)
@@ -53,13 +53,15 @@ def score_upload(
     answer = runtimes[0].answer
     # SQLite outside a transaction of the caller's (a test's, say): commit per chunk.
     pieces = connection.vendor == "sqlite" and connection.get_autocommit()
+    refusal = policy.feedback_refusal(actor.user) if source.label_column else None
     log = pipeline.LogWriter(
         arms,
         answer,
-        user_id=user_id,
-        client=client,
+        user_id=actor.user_id,
+        client=actor.label,
         features=source.features,
         mode="pieces" if pieces else "behind",
+        labels_as_feedback=refusal is None,
     )
     scored = ScoredBatch(
         arms,
@@ -68,6 +70,7 @@ def score_upload(
         header=source.header,
         ignored_columns=source.ignored_columns,
         label_column=source.label_column,
+        labels_note=None if refusal is None else _not_recorded(refusal),
     )
     with nullcontext() if pieces else transaction.atomic():
         pipeline.run(source.batches(), arms, runtimes, [log, scored])
@@ -80,3 +83,7 @@ def score_upload(
         status=status,
     )
     return scored
+
+
+def _not_recorded(refusal: str) -> str:
+    return f"The label column was scored but not recorded as feedback: {refusal}"

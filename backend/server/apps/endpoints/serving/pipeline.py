@@ -235,9 +235,13 @@ class LogWriter:
         client: str | None,
         features: Sequence[str] = (),
         mode: str = "now",
+        labels_as_feedback: bool = True,
     ) -> None:
         self.arms, self.answer = arms, answer
         self.user_id, self.client = user_id, client
+        # Whether a label column is the rows' feedback: only where its uploader may give
+        # feedback (policy.feedback_refusal); it is scored either way (ScoredBatch).
+        self.labels_as_feedback = labels_as_feedback
         self.features = features  # a file's columns the log keeps of each row
         self.mode = mode
         self._algorithm_ids = np.array([a.pk for a in arms.algorithms])
@@ -264,7 +268,7 @@ class LogWriter:
 
     def rows(self, scored: Scored) -> list[bulk.LogRow]:
         batch, output = scored.batch, scored.output
-        truths = batch.truths or [None] * batch.size
+        truths = (batch.truths if self.labels_as_feedback else None) or [None] * batch.size
         return list(
             map(
                 bulk.LogRow,
@@ -327,8 +331,12 @@ class ScoredBatch:
         header: Sequence[str] = (),
         ignored_columns: Sequence[str] = (),
         label_column: str | None = None,
+        labels_note: str | None = None,
     ) -> None:
         self.arms, self.answer, self.log = arms, answer, log
+        # Why a label column was scored but not recorded as feedback (None: it was, or
+        # there is none).
+        self.labels_note = labels_note
         self._request_ids = request_ids
         self.header = list(header)
         self.ignored_columns = list(ignored_columns)

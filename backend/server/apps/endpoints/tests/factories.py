@@ -91,3 +91,12 @@ def sent(response: Any) -> Any:
     for close in getattr(response, "_resource_closers", ()):
         close()
     return response
+
+
+def anonymous(address: str = "127.0.0.1") -> Any:
+    """An anonymous client, as a view would see one (``policy.Actor``)."""
+    from django.contrib.auth.models import AnonymousUser
+
+    from apps.endpoints.policy import Actor
+
+    return Actor(user=AnonymousUser(), address=address)

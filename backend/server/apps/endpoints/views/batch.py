@@ -22,11 +22,13 @@ from apps.endpoints.batch.score import score_upload
 from apps.endpoints.serializers import BatchPredictSerializer
 
 
-class BatchPredictView(JsonErrorsMixin, policy.PredictAccessMixin, GenericAPIView[Any]):
+class BatchPredictView(JsonErrorsMixin, GenericAPIView[Any]):
     """``POST /api/v1/batch-predict``: a CSV file (multipart field ``file``) scored row by
     row in one pass; ``endpoint`` (optional with one endpoint), ``status``, ``version`` as
     form fields or query parameters. Answers JSON, or with ``Accept: text/csv`` the uploaded
-    rows plus ``request_id``, ``label`` and ``probability``."""
+    rows plus ``request_id``, ``label`` and ``probability``. Unlike predict, it reads the
+    credentials sent whatever ``PREDICT_ACCESS``: whose rows and feedback they are depends
+    on them."""
 
     permission_classes = [policy.PredictAccess]
     throttle_scope = "predict"
@@ -44,8 +46,7 @@ class BatchPredictView(JsonErrorsMixin, policy.PredictAccessMixin, GenericAPIVie
             endpoint_name=data.get("endpoint"),
             status=data.get("status", settings.PREDICT_DEFAULT_STATUS),
             version=data.get("version"),
-            user_id=actor.user_id,
-            client=actor.label,
+            actor=actor,
         )
         if request.accepted_renderer.format == "csv":
             return StreamingHttpResponse(

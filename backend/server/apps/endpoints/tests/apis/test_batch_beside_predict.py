@@ -19,6 +19,7 @@ from apps.endpoints.batch.score import score_upload
 from apps.endpoints.models import FeedbackTally, MLRequest
 from apps.endpoints.serving import pipeline
 from apps.endpoints.tests.apis.test_batch_predict import adult_csv, upload
+from apps.endpoints.tests.factories import anonymous
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
 
@@ -49,7 +50,10 @@ def test_a_predict_during_a_long_batch_answers_at_once(
         try:
             text = adult_csv(50).encode()
             done["result"] = score_upload(
-                upload=io.BytesIO(text), endpoint_name=None, status="production"
+                upload=io.BytesIO(text),
+                endpoint_name=None,
+                status="production",
+                actor=anonymous(),
             )
         except BaseException as exc:  # reported below, on the test's thread
             done["error"] = exc

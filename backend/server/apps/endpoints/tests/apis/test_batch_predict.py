@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 from apps.endpoints.models import MLAlgorithm, MLRequest
 from apps.endpoints.serving import feedback
 from apps.endpoints.serving.predict import predict
+from apps.endpoints.tests.factories import anonymous
 from apps.ml.income_classifier import IncomeClassifier, schema
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
@@ -408,7 +409,9 @@ def test_chunks_are_bounded_by_bytes_and_parse_only_the_needed_columns(
         real(batch, *args)
 
     monkeypatch.setattr(pipeline, "encode", spy)
-    result = score_upload(upload=io.BytesIO(wide), endpoint_name=None, status="production")
+    result = score_upload(
+        upload=io.BytesIO(wide), endpoint_name=None, status="production", actor=anonymous()
+    )
     assert result.count == 200 and len(result.ignored_columns) == 2_000
     row_bytes = len(wide) / 200
     assert max(size for size, _ in seen) <= settings.BATCH_CHUNK_BYTES / row_bytes + 1
@@ -441,7 +444,9 @@ def test_a_chunk_holds_its_bytes_even_when_wide_rows_come_together(
         real(batch, *args)
 
     monkeypatch.setattr(pipeline, "encode", spy)
-    result = score_upload(upload=io.BytesIO(data), endpoint_name=None, status="production")
+    result = score_upload(
+        upload=io.BytesIO(data), endpoint_name=None, status="production", actor=anonymous()
+    )
     assert result.count == 400 and sum(sizes) == 400
     for size in sizes:  # each chunk's rows, as bytes of the file
         offsets.append(offsets[-1] + size)
