@@ -10,6 +10,7 @@ one transaction. On any refusal nothing is left behind: no row, no file.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -17,13 +18,14 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 
 from apps.core.errors import Conflict, InvalidInput, ModelUnavailable, PayloadTooLarge, ServiceError
 from apps.endpoints.catalogue.selectors import find_algorithm, forget_selections
@@ -73,6 +75,61 @@ def register_model(
     _check_identity(endpoint_name=endpoint_name, name=name, version=version, status=status)
     _refuse_duplicate(endpoint_name, name, version)
     root = Path(settings.MODEL_ARTIFACTS_PATH)
+    with _registering(root):
+        return _register_placed(
+            root,
+            artifact,
+            file_name,
+            endpoint_name=endpoint_name,
+            name=name,
+            version=version,
+            status=status,
+            description=description,
+            owner=owner,
+            created_by=created_by,
+            example=example,
+            target_column=target_column,
+            allow_pickle=allow_pickle,
+            kind=kind,
+            classes=classes,
+        )
+
+
+@contextmanager
+def _registering(root: Path) -> Iterator[None]:
+    """One registration at a time in this host's artifacts folder, from placing the file
+    to recording it (or taking it back). Two uploads of the same bytes share one
+    content-addressed file: the one that created it and then lost the race to record it
+    deleted the file the winner's version names (predict and /readyz answered 503).
+    Registrations are an operator's occasional act; a lock file serialises them across
+    the processes of the host."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".registering.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _register_placed(
+    root: Path,
+    artifact: Path | IO[bytes],
+    file_name: str,
+    *,
+    endpoint_name: str,
+    name: str,
+    version: str,
+    status: str,
+    description: str,
+    owner: str,
+    created_by: str,
+    example: bytes | None,
+    target_column: str,
+    allow_pickle: bool,
+    kind: str | None,
+    classes: Sequence[str],
+) -> Registered:
     path, sha256, created = _place(root, artifact, file_name)
     try:
         found = intake.inspect(
@@ -109,10 +166,21 @@ def register_model(
             target_column=target_column,
         )
     except BaseException:
-        if created:
+        # Only a file this call created, and that no version names (the lock above makes
+        # "created" mean no other registration is using it).
+        if created and not _named_by_a_version(sha256):
             _remove(path, sha256)
         raise
     return Registered(algorithm, found.notes)
+
+
+def _named_by_a_version(sha256: str) -> bool:
+    """Whether a version names these bytes; when that cannot be told (the database is
+    away), assume so: a file left behind costs disk, a file taken away costs a model."""
+    try:
+        return MLAlgorithm.objects.filter(artifact_sha256=sha256).exists()
+    except DatabaseError:
+        return True
 
 
 def register_upload(

@@ -167,6 +167,62 @@ def test_concurrent_registration_of_one_version_records_one_row(registry: MLRegi
     assert MLAlgorithmStatus.objects.filter(active=True).count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_loser_of_the_registration_race_leaves_the_winners_file(
+    registry: MLRegistry, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: six identical uploads at once; the one that had created the
+    content-addressed file lost the race to record it, and deleted the file the winner's
+    version names (predict and /readyz then answered 503). Made certain here: the file's
+    creator records last."""
+    from apps.endpoints.catalogue import register
+
+    data = upload(models.wine_classifier(), "wine.skops").getvalue()
+    placed, recorded = threading.Event(), threading.Event()
+    real_place, real_record = register._place, register._record
+
+    def place(root: Path, artifact: Any, file_name: str) -> Any:
+        if threading.current_thread().name == "second":
+            placed.wait(timeout=5)  # the first creates the file
+        found = real_place(root, artifact, file_name)
+        placed.set()
+        return found
+
+    def record(**fields: Any) -> MLAlgorithm:
+        if threading.current_thread().name == "first":
+            recorded.wait(timeout=2)  # the second records first, where nothing stops it
+        try:
+            return real_record(**fields)
+        finally:
+            recorded.set()
+
+    monkeypatch.setattr(register, "_place", place)
+    monkeypatch.setattr(register, "_record", record)
+    outcomes: dict[str, str] = {}
+
+    def worker() -> None:
+        try:
+            register_model(
+                artifact=io.BytesIO(data), file_name="wine.skops", endpoint_name="wine",
+                name="lr", version="1", status="production",
+            )  # fmt: skip
+            outcomes[threading.current_thread().name] = "registered"
+        except Conflict:
+            outcomes[threading.current_thread().name] = "conflict"
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, name=name) for name in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes.values()) == ["conflict", "registered"]
+    [version] = MLAlgorithm.objects.all()
+    assert (artifacts_dir / version.artifact).is_file()  # the winner's file is there
+    assert registry.get(version).compute_prediction(models.wine()[0].iloc[0].to_dict())["label"]
+
+
 def test_an_upload_is_stored_under_its_sha256_and_the_same_bytes_once(
     registry: MLRegistry, artifacts_dir: Path
 ) -> None:
