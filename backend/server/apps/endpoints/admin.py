@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from rest_framework.authtoken.models import TokenProxy
 
 from apps.core.errors import ServiceError
 from apps.endpoints import policy
@@ -38,6 +39,11 @@ from apps.endpoints.serializers import class_list
 from apps.endpoints.serving import feedback
 from apps.endpoints.serving.selectors import estimated_count
 from apps.ml import registry as ml_registry
+
+# DRF's token admin lists every API token's key, the superuser's included, to staff who may
+# view tokens: a token is made on the host (manage.py drf_create_token), never read here.
+if admin.site.is_registered(TokenProxy):
+    admin.site.unregister(TokenProxy)
 
 
 @admin.register(Endpoint)
@@ -165,7 +171,11 @@ class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
         return [(None, {"fields": list(RegisterModelForm.base_fields)})]
 
     def get_readonly_fields(self, request: HttpRequest, obj: MLAlgorithm | None = None) -> Any:
-        return self.readonly_fields if obj is not None else []
+        # A version is its endpoint, name and version: moving one to another endpoint
+        # made that endpoint's predictions ambiguous. Description and owner may change.
+        if obj is None:
+            return []
+        return ["parent_endpoint", "name", "version", *self.readonly_fields]
 
     def get_inlines(self, request: HttpRequest, obj: MLAlgorithm | None) -> Any:
         return self.inlines if obj is not None else []

@@ -85,6 +85,41 @@ def test_the_promote_action_asks_for_the_permission_the_api_asks_for(
     assert et.statuses.get(active=True).status == "production"
 
 
+def test_a_version_stays_with_its_endpoint(client: Client, demo_registry: MLRegistry) -> None:
+    """Regression: editing parent_endpoint moved a version to another endpoint, which then
+    answered 400 ambiguous_algorithm. Name, version and endpoint are what a version is."""
+    from apps.endpoints.models import Endpoint
+
+    et = MLAlgorithm.objects.get(name="extra trees")
+    other = Endpoint.objects.create(name="other", owner="x")
+    client.force_login(operator("editor", permissions=["view_mlalgorithm", "change_mlalgorithm"]))
+    page = client.get(f"/admin/endpoints/mlalgorithm/{et.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="parent_endpoint"' not in page.content.decode()
+    client.post(
+        f"/admin/endpoints/mlalgorithm/{et.pk}/change/",
+        {"parent_endpoint": other.pk, "name": "moved", "version": "9", "description": "d"},
+    )
+    et.refresh_from_db()
+    assert (et.parent_endpoint.name, et.name, et.version) == (
+        "income_classifier",
+        "extra trees",
+        "0.0.1",
+    )
+
+
+def test_api_tokens_are_not_listed_in_the_admin(
+    client: Client, admin_client_: Client, django_user_model: type[User]
+) -> None:
+    """Regression: staff with view_tokenproxy read every API token, the superuser's too
+    (DRF's admin shows raw keys). manage.py drf_create_token makes one."""
+    from rest_framework.authtoken.models import Token
+
+    key = Token.objects.create(user=django_user_model.objects.get(username="admin")).key
+    assert admin_client_.get("/admin/authtoken/tokenproxy/").status_code == 404
+    assert key not in admin_client_.get("/admin/").content.decode()
+
+
 def test_anonymous_users_are_sent_to_the_login_page(client: Client) -> None:
     response = client.get("/admin/endpoints/mlalgorithm/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
