@@ -416,15 +416,21 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
-# Either one locks: a name guessed at from many addresses, an address guessing many names.
-AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# A name guessed at from one address locks that pair; an address guessing many names locks
+# the address. A name alone locks only past a much higher count, from any addresses
+# (login_attempts.LoginAttemptsHandler): operator names are public, and at the low limit
+# anyone could lock an operator out from everywhere.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+LOGIN_NAME_FAILURE_LIMIT = env_int(
+    "LOGIN_NAME_FAILURE_LIMIT", 10 * AXES_FAILURE_LIMIT, minimum=AXES_FAILURE_LIMIT
+)
 # The address rates use: X-Forwarded-For counts only as far as NUM_PROXIES says.
 AXES_CLIENT_IP_CALLABLE = "apps.endpoints.policy.client_address"
 # Counts in the database, not the cache: shared by all workers without CACHE_URL (the
 # default per-process cache would give each worker its own limit), listed in the admin
 # ("Access attempts"), and cleared by `manage.py axes_reset`. A request without a login
 # costs nothing; HTTP Basic, two indexed queries per request (docs/operations.md, "Access").
-AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_HANDLER = "apps.endpoints.api.login_attempts.LoginAttemptsHandler"
 # The lock lasts LOGIN_LOCKOUT_MINUTES from the failure that set it, however often the
 # client tries meanwhile: tries during the lock are neither hashed nor counted.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False

@@ -1,12 +1,15 @@
-"""Failed logins: a lock per user name and per address that expires by itself.
+"""Failed logins: locks that expire by themselves.
 
 Every password is checked by ``django.contrib.auth.authenticate(request=...)``: the admin's
 and the browsable API's login forms, and HTTP Basic on each API request. django-axes'
 backend comes first (settings.py, "Login attempts") and counts the failures in the
-database; past ``LOGIN_FAILURE_LIMIT`` for a user name, or from an address, it refuses for
-``LOGIN_LOCKOUT_MINUTES`` before any password is hashed (Django's PBKDF2: 0.5 s of CPU a
-try, measured here; a refused try, about 10 ms and three queries), and refuses the right
-password too: guessing gains nothing.
+database; past ``LOGIN_FAILURE_LIMIT`` for a user name from one address, or from an
+address for any names, and past ``LOGIN_NAME_FAILURE_LIMIT`` (much higher) for a user name
+from any addresses (``LoginAttemptsHandler``), it refuses for ``LOGIN_LOCKOUT_MINUTES``
+before any password is hashed (Django's PBKDF2: 0.5 s of CPU a try, measured here; a
+refused try, about 10 ms and three queries), and refuses the right password too: guessing
+gains nothing. Operator names are public (``created_by``, the reports): a name alone locked
+at the low limit would let anyone lock an operator out from everywhere.
 
 - HTTP Basic: DRF answers a failed check 401; a lock is answered here 429 ``locked_out``
   with Retry-After, in the API's error shape.
@@ -24,11 +27,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from axes.attempts import get_cool_off_threshold
+from axes.handlers.database import AxesDatabaseHandler
 from axes.handlers.proxy import AxesProxyHandler
+from axes.helpers import get_client_username
+from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.cache import cache
+from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
@@ -74,6 +82,26 @@ def lockout_response(
     )
     response["Retry-After"] = str(seconds)
     return response
+
+
+class LoginAttemptsHandler(AxesDatabaseHandler):  # type: ignore[misc]  # axes is untyped
+    """axes' database handler, with one more lock: a user name past
+    ``LOGIN_NAME_FAILURE_LIMIT`` failures from any addresses (within the lock time). axes
+    keeps one limit for all its lockout parameters (the pair and the address, at
+    ``LOGIN_FAILURE_LIMIT``), so the name's count is given to it on that scale: it reaches
+    the limit exactly when the name reaches its own."""
+
+    def get_failures(self, request: Any, credentials: dict[str, Any] | None = None) -> int:
+        failures: int = super().get_failures(request, credentials)
+        username = get_client_username(request, credentials)
+        if not username:
+            return failures
+        recent = AccessAttempt.objects.filter(
+            username=username, attempt_time__gte=get_cool_off_threshold(request)
+        )
+        by_name = recent.aggregate(n=Sum("failures_since_start"))["n"] or 0
+        scaled = by_name * settings.AXES_FAILURE_LIMIT // settings.LOGIN_NAME_FAILURE_LIMIT
+        return max(failures, scaled)
 
 
 # -- HTTP Basic --------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from apps.ml.tests.factories import SAMPLE_RECORD
 pytestmark = pytest.mark.django_db
 
 LIMIT = 3
+NAME_LIMIT = 7  # a name alone, from any addresses
 LOCK = timedelta(minutes=15)
 ME = "192.0.2.1"  # the client's address (documentation ranges: nothing is sent anywhere)
 ELSEWHERE = "198.51.100.2"
@@ -41,6 +42,7 @@ PREDICT = "/api/v1/income_classifier/predict"
 @pytest.fixture(autouse=True)
 def lockout(settings: Any) -> Iterator[None]:
     settings.AXES_FAILURE_LIMIT = LIMIT
+    settings.LOGIN_NAME_FAILURE_LIMIT = NAME_LIMIT
     settings.AXES_COOLOFF_TIME = LOCK
     cache.clear()  # the token failures
     yield
@@ -116,9 +118,23 @@ def test_a_locked_address_is_locked_for_every_name(alice: Any, bob: Any) -> None
     assert basic("bob", "right", ELSEWHERE).status_code == 200
 
 
-def test_a_locked_name_is_locked_from_every_address(alice: Any, bob: Any) -> None:
-    for i in range(LIMIT):  # a different address each time: no address reaches the limit
+def test_wrong_passwords_for_a_name_lock_that_name_from_that_address_only(
+    alice: Any, bob: Any
+) -> None:
+    """Regression: ten wrong passwords for an operator's name (public in created_by and on
+    the reports) from one address locked the operator out from every address."""
+    fail(LIMIT, "alice", ME)
+    assert_locked(basic("alice", "right", ME))
+    assert basic("alice", "right", ELSEWHERE).status_code == 200  # the operator elsewhere
+
+
+def test_a_name_is_locked_from_every_address_only_past_a_much_higher_count(
+    alice: Any, bob: Any
+) -> None:
+    for i in range(NAME_LIMIT - 1):  # a different address each time: no pair, no address
         basic("alice", "wrong", f"203.0.113.{i}")
+    assert basic("alice", "right", ELSEWHERE).status_code == 200
+    basic("alice", "wrong", "203.0.113.200")  # the name's limit
     assert_locked(basic("alice", "right", ELSEWHERE))
     assert basic("bob", "right", ELSEWHERE).status_code == 200
 
@@ -282,7 +298,8 @@ def test_no_axes_query_on_a_predict_without_a_password(
     assert axes_queries(queries) == []
 
 
-def test_a_basic_request_costs_one_axes_query_per_lockout_parameter(alice: Any) -> None:
+def test_a_basic_request_costs_one_axes_query_per_lock(alice: Any) -> None:
     with CaptureQueriesContext(connection) as queries:
         assert basic("alice", "right").status_code == 200
-    assert len(axes_queries(queries)) == 2  # ip_address, username: AXES_LOCKOUT_PARAMETERS
+    # the pair and the address (AXES_LOCKOUT_PARAMETERS), and the name alone
+    assert len(axes_queries(queries)) == 3
