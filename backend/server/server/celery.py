@@ -17,3 +17,4 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["apps.endpoints.batch", "apps.endpoints.serving"])
 # Named, not imported: this module loads with Django's settings, before the apps are ready.
 app.steps["consumer"].add("apps.endpoints.batch.tasks:ResumeOnConnect")
+app.steps["consumer"].add("apps.endpoints.batch.tasks:WatchLeases")

@@ -285,6 +285,19 @@ BATCH_JOB_CHUNK_ROWS = env_int("BATCH_JOB_CHUNK_ROWS", 50_000, minimum=1)
 # storage away): then the job fails with the reason, and its partial outputs are removed.
 BATCH_JOB_MAX_RETRIES = env_int("BATCH_JOB_MAX_RETRIES", 3, minimum=0)
 BATCH_JOB_RETENTION_DAYS = env_int("BATCH_JOB_RETENTION_DAYS", 7, minimum=1)
+# A piece being scored holds a lease that its worker renews every HEARTBEAT seconds; a
+# piece whose lease lapsed (LEASE seconds without a renewal: its worker is gone) is sent
+# again by the first worker to notice, which every worker looks for every HEARTBEAT
+# seconds (batch/leases.py). A worker lost for good costs its job LEASE + HEARTBEAT
+# seconds and the piece's time; a slow worker renews, and is never pre-empted.
+BATCH_JOB_LEASE_SECONDS = env_int("BATCH_JOB_LEASE_SECONDS", 30, minimum=2)
+BATCH_JOB_HEARTBEAT_SECONDS = env_float("BATCH_JOB_HEARTBEAT_SECONDS", 5.0)
+if not 0 < BATCH_JOB_HEARTBEAT_SECONDS <= BATCH_JOB_LEASE_SECONDS / 2:
+    raise ImproperlyConfigured(
+        "BATCH_JOB_HEARTBEAT_SECONDS must be above 0 and at most half of "
+        f"BATCH_JOB_LEASE_SECONDS ({BATCH_JOB_LEASE_SECONDS}): a lease must outlive a "
+        "late heartbeat."
+    )
 # The request log keeps a row this many days (`manage.py prune_requests`, and the beat
 # below); 0, the default, keeps every row. Rows of a running A/B test are always kept.
 MLREQUEST_RETENTION_DAYS = env_int("MLREQUEST_RETENTION_DAYS", 0, minimum=0)

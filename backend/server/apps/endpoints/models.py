@@ -369,11 +369,24 @@ class BatchJobChunk(models.Model):
     # The ids of the log rows it wrote, as [first, last] runs (log_requests): a failed or
     # deleted job takes them back.
     request_ranges = models.JSONField(default=list, blank=True)
+    # Who is scoring it and until when, renewed while they do (batch/leases.py): a piece
+    # whose lease lapsed lost its worker and is sent again.
+    leased_by = models.CharField(max_length=200, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["job", "index"]
         constraints = [
             models.UniqueConstraint(fields=["job", "index"], name="batch_chunk_once"),
+        ]
+        # The leases being held (live or lapsed), for the watchers' look every few seconds:
+        # a released or finished piece's lease_until is null.
+        indexes = [
+            models.Index(
+                fields=["lease_until"],
+                condition=models.Q(lease_until__isnull=False),
+                name="batch_chunk_leased",
+            )
         ]
 
     def __str__(self) -> str:

@@ -58,7 +58,7 @@ from apps.core.errors import (
     ServiceError,
 )
 from apps.endpoints import policy
-from apps.endpoints.batch import output
+from apps.endpoints.batch import leases, output
 from apps.endpoints.batch.reading import CsvFile, check_columns, check_field_counts, read_header
 from apps.endpoints.catalogue import demo
 from apps.endpoints.catalogue.selectors import sole_endpoint_name
@@ -301,47 +301,68 @@ def result_file(job: BatchJob) -> IO[bytes]:
 
 
 def run_piece(job_id: int, index: int) -> bool:
-    """Score piece ``index`` of the job unless it is done or the job has ended; whether
-    the job's last piece is now done (the caller then sends ``finish``)."""
+    """Score piece ``index`` of the job unless it is done, the job has ended or another
+    worker holds the piece's lease (``leases``); whether the job's last piece is now done
+    (the caller then sends ``finish``)."""
     job = BatchJob.objects.filter(pk=job_id).first()
     if job is None or job.state in BatchJob.FINISHED:
         return False
     chunk = job.chunks.get(index=index)
-    if chunk.done:
+    by = leases.holder()
+    if chunk.done or not leases.take(chunk.pk, by):
         return False
     if job.state == State.QUEUED:
         BatchJob.objects.filter(pk=job_id, state=State.QUEUED).update(
             state=State.RUNNING, started_at=timezone.now()
         )
-    BatchJobChunk.objects.filter(pk=chunk.pk).update(attempts=F("attempts") + 1)
+    with leases.holding(chunk.pk, by):
+        return _score_piece(job, chunk)
+
+
+def _score_piece(job: BatchJob, chunk: BatchJobChunk) -> bool:
     data = _piece_bytes(job, chunk)
     result = None if job.log_requests else _score(job, chunk, data)  # no lock held meanwhile
-    name = f"jobs/{job.pk}/pieces/{index:06d}.csv"
+    name = f"jobs/{job.pk}/pieces/{chunk.index:06d}.csv"
     with transaction.atomic():
-        locked = BatchJobChunk.objects.select_for_update().get(pk=chunk.pk)
-        if locked.done:
-            return False
         if result is None:  # its log rows and its done are one transaction
             result = _score(job, chunk, data)
-        _write(name, "".join(output.csv_stream(result, io.BytesIO(data), header=index == 0)))
+        # Locked only now, not while scoring: the lease's heartbeat updates this row.
+        locked = BatchJobChunk.objects.select_for_update().get(pk=chunk.pk)
+        if locked.done:  # another worker's run (this one was paused past its lease)
+            transaction.set_rollback(True)
+            return False
+        _write(name, "".join(output.csv_stream(result, io.BytesIO(data), header=chunk.index == 0)))
         locked.done = True
         locked.rows = result.count
         locked.output_name = name
         locked.evaluation = asdict(result.evaluation)
         locked.request_ranges = _runs(result.request_ids) if job.log_requests else []
-        locked.save(update_fields=["done", "rows", "output_name", "evaluation", "request_ranges"])
         # The job's row, locked from here to the commit: a cancel meanwhile waits, and a
         # piece of a job cancelled before this point writes nothing.
-        current = BatchJob.objects.select_for_update().get(pk=job_id)
+        current = BatchJob.objects.select_for_update().get(pk=job.pk)
         if current.state in BatchJob.FINISHED:
             transaction.set_rollback(True)
             _delete_quietly(name)
             return False
-        BatchJob.objects.filter(pk=job_id).update(
+        complete = current.chunks_done + 1 == current.chunks_total
+        if complete:
+            leases.hold_for_finish(locked)
+        locked.save(
+            update_fields=[
+                "done",
+                "rows",
+                "output_name",
+                "evaluation",
+                "request_ranges",
+                "leased_by",
+                "lease_until",
+            ]
+        )
+        BatchJob.objects.filter(pk=job.pk).update(
             rows_done=F("rows_done") + result.count, chunks_done=F("chunks_done") + 1
         )
         transaction.on_commit(partial(telemetry.count_job_rows, job.endpoint_name, result.count))
-        return current.chunks_done + 1 == current.chunks_total
+        return complete
 
 
 def _score(job: BatchJob, chunk: BatchJobChunk, data: bytes) -> ScoredBatch:
@@ -446,6 +467,7 @@ def finish(job_id: int) -> None:
         job.state = State.SUCCEEDED
         job.finished_at = timezone.now()
         job.save()
+        job.chunks.filter(leased_by=leases.FINISHING).update(lease_until=None)  # paid
         outputs = [c.output_name for c in chunks]
         transaction.on_commit(lambda: _delete_all([job.input_name, *outputs]))
 

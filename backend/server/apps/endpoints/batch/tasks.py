@@ -6,10 +6,15 @@ machines score one file together. Tasks are acknowledged after they ran
 the piece, idempotent, is scored once. A piece that fails for a reason other than its
 content is tried again, ``BATCH_JOB_MAX_RETRIES`` times, then the job fails.
 
+A worker lost for good (killed, its machine gone) is noticed by its lease (``leases``):
+the piece it was scoring stops being renewed, and every worker looks every
+``BATCH_JOB_HEARTBEAT_SECONDS`` for lapsed leases and sends those pieces again
+(``WatchLeases``), whatever the broker does with the lost worker's message (Redis gives it
+back only after its visibility timeout, 600 s).
+
 Each time a worker connects to the broker (its start, a reconnect), it sends
-``resume_stalled`` for every unfinished job (``ResumeOnConnect``): a broker restarted without
-its data lost the queue, and the piece of a worker killed mid-task comes back from Redis
-only after the visibility timeout and kombu's next sweep (up to ~100 s later).
+``resume_stalled`` for every unfinished job (``ResumeOnConnect``): a broker restarted
+without its data lost the queue, pieces not started included.
 
 Without a broker (the embedded default of ``make run``) the web process runs the same
 functions itself, on a thread of its own, one piece after the other.
@@ -31,7 +36,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.core.errors import PieceRefused
-from apps.endpoints.batch import jobs
+from apps.endpoints.batch import jobs, leases
 from apps.endpoints.models import BatchJob
 
 logger = logging.getLogger(__name__)
@@ -127,6 +132,54 @@ class ResumeOnConnect(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery 
 
     def start(self, consumer: Any) -> None:
         resume_stalled.delay(minutes=0)
+
+
+def send_lapsed() -> int:
+    """Send again what lost its worker: pieces, and finishes, whose lease lapsed."""
+    lapsed = leases.claim_lapsed()
+    for job_id, index, finish in lapsed:
+        if finish:
+            finish_job.delay(job_id)
+        else:
+            score_piece.delay(job_id, index)
+    return len(lapsed)
+
+
+def watch_leases(stop: threading.Event) -> None:
+    """Until ``stop``: ``send_lapsed`` every ``BATCH_JOB_HEARTBEAT_SECONDS``."""
+    try:
+        while not stop.wait(settings.BATCH_JOB_HEARTBEAT_SECONDS):
+            try:
+                send_lapsed()
+            except Exception:  # the database or the broker away: look again next time
+                logger.exception("Could not look for lapsed leases")
+                connection.close()
+    finally:
+        connection.close()  # this thread's own
+
+
+class WatchLeases(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery is untyped
+    """A step of the worker's consumer: a thread of the worker's main process that runs
+    ``watch_leases``, one per worker whatever its pool (the beat is optional, and a timer
+    in every worker means no single one to lose). Added by ``server/celery.py``."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, consumer: Any) -> None:
+        if self.thread is None or not self.thread.is_alive():  # a reconnect starts it again
+            self.stopping.clear()
+            self.thread = threading.Thread(
+                target=watch_leases, args=(self.stopping,), name="lease-watch", daemon=True
+            )
+            self.thread.start()
+
+    def shutdown(self, consumer: Any) -> None:
+        self.stopping.set()
 
 
 @shared_task(name=f"{_NAMES}.delete_old_jobs", ignore_result=True)
