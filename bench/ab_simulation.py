@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from common import REPO, save, stub_algorithm
+from common import REPO, UNBOUNDED, save, stub_algorithm
 
 sys.path.insert(0, str(REPO / "backend" / "server"))
 
@@ -74,6 +74,7 @@ SCENARIOS = [
 
 def setup_django(folder: str) -> None:
     os.environ.update(
+        UNBOUNDED,
         DJANGO_SETTINGS_MODULE="server.settings",
         DATABASE_URL=f"sqlite:///{folder}/simulation.sqlite3",
         SECRET_KEY="simulation-only",

@@ -45,7 +45,7 @@ from typing import Any
 from predict_bench import lua_script, wrk
 from threadpoolctl import threadpool_limits
 
-from common import SERVER, free_port, log, save
+from common import SERVER, UNBOUNDED, free_port, log, save
 
 sys.path[:0] = [str(SERVER)]
 
@@ -116,6 +116,7 @@ class Server:
     def __init__(self, folder: Path) -> None:
         self.env = dict(
             os.environ,
+            **UNBOUNDED,
             DATABASE_URL=f"sqlite:///{folder / 'db.sqlite3'}",
             SECRET_KEY="benchmark-only",
             MODEL_ARTIFACTS_PATH=str(folder),

@@ -64,10 +64,23 @@ def cpu_of(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+# A benchmark measures the service, not the bounds it sets on anonymous clients in
+# production (a rate, upload sizes, jobs per client: docs/operations.md): every server and
+# Django a benchmark starts runs without them, whatever the caller's environment says.
+UNBOUNDED = {
+    "ANONYMOUS_PREDICT_THROTTLE_RATE": "",
+    "ANONYMOUS_BATCH_MAX_UPLOAD_BYTES": "0",
+    "ANONYMOUS_BATCH_JOB_MAX_UPLOAD_BYTES": "0",
+    "BATCH_JOB_MAX_ACTIVE": "0",
+    "BATCH_JOB_MAX_ACTIVE_ROWS": "0",
+}
+
+
 def server_env(database_url: str) -> dict[str, str]:
     """The environment of the service, or of Django in this process, on that database."""
     return dict(
         os.environ,
+        **UNBOUNDED,
         DATABASE_URL=database_url,
         SECRET_KEY="benchmark-only",
         MODEL_ARTIFACTS_PATH=str(ARTIFACTS),

@@ -29,7 +29,7 @@ import time
 import timeit
 from typing import Any
 
-from common import PG_ADMIN, REPO, log, save, stub_algorithm
+from common import PG_ADMIN, REPO, UNBOUNDED, log, save, stub_algorithm
 
 sys.path.insert(0, str(REPO / "backend" / "server"))
 
@@ -38,6 +38,7 @@ SINGLE_SAMPLE = 2_000
 
 def setup_django(database_url: str) -> None:
     os.environ.update(
+        UNBOUNDED,
         DJANGO_SETTINGS_MODULE="server.settings",
         DATABASE_URL=database_url,
         SECRET_KEY="feedback-bench-only",

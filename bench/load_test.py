@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import ARTIFACTS, OUT, PG_ADMIN, REPO, SERVER, free_port, log, save
+from common import ARTIFACTS, OUT, PG_ADMIN, REPO, SERVER, UNBOUNDED, free_port, log, save
 
 PREDICT = "/api/v1/income_classifier/predict"
 JSON = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -158,6 +158,7 @@ class Server:
         self.log_path = tmp / f"server-{self.port}.log"
         self.env = dict(
             os.environ,
+            **UNBOUNDED,
             PYTHON=sys.executable,
             DATABASE_URL=database_url,
             SECRET_KEY="load-test-only",

@@ -98,7 +98,7 @@ from typing import Any
 import psycopg
 from predict_bench import lua_script, wrk
 
-from common import ARTIFACTS, PG_ADMIN, REPO, SERVER, TICK, free_port, log, save, stop
+from common import ARTIFACTS, PG_ADMIN, REPO, SERVER, TICK, UNBOUNDED, free_port, log, save, stop
 
 sys.path[:0] = [str(SERVER), str(REPO / "research")]
 
@@ -169,6 +169,7 @@ def app_env(database_url: str) -> dict[str, str]:
     """The environment of the service and its management commands: production settings."""
     env = dict(
         os.environ,
+        **UNBOUNDED,
         DATABASE_URL=database_url,
         SECRET_KEY="benchmark-only",
         DEBUG="0",

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from common import REPO, log, save, stub_algorithm
+from common import REPO, UNBOUNDED, log, save, stub_algorithm
 
 sys.path.insert(0, str(REPO / "backend" / "server"))
 
@@ -56,6 +56,7 @@ CLASSES = ("<=50K", ">50K")
 
 def setup_django(database_url: str) -> None:
     os.environ.update(
+        UNBOUNDED,
         DJANGO_SETTINGS_MODULE="server.settings",
         DATABASE_URL=database_url,
         SECRET_KEY="metrics-bench-only",

@@ -56,6 +56,7 @@ from common import (
     PG_ADMIN,
     REPO,
     SERVER,
+    UNBOUNDED,
     children,
     cpu_of,
     free_port,
@@ -134,6 +135,7 @@ class Server:
         self.server_dir = server_dir
         self.env = dict(
             os.environ,
+            **UNBOUNDED,
             **(extra_env or {}),
             DATABASE_URL=database_url,
             SECRET_KEY="benchmark-only",

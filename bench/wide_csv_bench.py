@@ -51,7 +51,7 @@ from itertools import count, product
 from pathlib import Path
 from typing import Any
 
-from common import OUT, REPO, SERVER, log, save
+from common import OUT, REPO, SERVER, UNBOUNDED, log, save
 
 sys.path[:0] = [str(SERVER), str(REPO / "research")]
 
@@ -273,6 +273,7 @@ def measure(args: argparse.Namespace, command: str, tmp: Path) -> int:
     artifacts = tmp / "artifacts"
     env = dict(
         os.environ,
+        **UNBOUNDED,
         DJANGO_SETTINGS_MODULE="server.settings_test",
         SECRET_KEY="benchmark-only",
         MODEL_ARTIFACTS_PATH=str(artifacts),

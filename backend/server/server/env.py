@@ -93,10 +93,13 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def env_rate(name: str) -> str | None:
-    """A throttle rate in DRF's format, or None (no limit) when unset or empty. Checked
-    here: DRF parses it only at the first throttled request, where a typo is a 500."""
-    raw = (os.environ.get(name) or "").strip()
+def env_rate(name: str, default: str | None = None) -> str | None:
+    """A throttle rate in DRF's format; ``default`` when unset, None (no limit) when set
+    empty. Checked here: DRF parses it only at the first throttled request, where a typo
+    is a 500."""
+    if name not in os.environ:
+        return default
+    raw = os.environ[name].strip()
     if not raw:
         return None
     if not _RATE.fullmatch(raw):

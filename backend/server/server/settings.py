@@ -298,6 +298,29 @@ if not 0 < BATCH_JOB_HEARTBEAT_SECONDS <= BATCH_JOB_LEASE_SECONDS / 2:
         f"BATCH_JOB_LEASE_SECONDS ({BATCH_JOB_LEASE_SECONDS}): a lease must outlive a "
         "late heartbeat."
     )
+# -- Bounds for clients that do not sign in, in production (DEBUG off): a default rate, a
+# smaller upload than signed-in clients get, a cap on unfinished batch jobs. With DEBUG on
+# (make run, a laptop) none of them applies unless set. Each is a setting; 0 or an empty
+# rate means no bound (docs/operations.md, "Bounds for anonymous clients").
+_BOUNDED = not DEBUG
+ANONYMOUS_PREDICT_THROTTLE_RATE = env_rate(
+    "ANONYMOUS_PREDICT_THROTTLE_RATE", "100/second" if _BOUNDED else None
+)
+ANONYMOUS_BATCH_MAX_UPLOAD_BYTES = env_int(
+    "ANONYMOUS_BATCH_MAX_UPLOAD_BYTES", 16 * 1024**2 if _BOUNDED else 0, minimum=0
+)
+ANONYMOUS_BATCH_JOB_MAX_UPLOAD_BYTES = env_int(
+    "ANONYMOUS_BATCH_JOB_MAX_UPLOAD_BYTES", 128 * 1024**2 if _BOUNDED else 0, minimum=0
+)
+# Per client (a user; an address for anonymous clients): jobs queued or running, and
+# their rows. Past either, a new job is a 429 until one ends.
+BATCH_JOB_MAX_ACTIVE = env_int("BATCH_JOB_MAX_ACTIVE", 5 if _BOUNDED else 0, minimum=0)
+BATCH_JOB_MAX_ACTIVE_ROWS = env_int(
+    "BATCH_JOB_MAX_ACTIVE_ROWS", 20_000_000 if _BOUNDED else 0, minimum=0
+)
+# A replaced feedback value (FeedbackRevision) is kept this many days; 0 keeps them all.
+# Deleted by `manage.py prune_requests` and the beat's daily prune_requests task.
+FEEDBACK_REVISION_RETENTION_DAYS = env_int("FEEDBACK_REVISION_RETENTION_DAYS", 90, minimum=0)
 # The request log keeps a row this many days (`manage.py prune_requests`, and the beat
 # below); 0, the default, keeps every row. Rows of a running A/B test are always kept.
 MLREQUEST_RETENTION_DAYS = env_int("MLREQUEST_RETENTION_DAYS", 0, minimum=0)
@@ -403,10 +426,15 @@ REST_FRAMEWORK: dict[str, Any] = {
     # Per-client request rates ("100/second", "6000/minute"), by the view's throttle_scope;
     # unset means no limit. Clients are users, else IP addresses; counts are kept in the
     # cache (CACHE_URL), and requests are let through while it is down (docs/operations.md).
-    "DEFAULT_THROTTLE_CLASSES": ["apps.endpoints.api.throttling.FailOpenScopedRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "apps.endpoints.api.throttling.FailOpenScopedRateThrottle",
+        "apps.endpoints.api.throttling.AnonymousRateThrottle",
+    ],
     "DEFAULT_THROTTLE_RATES": {
         "predict": env_rate("PREDICT_THROTTLE_RATE"),
         "management": env_rate("MANAGEMENT_THROTTLE_RATE"),
+        # Clients that do not sign in, on top of the above (AnonymousRateThrottle).
+        "predict_anonymous": ANONYMOUS_PREDICT_THROTTLE_RATE,
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # How many proxies in front of the service append to X-Forwarded-For: the client is the

@@ -10,7 +10,7 @@ import tempfile
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 
 from server.settings import *  # noqa: F403
-from server.settings import DATABASES
+from server.settings import DATABASES, REST_FRAMEWORK
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
@@ -37,3 +37,13 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 
 # Whatever METRICS_TOKEN the shell exports: tests of /metrics set the token they need.
 METRICS_TOKEN = ""
+
+# The bounds for anonymous clients apply with DEBUG off, as in tests: off here, so that a
+# test's hundreds of requests from one address are not throttled nor its jobs capped. Their
+# tests set them (apps/endpoints/tests/apis/test_anonymous_bounds.py, which also checks the
+# production defaults).
+ANONYMOUS_BATCH_MAX_UPLOAD_BYTES = 0
+ANONYMOUS_BATCH_JOB_MAX_UPLOAD_BYTES = 0
+BATCH_JOB_MAX_ACTIVE = 0
+BATCH_JOB_MAX_ACTIVE_ROWS = 0
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["predict_anonymous"] = None

@@ -82,6 +82,14 @@ class PayloadTooLarge(ServiceError):
     default_message = "The request is larger than this service accepts."
 
 
+class TooManyJobs(ServiceError):
+    """A client already has as many batch jobs (or rows) queued or running as it may."""
+
+    status_code = 429
+    code = "too_many_jobs"
+    default_message = "You have as many batch jobs queued or running as you may."
+
+
 class ABTestStopped(Conflict):
     code = "ab_test_stopped"
     default_message = "This A/B test has already ended."

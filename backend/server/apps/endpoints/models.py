@@ -212,6 +212,8 @@ class FeedbackRevision(models.Model):
 
     class Meta:
         ordering = ["-replaced_at", "-id"]
+        # Retention deletes the oldest first (FEEDBACK_REVISION_RETENTION_DAYS).
+        indexes = [models.Index(fields=["replaced_at"], name="revision_replaced_at")]
 
     def __str__(self) -> str:
         return f"request {self.request_id}: {self.feedback} (replaced {self.replaced_at})"

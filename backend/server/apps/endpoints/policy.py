@@ -240,11 +240,19 @@ class FeedbackAccess(BasePermission):
 
 
 class PredictAccessMixin:
-    """For the prediction routes: no credential lookup at all while they are open (it
-    costs time on the hottest path), the usual authenticators otherwise."""
+    """For the prediction routes: while they are open, no credential lookup for a request
+    that carries none (it costs time on the hottest path); the usual authenticators for one
+    that does, so that a signed-in client is counted as itself, not as an anonymous
+    address (``AnonymousRateThrottle``), and for every request otherwise."""
 
     def get_authenticators(self) -> list[BaseAuthentication]:
-        if settings.PREDICT_ACCESS == "open":
+        # Django's View.setup has set self.request (the HttpRequest) by now; the schema's
+        # generator asks without one.
+        request: HttpRequest | None = getattr(self, "request", None)
+        credentials = request is not None and (
+            "HTTP_AUTHORIZATION" in request.META or settings.SESSION_COOKIE_NAME in request.COOKIES
+        )
+        if settings.PREDICT_ACCESS == "open" and not credentials:
             return []
         # A mixin for APIView, which has the method: mypy cannot see it here, nor its type.
         return super().get_authenticators()  # type: ignore[misc, no-any-return]

@@ -20,9 +20,11 @@ def upload_form(
     field: str = "file",
     setting: str = "BATCH_MAX_UPLOAD_BYTES",
 ) -> dict[str, Any]:
-    """The view's form, validated, its file ``field`` at most ``setting`` bytes: refused
-    before the body is read when the client says how big it is (64 KiB left for the other
-    fields), and by the file's own size after."""
+    """The view's form, validated, its file ``field`` at most ``setting`` bytes (or, for a
+    client that is not signed in, ``ANONYMOUS_<setting>`` where that is set and smaller):
+    refused before the body is read when the client says how big it is (64 KiB left for
+    the other fields), and by the file's own size after."""
+    setting = limit_for(request, setting)
     limit = getattr(settings, setting)
     if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
         raise _too_large(setting)
@@ -34,6 +36,15 @@ def upload_form(
     return data
 
 
+def limit_for(request: Request, setting: str) -> str:
+    """``setting``, or its anonymous clients' counterpart where that applies."""
+    anonymous = f"ANONYMOUS_{setting}"
+    smaller = getattr(settings, anonymous, 0)
+    if smaller and smaller < getattr(settings, setting) and not request.user.is_authenticated:
+        return anonymous
+    return setting
+
+
 def _form_fields(request: Request) -> dict[str, Any]:
     """The form fields, with the query parameters as defaults. Without a body, DRF's
     request.data is a plain {} rather than a QueryDict."""
@@ -42,9 +53,10 @@ def _form_fields(request: Request) -> dict[str, Any]:
 
 
 def _too_large(setting: str) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The file is larger than {getattr(settings, setting)} bytes ({setting})."
-    )
+    why = setting
+    if setting.startswith("ANONYMOUS_"):
+        why += ", for clients that do not sign in: send a token for more"
+    return PayloadTooLarge(f"The file is larger than {getattr(settings, setting)} bytes ({why}).")
 
 
 def assignment_key(request: Request) -> str | None:

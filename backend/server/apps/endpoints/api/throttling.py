@@ -1,4 +1,6 @@
-"""Per-client rates (``PREDICT_THROTTLE_RATE``, ``MANAGEMENT_THROTTLE_RATE``), failing open.
+"""Per-client rates (``PREDICT_THROTTLE_RATE``, ``MANAGEMENT_THROTTLE_RATE``), failing open;
+and a rate of their own for clients that do not sign in (``ANONYMOUS_PREDICT_THROTTLE_RATE``,
+on by default in production), on top of those.
 
 The counts live in Django's cache (``CACHE_URL``). When that cache is down (a Redis
 restarting, a ``db://`` table locked) the service keeps serving, unthrottled, and logs a
@@ -20,7 +22,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest
 from redis.exceptions import RedisError
 from rest_framework.request import Request
-from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
+from rest_framework.throttling import BaseThrottle, ScopedRateThrottle, SimpleRateThrottle
 
 if TYPE_CHECKING:  # DRF imports throttle classes while rest_framework.views loads
     from rest_framework.views import APIView
@@ -57,6 +59,26 @@ class FailOpenScopedRateThrottle(ScopedRateThrottle):
 
     def get_ident(self, request: Request) -> str:
         return client_address(request)
+
+
+class AnonymousRateThrottle(FailOpenScopedRateThrottle):
+    """The rate ``<scope>_anonymous`` for clients that are not signed in, by address; a
+    signed-in client, or a scope without such a rate, passes. On the predict routes of an
+    open service the credentials are read only when the request carries some
+    (``policy.PredictAccessMixin``), so a client with a token is counted as itself."""
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        scope = getattr(view, self.scope_attr, None)
+        rate = self.THROTTLE_RATES.get(f"{scope}_anonymous") if scope else None
+        if rate is None or request.user.is_authenticated:
+            return True
+        self.scope, self.rate = f"{scope}_anonymous", rate
+        self.num_requests, self.duration = self.parse_rate(rate)
+        try:
+            return SimpleRateThrottle.allow_request(self, request, view)
+        except CACHE_ERRORS as exc:
+            logger.warning("Throttling is off: the cache is unavailable (%s).", exc)
+            return True
 
 
 def cache_state() -> str:

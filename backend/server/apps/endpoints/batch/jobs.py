@@ -42,8 +42,8 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
-from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db import connection, transaction
+from django.db.models import Count, F, QuerySet, Sum
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -56,6 +56,7 @@ from apps.core.errors import (
     PayloadTooLarge,
     PieceRefused,
     ServiceError,
+    TooManyJobs,
 )
 from apps.endpoints import policy
 from apps.endpoints.batch import leases, output
@@ -125,6 +126,7 @@ def submit(
     stored = storage().save(f"jobs/input-{timezone.now():%Y%m%d%H%M%S%f}.csv", File(upload))
     try:
         with transaction.atomic():
+            _check_active(actor, rows)
             job = BatchJob.objects.create(
                 user_id=actor.user_id,
                 client="" if actor.user_id else actor.label,
@@ -151,6 +153,38 @@ def submit(
         storage().delete(stored)
         raise
     return job
+
+
+def _check_active(actor: policy.Actor, rows: int) -> None:
+    """Refuse a job past the client's cap on jobs queued or running
+    (``BATCH_JOB_MAX_ACTIVE``) or on their rows (``BATCH_JOB_MAX_ACTIVE_ROWS``); 0 is no
+    cap. A client is its user, else its address. In the transaction that creates the job,
+    behind a lock per client on PostgreSQL (SQLite has one writer at a time anyway), so
+    that N submits at once cannot all pass the same count."""
+    most_jobs, most_rows = settings.BATCH_JOB_MAX_ACTIVE, settings.BATCH_JOB_MAX_ACTIVE_ROWS
+    if not (most_jobs or most_rows):
+        return
+    client = f"user:{actor.user_id}" if actor.user_id else actor.label
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:  # released at the commit
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [client])
+    mine = BatchJob.objects.filter(state__in=[State.QUEUED, State.RUNNING])
+    mine = mine.filter(user_id=actor.user_id) if actor.user_id else mine.filter(client=client)
+    active = mine.aggregate(jobs=Count("pk"), rows=Sum("rows_total"))
+    jobs, queued_rows = active["jobs"], active["rows"] or 0
+    if most_jobs and jobs >= most_jobs:
+        raise TooManyJobs(
+            f"You have {jobs} batch jobs queued or running; {most_jobs} at most "
+            "(BATCH_JOB_MAX_ACTIVE). Submit this one when one of them has ended.",
+            details={"active_jobs": jobs, "limit": most_jobs},
+        )
+    if most_rows and queued_rows + rows > most_rows:
+        raise TooManyJobs(
+            f"Your batch jobs queued or running hold {queued_rows} rows; with this file's "
+            f"{rows} that is more than {most_rows} (BATCH_JOB_MAX_ACTIVE_ROWS). Submit it "
+            "when one of them has ended.",
+            details={"active_rows": queued_rows, "rows": rows, "limit": most_rows},
+        )
 
 
 def record_ranges(upload: IO[bytes], every: int) -> list[tuple[int, int, int]]:

@@ -1,6 +1,7 @@
 """Retention of the request log: rows older than ``MLREQUEST_RETENTION_DAYS`` are deleted
 (``manage.py prune_requests``, and the ``prune_requests`` beat task), optionally archived
-first.
+first; and replaced feedback values older than ``FEEDBACK_REVISION_RETENTION_DAYS``
+(``prune_revisions``, by the same command and task).
 
 - In batches (``batch_size`` rows, oldest first), each in a transaction of its own: locks
   last one batch, and predictions carry on meanwhile.
@@ -30,7 +31,7 @@ from django.core.files.storage import storages
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.endpoints.models import ABTest, MLAlgorithm, MLRequest
+from apps.endpoints.models import ABTest, FeedbackRevision, MLAlgorithm, MLRequest
 from apps.endpoints.serving import feedback, tally
 
 ARCHIVE_COLUMNS = (
@@ -115,6 +116,20 @@ def prune(
             time.sleep(pause)
     done.seconds = time.monotonic() - started
     return done
+
+
+def prune_revisions(*, days: int, batch_size: int = 10_000, now: datetime | None = None) -> int:
+    """Delete the feedback revisions (replaced feedback values) replaced more than
+    ``days`` days ago, oldest first, ``batch_size`` per statement; how many. A revision is
+    history, never counted anywhere: the current value is on the log row."""
+    if days < 1:
+        raise ValueError("days must be 1 or more")
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    old = FeedbackRevision.objects.filter(replaced_at__lt=cutoff).order_by("replaced_at")
+    deleted = 0
+    while ids := list(old.values_list("pk", flat=True)[:batch_size]):
+        deleted += FeedbackRevision.objects.filter(pk__in=ids).delete()[0]
+    return deleted
 
 
 _RETURNED = "id, parent_mlalgorithm_id, response, feedback"

@@ -104,6 +104,7 @@ def test_the_command_and_the_beat_task_follow_the_setting(
     grown: dict[str, Any], settings: Any
 ) -> None:
     settings.MLREQUEST_RETENTION_DAYS = 0
+    settings.FEEDBACK_REVISION_RETENTION_DAYS = 0
     with pytest.raises(CommandError, match="keeps every row"):
         call_command("prune_requests")
     assert tasks.prune_requests() == 0  # 0: keep everything
@@ -115,6 +116,35 @@ def test_the_command_and_the_beat_task_follow_the_setting(
     assert "batch 2: 29 rows deleted so far" in out.getvalue()
     assert "Deleted 29 requests older than 30 days" in out.getvalue()
     assert not MLRequest.objects.filter(~Q(pk__in=grown["kept"])).exists()
+
+
+def test_old_feedback_revisions_go_and_recent_ones_stay_whatever_the_logs_retention(
+    two: tuple[MLAlgorithm, MLAlgorithm], settings: Any
+) -> None:
+    forest, _ = two
+    rows = log_rows(forest, 3, feedback=">50K")
+    for days, row in zip((100, 91, 10), rows, strict=True):
+        for n in range(3):
+            revision = FeedbackRevision.objects.create(request=row, feedback=f"v{n}")
+            FeedbackRevision.objects.filter(pk=revision.pk).update(
+                replaced_at=timezone.now() - timedelta(days=days)
+            )
+    settings.MLREQUEST_RETENTION_DAYS = 0  # every log row is kept
+    settings.FEEDBACK_REVISION_RETENTION_DAYS = 90
+    assert retention.prune_revisions(days=90, batch_size=2) == 6  # in three statements
+    assert set(FeedbackRevision.objects.values_list("request_id", flat=True)) == {rows[2].pk}
+    FeedbackRevision.objects.filter(request=rows[2]).update(
+        replaced_at=timezone.now() - timedelta(days=95)
+    )
+    assert tasks.prune_requests() == 3  # the beat's task: revisions, no log rows
+    assert MLRequest.objects.count() == 3 and not FeedbackRevision.objects.exists()
+    FeedbackRevision.objects.create(request=rows[0], feedback="old")
+    FeedbackRevision.objects.update(replaced_at=timezone.now() - timedelta(days=40))
+    out = io.StringIO()
+    call_command("prune_requests", "--revision-days", "30", stdout=out)
+    assert "Deleted 1 feedback revisions replaced more than 30 days ago" in out.getvalue()
+    assert "Kept every request (MLREQUEST_RETENTION_DAYS is 0)" in out.getvalue()
+    assert MLRequest.objects.count() == 3 and not FeedbackRevision.objects.exists()
 
 
 def test_no_foreign_key_makes_the_database_check_each_deleted_row(
