@@ -5,7 +5,8 @@
 #   make serve  production: gunicorn after migrate and collectstatic (needs SECRET_KEY)
 #   make proxy  nginx in front of make serve, configured by deploy/nginx/ml_pipeline.conf
 #   make worker a Celery worker for batch jobs (needs CELERY_BROKER_URL; make run alone runs
-#               them itself)
+#               them itself); as many per machine as you like, each named by its pid
+#               unless WORKER_NAME names it
 #   make beat   Celery beat, one per deployment: old batch jobs deleted daily
 #               (CELERY_BEAT_SCHEDULE; needs CELERY_BROKER_URL)
 
@@ -70,11 +71,16 @@ proxy:
 
 # A Celery worker for batch jobs (apps/endpoints/batch/tasks.py), from the broker at
 # CELERY_BROKER_URL (redis://... or amqp://...), WORKER_CONCURRENCY processes; DEBUG as for
-# make run unless set (production: DEBUG=0 SECRET_KEY=...). Start one per machine.
+# make run unless set (production: DEBUG=0 SECRET_KEY=...). One per machine, or several:
+# each is named worker-<its pid>@<host> (the shell's $$, kept by exec) unless WORKER_NAME
+# names it (%h: the host). Celery's own default, celery@<host>, gave every worker of a host
+# one name, and RabbitMQ lets only one of them hold the name's control queue: the second
+# exited (ResourceLocked).
 worker: $(INSTALLED) $(DEMO_MODELS)
 	@test -n "$$CELERY_BROKER_URL" || { echo "make worker needs CELERY_BROKER_URL (without it, make run runs batch jobs itself)."; exit 1; }
 	$(DEV_ENV) cd backend/server && exec $(PY) -m celery -A server worker --loglevel INFO \
-		--queues $${BATCH_JOB_QUEUE:-ml_pipeline.batch_jobs} --concurrency $${WORKER_CONCURRENCY:-2}
+		--queues $${BATCH_JOB_QUEUE:-ml_pipeline.batch_jobs} --concurrency $${WORKER_CONCURRENCY:-2} \
+		-n "$${WORKER_NAME:-worker-$$$$@%h}"
 
 # Celery beat: sends the tasks of CELERY_BEAT_SCHEDULE (settings.py) to the workers:
 # delete_old_jobs daily (BATCH_JOB_RETENTION_DAYS) and prune_requests daily (when
