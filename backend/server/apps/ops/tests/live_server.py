@@ -24,12 +24,14 @@ from django.db import connection
 SERVE = Path(settings.BASE_DIR) / "bin" / "serve"
 
 
-def current_database_url() -> str:
+def current_database_url(name: str | None = None) -> str:
+    """The test database's URL; on PostgreSQL, ``name`` names another database of its
+    server."""
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{db['NAME']}"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return f"postgres://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{name or db['NAME']}"
 
 
 def multipart(
@@ -97,12 +99,12 @@ class Server:
         raise AssertionError(f"server not up after {seconds} s:\n{self.log.read_text()}")
 
 
-@contextmanager
-def serving(
+def launch(
     artifacts_dir: Path, tmp_path: Path, database_url: str | None = None, **env_overrides: str
-) -> Iterator[Server]:
-    """``bin/serve`` until the block ends, on ``PORT`` if given (default: a free port);
-    ``database_url`` defaults to the test database."""
+) -> Server:
+    """``bin/serve`` started, not yet answering (``Server.wait_until_alive``; ``halt`` stops
+    it), on ``PORT`` if given (default: a free port); ``database_url`` defaults to the test
+    database."""
     port, log = int(env_overrides.get("PORT") or free_port()), tmp_path / "server.log"
     env = {
         **os.environ,
@@ -130,19 +132,32 @@ def serving(
         )
     running = Server(port, log)
     running.process = process
+    return running
+
+
+def halt(running: Server) -> None:
+    """gunicorn and its workers: a graceful stop (SIGTERM), as an orchestrator does; a
+    worker that does not finish in time is killed so a test never hangs on it."""
+    with suppress(ProcessLookupError):  # it may have exited: keep the real failure
+        os.killpg(running.process.pid, signal.SIGTERM)
     try:
-        running.wait_until_alive(process)
+        running.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(running.process.pid, signal.SIGKILL)
+        running.process.wait(timeout=15)
+
+
+@contextmanager
+def serving(
+    artifacts_dir: Path, tmp_path: Path, database_url: str | None = None, **env_overrides: str
+) -> Iterator[Server]:
+    """``bin/serve`` (``launch``) until the block ends, answering when the block starts."""
+    running = launch(artifacts_dir, tmp_path, database_url, **env_overrides)
+    try:
+        running.wait_until_alive(running.process)
         yield running
     finally:
-        # gunicorn and its workers: a graceful stop (SIGTERM), as an orchestrator does; a
-        # worker that does not finish in time is killed so a test never hangs on it.
-        with suppress(ProcessLookupError):  # it may have exited: keep the real failure
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
+        halt(running)
 
 
 def upload_wine(server: Server, token: str) -> tuple[Any, dict[str, Any]]:

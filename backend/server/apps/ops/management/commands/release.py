@@ -2,14 +2,57 @@
 
 Applies migrations and collects the static files whitenoise serves, in one process: each
 Django start-up imports pandas and scikit-learn, which takes seconds on a small machine.
+
+On PostgreSQL, migrations run under a session advisory lock: hosts started together on one
+database (a fresh deployment, a rolling upgrade) migrate one after the other. Without it
+two hosts raced through the same migrations and one crashed (``relation
+"django_content_type" already exists``). The host that waits finds nothing left to do. A
+session lock rather than a transaction's: each migration commits on its own, and a host
+that dies mid-way lets go of the lock with its connection.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from hashlib import sha256
 from typing import Any
 
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandParser, OutputWrapper
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+
+# Derived from a name, fixed forever: hosts of two releases must exclude each other too.
+MIGRATION_LOCK = int.from_bytes(sha256(b"ml_pipeline.migrate").digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def migration_lock(stdout: OutputWrapper) -> Iterator[None]:
+    """Hold the migration lock on the connection ``migrate`` uses (the default one) while
+    the block runs; nothing on SQLite, which serves one machine."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [MIGRATION_LOCK])
+        if not cursor.fetchone()[0]:
+            stdout.write("Another host is applying migrations: waiting for it to finish.")
+            cursor.execute("SELECT pg_advisory_lock(%s)", [MIGRATION_LOCK])
+
+    def unlock() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
+
+    try:
+        yield
+    except BaseException:
+        # The migration's error is the one to see. A connection that cannot run the unlock
+        # either lost its session (and the lock with it) or closes as this process exits.
+        with suppress(DatabaseError):
+            unlock()
+        raise
+    unlock()
 
 
 class Command(BaseCommand):
@@ -24,6 +67,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not options["no_migrate"]:
-            call_command("migrate", interactive=False, verbosity=options["verbosity"])
+            with migration_lock(self.stdout):
+                call_command("migrate", interactive=False, verbosity=options["verbosity"])
         call_command("collectstatic", interactive=False, verbosity=0)
         self.stdout.write("Release ready: migrations applied, static files collected.")
