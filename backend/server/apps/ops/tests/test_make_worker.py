@@ -88,7 +88,8 @@ def test_make_worker_names_each_worker_after_its_own_pid_unless_worker_name_is_s
 
 @contextmanager
 def rabbitmq(queue: str) -> Iterator[str]:
-    """The shared RabbitMQ's URL (or a skip); the test's queue and its exchange deleted
+    """The shared RabbitMQ's URL (or a skip, except where CI_REQUIRE_RABBITMQ=1: .ci/run sets
+    it); the test's queue and its exchange deleted
     afterwards: both are durable and outlive the workers, whose own queues (the pidbox's)
     go with their connections."""
     import amqp  # the client kombu's amqp:// transport uses
@@ -102,8 +103,11 @@ def rabbitmq(queue: str) -> Iterator[str]:
 
     try:
         connect().close()
-    except OSError:
-        pytest.skip(f"no RabbitMQ at {HOST}:5672 (guest/guest)")
+    except OSError as exc:
+        reason = f"no RabbitMQ at {HOST}:5672 (guest/guest): {exc}"
+        if os.environ.get("CI_REQUIRE_RABBITMQ") == "1":
+            pytest.fail(f"{reason} (CI_REQUIRE_RABBITMQ=1: this run must not skip it)")
+        pytest.skip(reason)
     try:
         yield RABBITMQ_URL
     finally:
