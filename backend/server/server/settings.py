@@ -250,6 +250,14 @@ SKOPS_TRUSTED_TYPES = (*SKOPS_REVIEWED_TYPES, *env_list("SKOPS_TRUSTED_TYPES", [
 # refused unless the operator allows them. manage.py register_model always takes them.
 ALLOW_PICKLE_UPLOADS = env_bool("ALLOW_PICKLE_UPLOADS", False)
 MODEL_MAX_UPLOAD_BYTES = env_int("MODEL_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)
+# What a .skops file (a zip) may unpack to, all members together, checked before skops
+# inflates them into memory: a member that inflated to 1.6 GB took 3.3 GB before skops
+# refused the file. skops writes members uncompressed by default, so a file under the
+# upload limit unpacks to about its own size; twice the limit leaves room for files saved
+# compressed. Registrations from the host (manage.py register_model) are held to it too.
+MODEL_MAX_UNPACKED_BYTES = env_int(
+    "MODEL_MAX_UNPACKED_BYTES", 2 * MODEL_MAX_UPLOAD_BYTES, minimum=1
+)
 
 # Serve models through a verified ONNX Runtime form where skl2onnx converts them and the
 # result reproduces scikit-learn (a forest: about 0.05 ms instead of 10-20 ms for one

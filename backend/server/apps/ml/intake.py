@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from apps.core.errors import ModelRejected, ServiceError
+from apps.core.errors import ModelRejected, PayloadTooLarge, ServiceError
 from apps.ml import artifacts, kinds
 from apps.ml.kinds.base import Intake, Kind, Request, read_example
 
@@ -36,10 +36,12 @@ def inspect(
     compile: bool = True,
     kind: str | None = None,
     classes: Sequence[str] = (),
+    max_unpacked: int | None = None,
 ) -> Intake:
     """Check the model file at ``path`` (inside the artifacts folder, with ``sha256``).
     ``kind``: the one the operator named (a key of the table), else found. ``classes``:
-    a classifier's classes where its file does not hold them."""
+    a classifier's classes where its file does not hold them. ``max_unpacked``: the bytes
+    a ``.skops`` file may unpack to (413 past it, before skops reads it)."""
     asked = _asked(kind)
     frame = read_example(example, target_column) if example is not None else None
     request = Request(path, sha256, frame, compile, classes=tuple(str(c) for c in classes))
@@ -55,7 +57,7 @@ def inspect(
             "format (LightGBM's text, XGBoost's JSON), or an operator can set "
             "ALLOW_PICKLE_UPLOADS=1, or register it with manage.py register_model."
         )
-    model, request.notes, request.trained_with = _load(path, sha256, trusted)
+    model, request.notes, request.trained_with = _load(path, sha256, trusted, max_unpacked)
     found = asked if asked is not None and asked.claims(model) else kinds.claiming(model)
     if found is None:
         raise ModelRejected(f"A {type(model).__name__} has no predict(): not a model to serve.")
@@ -75,7 +77,9 @@ def _asked(key: str | None) -> Kind | None:
         raise ModelRejected(f"Unknown kind {key!r}; one of: {', '.join(kinds.keys())}.") from None
 
 
-def _load(path: Path, sha256: str, trusted: Sequence[str]) -> tuple[Any, list[str], str]:
+def _load(
+    path: Path, sha256: str, trusted: Sequence[str], max_unpacked: int | None
+) -> tuple[Any, list[str], str]:
     """The model, notes for the operator, and the scikit-learn version it was saved with."""
     import sklearn
     from sklearn.exceptions import InconsistentVersionWarning
@@ -85,8 +89,12 @@ def _load(path: Path, sha256: str, trusted: Sequence[str]) -> tuple[Any, list[st
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InconsistentVersionWarning)
         try:
-            model, _ = artifacts.load_verified(path.parent, path.name, sha256, trusted=trusted)
-        except ModelRejected:  # untrusted types, a file that is not skops: said as it is
+            model, _ = artifacts.load_verified(
+                path.parent, path.name, sha256, trusted=trusted, max_unpacked=max_unpacked
+            )
+        # Untrusted types, a file that is not skops, one that unpacks too large: said as
+        # they are (a 413 stays a 413).
+        except (ModelRejected, PayloadTooLarge):
             raise
         except ServiceError as exc:
             raise ModelRejected(exc.message, details=exc.details) from exc

@@ -142,6 +142,9 @@ def _register_placed(
             compile=settings.ML_COMPILED_INFERENCE,
             kind=kind,
             classes=classes,
+            # Every file, the command's too: an operator registering a large model on the
+            # host raises the limit for that run rather than every upload.
+            max_unpacked=settings.MODEL_MAX_UNPACKED_BYTES,
         )
         serving = dict(found.serving)
         onnx_bytes = serving.pop("onnx_bytes", None)

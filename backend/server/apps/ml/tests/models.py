@@ -3,6 +3,8 @@ network), and saved as a data scientist saves them: nothing here imports the pro
 
 from __future__ import annotations
 
+import io
+import zipfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,29 @@ def save(model: Any, folder: Path, name: str) -> Path:
     else:
         joblib.dump(model, path)
     return path
+
+
+def skops_bomb(model: Any, inflated: int) -> bytes:
+    """``model`` as a .skops file whose largest array is swapped for ``inflated`` bytes of
+    zeros, deflated: a zip bomb a few KB on disk, as one the service was sent (a member
+    that unpacked to 1.6 GB). skops reads the member when it checks the file's types."""
+    import skops.io
+
+    buffer = io.BytesIO()
+    skops.io.dump(model, buffer)
+    with zipfile.ZipFile(buffer) as original:
+        members = {info.filename: original.read(info) for info in original.infolist()}
+    largest = max(
+        (name for name in members if name.endswith(".npy")), key=lambda n: len(members[n])
+    )
+    zeros = io.BytesIO()
+    np.save(zeros, np.zeros(inflated // 8))
+    members[largest] = zeros.getvalue()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as bomb:
+        for name, data in members.items():
+            bomb.writestr(name, data)
+    return out.getvalue()
 
 
 def example_csv(frame: pd.DataFrame, target: np.ndarray | None = None, rows: int = 20) -> bytes:

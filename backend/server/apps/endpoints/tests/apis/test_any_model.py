@@ -236,6 +236,45 @@ def test_an_upload_past_the_limit_is_a_413(
     assert leftover_files(artifacts_dir) == []
 
 
+def test_a_skops_file_that_unpacks_past_the_limit_is_a_413_before_skops_reads_it(
+    staff_api: APIClient,
+    registry: MLRegistry,
+    settings: Any,
+    artifacts_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings.MODEL_MAX_UNPACKED_BYTES = 1024 * 1024
+    bomb = models.skops_bomb(models.wine_classifier(), 8 * 1024 * 1024)
+    assert len(bomb) < 64 * 1024  # far under the upload limit: only its contents are large
+    opened: list[str] = []
+    for name in ("get_untrusted_types", "loads"):
+        real = getattr(skops.io, name)
+        monkeypatch.setattr(skops.io, name, spy(real, opened))
+    response = staff_api.post(
+        "/api/v1/mlalgorithms",
+        {
+            "artifact": SimpleUploadedFile("bomb.skops", bomb),
+            "endpoint": "wine",
+            "name": "lr",
+            "version": "1",
+        },
+    )
+    assert response.status_code == 413, response.content
+    error = response.json()["error"]
+    assert error["code"] == "too_large" and "MODEL_MAX_UNPACKED_BYTES" in error["message"]
+    assert error["details"]["unpacked_bytes"] > 8 * 1024 * 1024
+    assert opened == [], "skops read the file: the memory was spent before the refusal"
+    assert MLAlgorithm.objects.count() == 0 and leftover_files(artifacts_dir) == []
+
+
+def spy(function: Any, calls: list[str]) -> Any:
+    def called(*args: Any, **kwargs: Any) -> Any:
+        calls.append(function.__name__)
+        return function(*args, **kwargs)
+
+    return called
+
+
 def test_the_browsable_api_offers_the_upload_form(
     staff_api: APIClient, registry: MLRegistry
 ) -> None:

@@ -201,6 +201,20 @@ def test_it_refuses_a_file_that_is_not_a_model_and_leaves_nothing_behind(
     assert MLAlgorithm.objects.count() == 0
 
 
+def test_it_refuses_a_skops_file_that_unpacks_past_the_limit_and_leaves_nothing_behind(
+    registry: MLRegistry, artifacts_dir: Path, tmp_path: Path, settings: Any
+) -> None:
+    settings.MODEL_MAX_UNPACKED_BYTES = 1024 * 1024
+    bomb = tmp_path / "bomb.skops"
+    bomb.write_bytes(models.skops_bomb(models.wine_classifier(), 8 * 1024 * 1024))
+    with pytest.raises(CommandError, match="MODEL_MAX_UNPACKED_BYTES"):
+        call_command(
+            "register_model", str(bomb), "--endpoint", "wine", "--name", "lr", "--version", "1",
+        )  # fmt: skip
+    assert not (artifacts_dir / "bomb.skops").exists()
+    assert MLAlgorithm.objects.count() == 0
+
+
 def test_it_refuses_an_artifact_name_outside_the_artifacts_folder(
     registry: MLRegistry, trained: Path
 ) -> None:
