@@ -369,6 +369,12 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# CSV answers (batch-predict, batch jobs' results): a cell that starts with =, +, -, @, a
+# tab or a carriage return and is not a number gets a leading ' so that a spreadsheet
+# shows it rather than runs it (apps/endpoints/batch/output.py). Off for pipelines that
+# read the answer back and need the cells exactly as they were sent.
+CSV_ESCAPE_FORMULAS = env_bool("CSV_ESCAPE_FORMULAS", True)
+
 # Per endpoint, the CSV column holding the true value, where the algorithm was registered
 # without a target column: stored as feedback, scored.
 BATCH_LABEL_COLUMNS: dict[str, str] = env_json("BATCH_LABEL_COLUMNS", {})

@@ -16,7 +16,11 @@ from rest_framework.test import APIClient
 
 from apps.endpoints.batch import tasks
 from apps.endpoints.models import BatchJob, MLRequest
-from apps.endpoints.tests.apis.test_batch_predict import adult_csv
+from apps.endpoints.tests.apis.test_batch_predict import (
+    QUOTED_FORMULA_CELLS,
+    adult_csv,
+    formula_csv,
+)
 from apps.endpoints.tests.factories import operator, sent
 from apps.endpoints.tests.job_factories import job_in, use_job_storage
 from apps.ml.registry import MLRegistry
@@ -102,6 +106,23 @@ def test_without_log_requests_nothing_is_logged_and_the_answer_has_no_ids(
     assert done["state"] == "succeeded" and MLRequest.objects.count() == 0
     rows = rows_of(api.get(done["result_url"], headers={"X-Job-Token": body["token"]}))
     assert len(rows) == 10 and "request_id" not in rows[0] and rows[0]["label"]
+
+
+@pytest.mark.parametrize("escape", [True, False], ids=["escaped", "CSV_ESCAPE_FORMULAS off"])
+def test_cells_a_spreadsheet_would_run_as_formulas_are_escaped_in_the_result(
+    api: APIClient, demo_registry: MLRegistry, settings: Any, escape: bool
+) -> None:
+    settings.CSV_ESCAPE_FORMULAS = escape
+    cells = QUOTED_FORMULA_CELLS  # 12 rows: two pieces, each written by the worker
+    body = submit(api, formula_csv(cells)).json()
+    headers = {"X-Job-Token": body["token"]}
+    assert wait(api, body["url"], headers)["state"] == "succeeded"
+    result: Any = api.get(body["url"] + "/result", headers=headers)
+    text = b"".join(result.streaming_content).decode()
+    sent(result)
+    header, *rows = csv.reader(io.StringIO(text))
+    assert header[-3:] == [("'=cmd()" if escape else "=cmd()"), "label", "probability"]
+    assert [row[-3] for row in rows] == list(cells.values() if escape else cells)
 
 
 def test_what_can_be_checked_is_checked_before_anything_is_queued(

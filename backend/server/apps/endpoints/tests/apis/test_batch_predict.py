@@ -212,6 +212,65 @@ def test_the_csv_download_round_trips(api: APIClient, demo_registry: MLRegistry)
     assert again["Content-Type"].startswith("text/csv")
 
 
+# Cells a spreadsheet would run as formulas (OWASP's list: =, +, -, @, tab, CR), as sent and
+# as a CSV answer gives them back; numbers and other text stay as they were.
+FORMULA_CELLS = {
+    "=1+1": "'=1+1",
+    "@SUM(A1)": "'@SUM(A1)",
+    "+x": "'+x",
+    "\tcmd": "'\tcmd",
+    "-": "'-",
+    "-3.5": "-3.5",
+    "+1": "+1",
+    "-1e3": "-1e3",
+    "normal text": "normal text",
+    "a=b": "a=b",
+}
+# ...and cells only a file with quotes can hold (answered through the csv module).
+QUOTED_FORMULA_CELLS = {
+    **FORMULA_CELLS,
+    "\rcmd": "'\rcmd",
+    '=HYPERLINK("http://x","y")': '\'=HYPERLINK("http://x","y")',
+}
+
+
+def formula_csv(cells: dict[str, str]) -> str:
+    """Adult rows with an extra column (named like a formula) holding ``cells``; the text
+    cells quoted when one of them needs it (the csv module does not quote a lone CR)."""
+    from apps.ml.tests.factories import adult_frame
+
+    frame = adult_frame("adult.test").head(len(cells)).copy()
+    frame["=cmd()"] = list(cells)
+    quoted = any('"' in cell or "\r" in cell for cell in cells)
+    text: str = frame.to_csv(
+        index=False, quoting=csv.QUOTE_NONNUMERIC if quoted else csv.QUOTE_MINIMAL
+    )
+    return text
+
+
+@pytest.mark.parametrize("cells", [FORMULA_CELLS, QUOTED_FORMULA_CELLS], ids=["plain", "quoted"])
+@pytest.mark.parametrize("escape", [True, False], ids=["escaped", "CSV_ESCAPE_FORMULAS off"])
+def test_cells_a_spreadsheet_would_run_as_formulas_are_escaped_in_the_csv_answer(
+    api: APIClient,
+    demo_registry: MLRegistry,
+    settings: Any,
+    cells: dict[str, str],
+    escape: bool,
+) -> None:
+    settings.CSV_ESCAPE_FORMULAS = escape
+    text = formula_csv(cells)
+    assert ('"' in text) == (cells is QUOTED_FORMULA_CELLS)  # each path of csv_stream
+    response = upload(api, text, HTTP_ACCEPT="text/csv")
+    assert response.status_code == 200, response.content
+    out = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    original = list(csv.reader(io.StringIO(text)))
+    assert out[0][-5] == ("'=cmd()" if escape else "=cmd()")
+    assert [row[-5] for row in out[1:]] == list(cells.values() if escape else cells)
+    assert out[0][:-5] == original[0][:-1]
+    assert [row[:-5] for row in out[1:]] == [row[:-1] for row in original[1:]]
+    assert [float(row[-2]) for row in out[1:]]  # the answer's numbers are numbers
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [

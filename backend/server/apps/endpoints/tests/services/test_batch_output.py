@@ -7,6 +7,7 @@ import io
 import json
 import tracemalloc
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,7 +111,10 @@ def test_the_csv_answer_streams_in_pieces(result: ScoredBatch) -> None:
     assert last[4] == feedback.token_for(ROWS)
 
 
-AWKWARD = ["plain", "with,comma", 'say "hi"', "two\nlines", "back\\slash", "tab\there", "é ☃"]
+AWKWARD = [
+    "plain", "with,comma", 'say "hi"', "two\nlines", "back\\slash", "tab\there", "é ☃",
+    "car\rriage",
+]  # fmt: skip
 
 
 def test_labels_of_any_text_are_escaped_in_both_answers() -> None:
@@ -124,6 +128,24 @@ def test_labels_of_any_text_are_escaped_in_both_answers() -> None:
     text = "".join(batch_output.csv_stream(result, upload))
     rows = list(csv.reader(io.StringIO(text)))
     assert [row[2] for row in rows[1:]] == AWKWARD
+
+
+FORMULA_LABELS = {"=bad()": "'=bad()", "-1": "-1", "@x": "'@x", "ok": "ok", "+": "'+"}
+
+
+@pytest.mark.parametrize("escape", [True, False])
+def test_labels_a_spreadsheet_would_run_are_escaped_in_the_csv_answer_only(
+    settings: Any, escape: bool
+) -> None:
+    # A label is the model's, not the client's, but a spreadsheet runs it all the same.
+    settings.CSV_ESCAPE_FORMULAS = escape
+    labels = list(FORMULA_LABELS)
+    signature = Signature(BINARY.features, "classification", tuple(labels), ("label", "status"))
+    result = result_for(signature, len(labels), labels=np.array(labels, dtype=object))
+    upload = io.BytesIO(("x\n" + "".join(f"{i}\n" for i in range(len(labels)))).encode())
+    rows = list(csv.reader(io.StringIO("".join(batch_output.csv_stream(result, upload)))))
+    assert [row[2] for row in rows[1:]] == list(FORMULA_LABELS.values() if escape else labels)
+    assert [p["label"] for p in batch_output.predictions(result)] == labels  # JSON: as it is
 
 
 def test_a_classifier_without_probabilities_logs_its_labels_unescaped() -> None:
@@ -170,9 +192,8 @@ def test_a_multiclass_csv_answer_has_a_probability_column_per_class() -> None:
     assert "probability" not in body["predictions"][1]
 
 
-def rewritten(result: ScoredBatch, data: bytes, header: bool) -> str:
-    """The CSV answer as the csv module writes it: each uploaded record parsed, the
-    answer columns appended, written again."""
+def answered_rows(result: ScoredBatch, data: bytes, header: bool) -> list[list[str]]:
+    """The CSV answer's cells: each uploaded record parsed, the answer columns appended."""
     rows = [r for r in csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")) if r]
     answers = [
         [str(pk), label, repr(float(p[1])), feedback.token_for(pk)]
@@ -183,11 +204,15 @@ def rewritten(result: ScoredBatch, data: bytes, header: bool) -> str:
             strict=True,
         )
     ]
+    head = [[*rows[0], *batch_output.answer_header(result)]] if header else []
+    return head + [[*row, *answer] for row, answer in zip(rows[1:], answers, strict=True)]
+
+
+def rewritten(result: ScoredBatch, data: bytes, header: bool) -> str:
+    """The CSV answer as the csv module writes it: each uploaded record parsed, the
+    answer columns appended, written again."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    if header:
-        writer.writerow([*rows[0], *batch_output.answer_header(result)])
-    writer.writerows([*row, *answer] for row, answer in zip(rows[1:], answers, strict=True))
+    csv.writer(out, lineterminator="\n").writerows(answered_rows(result, data, header))
     return out.getvalue()
 
 
@@ -215,3 +240,89 @@ def test_the_csv_answer_is_the_uploaded_records_plus_the_answers_whatever_their_
     text = "".join(batch_output.csv_stream(result, io.BytesIO(upload), header=header))
     assert text == rewritten(result, upload, header)
     assert len(text.splitlines()) == 12 + header + (b"lines" in upload)
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """OWASP's advice, written out independently of output.py: a cell that starts with =,
+    +, -, @, a tab or a carriage return and is not a number gets a leading '."""
+    try:
+        float(cell)
+        return cell
+    except ValueError:
+        return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
+FORMULAS = [b"=1+1", b"-2", b"+x", b"@A1", b"\tcmd", b"-", b"x=1", b"+1.5e3", b"-inf", b"-1-1"]
+
+
+@pytest.mark.parametrize("header", [True, False])
+@pytest.mark.parametrize(
+    "form", ["plain", "quoted cells", "a carriage return in a cell", "CRLF", "byte order mark"]
+)
+def test_formula_cells_are_escaped_alike_whichever_way_the_file_is_answered(
+    form: str, header: bool
+) -> None:
+    # Cells at the start of a line, in the middle and at the end, in the header too.
+    rows = [b"=age,name,-note"] + [
+        b"%s,n%d,%s" % (FORMULAS[i % 10], i, FORMULAS[(i + 3) % 10]) for i in range(12)
+    ]
+    upload = b"\n".join(rows) + b"\n"
+    if form == "quoted cells":
+        upload = upload.replace(b"n5", b'"=five, or ""5"""')
+    elif form == "a carriage return in a cell":  # quoted in the answer, else a row ends
+        upload = upload.replace(b"n5", b'"\r=1+1"').replace(b"n7", b'"x\ry"')
+    elif form == "CRLF":
+        upload = upload.replace(b"\n", b"\r\n")
+    elif form == "byte order mark":
+        upload = b"\xef\xbb\xbf" + upload
+    result = binary_result(12)
+    text = "".join(batch_output.csv_stream(result, io.BytesIO(upload), header=header))
+    expected = [[spreadsheet_safe(c) for c in row] for row in answered_rows(result, upload, header)]
+    got = list(csv.reader(io.StringIO(text, newline="")))
+    assert got == expected
+    assert sum(cell.startswith("'") for row in got for cell in row) > 12
+
+
+def test_plain_lines_are_escaped_cell_by_cell_as_float_decides() -> None:
+    # safe_lines decides most cells with numpy, not float(): random cells made of the
+    # characters that matter (signs, digits, points, exponents, formula starts) must come
+    # out as the cell-by-cell rule gives them.
+    from apps.endpoints.batch import formulas
+
+    rng = np.random.default_rng(0)
+    alphabet = [*"+-.0123456789e=@\tx", "inf", "nan", "_"]
+    lines = [
+        [
+            "".join(rng.choice(alphabet, size=rng.integers(0, 6)).tolist())
+            for _ in range(rng.integers(1, 5))
+        ]
+        for _ in range(3000)
+    ]
+    block = "\n".join(",".join(cells) for cells in lines).encode()
+    expected = "\n".join(",".join(spreadsheet_safe(c) for c in cells) for cells in lines)
+    assert formulas.safe_lines(block).decode() == expected
+    assert formulas.safe_lines(b"") == b"" and formulas.safe_lines(b"-") == b"'-"
+
+
+ONE_FORMULA = {
+    "at the start, after a byte order mark": b'\xef\xbb\xbf=a,b\n"x",1\ny,2\n',
+    "in a quoted cell": b'a,b\n"x",1\n"=y",2\n',
+    "after a quoted cell": b'a,b\n"x",@1\ny,2\n',
+    "after a CR line end": b'a,b\r"x",1\r-y,2\r',
+    "a lone CR, quoted": b'a,b\n"x",1\n"\ry",2\n',
+    "the last cell": b'a,b\n"x",1\n"y",+z',
+}
+
+
+@pytest.mark.parametrize("upload", ONE_FORMULA.values(), ids=ONE_FORMULA.keys())
+def test_a_file_through_the_csv_module_with_one_formula_cell_gets_it_escaped(
+    upload: bytes,
+) -> None:
+    # Such files are escaped cell by cell only where a scan of the bytes finds a cell
+    # that may start like a formula: a scan that missed one would leave it as it was.
+    result = binary_result(2)
+    text = "".join(batch_output.csv_stream(result, io.BytesIO(upload)))
+    expected = [[spreadsheet_safe(c) for c in row] for row in answered_rows(result, upload, True)]
+    got = list(csv.reader(io.StringIO(text, newline="")))
+    assert got == expected
+    assert sum(cell.startswith("'") for row in got for cell in row) == 1
