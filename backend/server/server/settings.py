@@ -514,6 +514,12 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# What the debug error page (make run) and error reports show: Django's filter hides names
+# with KEY, SECRET, PASS...; this one also DATABASE_URL, CELERY_BROKER_URL and any
+# password in a credential URL, which runserver's request.META (the whole environment)
+# and the settings held (server/error_reports.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "server.error_reports.SecretsFilter"
+
 # -- Logging: everything to stdout, one line each, with the request id -------------------
 LOGGING: dict[str, Any] = {
     "version": 1,
