@@ -395,8 +395,10 @@ PREDICT_ACCESS = env_choice("PREDICT_ACCESS", "open", ("open", "token"))
 FEEDBACK_ACCESS = env_choice("FEEDBACK_ACCESS", "token", ("token", "authenticated", "staff"))
 
 # The bearer token /metrics asks for (Prometheus: `authorization: {credentials: ...}`);
-# without it a scrape gets 401. Unset (the default), /metrics is open like /healthz and
-# /readyz: keep it off the public internet at the proxy then. See docs/operations.md, "Metrics".
+# without it a scrape gets 401. Unset (the default), /metrics is open like /healthz: keep
+# it off the public internet at the proxy then. See docs/operations.md, "Metrics". The same
+# token reads what /readyz's checks found (versions, pid, problems); anyone else hears only
+# ready or not, and without a token only a DEBUG server says more.
 METRICS_TOKEN = env_token("METRICS_TOKEN")
 
 # -- HTTPS and cookies. With DEBUG off (production), cookies are Secure and HSTS is on for

@@ -4,10 +4,15 @@ Liveness says only that the process answers. Readiness says this process can ser
 algorithm in the catalogue: the database answers, and each algorithm with an active status
 is loaded (loading it now if needed, which also warms a fresh worker up) from an artifact
 that still has its recorded sha256; versions without a status are unloaded.
+
+What the checks found is the operator's, not the public's (/readyz answers anyone who
+reaches it, before the Host check: ``views.readyz`` shows it only with METRICS_TOKEN), so
+a worker also logs why it is not ready, once each time that changes (``log_change``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +27,8 @@ from apps.endpoints.catalogue.selectors import algorithms_with_current_status, c
 from apps.endpoints.models import MLAlgorithm
 from apps.ml import artifacts
 from apps.ml.registry import MLRegistry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,6 +66,25 @@ def readiness(registry: MLRegistry) -> Readiness:
                 f"algorithm {check['id']} ({check['name']} {check['version']}): {check['error']}"
             )
     return result
+
+
+_logged: tuple[str, ...] = ()  # the problems this process last logged
+_logged_lock = threading.Lock()
+
+
+def log_change(result: Readiness) -> None:
+    """Log the problems when they differ from the ones last logged, and being ready
+    again: a probe every few seconds must not repeat the same line."""
+    global _logged
+    problems = tuple(result.problems)
+    with _logged_lock:
+        if problems == _logged:
+            return
+        _logged = problems
+    if problems:
+        logger.warning("Not ready: %s", "; ".join(problems))
+    else:
+        logger.info("Ready again.")
 
 
 def _ping_database() -> None:

@@ -13,7 +13,8 @@ Two kinds:
   to be scored: two more, over the jobs' table (small: a row per job, kept
   ``BATCH_JOB_RETENTION_DAYS``), never over their pieces.
 
-``METRICS_TOKEN``, when set, is the bearer token a scrape must send (``scrape_allowed``).
+``METRICS_TOKEN``, when set, is the bearer token a scrape must send (``scrape_allowed``),
+and the one that reads /readyz's checks (``checks_allowed``).
 """
 
 from __future__ import annotations
@@ -117,6 +118,23 @@ def scrape_allowed(authorization: str) -> bool:
     token: str = settings.METRICS_TOKEN
     if not token:
         return True
+    return _bearer(authorization, token)
+
+
+def checks_allowed(authorization: str) -> bool:
+    """Whether a /readyz caller may read what the checks found (the versions, the worker's
+    pid, the problems): with ``METRICS_TOKEN`` set, only with ``Bearer <METRICS_TOKEN>``;
+    unset, only with DEBUG on (``make run``): in production, nobody, since there is no
+    token to ask for. /metrics stays open without a token, as it was documented to be;
+    /readyz was not, and load balancers need only its status code."""
+    token: str = settings.METRICS_TOKEN
+    if not token:
+        return bool(settings.DEBUG)
+    return _bearer(authorization, token)
+
+
+def _bearer(authorization: str, token: str) -> bool:
+    """Whether the header is ``Bearer <token>``, compared in constant time."""
     scheme, _, given = authorization.partition(" ")
     if scheme.lower() != "bearer":  # auth schemes are case-insensitive (RFC 9110)
         return False

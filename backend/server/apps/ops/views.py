@@ -1,6 +1,7 @@
 """The probe and scrape views. Plain Django, no DRF: no authentication, sessions or content
 negotiation on paths a load balancer and Prometheus call every few seconds. /metrics checks
-its own bearer token when ``METRICS_TOKEN`` is set (``metrics.scrape_allowed``)."""
+its own bearer token when ``METRICS_TOKEN`` is set (``metrics.scrape_allowed``); /readyz
+shows what its checks found only to the same token (``metrics.checks_allowed``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def readyz(request: HttpRequest) -> JsonResponse:
+    """Ready (200) or not (503), to anyone: a load balancer needs the status code. Why, the
+    versions and this worker's pid: only to an operator's token (or with DEBUG on)."""
     result = health.readiness(get_registry())
+    health.log_change(result)
+    if not metrics.checks_allowed(request.headers.get("Authorization", "")):
+        if result.ready:
+            return JsonResponse({"status": "ready"})
+        return JsonResponse(error_body("not_ready", "Not ready."), status=503)
     if result.ready:
         return JsonResponse({"status": "ready", "pid": os.getpid(), **result.checks})
     message = "Not ready: " + "; ".join(result.problems)

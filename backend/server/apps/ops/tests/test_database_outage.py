@@ -1,5 +1,6 @@
 """PostgreSQL goes away under a running server and comes back: predict answers 503 JSON,
-/readyz says why, and the same workers serve again once the database is back, no restart.
+/readyz says why (to the operator's token), and the same workers serve again once the
+database is back, no restart.
 
 The server reaches PostgreSQL through a TCP relay that the test can cut: closing it drops
 every open connection and refuses new ones, which is what the workers see when PostgreSQL
@@ -138,6 +139,7 @@ def test_predict_answers_503_while_postgresql_is_down_and_recovers_without_resta
             DB_CONN_MAX_AGE="600",
             PREDICT_CACHE_SECONDS="0",
             DB_CONNECT_TIMEOUT="2",
+            METRICS_TOKEN="live-operator-token",  # reads why /readyz is not ready
         ) as server,
     ):
         for _ in range(4):  # both workers open their connection
@@ -151,7 +153,8 @@ def test_predict_answers_503_while_postgresql_is_down_and_recovers_without_resta
             assert status == 503, body
             assert headers["Content-Type"] == "application/json"
             assert json.loads(body)["error"]["code"] == "database_unavailable"
-        status, _, body = server.call("GET", "/readyz")
+        operator = {"Authorization": "Bearer live-operator-token"}
+        status, _, body = server.call("GET", "/readyz", headers=operator)
         assert status == 503
         error = json.loads(body)["error"]
         assert error["message"].startswith("Not ready: database unavailable")

@@ -19,10 +19,14 @@ from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD, train_tiny_artifact
 from apps.ops.tests.live_server import Server, serving, upload_wine
 
+# What an operator sends to read /readyz's checks and /metrics.
+TOKEN = "live-operator-token"
+OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
+
 
 @pytest.fixture
 def server(registry: MLRegistry, artifacts_dir: Path, tmp_path: Path) -> Iterator[Server]:
-    with serving(artifacts_dir, tmp_path) as running:
+    with serving(artifacts_dir, tmp_path, METRICS_TOKEN=TOKEN) as running:
         yield running
 
 
@@ -65,12 +69,12 @@ def test_a_running_server_serves_a_version_registered_with_the_command_without_r
         assert json.loads(body)["algorithm"]["name"] == "decision tree"
     assert [h["X-Request-ID"] for _, h, _ in answers] == [f"live-{i}" for i in range(6)]
 
-    status, _, body = server.call("GET", "/readyz")
+    status, _, body = server.call("GET", "/readyz", headers=OPERATOR)
     assert status == 200, body
     [card] = json.loads(body)["algorithms"]
     assert card["name"] == "decision tree" and card["ok"]
 
-    status, _, body = server.call("GET", "/metrics")
+    status, _, body = server.call("GET", "/metrics", headers=OPERATOR)
     counted = {
         s.labels["algorithm"]: s.value
         for family in text_string_to_metric_families(body.decode())
@@ -116,7 +120,7 @@ def test_a_model_uploaded_over_http_serves_from_every_worker_without_restart(
     with ThreadPoolExecutor(4) as pool:
         while len(seen) < 2 and time.monotonic() < deadline:
             for status, _headers, text in pool.map(
-                lambda _: server.call("GET", "/readyz"), range(8)
+                lambda _: server.call("GET", "/readyz", headers=OPERATOR), range(8)
             ):
                 assert status == 200, text
                 ready = json.loads(text)

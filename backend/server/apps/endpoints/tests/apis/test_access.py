@@ -210,6 +210,7 @@ def test_throttling_fails_open_while_its_cache_is_down(
     answers = [api.post(PREDICT, SAMPLE_RECORD, format="json") for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 200]  # served, not limited
     assert "Throttling is off: the cache is unavailable" in caplog.text
-    ready = api.get("/readyz")
+    settings.METRICS_TOKEN = "probe-token"  # what reads /readyz's checks
+    ready = api.get("/readyz", HTTP_AUTHORIZATION="Bearer probe-token")
     assert ready.status_code == 200, ready.content  # predictions still work
     assert ready.json()["cache"].startswith("unavailable")
