@@ -1,5 +1,6 @@
 """What every view does with a request before its service runs: an upload form checked
-against its size limit, and short strings checked by hand on the predict path."""
+against its size limit, short strings checked by hand on the predict path, and the
+headers that carry what must stay out of URLs (assignment keys, job tokens)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,20 @@ def _too_large(setting: str) -> PayloadTooLarge:
 def assignment_key(request: Request) -> str | None:
     """The client's ``X-Assignment-Key`` header (sticky A/B arms), or None."""
     return short("X-Assignment-Key", request.headers.get("X-Assignment-Key"), 256)
+
+
+def job_token(request: Request) -> str | None:
+    """An anonymous submitter's ``X-Job-Token`` header, or None. A ``?token=`` is refused
+    (400), on every batch-job route: a URL is written to access logs (gunicorn's, nginx's,
+    a proxy's) and a browser's history, where a token gives the job and its rows to whoever
+    reads them. Ignoring it instead would answer a 404 that does not say why."""
+    if "token" in request.query_params:
+        raise InvalidInput(
+            "Send the job's token in the X-Job-Token header, not in the URL: URLs are "
+            "written to access logs.",
+            details={"token": ["Not taken from the URL; send the X-Job-Token header."]},
+        )
+    return request.headers.get("X-Job-Token")
 
 
 def short(name: str, value: str | None, limit: int) -> str | None:

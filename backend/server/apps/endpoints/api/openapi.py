@@ -197,7 +197,8 @@ class BatchJobSchema(serializers.Serializer[Any]):
     url = serializers.URLField()
     result_url = serializers.URLField(required=False, help_text="Once it has succeeded.")
     token = serializers.CharField(
-        required=False, help_text="Anonymous submitters: send it back as X-Job-Token."
+        required=False,
+        help_text="Anonymous submitters: send it back as X-Job-Token (in the URL: a 400).",
     )
 
 
@@ -206,7 +207,8 @@ JOB_TOKEN = OpenApiParameter(
     OpenApiTypes.STR,
     OpenApiParameter.HEADER,
     required=False,
-    description="The token an anonymous submitter got with the job.",
+    description="The token an anonymous submitter got with the job. Only this header: a "
+    "?token= in the URL is refused (400), since URLs are written to access logs.",
 )
 job_schema = extend_schema(
     parameters=[JOB_TOKEN], responses={200: BatchJobSchema}, operation_id="batch_job_retrieve"

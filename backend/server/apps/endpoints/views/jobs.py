@@ -2,9 +2,10 @@
 collect its result, cancel it. The work is ``jobs.py``'s; the tasks, ``tasks.py``'s.
 
 A job is its submitter's and operators' (``view_batchjob``); an anonymous submitter
-(``PREDICT_ACCESS=open``) gets a ``token`` with the job, sent back as ``X-Job-Token`` (or
-``?token=``). For anyone else a job is a 404. Unlike predict, these routes always read the
-credentials sent, whatever ``PREDICT_ACCESS``: whose job it is depends on them.
+(``PREDICT_ACCESS=open``) gets a ``token`` with the job, sent back as ``X-Job-Token``
+(never ``?token=``: a 400, ``inputs.job_token``). For anyone else a job is a 404. Unlike
+predict, these routes always read the credentials sent, whatever ``PREDICT_ACCESS``: whose
+job it is depends on them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rest_framework.response import Response
 from apps.core.errors import InvalidInput
 from apps.endpoints import policy
 from apps.endpoints.api import openapi
-from apps.endpoints.api.inputs import upload_form
+from apps.endpoints.api.inputs import job_token, upload_form
 from apps.endpoints.api.renderers import CSVRenderer, JsonErrorsMixin
 from apps.endpoints.batch import jobs, tasks
 from apps.endpoints.models import BatchJob
@@ -40,8 +41,7 @@ def _body(request: Request, job: BatchJob) -> dict[str, Any]:
 
 
 def _job(request: Request, job_id: int) -> BatchJob:
-    token = request.headers.get("X-Job-Token") or request.query_params.get("token")
-    return jobs.job_for(policy.Actor.of(request), job_id, token)
+    return jobs.job_for(policy.Actor.of(request), job_id, job_token(request))
 
 
 class BatchJobsView(GenericAPIView[Any]):
@@ -53,7 +53,8 @@ class BatchJobsView(GenericAPIView[Any]):
     throttle_scope = "predict"
     parser_classes = [MultiPartParser, FormParser]
     serializer_class = BatchJobSerializer
-    openapi_error_codes = (400, 413)  # a ?state= that is none; a file past the limits
+    # a ?state= that is none, a ?token=; a file past the limits
+    openapi_error_codes = (400, 413)
 
     def get_queryset(self) -> QuerySet[BatchJob]:
         """The jobs the client may list (``jobs.visible``), newest first: what the list
@@ -63,6 +64,7 @@ class BatchJobsView(GenericAPIView[Any]):
 
     @openapi.job_list_schema
     def get(self, request: Request) -> Response:
+        job_token(request)  # a ?token= here is as visible in the logs as anywhere
         queryset = self.get_queryset()
         state = request.query_params.get("state")
         if state:
@@ -77,6 +79,7 @@ class BatchJobsView(GenericAPIView[Any]):
 
     @openapi.job_submit_schema
     def post(self, request: Request) -> Response:
+        job_token(request)
         data = upload_form(self, request, setting="BATCH_JOB_MAX_UPLOAD_BYTES")
         actor = policy.Actor.of(request)
         job = jobs.submit(
@@ -101,6 +104,7 @@ class BatchJobView(GenericAPIView[Any]):
 
     permission_classes = [policy.PredictAccess]
     serializer_class = openapi.BatchJobSchema
+    openapi_error_codes = (400,)  # a ?token=
 
     @openapi.job_schema
     def get(self, request: Request, job_id: int) -> Response:
@@ -115,7 +119,7 @@ class BatchJobResultView(JsonErrorsMixin, GenericAPIView[Any]):
     # CSV, for Accept: text/csv and */* (what a download sends); JSON is its errors'.
     renderer_classes = [CSVRenderer, JSONRenderer]
     serializer_class = openapi.BatchJobSchema
-    openapi_error_codes = (409,)
+    openapi_error_codes = (400, 409)  # a ?token=; not succeeded yet
 
     @openapi.job_result_schema
     def get(self, request: Request, job_id: int) -> HttpResponseBase:
@@ -135,6 +139,5 @@ class BatchJobCancelView(GenericAPIView[Any]):
 
     @openapi.job_cancel_schema
     def post(self, request: Request, job_id: int) -> Response:
-        token = request.headers.get("X-Job-Token") or request.query_params.get("token")
-        job = jobs.cancel_for(policy.Actor.of(request), job_id, token)
+        job = jobs.cancel_for(policy.Actor.of(request), job_id, job_token(request))
         return Response(_body(request, job))

@@ -189,6 +189,31 @@ def test_a_job_is_its_submitters_and_operators_and_a_404_to_anyone_else(
     assert api.get(url, headers={"X-Job-Token": anonymous["token"]}).status_code == 404
 
 
+def test_a_token_in_the_url_is_a_400_that_says_to_send_the_header(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    # A token in the URL ends up in access logs (nginx's, a proxy's): refused, not ignored,
+    # which would answer a 404 that says nothing about why.
+    body = submit(api, adult_csv(5)).json()
+    token = body["token"]
+    url = body["url"]
+    wait(api, url, {"X-Job-Token": token})
+    answers = [
+        api.get(f"{url}?token={token}"),
+        api.get(f"{url}/result?token={token}"),
+        api.post(f"{url}/cancel?token={token}"),
+        api.get(f"{URL}?token={token}"),
+        submit(api, adult_csv(5), token=token),  # as a form field it was never read
+    ]
+    for answer in answers[:4]:
+        assert answer.status_code == 400, answer.content
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_input" and "X-Job-Token" in error["message"]
+        assert "token" in error["details"]
+    assert answers[4].status_code == 202  # a form field is no URL: not in the logs
+    assert api.get(url, headers={"X-Job-Token": token}).status_code == 200  # the way
+
+
 def test_the_result_downloads_whatever_a_csv_client_accepts(
     api: APIClient, demo_registry: MLRegistry
 ) -> None:
