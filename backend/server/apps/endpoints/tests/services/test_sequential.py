@@ -1,17 +1,19 @@
-"""The confidence sequence of an A/B test, checked against hand computation and scipy."""
+"""The confidence sequence of an A/B test, checked against hand computation, scipy and a
+brute-force simulation of its coverage under peeking."""
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
-from scipy.stats import norm
+from scipy.stats import beta, norm
 
 from apps.endpoints.experiments import sequential
-from apps.endpoints.experiments.sequential import Moments
+from apps.endpoints.experiments.sequential import FloatArray, Moments
 
 # The log terms of alpha = 0.05, worked out once here by hand (and to 40 digits with Python's
 # decimal module, which gave the literals below): 2 ln(1/alpha) = 5.99146..., so
@@ -314,3 +316,89 @@ def test_compare_refuses_impossible_counts() -> None:
         sequential.compare(accuracy(40, 50), Moments(10, 11.0, 11.0), metric="accuracy")
     with pytest.raises(ValueError, match="cannot sum below 0"):
         sequential.compare(errors(40, 1.0, 1.0), Moments(10, -1.0, 1.0), metric="mae")
+
+
+# Coverage under peeking, by brute force: many seeded streams of feedback, a look after every
+# 20 feedbacks per arm up to 2,000 per arm (100 looks), as bench/ab_simulation.py
+# --sequential does with 10,000 streams. This is the fast version: 2,000 streams.
+
+STREAMS, LOOKS, STEP = 2000, 100, 20
+Draw = Callable[[np.random.Generator, tuple[int, ...]], FloatArray]
+
+
+def looks(
+    draw_1: Draw, draw_2: Draw, seed: int, step_1: int = STEP, step_2: int = STEP
+) -> tuple[FloatArray, ...]:
+    """Cumulative count, sum and sum of squares of each arm at each look, (streams, looks)."""
+    rng = np.random.default_rng(seed)
+    sums = []
+    for draw, step in ((draw_1, step_1), (draw_2, step_2)):
+        values = draw(rng, (STREAMS, LOOKS, step))
+        count = np.broadcast_to(step * np.arange(1, LOOKS + 1), (STREAMS, LOOKS))
+        sums += [count, values.sum(2).cumsum(1), np.square(values).sum(2).cumsum(1)]
+    return tuple(sums)
+
+
+def bernoulli(p: float) -> Draw:
+    return lambda rng, shape: (rng.random(shape) < p).astype(float)
+
+
+def lognormal(scale: float) -> Draw:
+    # Skewed absolute errors: lognormal with log-sd 1 (skewness 6.2), mean scale * e^0.5.
+    return lambda rng, shape: scale * rng.lognormal(0.0, 1.0, shape)
+
+
+def upper_99(errors: int, trials: int) -> float:
+    """The one-sided upper 99 % Clopper-Pearson bound of a binomial proportion."""
+    return 1.0 if errors == trials else float(beta.ppf(0.99, errors + 1, trials - errors))
+
+
+def ever_wrong(
+    draw_1: Draw, draw_2: Draw, truth: float, *, bernoulli: bool, seed: int, split: int = 1
+) -> tuple[float, float]:
+    """The fraction of streams whose sequence ever excluded the true difference, and the
+    fraction whose fixed-horizon z-test was ever significant at 0.05 (after MIN_COUNT)."""
+    n1, s1, q1, n2, s2, q2 = looks(draw_1, draw_2, seed, STEP, STEP * split)
+    rho2 = sequential.rho_squared(0.05, LOOKS * STEP * (1 + split))
+    look = sequential.sequence_bounds(
+        s1, q1, n1, s2, q2, n2, bernoulli=bernoulli, alpha=0.05, rho2=rho2
+    )
+    ready = (n1 >= sequential.MIN_COUNT) & (n2 >= sequential.MIN_COUNT)
+    missed = ready & ((look.lower > truth) | (look.upper < truth))
+    # The naive test, written out here on its own: the z statistic with each arm's plug-in
+    # variance (unpooled), compared with 1.96 at every look.
+    var_1 = q1 / n1 - np.square(s1 / n1)
+    var_2 = q2 / n2 - np.square(s2 / n2)
+    z = (s2 / n2 - s1 / n1 - truth) / np.sqrt(var_1 / n1 + var_2 / n2)
+    fixed = ready & (np.abs(z) > norm.ppf(0.975))
+    return float(missed.any(1).mean()), float(fixed.any(1).mean())
+
+
+@pytest.mark.parametrize(
+    ("name", "draw", "is_bernoulli"),
+    [("accuracy 0.8", bernoulli(0.8), True), ("lognormal errors", lognormal(1.0), False)],
+    ids=["accuracy", "lognormal-errors"],
+)
+def test_with_equal_arms_a_false_winner_is_declared_at_most_alpha_of_the_time(
+    name: str, draw: Draw, is_bernoulli: bool
+) -> None:
+    rate, fixed_rate = ever_wrong(draw, draw, 0.0, bernoulli=is_bernoulli, seed=2026)
+    bound = upper_99(round(rate * STREAMS), STREAMS)
+    assert bound <= 0.05, f"{name}: false winners in {rate:.3f} of streams (bound {bound:.3f})"
+    assert fixed_rate > 0.2, f"{name}: the naive test under peeking errs far more ({fixed_rate})"
+
+
+def test_the_sequence_covers_a_real_difference_with_an_unequal_split() -> None:
+    # Arm 2 gets three feedbacks for each of arm 1's; its accuracy is 5 points higher.
+    rate, fixed_rate = ever_wrong(
+        bernoulli(0.80), bernoulli(0.85), 0.05, bernoulli=True, seed=2027, split=3
+    )
+    assert upper_99(round(rate * STREAMS), STREAMS) <= 0.05, f"missed in {rate:.3f} of streams"
+    assert fixed_rate > 0.2
+
+
+def test_the_sequence_covers_a_real_difference_of_skewed_errors() -> None:
+    rate, _ = ever_wrong(
+        lognormal(1.0), lognormal(0.9), -0.1 * math.exp(0.5), bernoulli=False, seed=2028
+    )
+    assert upper_99(round(rate * STREAMS), STREAMS) <= 0.05, f"missed in {rate:.3f} of streams"
