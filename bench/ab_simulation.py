@@ -20,6 +20,13 @@ often the challenger (arm 2) was promoted.
     .venv/bin/python bench/ab_simulation.py            # the docs/ab-tests.md table, a few minutes
     .venv/bin/python bench/ab_simulation.py --reps 50  # quicker, noisier
     .venv/bin/python bench/ab_simulation.py --full --reps 5  # every request via predict
+
+``--sequential`` asks another question: what if the test is watched, looked at after every
+20 feedbacks? It simulates the confidence sequence of ``experiments/sequential.py`` and the
+fixed-horizon tests under such peeking, with numpy and without the service (see
+sequential_simulation.py):
+
+    .venv/bin/python bench/ab_simulation.py --sequential   # 10,000 tests a row
 """
 
 from __future__ import annotations
@@ -211,14 +218,30 @@ def simulate(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=400, help="simulated tests per scenario")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        help="simulated tests per scenario (default 400; 10,000 with --sequential)",
+    )
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument(
         "--full",
         action="store_true",
         help="every request through serving.predict (slow: use --reps 10)",
     )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="watch the tests: the confidence sequence against fixed-horizon tests under "
+        "peeking, simulated with numpy (no service)",
+    )
     args = parser.parse_args()
+    if args.sequential:
+        from sequential_simulation import run
+
+        run(args.reps or 10_000, args.seed)
+        return
+    args.reps = args.reps or 400
     with tempfile.TemporaryDirectory() as folder:
         setup_django(folder)
         from apps.ml.registry import set_registry
