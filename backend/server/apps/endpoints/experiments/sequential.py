@@ -9,10 +9,10 @@ at least 1 - alpha, so stopping when it first excludes 0 keeps the error rate at
 
 This is the asymptotic confidence sequence of Waudby-Smith, Arbour, Sinha, Kennedy and
 Ramdas (2023), "Time-uniform central limit theory and asymptotic confidence sequences",
-arXiv 2103.06476, Theorem 2.2 (the normal-mixture boundary of Howard, Ramdas, McAuliffe and
+arXiv 2103.06476: the two-sided normal-mixture boundary of Howard, Ramdas, McAuliffe and
 Sekhon (2021), "Time-uniform, nonparametric, nonasymptotic confidence sequences", Annals of
-Statistics 49(2), eq. (14), with the mixture variance of their section 3.5). With ``n``
-observations in both arms together:
+Statistics 49(2), with a plug-in variance, and the mixture variance Howard et al. give for a
+boundary tightest at a chosen sample size. With ``n`` observations in both arms together:
 
     rho^2      = (2 ln(1/alpha) + ln(1 + 2 ln(1/alpha))) / N
     half-width = sigma * sqrt(2 (n rho^2 + 1) / (n^2 rho^2) * ln(sqrt(n rho^2 + 1) / alpha))
@@ -28,8 +28,8 @@ The always-valid p-value is the reciprocal of the same mixture martingale,
 and its running minimum is below alpha exactly when some look's sequence excluded 0.
 
 Everything is a function of each arm's sufficient statistics (count, sum, sum of squares),
-so the same code serves a live report, the stop decision and the million-test simulation;
-``sequence_bounds`` is vectorised over numpy arrays for the latter.
+so the same code serves a live report, the stop decision and a simulation of thousands of
+tests; ``sequence_bounds`` is vectorised over numpy arrays for the latter.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ class Moments:
 
 def rho_squared(alpha: float, planned: int) -> float:
     """The normal mixture's variance that makes the sequence (about) narrowest at
-    ``planned`` observations (Howard et al. 2021, section 3.5)."""
+    ``planned`` observations (Howard et al. 2021; an approximation of the optimum,
+    which a test checks against scipy's)."""
     _check_alpha(alpha)
     if planned < 1:
         raise ValueError(f"The planned number of observations must be at least 1; got {planned}.")
@@ -126,7 +127,7 @@ def half_width(
     sigma: FloatOrArray, n: FloatOrArray, rho2: float, alpha: float
 ) -> float | FloatArray:
     """Half the width of the confidence sequence after ``n`` > 0 observations, whose
-    per-observation standard deviation is ``sigma`` (Waudby-Smith et al. 2023, Theorem 2.2).
+    per-observation standard deviation is ``sigma`` (Waudby-Smith et al. 2023).
     Infinite ``sigma`` gives an infinite half-width."""
     count = np.asarray(n, dtype=float)
     if np.any(count <= 0) or rho2 <= 0:
