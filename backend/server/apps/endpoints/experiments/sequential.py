@@ -50,8 +50,8 @@ DEFAULT_ALPHA = 0.05
 # N when the test does not say how much feedback it expects (both arms together). The
 # existing fixed-horizon simulation (docs/ab-tests.md) finds a 5-point gap at 80 % accuracy
 # reliably only past ~1,600 feedbacks; tuning for 2,000 makes the sequence tight where such
-# tests decide, and a test that runs ten times longer pays only a modestly wider sequence
-# for it (the "What N trades" table in docs/ab-tests.md).
+# tests decide, and a test that runs ten times longer pays for it with a sequence only 7 %
+# wider than one tuned for its length (the "What N trades" table in docs/ab-tests.md).
 DEFAULT_PLANNED = 2000
 # The sequence is asymptotic (a central limit theorem): with a handful of observations per
 # arm the plug-in variance is too noisy to trust, so no look decides before each arm has
@@ -94,7 +94,7 @@ class Moments:
         return self.total / self.count if self.count else math.nan
 
     def variance(self, *, bernoulli: bool) -> float:
-        """The per-observation plug-in variance with its floor (see ``RELATIVE_SD_FLOOR``):
+        """The per-observation plug-in variance with its floor (see the floors above):
         for Bernoulli observations p(1 - p) of the smoothed proportion (0.25 with no
         observation), otherwise the sample variance (n - 1 in the denominator), infinite
         below two observations."""
