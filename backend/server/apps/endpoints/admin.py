@@ -414,6 +414,7 @@ class ABTestAdmin(admin.ModelAdmin[ABTest]):
     list_display = [
         "title",
         "state",
+        "mode",
         "parent_mlalgorithm_1",
         "accuracy_1",
         "parent_mlalgorithm_2",
@@ -432,9 +433,15 @@ class ABTestAdmin(admin.ModelAdmin[ABTest]):
         "report",
         "parent_mlalgorithm_1",
         "parent_mlalgorithm_2",
+        "mode",
         "arm_2_share",
         "alpha",
         "require_significance",
+        "planned_feedback",
+        "auto_stop",
+        "min_p_value",
+        "looks",
+        "first_exclusion",
         "previous_status_1",
         "previous_status_2",
         "created_by",
@@ -487,6 +494,12 @@ class ABTestAdmin(admin.ModelAdmin[ABTest]):
 
     @admin.display(description="p-value")
     def p_value(self, abtest: ABTest) -> str:
+        """A sequential test's always-valid p-value (its running minimum, live); a fixed
+        test's once it is decided."""
+        if abtest.mode == ABTest.Mode.SEQUENTIAL:
+            decided = (abtest.summary_json or {}).get("sequence")
+            p = decided["p_value"] if decided else abtest.min_p_value
+            return f"{p:.3g} (always valid)"
         comparison = (abtest.summary_json or {}).get("comparison")
         return f"{comparison['p_value']:.3g}" if comparison else "-"
 

@@ -191,6 +191,28 @@ class MLRequest(models.Model):
         return f"request {self.pk}: {self.response}"
 
 
+class ABTestTally(models.Model):
+    """One arm of one running A/B test, summed up as feedback arrives: the count, sum and
+    sum of squares of its observations (1 for a correct answer and 0 for a wrong one, or
+    a regressor's absolute error). What a sequential test reads at each look, whatever the
+    size of the log; kept by ``serving/tally.py`` with ``FeedbackTally``, in the same
+    transactions. Unlike ``FeedbackTally`` it holds only the test's requests."""
+
+    ab_test = models.ForeignKey("ABTest", on_delete=models.CASCADE, related_name="tallies")
+    algorithm = models.ForeignKey(MLAlgorithm, on_delete=models.CASCADE, related_name="+")
+    count = models.BigIntegerField(default=0)
+    total = models.FloatField(default=0.0)
+    total_sq = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["ab_test", "algorithm"], name="abtest_tally_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"test {self.ab_test_id}, algorithm {self.algorithm_id}: {self.count}"
+
+
 class FeedbackRevision(models.Model):
     """A feedback value that was replaced, with when and by whom it had been given."""
 
@@ -273,6 +295,25 @@ class ABTest(models.Model):
     # Each arm's active status before the test ("" when it had none), restored on abort.
     previous_status_1 = models.CharField(max_length=32, blank=True)
     previous_status_2 = models.CharField(max_length=32, blank=True)
+
+    class Mode(models.TextChoices):
+        FIXED = "fixed"  # one look, at the stop (Wilson, z, Fisher, Welch)
+        SEQUENTIAL = "sequential"  # confidence sequences, valid at every look
+
+    # Tests made before sequential tests existed keep their fixed-horizon rule; the
+    # service's default for a new test is sequential (ab_testing.create).
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.FIXED)
+    # How many requests with feedback the operator expects, both arms together: the sample
+    # size the sequence is tuned for, and where auto_stop ends a test without a decision.
+    planned_feedback = models.PositiveIntegerField(null=True, blank=True)
+    auto_stop = models.BooleanField(default=False)
+    # The always-valid p-value's running minimum over every look the service took (each
+    # write of feedback to the test), and how many looks that was.
+    min_p_value = models.FloatField(default=1.0)
+    looks = models.PositiveIntegerField(default=0)
+    # The first look whose sequence excluded 0 (n, the bounds, the better arm): from then
+    # on the test is decided, whatever later looks show (the guarantee is over all looks).
+    first_exclusion = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.endpoints.catalogue.selectors import current_status
@@ -230,9 +232,22 @@ class BulkFeedbackResultSerializer(serializers.Serializer[Any]):
 
 class ABTestSerializer(serializers.ModelSerializer[ABTest]):
     """An A/B test. Created by staff (``ab_testing.create``); the decision rule
-    (``arm_2_share``, ``alpha``, ``require_significance``) is fixed at creation."""
+    (``mode``, ``arm_2_share``, ``alpha``, ``require_significance``, ``planned_feedback``,
+    ``auto_stop``) is fixed at creation."""
 
     report_url = serializers.SerializerMethodField()
+    # The model's default is fixed (tests made before sequential ones existed); a new
+    # test is sequential unless asked otherwise.
+    mode = serializers.ChoiceField(
+        choices=ABTest.Mode.choices,
+        default=ABTest.Mode.SEQUENTIAL,
+        help_text="sequential: confidence sequences, valid at every look (the default); "
+        "fixed: the fixed-horizon test, valid at one look.",
+    )
+    sequence = serializers.SerializerMethodField(
+        help_text="A sequential test's confidence sequence: live while it runs, as decided "
+        "once it has ended; null for a fixed test."
+    )
 
     class Meta:
         model = ABTest
@@ -249,10 +264,14 @@ class ABTestSerializer(serializers.ModelSerializer[ABTest]):
             "arm_2_share",
             "alpha",
             "require_significance",
+            "mode",
+            "planned_feedback",
+            "auto_stop",
             "previous_status_1",
             "previous_status_2",
             "summary",
             "summary_json",
+            "sequence",
             "report_url",
         ]
         read_only_fields = [
@@ -273,10 +292,26 @@ class ABTestSerializer(serializers.ModelSerializer[ABTest]):
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request is not None else path
 
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_sequence(self, abtest: ABTest) -> dict[str, Any] | None:
+        if abtest.mode != ABTest.Mode.SEQUENTIAL:
+            return None
+        if abtest.summary_json is not None:  # ended: the numbers it was decided on
+            decided: dict[str, Any] | None = abtest.summary_json.get("sequence")
+            return decided
+        return ab_testing.sequence_summary(abtest)
+
     def create(self, validated_data: dict[str, Any]) -> ABTest:
         optional = {
             k: validated_data[k]
-            for k in ("arm_2_share", "alpha", "require_significance")
+            for k in (
+                "arm_2_share",
+                "alpha",
+                "require_significance",
+                "mode",
+                "planned_feedback",
+                "auto_stop",
+            )
             if k in validated_data
         }
         return ab_testing.create(

@@ -5,12 +5,13 @@ Two kinds:
 - Counted as traffic flows (``apps/core/telemetry.py``, which the product updates):
   requests and their latency by view, errors by code, predictions by endpoint, algorithm,
   version and status, rows of batch jobs.
-- Read from the database at scrape time: feedback received per algorithm, and its running
-  accuracy (classifiers) or mean absolute error (regressors). They are the same whichever
-  worker answers, and survive restarts. They come from the feedback tally, a row per
-  algorithm kept as feedback is written (``apps/endpoints/serving/tally.py``): one small query per
-  scrape, whatever the size of the request log. Batch jobs by state and the pieces waiting
-  to be scored: two more, over the jobs' table (small: a row per job, kept
+- Read from the database at scrape time: each running sequential A/B test's confidence
+  sequence and always-valid p-value (``ABTestCollector``); feedback received per
+  algorithm, and its running accuracy (classifiers) or mean absolute error (regressors).
+  They are the same whichever worker answers, and survive restarts. They come from the
+  tallies kept as feedback is written (``apps/endpoints/serving/tally.py``): a few small
+  queries per scrape, whatever the size of the request log. Batch jobs by state and the
+  pieces waiting to be scored: two more, over the jobs' table (small: a row per job, kept
   ``BATCH_JOB_RETENTION_DAYS``), never over their pieces.
 
 ``METRICS_TOKEN``, when set, is the bearer token a scrape must send (``scrape_allowed``),
@@ -31,7 +32,8 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from apps.endpoints.models import BatchJob, Task
+from apps.endpoints.experiments import ab_testing
+from apps.endpoints.models import ABTest, BatchJob, Task
 from apps.endpoints.serving.selectors import FeedbackCounts, feedback_counts
 
 logger = logging.getLogger(__name__)
@@ -111,6 +113,53 @@ class BatchJobCollector:
         return [by_state, waiting]
 
 
+class ABTestCollector:
+    """Each running sequential A/B test's confidence sequence for the difference (arm 2 -
+    arm 1 on its metric) and its always-valid p-value, as the API reads them: valid at
+    every scrape. A query for the running tests and one per test (its two tally rows)."""
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["ab_test", "endpoint", "metric"]
+        difference = GaugeMetricFamily(
+            "ml_ab_test_difference",
+            "Running sequential A/B tests: arm 2 - arm 1 (accuracy, or mean absolute error) "
+            "and the bounds of its confidence sequence, valid at every look.",
+            labels=[*labels, "bound"],
+        )
+        p_value = GaugeMetricFamily(
+            "ml_ab_test_p_value",
+            "Running sequential A/B tests: the always-valid p-value (its running minimum).",
+            labels=labels,
+        )
+        feedback = GaugeMetricFamily(
+            "ml_ab_test_feedback",
+            "Running sequential A/B tests: requests with feedback, both arms together.",
+            labels=labels,
+        )
+        try:
+            tests = list(
+                ABTest.objects.filter(
+                    state=ABTest.State.RUNNING, mode=ABTest.Mode.SEQUENTIAL
+                ).select_related("parent_mlalgorithm_1__parent_endpoint", "parent_mlalgorithm_2")
+            )
+            sequences = [(t, ab_testing.sequence_summary(t)) for t in tests]
+        except DatabaseError as exc:  # a scrape must not fail while the database is down
+            logger.warning("A/B test metrics skipped: %s", exc)
+            return []
+        for abtest, sequence in sequences:
+            values = [
+                str(abtest.pk),
+                abtest.parent_mlalgorithm_1.parent_endpoint.name,
+                ab_testing.metric_of(abtest),
+            ]
+            for bound in ("estimate", "lower", "upper"):
+                if sequence[bound] is not None:
+                    difference.add_metric([*values, bound], sequence[bound])
+            p_value.add_metric(values, sequence["p_value"])
+            feedback.add_metric(values, sequence["n"])
+        return [difference, p_value, feedback]
+
+
 def scrape_allowed(authorization: str) -> bool:
     """Whether a scrape with this ``Authorization`` header may read /metrics: always when
     ``METRICS_TOKEN`` is unset, else only with ``Bearer <METRICS_TOKEN>``. Compared in
@@ -152,4 +201,5 @@ def scrape_registry(feedback: FeedbackCollector | None = None) -> CollectorRegis
         registry.register(REGISTRY)
     registry.register(feedback or FeedbackCollector())
     registry.register(BatchJobCollector())
+    registry.register(ABTestCollector())
     return registry

@@ -23,6 +23,15 @@ from apps.ml.answer import ModelOutput
 from apps.ml.signature import REGRESSION
 
 
+def observation(response: str, feedback: str, *, regression: bool) -> float:
+    """What one request with feedback tells an A/B test: a regressor's absolute error, or
+    1 for a classifier's correct answer and 0 for a wrong one (compared as text, as the
+    feedback tally and ``feedback_counts_by_scan`` compare)."""
+    if regression:
+        return abs(float(feedback) - float(response))
+    return 1.0 if feedback == response else 0.0
+
+
 @dataclass
 class Running:
     """Sums that give the metrics of a whole file, added one chunk at a time."""

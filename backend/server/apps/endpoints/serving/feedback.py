@@ -208,6 +208,7 @@ def _apply(
             old=row.feedback,
             new=value,
             task=tasks[algorithm_id],
+            ab_test_id=row.ab_test_id,
         )
     FeedbackRevision.objects.bulk_create(
         FeedbackRevision(
@@ -250,13 +251,23 @@ def delete_requests(requests: QuerySet[MLRequest]) -> int:
             requests.select_for_update(of=("self",))
             .order_by()
             .values_list(
-                "pk", "parent_mlalgorithm_id", "parent_mlalgorithm__task", "response", "feedback"
+                "pk",
+                "parent_mlalgorithm_id",
+                "parent_mlalgorithm__task",
+                "response",
+                "feedback",
+                "ab_test_id",
             )
         )
         counts = tally.Changes()
-        for _, algorithm_id, task, response, value in rows:
+        for _, algorithm_id, task, response, value, ab_test_id in rows:
             counts.replace(
-                algorithm_id=algorithm_id, response=response, old=value, new=None, task=task
+                algorithm_id=algorithm_id,
+                response=response,
+                old=value,
+                new=None,
+                task=task,
+                ab_test_id=ab_test_id,
             )
         ids = [row[0] for row in rows]
         delete_revisions(ids)
@@ -391,6 +402,7 @@ _FEEDBACK_FIELDS = (
     "user_id",
     "parent_mlalgorithm_id",
     "response",  # for the tally
+    "ab_test_id",  # for the test's tally
     "feedback",
     "feedback_at",
     "feedback_by",

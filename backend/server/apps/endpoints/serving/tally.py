@@ -25,7 +25,16 @@ from typing import Protocol
 
 from django.db import connection, transaction
 
-from apps.endpoints.models import FeedbackTally, MLAlgorithm, Task
+from apps.endpoints.experiments import ab_testing
+from apps.endpoints.experiments.evaluation import observation
+from apps.endpoints.models import (
+    ABTest,
+    ABTestTally,
+    FeedbackTally,
+    MLAlgorithm,
+    MLRequest,
+    Task,
+)
 from apps.endpoints.serving.selectors import feedback_counts_by_scan
 
 
@@ -38,6 +47,8 @@ class Labelled(Protocol):
     def response(self) -> str: ...
     @property
     def algorithm_id(self) -> int: ...
+    @property
+    def ab_test_id(self) -> int | None: ...
 
 
 @dataclass
@@ -47,30 +58,64 @@ class Delta:
     absolute_error: float = 0.0
 
 
+@dataclass
+class ArmDelta:
+    """What changed in one arm of one A/B test: its observations' count, sum and sum of
+    squares (``observation``)."""
+
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+
+    def add(self, x: float, sign: int) -> None:
+        self.count += sign
+        self.total += sign * x
+        self.total_sq += sign * x * x
+
+
 class Changes:
-    """What a transaction changed, per algorithm id, until it is saved."""
+    """What a transaction changed, per algorithm id, and per arm of an A/B test (the test's
+    id and the algorithm's), until it is saved."""
 
     def __init__(self) -> None:
         self.deltas: dict[int, Delta] = {}
+        self.arms: dict[tuple[int, int], ArmDelta] = {}
 
     def replace(
-        self, *, algorithm_id: int, response: str, old: str | None, new: str | None, task: str
+        self,
+        *,
+        algorithm_id: int,
+        response: str,
+        old: str | None,
+        new: str | None,
+        task: str,
+        ab_test_id: int | None = None,
     ) -> None:
-        """A request's feedback went from ``old`` to ``new`` (None: none)."""
+        """A request's feedback went from ``old`` to ``new`` (None: none); ``ab_test_id``:
+        the test that routed the request, if one did."""
         if old == new:
             return
         delta = self.deltas.setdefault(algorithm_id, Delta())
         regression = task == Task.REGRESSION
+        arm = (
+            None
+            if ab_test_id is None
+            else self.arms.setdefault((ab_test_id, algorithm_id), ArmDelta())
+        )
         if old is not None:
             delta.given -= 1
             delta.correct -= old == response
             if regression:
                 delta.absolute_error -= abs(float(old) - float(response))
+            if arm is not None:
+                arm.add(observation(response, old, regression=regression), -1)
         if new is not None:
             delta.given += 1
             delta.correct += new == response
             if regression:
                 delta.absolute_error += abs(float(new) - float(response))
+            if arm is not None:
+                arm.add(observation(response, new, regression=regression), +1)
 
     def add_rows(self, rows: Iterable[Labelled], *, regressors: Collection[int]) -> None:
         """New log rows, written with their feedback (or None); ``regressors``: the ids of
@@ -86,8 +131,12 @@ class Changes:
                 delta = deltas[algorithm_id] = Delta()
             delta.given += 1
             delta.correct += new == response
-            if algorithm_id in regressors:
+            regression = algorithm_id in regressors
+            if regression:
                 delta.absolute_error += abs(float(new) - float(response))
+            if row.ab_test_id is not None:
+                arm = self.arms.setdefault((row.ab_test_id, algorithm_id), ArmDelta())
+                arm.add(observation(response, new, regression=regression), +1)
 
 
 def regressor_ids() -> set[int]:
@@ -111,20 +160,54 @@ def save(changes: Changes) -> None:
     if connection.get_autocommit():
         raise RuntimeError("tally.save must run in the transaction that wrote the feedback")
     deltas = sorted((pk, d) for pk, d in changes.deltas.items() if _nonzero(d))
-    if not deltas:
-        return
-    values = ", ".join(["(%s, %s, %s, %s)"] * len(deltas))
-    params = [x for pk, d in deltas for x in (pk, d.given, d.correct, d.absolute_error)]
-    added = ", ".join(f"{c} = {_TABLE}.{c} + excluded.{c}" for c in _COUNTS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {_TABLE} (algorithm_id, {', '.join(_COUNTS)}) VALUES {values} "
-            f"ON CONFLICT (algorithm_id) DO UPDATE SET {added}",
-            params,
-        )
+    if deltas:
+        values = ", ".join(["(%s, %s, %s, %s)"] * len(deltas))
+        params = [x for pk, d in deltas for x in (pk, d.given, d.correct, d.absolute_error)]
+        added = ", ".join(f"{c} = {_TABLE}.{c} + excluded.{c}" for c in _COUNTS)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {_TABLE} (algorithm_id, {', '.join(_COUNTS)}) VALUES {values} "
+                f"ON CONFLICT (algorithm_id) DO UPDATE SET {added}",
+                params,
+            )
+    _save_arms(changes)
 
 
 _COUNTS = ("given", "correct", "absolute_error")
+_ARMS_TABLE = ABTestTally._meta.db_table
+_ARM_COUNTS = ("count", "total", "total_sq")
+
+
+def _save_arms(changes: Changes) -> None:
+    """The arms of running A/B tests, as ``save`` does the algorithms (an upsert that adds,
+    in (test, algorithm) order); then, once the transaction commits, each test takes a look
+    (``ab_testing.look``: its sequence, the running minimum of its p-value, ``auto_stop``).
+    A stopped test is left as it was decided: feedback to its requests, or their deletion,
+    changes nothing of it."""
+    arms = {key: d for key, d in changes.arms.items() if d.count or d.total or d.total_sq}
+    if not arms:
+        return
+    running = set(
+        ABTest.objects.filter(
+            pk__in={test for test, _ in arms}, state=ABTest.State.RUNNING
+        ).values_list("pk", flat=True)
+    )
+    rows = sorted((key, d) for key, d in arms.items() if key[0] in running)
+    if not rows:
+        return
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(rows))
+    params = [
+        x for (test, algorithm), d in rows for x in (test, algorithm, d.count, d.total, d.total_sq)
+    ]
+    added = ", ".join(f"{c} = {_ARMS_TABLE}.{c} + excluded.{c}" for c in _ARM_COUNTS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_ARMS_TABLE} (ab_test_id, algorithm_id, {', '.join(_ARM_COUNTS)}) "
+            f"VALUES {values} ON CONFLICT (ab_test_id, algorithm_id) DO UPDATE SET {added}",
+            params,
+        )
+    tests = sorted(running)
+    transaction.on_commit(lambda: ab_testing.look(tests))
 
 
 def _nonzero(delta: Delta) -> bool:
@@ -158,10 +241,55 @@ def recount() -> int:
         FeedbackTally(algorithm_id=pk, given=given, correct=correct, absolute_error=error)
         for pk, (given, correct, error) in counted.items()
     )
-    return sum(
+    wrong = sum(
         1
         for pk in counted.keys() | kept.keys()
         if not _same(counted.get(pk, (0, 0, 0.0)), kept.get(pk, (0, 0, 0.0)))
+    )
+    return wrong + _recount_arms()
+
+
+def _recount_arms() -> int:
+    """Rebuild the running A/B tests' arms (``ABTestTally``) from their log rows, read once
+    (a stopped test's stay as they were decided); how many arms it corrected. On PostgreSQL
+    under the same lock as ``recount``'s, taken on this table too."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {_ARMS_TABLE} IN SHARE ROW EXCLUSIVE MODE")
+    running = ABTest.objects.filter(state=ABTest.State.RUNNING)
+    regressors = regressor_ids()
+    counted: dict[tuple[int, int], ArmDelta] = {}
+    rows = MLRequest.objects.filter(ab_test__in=running, feedback__isnull=False)
+    for test, algorithm, response, value in rows.values_list(
+        "ab_test_id", "parent_mlalgorithm_id", "response", "feedback"
+    ).iterator():
+        if test is None or value is None:  # not there: the filter; for the type checker
+            continue
+        x = observation(response, value, regression=algorithm in regressors)
+        counted.setdefault((test, algorithm), ArmDelta()).add(x, +1)
+    kept = {
+        (t, a): (n, total, total_sq)
+        for t, a, n, total, total_sq in ABTestTally.objects.filter(ab_test__in=running).values_list(
+            "ab_test_id", "algorithm_id", "count", "total", "total_sq"
+        )
+        if n or total or total_sq
+    }
+    ABTestTally.objects.filter(ab_test__in=running).delete()
+    ABTestTally.objects.bulk_create(
+        ABTestTally(ab_test_id=t, algorithm_id=a, count=d.count, total=d.total, total_sq=d.total_sq)
+        for (t, a), d in counted.items()
+    )
+    found = {key: (d.count, d.total, d.total_sq) for key, d in counted.items()}
+    return sum(
+        1
+        for key in found.keys() | kept.keys()
+        if not _same_arm(found.get(key, (0, 0.0, 0.0)), kept.get(key, (0, 0.0, 0.0)))
+    )
+
+
+def _same_arm(a: tuple[int, float, float], b: tuple[int, float, float]) -> bool:
+    return a[0] == b[0] and all(
+        abs(x - y) <= 1e-9 * max(1.0, abs(x)) for x, y in zip(a[1:], b[1:], strict=True)
     )
 
 

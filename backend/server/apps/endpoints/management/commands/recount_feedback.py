@@ -1,5 +1,5 @@
-"""``manage.py recount_feedback``: rebuild the feedback tally that /metrics reads from the
-request log (``tally.recount``).
+"""``manage.py recount_feedback``: rebuild the feedback tally that /metrics reads, and the
+running A/B tests' arms that their sequences read, from the request log (``tally.recount``).
 
 The tally is kept in the transaction of every feedback write, so it needs no rebuilding in
 normal operation. Run it after feedback was written by something that does not keep it:
@@ -28,7 +28,8 @@ class Command(BaseCommand):
         if corrected:
             self.stdout.write(
                 f"Feedback tally rebuilt in {seconds:.1f} s: corrected the counts of "
-                f"{corrected} algorithm{'s' if corrected != 1 else ''}."
+                f"{corrected} algorithm{'s' if corrected != 1 else ''} or running A/B test "
+                f"arm{'s' if corrected != 1 else ''}."
             )
         else:
             self.stdout.write(f"Feedback tally rebuilt in {seconds:.1f} s: it was right.")

@@ -31,6 +31,6 @@ def test_it_corrects_a_tally_changed_behind_its_back_and_says_so(registry: MLReg
         bulk.insert_requests([right, right, wrong])
     assert "it was right" in recount()
     FeedbackTally.objects.update(given=1, correct=0)  # as if rows were loaded by hand
-    assert "corrected the counts of 1 algorithm." in recount()
+    assert "corrected the counts of 1 algorithm or running A/B test arm." in recount()
     assert feedback_counts() == feedback_counts_by_scan()
     assert [(c.given, c.correct) for c in feedback_counts()] == [(3, 2)]

@@ -34,6 +34,10 @@ def et(registry: MLRegistry) -> MLAlgorithm:
 
 
 def start(arm_1: MLAlgorithm, arm_2: MLAlgorithm, **options: object) -> ABTest:
+    """A test of the fixed-horizon rule unless ``mode`` says otherwise: the rows these
+    tests log skip the feedback paths that keep a sequential test's tally
+    (test_sequential_ab.py tests those)."""
+    options.setdefault("mode", "fixed")
     return ab_testing.create(
         title="rf vs et",
         created_by="ana",
