@@ -139,6 +139,9 @@ def run_test(
         parent_mlalgorithm_1=arm_1,
         parent_mlalgorithm_2=arm_2,
         require_significance=scenario.require_significance,
+        # This mode measures the fixed-horizon rule (one look, at the stop); --sequential
+        # simulates the sequence.
+        mode="fixed",
     )
     (serve_one_by_one if full else serve_in_bulk)(abtest, scenario, rng)
     stopped = ab_testing.stop(abtest_id=abtest.pk, stopped_by="simulation", force=True)
