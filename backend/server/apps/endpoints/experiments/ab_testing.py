@@ -504,10 +504,8 @@ def stop(
         outcome, production = "no_difference", None
     elif starved:
         outcome, production = "aborted", None
-    elif summary["mode"] == Mode.SEQUENTIAL:
-        outcome, production = _decide_sequential(summary)
     else:
-        outcome, production = _decide(summary)
+        outcome, production = decide(summary)
     _apply(abtest, production, stopped_by)
     abtest.state = State.ABORTED if production is None else State.STOPPED
     abtest.ended_at = timezone.now()
@@ -522,6 +520,13 @@ def stop(
     abtest.summary = summary_text(summary)
     abtest.save(update_fields=["state", "ended_at", "stopped_by", "summary", "summary_json"])
     return abtest
+
+
+def decide(summary: dict[str, Any]) -> tuple[str, int | None]:
+    """What stopping now would decide, by the test's mode (``evaluate``'s summary)."""
+    if summary["mode"] == Mode.SEQUENTIAL:
+        return _decide_sequential(summary)
+    return _decide(summary)
 
 
 def _decide(summary: dict[str, Any]) -> tuple[str, int | None]:

@@ -421,7 +421,8 @@ def test_forged_feedback_cannot_decide_an_ab_test(
         body = {"feedback": truth, "feedback_token": served["feedback_token"]}
         assert give(api, served["request_id"], **body).status_code == 200
     honest = ab_testing.evaluate(abtest)
-    honest_outcome, _ = ab_testing._decide({**honest})
+    # Decided as stop decides, by the test's mode (sequential by default).
+    honest_outcome, _ = ab_testing.decide({**honest})
     # What the attacker wants is not the truth: the arm that did not honestly win. (Which
     # one did depends on the split, a hash of the test's id: on PostgreSQL, on the order
     # the tests ran in.)
