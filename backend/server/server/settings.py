@@ -273,6 +273,11 @@ PREDICT_DEFAULT_STATUS = env_choice("PREDICT_DEFAULT_STATUS", "production", STAT
 # that made it, at once). 0 looks it up on every request.
 PREDICT_CACHE_SECONDS = env_float("PREDICT_CACHE_SECONDS", 1.0)
 
+# Shadows (docs/shadows.md): how many copies of predictions may wait in each process for
+# the shadow to score them; past that, copies are dropped (and counted), never the
+# client's answer delayed. 1,000 copies are a few seconds of a busy worker's traffic.
+SHADOW_QUEUE_SIZE = env_int("SHADOW_QUEUE_SIZE", 1000)
+
 # Batch predictions (POST /api/v1/batch-predict). The defaults admit the 1M-row benchmark
 # file (about 120 MB); lower them where uploads come from untrusted clients.
 BATCH_MAX_UPLOAD_BYTES = env_int("BATCH_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)

@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("apps.endpoints.api",),  # throttling, login lockouts, OpenAPI, the error shape
     ("apps.endpoints.batch",),  # batch-predict and batch jobs
     ("apps.endpoints.serving",),  # predict, the request log, feedback, retention
+    ("apps.endpoints.shadows",),  # a candidate on a copy of live traffic, compared in pairs
     ("apps.endpoints.experiments",),  # A/B tests, statistics, evaluation, reports
     ("apps.endpoints.catalogue",),  # endpoints, versions, statuses, registration
     ("apps.endpoints.policy",),  # who may do what

@@ -95,6 +95,11 @@ class ABTestStopped(Conflict):
     default_message = "This A/B test has already ended."
 
 
+class ShadowEnded(Conflict):
+    code = "shadow_ended"
+    default_message = "This shadow has already ended."
+
+
 class NotEnoughData(Conflict):
     """An arm has no request with feedback: nothing to compare (``force`` ends it anyway)."""
 

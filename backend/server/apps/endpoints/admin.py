@@ -33,11 +33,14 @@ from apps.endpoints.models import (
     MLAlgorithm,
     MLAlgorithmStatus,
     MLRequest,
+    Shadow,
     Task,
 )
 from apps.endpoints.serializers import class_list
 from apps.endpoints.serving import feedback
 from apps.endpoints.serving.selectors import estimated_count
+from apps.endpoints.shadows import comparison
+from apps.endpoints.shadows import services as shadows
 from apps.ml import registry as ml_registry
 
 # DRF's token admin lists every API token's key, the superuser's included, to staff who may
@@ -532,6 +535,153 @@ class ABTestAdmin(admin.ModelAdmin[ABTest]):
             else:
                 self.message_user(
                     request, f"A/B test {pk} {abtest.state}: {abtest.summary}", messages.SUCCESS
+                )
+
+
+class ShadowForm(forms.ModelForm[Shadow]):
+    class Meta:
+        model = Shadow
+        fields = ["candidate", "share", "alpha", "planned_feedback"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        candidate = cleaned.get("candidate")
+        if candidate is not None:
+            try:
+                shadows.check_start(
+                    candidate=candidate,
+                    share=cleaned.get("share", 1.0),
+                    alpha=cleaned.get("alpha", 0.05),
+                )
+            except ServiceError as error:
+                raise forms.ValidationError(error.message) from None
+        return cleaned
+
+
+@admin.register(Shadow)
+class ShadowAdmin(admin.ModelAdmin[Shadow]):
+    """Shadows, with their agreement and paired comparison. Started with the add form and
+    ended with the actions, which call the same services as the API."""
+
+    form = ShadowForm
+    list_display = [
+        "pk",
+        "endpoint",
+        "candidate",
+        "state",
+        "share",
+        "copies",
+        "dropped",
+        "agreement",
+        "pairs",
+        "verdict",
+        "created_at",
+        "ended_at",
+        "report",
+    ]
+    list_filter = ["state", "endpoint"]
+    actions = ["stop_shadows", "promote_shadows"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Shadow]:
+        return Shadow.objects.select_related("candidate", "endpoint")
+
+    def get_fields(self, request: HttpRequest, obj: Shadow | None = None) -> Any:
+        if obj is None:
+            return ["candidate", "share", "alpha", "planned_feedback"]
+        return [
+            "endpoint",
+            "candidate",
+            "state",
+            "end_reason",
+            "report",
+            "share",
+            "alpha",
+            "planned_feedback",
+            "previous_status",
+            "baseline",
+            "copies",
+            "dropped",
+            "failed",
+            "pairs",
+            "min_p_value",
+            "looks",
+            "first_exclusion",
+            "ab_test",
+            "created_by",
+            "created_at",
+            "ended_by",
+            "ended_at",
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Shadow | None = None) -> Any:
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return policy.may(request.user, policy.START_SHADOW)
+
+    def has_end_permission(self, request: HttpRequest) -> bool:
+        return policy.may(request.user, policy.END_SHADOW)
+
+    # Counters are the services' to write; the admin starts and ends.
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Shadow, form: Any, change: bool) -> None:
+        created = shadows.create(
+            candidate=obj.candidate,
+            created_by=request.user.get_username(),
+            share=obj.share,
+            alpha=obj.alpha,
+            planned_feedback=obj.planned_feedback,
+        )
+        obj.pk = created.pk
+
+    @admin.display(description="agreement")
+    def agreement(self, shadow: Shadow) -> str:
+        if not shadow.copies:
+            return "-"
+        if shadow.candidate.task == Task.REGRESSION:
+            return f"mean diff {shadow.difference / shadow.copies:+.4g}"
+        return f"{shadow.agreed / shadow.copies:.1%}"
+
+    @admin.display(description="paired comparison")
+    def verdict(self, shadow: Shadow) -> str:
+        if shadow.first_exclusion:
+            return f"{shadow.first_exclusion['better']} better"
+        sequence = comparison.sequence(shadow)
+        return f"undecided (p {shadow.min_p_value:.3g}, n {sequence['n']})"
+
+    @admin.display(description="report")
+    def report(self, shadow: Shadow) -> str:
+        return format_html('<a href="{}">report</a>', reverse("shadow-report", args=[shadow.pk]))
+
+    @admin.action(description="Stop selected shadows", permissions=["end"])
+    def stop_shadows(self, request: HttpRequest, queryset: QuerySet[Shadow]) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            try:
+                shadows.stop(shadow_id=pk, stopped_by=request.user.get_username())
+            except ServiceError as error:
+                self.message_user(request, f"Shadow {pk}: {error.message}", messages.ERROR)
+            else:
+                self.message_user(request, f"Shadow {pk} stopped.", messages.SUCCESS)
+
+    @admin.action(
+        description="Promote selected shadows (the candidate to production)", permissions=["end"]
+    )
+    def promote_shadows(self, request: HttpRequest, queryset: QuerySet[Shadow]) -> None:
+        for pk in queryset.values_list("pk", flat=True):
+            try:
+                shadow = shadows.promote(shadow_id=pk, promoted_by=request.user.get_username())
+            except ServiceError as error:
+                self.message_user(request, f"Shadow {pk}: {error.message}", messages.ERROR)
+            else:
+                self.message_user(
+                    request,
+                    f"Shadow {pk} promoted: {shadow.candidate} is in production.",
+                    messages.SUCCESS,
                 )
 
 

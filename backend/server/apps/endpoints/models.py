@@ -90,6 +90,7 @@ class MLAlgorithmStatus(models.Model):
         STAGING = "staging"
         PRODUCTION = "production"
         AB_TESTING = "ab_testing"
+        SHADOW = "shadow"  # scores a copy of live traffic, never answers (shadows/)
 
     status = models.CharField(max_length=32, choices=Status.choices)
     active = models.BooleanField(default=True)
@@ -338,6 +339,118 @@ class ABTest(models.Model):
     def arms(self) -> tuple[MLAlgorithm, MLAlgorithm]:
         """The incumbent (arm 1) and the challenger (arm 2)."""
         return self.parent_mlalgorithm_1, self.parent_mlalgorithm_2
+
+
+class Shadow(models.Model):
+    """A candidate version that scores a copy of an endpoint's live predictions and is
+    judged against production on the same requests (``apps/endpoints/shadows``).
+
+    While it runs the candidate has status ``shadow`` (``previous_status`` is restored at
+    the end) and never answers a client. The counters are kept by every process that
+    copies or takes feedback, each adding what it did (``F()`` updates), so the row is the
+    shadow's live comparison without a scan of the log."""
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        STOPPED = "stopped"  # ended; the candidate's previous status restored
+        PROMOTED = "promoted"  # the candidate went to production
+        AB_TEST = "ab_test"  # ended into an A/B test of the candidate against production
+        ENDED = "ended"  # the versions it was compared with changed (``end_reason``)
+
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.PROTECT, related_name="shadows")
+    candidate = models.ForeignKey(MLAlgorithm, on_delete=models.PROTECT, related_name="shadows")
+    share = models.FloatField(default=1.0)  # of the serving versions' single predictions
+    alpha = models.FloatField(default=0.05)
+    planned_feedback = models.PositiveIntegerField(null=True, blank=True)
+    previous_status = models.CharField(max_length=32, blank=True)  # "" when it had none
+    # The versions serving the endpoint when the shadow started (production, or an A/B
+    # test's two arms): a status write that changes them ends the shadow.
+    baseline = models.JSONField(default=list)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    created_by = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.CharField(max_length=128, blank=True)
+    end_reason = models.CharField(max_length=256, blank=True)
+    ab_test = models.ForeignKey(
+        ABTest, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Copies: scored, dropped (the queue was full), failed (the candidate raised).
+    copies = models.BigIntegerField(default=0)
+    dropped = models.BigIntegerField(default=0)
+    failed = models.BigIntegerField(default=0)
+    # Agreement on every scored copy: classifiers the same label; regressors the sums of
+    # shadow - production.
+    agreed = models.BigIntegerField(default=0)
+    difference = models.FloatField(default=0.0)
+    difference_sq = models.FloatField(default=0.0)
+    production_ms = models.FloatField(default=0.0)  # sums over the scored copies
+    shadow_ms = models.FloatField(default=0.0)
+    # Pairs with feedback (paired.PairedMoments): x is 1[right] (classifiers) or |error|
+    # (regressors) of production (p) and of the shadow (s); d > 0 where the shadow did
+    # better; b and c the discordant pairs (only production right; only the shadow).
+    pairs = models.BigIntegerField(default=0)
+    sum_d = models.FloatField(default=0.0)
+    sum_d2 = models.FloatField(default=0.0)
+    sum_p = models.FloatField(default=0.0)
+    sum_p2 = models.FloatField(default=0.0)
+    sum_s = models.FloatField(default=0.0)
+    sum_s2 = models.FloatField(default=0.0)
+    only_production_right = models.BigIntegerField(default=0)
+    only_shadow_right = models.BigIntegerField(default=0)
+    # As an A/B test's: the always-valid p-value's running minimum, the looks, the first
+    # look whose sequence excluded 0.
+    min_p_value = models.FloatField(default=1.0)
+    looks = models.PositiveIntegerField(default=0)
+    first_exclusion = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint"],
+                condition=Q(state="running"),
+                name="one_running_shadow_per_endpoint",
+            ),
+            models.CheckConstraint(
+                condition=Q(share__gt=0, share__lte=1), name="shadow_share_in_0_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(alpha__gt=0, alpha__lt=1), name="shadow_alpha_in_0_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(state="running", ended_at__isnull=True)
+                | (~Q(state="running") & Q(ended_at__isnull=False)),
+                name="shadow_ended_iff_not_running",
+            ),
+        ]
+        indexes = [models.Index(fields=["state"])]
+
+    def __str__(self) -> str:
+        return f"shadow {self.pk} of {self.endpoint_id}"
+
+
+class ShadowAnswer(models.Model):
+    """The shadow's answer to a logged request, beside production's on the ``MLRequest``
+    it shares a key with (one-to-one: one shadow per endpoint at a time).
+
+    No foreign key in the database, as for ``FeedbackRevision``: every delete of log rows
+    deletes these with them (``feedback.delete_requests``, retention's orphan sweep)."""
+
+    request = models.OneToOneField(
+        MLRequest,
+        primary_key=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="shadow_answer",
+    )
+    shadow = models.ForeignKey(Shadow, on_delete=models.CASCADE, related_name="answers")
+    response = models.CharField(max_length=128)  # as MLRequest.response: the label or value
+    full_response = models.JSONField()
+    ms = models.FloatField()  # the shadow's scoring time for the request
+
+    def __str__(self) -> str:
+        return f"shadow answer to {self.request_id}"
 
 
 class BatchJob(models.Model):

@@ -13,7 +13,16 @@ from rest_framework import serializers
 from apps.endpoints.catalogue.selectors import current_status
 from apps.endpoints.catalogue.statuses import set_algorithm_status
 from apps.endpoints.experiments import ab_testing
-from apps.endpoints.models import ABTest, Endpoint, MLAlgorithm, MLAlgorithmStatus, MLRequest
+from apps.endpoints.models import (
+    ABTest,
+    Endpoint,
+    MLAlgorithm,
+    MLAlgorithmStatus,
+    MLRequest,
+    Shadow,
+)
+from apps.endpoints.shadows import comparison
+from apps.endpoints.shadows import services as shadows
 from apps.ml import registry as ml_registry
 
 
@@ -138,6 +147,14 @@ class MLAlgorithmStatusSerializer(serializers.ModelSerializer[MLAlgorithmStatus]
         # The one-active-status constraint is kept by the service, which deactivates the
         # previous status; DRF's derived uniqueness check would refuse every change.
         validators: list[Any] = []
+
+    def validate_status(self, status: str) -> str:
+        if status == MLAlgorithmStatus.Status.SHADOW:
+            raise serializers.ValidationError(
+                "A version goes into shadow by starting a shadow (POST /api/v1/shadows), "
+                "which also says what it is compared with."
+            )
+        return status
 
     def create(self, validated_data: dict[str, Any]) -> MLAlgorithmStatus:
         return set_algorithm_status(
@@ -326,6 +343,91 @@ class ABTestSerializer(serializers.ModelSerializer[ABTest]):
 class StopABTestSerializer(serializers.Serializer[Any]):
     # End the test even when an arm has no feedback, restoring both previous statuses.
     force = serializers.BooleanField(default=False)
+
+
+class ShadowSerializer(serializers.ModelSerializer[Shadow]):
+    """A shadow (``shadows/services.py``): its candidate, share, ``alpha`` and
+    ``planned_feedback`` fixed at the start; ``comparison`` is live while it runs and as it
+    ended after."""
+
+    candidate = serializers.PrimaryKeyRelatedField(queryset=MLAlgorithm.objects.all())
+    share = serializers.FloatField(
+        default=1.0,
+        min_value=0.0,
+        max_value=1.0,
+        help_text="The share of the serving versions' single predictions copied (0-1].",
+    )
+    comparison = serializers.SerializerMethodField(
+        help_text="Agreement, latency, copies dropped and the paired comparison on the "
+        "requests with feedback (docs/shadows.md)."
+    )
+    report_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Shadow
+        fields = [
+            "id",
+            "endpoint",
+            "candidate",
+            "share",
+            "alpha",
+            "planned_feedback",
+            "state",
+            "previous_status",
+            "baseline",
+            "created_by",
+            "created_at",
+            "ended_at",
+            "ended_by",
+            "end_reason",
+            "ab_test",
+            "comparison",
+            "report_url",
+        ]
+        read_only_fields = [
+            "id",
+            "endpoint",
+            "state",
+            "previous_status",
+            "baseline",
+            "created_by",
+            "created_at",
+            "ended_at",
+            "ended_by",
+            "end_reason",
+            "ab_test",
+        ]
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_comparison(self, shadow: Shadow) -> dict[str, Any]:
+        # A list shows the counters' numbers; one shadow also its test of the end.
+        return comparison.summary(shadow, tests=not self.context.get("many", False))
+
+    def get_report_url(self, shadow: Shadow) -> str:
+        path = reverse("shadow-report", args=[shadow.pk])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+    def create(self, validated_data: dict[str, Any]) -> Shadow:
+        optional = {
+            k: validated_data[k]
+            for k in ("share", "alpha", "planned_feedback")
+            if k in validated_data
+        }
+        return shadows.create(
+            candidate=validated_data["candidate"], created_by=_author(self), **optional
+        )
+
+
+class ShadowABTestSerializer(serializers.Serializer[Any]):
+    """An A/B test from a shadow: its candidate against the production version."""
+
+    title = serializers.CharField(max_length=256, required=False, allow_blank=True)
+    arm_2_share = serializers.FloatField(required=False)
+    alpha = serializers.FloatField(required=False)
+    require_significance = serializers.BooleanField(required=False)
+    planned_feedback = serializers.IntegerField(required=False, min_value=1)
+    auto_stop = serializers.BooleanField(required=False)
 
 
 class BatchPredictSerializer(serializers.Serializer[Any]):

@@ -3,7 +3,16 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from apps.endpoints.views import abtests, batch, catalogue, jobs, predict, requests, schema
+from apps.endpoints.views import (
+    abtests,
+    batch,
+    catalogue,
+    jobs,
+    predict,
+    requests,
+    schema,
+    shadows,
+)
 
 router = DefaultRouter(trailing_slash=False)
 router.register("endpoints", catalogue.EndpointViewSet, basename="endpoints")
@@ -13,6 +22,7 @@ router.register(
 )
 router.register("mlrequests", requests.MLRequestViewSet, basename="mlrequests")
 router.register("abtests", abtests.ABTestViewSet, basename="abtests")
+router.register("shadows", shadows.ShadowViewSet, basename="shadows")
 
 urlpatterns = [
     path("api/v1/schema", schema.SchemaView.as_view(), name="schema"),
@@ -40,4 +50,5 @@ urlpatterns = [
     ),
     path("api/v1/", include(router.urls)),
     path("abtests/<int:abtest_id>/report", abtests.abtest_report, name="abtest-report"),
+    path("shadows/<int:shadow_id>/report", shadows.shadow_report, name="shadow-report"),
 ]

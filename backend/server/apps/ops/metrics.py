@@ -6,7 +6,8 @@ Two kinds:
   requests and their latency by view, errors by code, predictions by endpoint, algorithm,
   version and status, rows of batch jobs.
 - Read from the database at scrape time: each running sequential A/B test's confidence
-  sequence and always-valid p-value (``ABTestCollector``); feedback received per
+  sequence and always-valid p-value (``ABTestCollector``); each running shadow's copies
+  scored and dropped, agreement and pairs (``ShadowCollector``); feedback received per
   algorithm, and its running accuracy (classifiers) or mean absolute error (regressors).
   They are the same whichever worker answers, and survive restarts. They come from the
   tallies kept as feedback is written (``apps/endpoints/serving/tally.py``): a few small
@@ -33,7 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from apps.endpoints.experiments import ab_testing
-from apps.endpoints.models import ABTest, BatchJob, Task
+from apps.endpoints.models import ABTest, BatchJob, Shadow, Task
 from apps.endpoints.serving.selectors import FeedbackCounts, feedback_counts
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,52 @@ class ABTestCollector:
         return [difference, p_value, feedback]
 
 
+class ShadowCollector:
+    """Each running shadow's counters (one query): copies scored, dropped and failed, its
+    agreement with production, and its pairs with feedback. Totals over every process,
+    from the shadow's row."""
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["shadow", "endpoint", "candidate"]
+        copies = CounterMetricFamily(
+            "ml_shadow_copies",
+            "Running shadows: copies of predictions by result (scored; dropped, the queue "
+            "being full; failed, the candidate raising).",
+            labels=[*labels, "result"],
+        )
+        agreement = GaugeMetricFamily(
+            "ml_shadow_agreement",
+            "Running shadows: the share of scored copies on which a classifier's shadow gave "
+            "production's label, or a regressor's mean of shadow - production.",
+            labels=labels,
+        )
+        pairs = GaugeMetricFamily(
+            "ml_shadow_pairs",
+            "Running shadows: requests with feedback, each scored for both models.",
+            labels=labels,
+        )
+        try:
+            running = list(
+                Shadow.objects.filter(state=Shadow.State.RUNNING).select_related(
+                    "endpoint", "candidate"
+                )
+            )
+        except DatabaseError as exc:  # a scrape must not fail while the database is down
+            logger.warning("Shadow metrics skipped: %s", exc)
+            return []
+        for shadow in running:
+            values = [str(shadow.pk), shadow.endpoint.name, str(shadow.candidate)]
+            for result in ("copies", "dropped", "failed"):
+                name = "scored" if result == "copies" else result
+                copies.add_metric([*values, name], getattr(shadow, result))
+            if shadow.copies:
+                regression = shadow.candidate.task == Task.REGRESSION
+                agreed = shadow.difference if regression else shadow.agreed
+                agreement.add_metric(values, agreed / shadow.copies)
+            pairs.add_metric(values, shadow.pairs)
+        return [copies, agreement, pairs]
+
+
 def scrape_allowed(authorization: str) -> bool:
     """Whether a scrape with this ``Authorization`` header may read /metrics: always when
     ``METRICS_TOKEN`` is unset, else only with ``Bearer <METRICS_TOKEN>``. Compared in
@@ -202,4 +249,5 @@ def scrape_registry(feedback: FeedbackCollector | None = None) -> CollectorRegis
     registry.register(feedback or FeedbackCollector())
     registry.register(BatchJobCollector())
     registry.register(ABTestCollector())
+    registry.register(ShadowCollector())
     return registry

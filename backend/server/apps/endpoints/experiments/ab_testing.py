@@ -583,10 +583,7 @@ def _apply(abtest: ABTest, production: int | None, by: str) -> None:
 
 
 def _restore(algorithm: MLAlgorithm, previous: str, by: str) -> None:
-    if previous:
-        statuses.set_algorithm_status(algorithm=algorithm, status=previous, created_by=by)
-    else:  # it had no active status before the test
-        algorithm.statuses.filter(active=True).update(active=False)
+    statuses.restore_status(algorithm=algorithm, previous=previous, by=by)
 
 
 def _statuses(abtest: ABTest) -> dict[str, str]:

@@ -39,7 +39,7 @@ from django.utils.crypto import salted_hmac
 
 from apps.core.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from apps.endpoints import policy
-from apps.endpoints.models import FeedbackRevision, MLAlgorithm, MLRequest, Task
+from apps.endpoints.models import FeedbackRevision, MLAlgorithm, MLRequest, ShadowAnswer, Task
 from apps.endpoints.policy import Actor
 from apps.endpoints.serving import tally
 
@@ -203,6 +203,7 @@ def _apply(
     for row, value in changed:
         algorithm_id = row.parent_mlalgorithm_id
         counts.replace(
+            request_id=row.pk,
             algorithm_id=algorithm_id,
             response=row.response,
             old=row.feedback,
@@ -260,8 +261,9 @@ def delete_requests(requests: QuerySet[MLRequest]) -> int:
             )
         )
         counts = tally.Changes()
-        for _, algorithm_id, task, response, value, ab_test_id in rows:
+        for pk, algorithm_id, task, response, value, ab_test_id in rows:
             counts.replace(
+                request_id=pk,
                 algorithm_id=algorithm_id,
                 response=response,
                 old=value,
@@ -270,12 +272,15 @@ def delete_requests(requests: QuerySet[MLRequest]) -> int:
                 ab_test_id=ab_test_id,
             )
         ids = [row[0] for row in rows]
+        # The tally first: it reads the shadow's answers of these requests (count_pairs).
+        tally.save(counts)
         delete_revisions(ids)
+        for part in _in_parts(ids):
+            ShadowAnswer.objects.filter(request_id__in=part).delete()
         for part in _in_parts(ids):
             # Their revisions gone, the rows are deleted by one statement: Django's own
             # delete fetches every row first (a model that others reference).
             MLRequest.objects.filter(pk__in=part)._raw_delete(MLRequest.objects.db)
-        tally.save(counts)
     return len(rows)
 
 
@@ -297,6 +302,10 @@ def delete_orphaned_revisions(after: int, up_to: int) -> None:
     running A/B test's). A revision committed while the batch waited for a row's lock is
     seen: this statement starts after that commit."""
     FeedbackRevision.objects.filter(request_id__gt=after, request_id__lte=up_to).exclude(
+        Exists(MLRequest.objects.filter(pk=OuterRef("request_id")))
+    ).delete()
+    # A shadow's answers to them, the same way (their counters keep what they counted).
+    ShadowAnswer.objects.filter(request_id__gt=after, request_id__lte=up_to).exclude(
         Exists(MLRequest.objects.filter(pk=OuterRef("request_id")))
     ).delete()
 

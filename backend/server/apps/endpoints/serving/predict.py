@@ -8,12 +8,14 @@ A request is a batch of one, or of a few records: the same pipeline as a file
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 from apps.core import telemetry
 from apps.endpoints.catalogue import demo
 from apps.endpoints.serving import feedback, pipeline, routing
+from apps.endpoints.shadows import copying
 from apps.ml.answer import Prediction
 
 
@@ -48,9 +50,11 @@ def predict(
     (``bulk.py``: the ORM cost more than the compiled model per row). With status
     ``ab_testing`` (and no version) the endpoint's running A/B test routes the whole
     request (``routing.for_request``) and each row records the test. ``rng`` draws the A/B
-    arm (injectable for tests). ``user_id``: the authenticated client, who alone may then
-    read the rows and give their feedback."""
+    arm and the shadow's share (injectable for tests). ``user_id``: the authenticated
+    client, who alone may then read the rows and give their feedback. Once logged, the
+    endpoint's shadow, if it has one, gets a copy (``shadows/copying.py``)."""
     demo.ensure_registered()
+    start = time.perf_counter()
     arms = routing.for_request(
         endpoint_name=endpoint_name,
         status=status,
@@ -66,6 +70,17 @@ def predict(
     batch = pipeline.Batch.of_records(records)
     pipeline.run([batch], arms, runtimes, [log, scored], overlap=False)
     ids = scored.request_ids.tolist()
+    # After the log is written: the endpoint's shadow, if any, scores a copy later, off
+    # this request's path (shadows/copying.py).
+    copying.offer(
+        endpoint_name=endpoint_name,
+        status=arms.status,
+        request_ids=ids,
+        records=records,
+        responses=lambda: answer.responses(scored.output),
+        production_ms=(time.perf_counter() - start) * 1000,
+        rng=rng,
+    )
     telemetry.count_predictions(
         endpoint=endpoint_name,
         algorithm=algorithm.name,

@@ -94,9 +94,10 @@ def prune(
             # it started), and a later one waits for this commit and finds no row.
             feedback.delete_orphaned_revisions(first, after)
             counts = tally.Changes()
-            for _, algorithm_id, response, value, *_rest in rows:
+            for pk, algorithm_id, response, value, *_rest in rows:
                 if value is not None:
                     counts.replace(
+                        request_id=pk,
                         algorithm_id=algorithm_id,
                         response=response,
                         old=value,

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from apps.core.errors import AmbiguousAlgorithm
+from apps.core.errors import AmbiguousAlgorithm, InvalidInput
 from apps.endpoints.catalogue.selectors import algorithms_for_prediction
 from apps.endpoints.catalogue.statuses import check_status
 from apps.endpoints.experiments import ab_testing
@@ -49,6 +49,12 @@ def candidate_algorithms(
     Exactly one serves; several are an error unless they are the arms of an A/B test, in
     which case all of them are returned and the caller picks per request (or per row)."""
     check_status(status)
+    if status == Status.SHADOW:
+        raise InvalidInput(
+            "A version in shadow never answers clients: it scores a copy of production's "
+            "traffic (GET /api/v1/shadows).",
+            details={"status": ["A shadow does not answer."]},
+        )
     candidates = algorithms_for_prediction(
         endpoint_name=endpoint_name, status=status, version=version
     )

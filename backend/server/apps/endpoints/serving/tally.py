@@ -12,6 +12,10 @@ it with ``save``, in its own transaction:
 - ``feedback.delete_requests`` (the admin, and anything else that deletes logged requests):
   deleted rows' feedback is taken out.
 
+The same transaction adds the requests' pairs to their running shadow's counters
+(``shadows.services.count_pairs``): rows written with their feedback never have a shadow's
+answer yet (batch files are not copied, and a copy is scored after its rows commit).
+
 ``recount`` rebuilds it from the log (``manage.py recount_feedback``), the way
 ``feedback_counts_by_scan`` counts: the response and the feedback compared as
 text, and for regressors |float(feedback) - float(response)|.
@@ -36,6 +40,7 @@ from apps.endpoints.models import (
     Task,
 )
 from apps.endpoints.serving.selectors import feedback_counts_by_scan
+from apps.endpoints.shadows import services as shadows
 
 
 class Labelled(Protocol):
@@ -80,10 +85,13 @@ class Changes:
     def __init__(self) -> None:
         self.deltas: dict[int, Delta] = {}
         self.arms: dict[tuple[int, int], ArmDelta] = {}
+        # request id -> (its feedback before the transaction, after): for a shadow's pairs
+        self.requests: dict[int, tuple[str | None, str | None]] = {}
 
     def replace(
         self,
         *,
+        request_id: int,
         algorithm_id: int,
         response: str,
         old: str | None,
@@ -95,6 +103,8 @@ class Changes:
         the test that routed the request, if one did."""
         if old == new:
             return
+        first = self.requests.get(request_id)
+        self.requests[request_id] = (old if first is None else first[0], new)
         delta = self.deltas.setdefault(algorithm_id, Delta())
         regression = task == Task.REGRESSION
         arm = (
@@ -171,6 +181,8 @@ def save(changes: Changes) -> None:
                 params,
             )
     _save_arms(changes)
+    # Requests a shadow answered: their pairs, in the shadow's counters (shadows/services).
+    shadows.count_pairs({pk: c for pk, c in changes.requests.items() if c[0] != c[1]})
 
 
 _COUNTS = ("given", "correct", "absolute_error")

@@ -215,7 +215,9 @@ def test_recount_rebuilds_a_tally_that_drifted(api: APIClient, demo_registry: ML
 @pytest.mark.django_db(transaction=True)  # autocommit, as outside any atomic block
 def test_save_refuses_to_run_outside_the_feedbacks_transaction() -> None:
     changes = tally.Changes()
-    changes.replace(algorithm_id=1, response="a", old=None, new="a", task="classification")
+    changes.replace(
+        request_id=1, algorithm_id=1, response="a", old=None, new="a", task="classification"
+    )
     with pytest.raises(RuntimeError, match="transaction"):
         tally.save(changes)
 

@@ -1,0 +1,296 @@
+"""Copies of live predictions for the endpoint's shadow, scored off the request path.
+
+Predict answers first. Once its log rows are committed, ``offer`` puts a copy of the
+request (its records, its log ids, production's answers) on this process's bounded queue
+and returns: an append, no I/O. One worker thread per process takes the copies in order,
+scores each with the candidate's runtime and writes the shadow's answers beside
+production's (``ShadowAnswer``, keyed by the log row) with the shadow's counters, in one
+transaction.
+
+- A full queue (``SHADOW_QUEUE_SIZE`` copies waiting) drops the copy and counts it: the
+  client's answer never waits for the shadow. The count reaches the shadow's row with the
+  worker's next write.
+- A copy the candidate cannot score (it raises, refuses a record, answers NaN) is counted
+  as ``failed`` and logged; nothing of production's answer, status code or log row
+  depends on it, which were all done before the copy was made.
+- Copies waiting when the process exits are lost: a shadow is a sample of the traffic,
+  and ``dropped`` and ``copies`` say how large.
+
+Why a thread and not a Celery task: docs/decisions.md, "Shadows".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from apps.endpoints.catalogue.statuses import SERVING
+from apps.endpoints.models import MLAlgorithm, MLRequest, ShadowAnswer, Task
+from apps.endpoints.shadows import selectors, services
+from apps.ml import codecs
+from apps.ml import registry as ml_registry
+from apps.ml.runtime import check_finite
+
+logger = logging.getLogger(__name__)
+
+# How long the worker keeps its database connection with no copy to write.
+IDLE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A request as the shadow scores it: production's records, log ids and answers."""
+
+    shadow_id: int
+    candidate: MLAlgorithm
+    records: Sequence[Mapping[str, Any]]
+    request_ids: Sequence[int]
+    responses: Sequence[str]  # production's, as logged
+    production_ms: float  # what predict took for the request (scoring and logging)
+
+
+class _Worker:
+    """The queue and its thread, made on first use in each process (a forked worker makes
+    its own: a thread does not survive a fork)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        # None: the thread's signal to end (``reset``).
+        self.queue: queue.Queue[Copy | None] = queue.Queue(maxsize=settings.SHADOW_QUEUE_SIZE)
+        self.dropped: dict[int, int] = {}  # shadow id -> copies dropped, not yet written
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.run, name="shadow-copies", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while True:
+            try:
+                copy = self.queue.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                connection.close()  # idle: give the connection back
+                continue
+            if copy is None:
+                self.queue.task_done()
+                connection.close()
+                return
+            try:
+                # One connection for the copies of a busy stretch (a connection per copy
+                # would cost more than the copy); closed when idle, or after an error.
+                score(copy, dropped=self.take_dropped())
+            except Exception:  # whatever a shadow does, the thread goes on
+                logger.exception("Shadow %s: a copy could not be written.", copy.shadow_id)
+                connection.close()
+            finally:
+                self.queue.task_done()
+
+    def take_dropped(self) -> dict[int, int]:
+        with self.lock:
+            dropped, self.dropped = self.dropped, {}
+        return dropped
+
+    def drop(self, shadow_id: int, count: int) -> None:
+        with self.lock:
+            self.dropped[shadow_id] = self.dropped.get(shadow_id, 0) + count
+
+
+_worker: _Worker | None = None
+_worker_lock = threading.Lock()
+
+
+def _get_worker() -> _Worker:
+    global _worker
+    worker = _worker
+    if worker is not None and worker.pid == os.getpid():
+        return worker
+    with _worker_lock:
+        if _worker is None or _worker.pid != os.getpid():
+            _worker = _Worker()
+        return _worker
+
+
+def offer(
+    *,
+    endpoint_name: str,
+    status: str,
+    request_ids: Sequence[int],
+    records: Sequence[Mapping[str, Any]],
+    responses: Callable[[], Sequence[str]],
+    production_ms: float,
+    rng: random.Random | None = None,
+) -> None:
+    """Copy a request answered with ``status`` to the endpoint's running shadow, if it has
+    one and the request falls in its share; once the caller's transaction commits (the
+    log rows must be there for the shadow's answers to join). ``responses``: production's
+    answers as logged, asked for only when there is a copy to make."""
+    if status not in SERVING or not request_ids:
+        return
+    shadow = selectors.running_shadow(endpoint_name=endpoint_name)
+    if shadow is None or (shadow.share < 1 and (rng or random).random() >= shadow.share):
+        return
+    copy = Copy(
+        shadow.pk, shadow.candidate, records, list(request_ids), list(responses()), production_ms
+    )
+    transaction.on_commit(lambda: _put(copy))
+
+
+def _put(copy: Copy) -> None:
+    worker = _get_worker()
+    try:
+        worker.queue.put_nowait(copy)
+    except queue.Full:
+        worker.drop(copy.shadow_id, len(copy.request_ids))
+
+
+def drain(timeout: float = 10.0) -> None:
+    """Wait until this process's queue is empty and its last copy written (tests, and a
+    benchmark between its variants)."""
+    worker = _worker
+    if worker is None or worker.pid != os.getpid():
+        return
+    deadline = time.monotonic() + timeout
+    while worker.queue.unfinished_tasks:
+        if time.monotonic() > deadline:
+            raise TimeoutError("Shadow copies still waiting after drain's timeout.")
+        time.sleep(0.005)
+
+
+def reset() -> None:
+    """Finish this process's copies and end its worker; the next copy starts a new one
+    (with the settings of then). For tests."""
+    global _worker
+    worker = _worker
+    if worker is None or worker.pid != os.getpid():
+        _worker = None
+        return
+    drain()
+    worker.queue.put(None)
+    worker.thread.join(timeout=10)
+    _worker = None
+
+
+# -- score and write ---------------------------------------------------------------------
+
+
+@dataclass
+class Scored:
+    responses: list[str] | None  # None: the candidate failed
+    answers: list[Any]
+    ms: float
+
+
+def score(copy: Copy, *, dropped: Mapping[int, int] | None = None) -> None:
+    """Score ``copy`` with the candidate and write its answers and counters (``dropped``:
+    the copies dropped since the last write, per shadow, added to their rows)."""
+    scored = _run_candidate(copy)
+    _write(copy, scored, dropped or {})
+
+
+def _run_candidate(copy: Copy) -> Scored:
+    start = time.perf_counter()
+    try:
+        runtime = ml_registry.get_registry().get(copy.candidate)
+        names = set(runtime.signature.names)
+        # Production checked the records; a feature only production takes is not the
+        # candidate's to refuse (as an A/B test's arms each take their own).
+        records = [
+            {k: v for k, v in record.items() if k in names}
+            if isinstance(record, Mapping)
+            else record
+            for record in copy.records
+        ]
+        output = runtime.predict_encoded(
+            runtime.encode(codecs.frame_from_records(records, runtime.signature))
+        )
+        check_finite(output)
+        answer = runtime.answer
+        responses, answers = answer.responses(output), list(answer.predictions(output))
+    except Exception as exc:  # a candidate's failure is counted, not raised
+        logger.warning(
+            "Shadow %s: the candidate (algorithm %s) failed on a copy: %s",
+            copy.shadow_id,
+            copy.candidate.pk,
+            exc,
+        )
+        return Scored(None, [], (time.perf_counter() - start) * 1000)
+    return Scored(responses, answers, (time.perf_counter() - start) * 1000)
+
+
+def _write(copy: Copy, scored: Scored, dropped: Mapping[int, int]) -> None:
+    for shadow_id, count in sorted(dropped.items()):
+        services.add_counts(shadow_id, {"dropped": count}, running=False)
+    if scored.responses is None:
+        services.add_counts(copy.shadow_id, {"failed": len(copy.request_ids)})
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Feedback files lock many log rows for a while; a copy waits for them half a
+            # second at most, then fails (counted) rather than pile up behind them.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '500ms'")
+        # The log rows first, in the order feedback locks them (feedback.py, then the
+        # shadow's row in tally.save): feedback given before this commit is read here and
+        # counted once; feedback after it finds the shadow's answer (services.count_pairs).
+        truths = dict(
+            MLRequest.objects.select_for_update()
+            .filter(pk__in=copy.request_ids)
+            .order_by("pk")
+            .values_list("pk", "feedback")
+        )
+        per_row_ms = scored.ms / len(copy.request_ids)
+        ShadowAnswer.objects.bulk_create(
+            ShadowAnswer(
+                request_id=pk,
+                shadow_id=copy.shadow_id,
+                response=response,
+                full_response=dict(answer),
+                ms=per_row_ms,
+            )
+            for pk, response, answer in zip(
+                copy.request_ids, scored.responses, scored.answers, strict=True
+            )
+            if pk in truths  # deleted meanwhile: nothing to pair with
+        )
+        counts = _counts(copy, scored.responses, truths, per_row_ms)
+        if not services.add_counts(copy.shadow_id, counts):
+            # The shadow ended meanwhile: its comparison stays as it ended.
+            transaction.set_rollback(True)
+        elif counts.get("pairs"):  # feedback came before the copy: a look, as feedback's
+            transaction.on_commit(lambda: services.look([copy.shadow_id]))
+
+
+def _counts(
+    copy: Copy, responses: Sequence[str], truths: Mapping[int, str | None], ms: float
+) -> dict[str, float]:
+    """What one scored copy adds to the shadow's counters (models.Shadow)."""
+    regression = copy.candidate.task == Task.REGRESSION
+    counts: dict[str, float] = dict.fromkeys(
+        ("copies", "agreed", "difference", "difference_sq", "production_ms", "shadow_ms"), 0
+    )
+    pairs: dict[str, float] = {}
+    per_row_production = copy.production_ms / len(copy.request_ids)
+    for pk, production, shadow in zip(copy.request_ids, copy.responses, responses, strict=True):
+        if pk not in truths:
+            continue
+        counts["copies"] += 1
+        counts["production_ms"] += per_row_production
+        counts["shadow_ms"] += ms
+        if regression:
+            gap = float(shadow) - float(production)
+            counts["difference"] += gap
+            counts["difference_sq"] += gap * gap
+        else:
+            counts["agreed"] += production == shadow
+        truth = truths[pk]
+        if truth is not None:
+            services.add_pair(pairs, production, shadow, truth, regression=regression, sign=+1)
+    return {k: v for k, v in {**counts, **pairs}.items() if v}
