@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from apps.core.errors import InvalidInput
 from apps.endpoints.catalogue.selectors import forget_selections
-from apps.endpoints.models import MLAlgorithm, MLAlgorithmStatus, Shadow
+from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus, Shadow
 
 Status = MLAlgorithmStatus.Status
 # The statuses that answer an endpoint's clients: a shadow is compared with these.
@@ -47,9 +47,7 @@ def set_algorithm_status(
     the versions that served, and a comparison across the change would mix two baselines.
     So does a write that takes the candidate out of ``shadow`` behind the shadow's back."""
     check_status(status)
-    # Lock the algorithm so two concurrent changes serialise instead of both deactivating
-    # the old status and tripping the one-active-status constraint.
-    MLAlgorithm.objects.select_for_update().only("pk").get(pk=algorithm.pk)
+    _lock(algorithm)
     old = status_of(algorithm)
     MLAlgorithmStatus.objects.filter(parent_mlalgorithm=algorithm, active=True).update(active=False)
     created = MLAlgorithmStatus.objects.create(
@@ -68,10 +66,23 @@ def restore_status(*, algorithm: MLAlgorithm, previous: str, by: str) -> None:
     if previous:
         set_algorithm_status(algorithm=algorithm, status=previous, created_by=by)
         return
-    MLAlgorithm.objects.select_for_update().only("pk").get(pk=algorithm.pk)
+    _lock(algorithm)
     MLAlgorithmStatus.objects.filter(parent_mlalgorithm=algorithm, active=True).update(active=False)
     forget_selections()
     transaction.on_commit(forget_selections)
+
+
+def lock_endpoint(endpoint_id: int) -> None:
+    """The first lock of every status write and of every end of a shadow, so that they take
+    their locks in one order (the endpoint, its algorithm, its shadow) and never deadlock."""
+    Endpoint.objects.select_for_update().only("pk").get(pk=endpoint_id)
+
+
+def _lock(algorithm: MLAlgorithm) -> None:
+    # The algorithm's row too, so two concurrent changes serialise instead of both
+    # deactivating the old status and tripping the one-active-status constraint.
+    lock_endpoint(algorithm.parent_endpoint_id)
+    MLAlgorithm.objects.select_for_update().only("pk").get(pk=algorithm.pk)
 
 
 def _end_shadow(algorithm: MLAlgorithm, *, old: str, new: str, by: str) -> None:

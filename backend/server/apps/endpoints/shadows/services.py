@@ -19,7 +19,6 @@ from apps.endpoints.experiments.evaluation import observation
 from apps.endpoints.experiments.selectors import running_abtest
 from apps.endpoints.models import (
     ABTest,
-    Endpoint,
     MLAlgorithm,
     MLAlgorithmStatus,
     Shadow,
@@ -50,7 +49,7 @@ def create(
     """Start a shadow: ``candidate`` gets status ``shadow`` (its previous one remembered)
     and scores ``share`` of the endpoint's single predictions from now on."""
     # One shadow per endpoint: concurrent starts serialise on the endpoint's row.
-    Endpoint.objects.select_for_update().only("pk").get(pk=candidate.parent_endpoint_id)
+    statuses.lock_endpoint(candidate.parent_endpoint_id)
     previous, baseline = check_start(candidate=candidate, share=share, alpha=alpha)
     shadow = Shadow.objects.create(
         endpoint_id=candidate.parent_endpoint_id,
@@ -132,6 +131,9 @@ def _check_alike(serving: MLAlgorithm, candidate: MLAlgorithm) -> None:
 
 def _end(shadow_id: int, state: str, by: str, reason: str) -> Shadow:
     """Lock the running shadow and record its end; in the caller's transaction."""
+    endpoint_id = Shadow.objects.filter(pk=shadow_id).values_list("endpoint_id", flat=True).first()
+    if endpoint_id is not None:
+        statuses.lock_endpoint(endpoint_id)  # first, as every status write does
     shadow = (
         Shadow.objects.select_for_update(of=("self",))
         .select_related("candidate", "endpoint")

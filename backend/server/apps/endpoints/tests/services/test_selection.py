@@ -150,12 +150,27 @@ def test_a_single_prediction_costs_two_queries(
 ) -> None:
     algorithm(registry)
     registry.get(MLAlgorithm.objects.get())  # loaded, as in a warm worker
-    with django_assert_num_queries(2):  # select the algorithm, INSERT ... RETURNING
+    # Select the algorithm, INSERT ... RETURNING, and look for the endpoint's shadow.
+    with django_assert_num_queries(3):
         [served] = serving.predict(
             endpoint_name="income_classifier", records=[SAMPLE_RECORD], status="production"
         )
     row = MLRequest.objects.get(pk=served["request_id"])
     assert row.input_data == SAMPLE_RECORD and row.response == served["label"]
+
+
+def test_a_warm_worker_predicts_with_one_query(
+    registry: MLRegistry, settings: Any, django_assert_num_queries: Any
+) -> None:
+    """With the selections cached (PREDICT_CACHE_SECONDS, 1 s by default) the algorithm and
+    the shadow are known: the log's INSERT is the only query."""
+    settings.PREDICT_CACHE_SECONDS = 60
+    algorithm(registry)
+    for _ in range(2):  # the first fills the caches
+        with django_assert_num_queries(1 if _ else 3):
+            serving.predict(
+                endpoint_name="income_classifier", records=[SAMPLE_RECORD], status="production"
+            )
 
 
 def test_invalid_input_logs_nothing(registry: MLRegistry) -> None:
