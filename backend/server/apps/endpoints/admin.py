@@ -552,6 +552,7 @@ class ShadowForm(forms.ModelForm[Shadow]):
                     candidate=candidate,
                     share=cleaned.get("share", 1.0),
                     alpha=cleaned.get("alpha", 0.05),
+                    planned_feedback=cleaned.get("planned_feedback"),
                 )
             except ServiceError as error:
                 raise forms.ValidationError(error.message) from None

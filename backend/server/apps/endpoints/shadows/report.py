@@ -20,22 +20,26 @@ from apps.endpoints.models import Shadow, ShadowAnswer, Task
 from apps.endpoints.shadows import comparison, selectors
 
 WIDTH, LEFT, RIGHT, PLOT_TOP, PLOT_HEIGHT, MOST_POINTS = 720, 90, 40, 20, 220, 400
+AGREEMENT_WINDOW = 100_000
 
 
 def context(shadow: Shadow) -> dict[str, Any]:
     regression = shadow.candidate.task == Task.REGRESSION
-    answers = list(
-        ShadowAnswer.objects.filter(shadow=shadow)
-        .order_by("request_id")
-        .values_list("response", "request__response", "request__feedback", "request__feedback_at")
+    answers = ShadowAnswer.objects.filter(shadow=shadow).values_list(
+        "response", "request__response", "request__feedback", "request__feedback_at"
     )
+    # The agreement over the latest copies (a long shadow's millions would not help a
+    # chart); the sequence over every pair with feedback, as an A/B test's report.
+    latest = list(answers.order_by("-request_id")[:AGREEMENT_WINDOW])[::-1]
+    labelled = list(answers.filter(request__feedback__isnull=False).order_by("request_id"))
     return {
         "shadow": shadow,
         "running": shadow.state == Shadow.State.RUNNING,
         "regression": regression,
         "summary": comparison.summary(shadow),
-        "agreement": agreement_over_time(answers, regression=regression),
-        "over_time": sequence_over_time(shadow, answers, regression=regression),
+        "agreement": agreement_over_time(latest, regression=regression),
+        "agreement_window": AGREEMENT_WINDOW,
+        "over_time": sequence_over_time(shadow, labelled, regression=regression),
         "discordant": selectors.discordant_pairs(shadow),
     }
 

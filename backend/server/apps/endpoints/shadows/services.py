@@ -17,6 +17,7 @@ from apps.endpoints.catalogue import statuses
 from apps.endpoints.experiments import ab_testing
 from apps.endpoints.experiments.evaluation import observation
 from apps.endpoints.experiments.selectors import running_abtest
+from apps.endpoints.experiments.sequential import MIN_COUNT
 from apps.endpoints.models import (
     ABTest,
     MLAlgorithm,
@@ -50,7 +51,9 @@ def create(
     and scores ``share`` of the endpoint's single predictions from now on."""
     # One shadow per endpoint: concurrent starts serialise on the endpoint's row.
     statuses.lock_endpoint(candidate.parent_endpoint_id)
-    previous, baseline = check_start(candidate=candidate, share=share, alpha=alpha)
+    previous, baseline = check_start(
+        candidate=candidate, share=share, alpha=alpha, planned_feedback=planned_feedback
+    )
     shadow = Shadow.objects.create(
         endpoint_id=candidate.parent_endpoint_id,
         candidate=candidate,
@@ -67,7 +70,11 @@ def create(
 
 
 def check_start(
-    *, candidate: MLAlgorithm, share: float = 1.0, alpha: float = 0.05
+    *,
+    candidate: MLAlgorithm,
+    share: float = 1.0,
+    alpha: float = 0.05,
+    planned_feedback: int | None = None,
 ) -> tuple[str, list[MLAlgorithm]]:
     """Why ``candidate`` cannot start a shadow (an ``InvalidInput`` or ``Conflict``), else
     its status now and the versions it would be compared with. ``create`` asks under the
@@ -81,6 +88,12 @@ def check_start(
         raise InvalidInput(
             f"alpha must be between 0 and 1 (exclusive); got {alpha}.",
             details={"alpha": ["Must be greater than 0 and less than 1."]},
+        )
+    if planned_feedback is not None and planned_feedback < MIN_COUNT:
+        raise InvalidInput(
+            f"planned_feedback must be at least {MIN_COUNT}: no look decides before that many "
+            f"pairs; got {planned_feedback}.",
+            details={"planned_feedback": [f"At least {MIN_COUNT}."]},
         )
     running = Shadow.objects.filter(endpoint_id=candidate.parent_endpoint_id, state=State.RUNNING)
     if running.exists():

@@ -367,6 +367,8 @@ def test_starting_is_checked_and_needs_its_permission(
     assert serving.status_code == 400 and "serves clients" in serving.json()["error"]["message"]
     assert start(staff_api, candidate, share=0).status_code == 400
     assert start(staff_api, candidate, share=1.5).status_code == 400
+    few = start(staff_api, candidate, planned_feedback=0)
+    assert few.status_code == 400 and "planned_feedback" in few.json()["error"]["details"]
     assert start(staff_api, candidate).status_code == 201
     again = start(staff_api, candidate)
     assert again.status_code in (400, 409)
@@ -475,3 +477,39 @@ def test_deleting_requests_takes_their_pairs_out(
     assert feedback.delete_requests(MLRequest.objects.filter(pk__in=first)) == 5
     assert counters(shadow) == scanned(shadow) and counters(shadow)["pairs"] == 7
     assert ShadowAnswer.objects.count() == 7
+
+
+# -- the admin ------------------------------------------------------------------------------
+
+
+def test_the_admin_starts_a_shadow_shows_it_and_promotes_it_once(pair: Pair) -> None:
+    production, candidate = pair
+    client = Client()
+    client.force_login(operator())
+    form = client.get("/admin/endpoints/shadow/add/")
+    assert form.status_code == 200
+    refused = client.post(
+        "/admin/endpoints/shadow/add/", {"candidate": production.pk, "share": 1, "alpha": 0.05}
+    )
+    assert refused.status_code == 200 and "serves clients" in refused.content.decode()
+    added = client.post(
+        "/admin/endpoints/shadow/add/", {"candidate": candidate.pk, "share": 0.5, "alpha": 0.05}
+    )
+    assert added.status_code == 302, added.content
+    shadow = Shadow.objects.get()
+    assert (shadow.share, shadow.created_by, status(candidate)) == (0.5, "operator", "shadow")
+    listed = client.get("/admin/endpoints/shadow/")
+    assert listed.status_code == 200 and f"/shadows/{shadow.pk}/report" in listed.content.decode()
+    assert client.get(f"/admin/endpoints/shadow/{shadow.pk}/change/").status_code == 200
+    for _ in range(2):  # the second finds it ended and says so
+        client.post(
+            "/admin/endpoints/shadow/",
+            {"action": "promote_shadows", "_selected_action": [shadow.pk]},
+        )
+    assert (status(production), status(candidate)) == ("testing", "production")
+    assert candidate.statuses.count() == 3  # testing, shadow, production: promoted once
+    # Without the permission to end shadows, the actions are not offered.
+    viewer = Client()
+    viewer.force_login(operator("viewer", permissions=["view_shadow"]))
+    page = viewer.get("/admin/endpoints/shadow/").content.decode()
+    assert "promote_shadows" not in page and "stop_shadows" not in page
