@@ -14,7 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 # The statuses an algorithm can have (apps/endpoints/models.py, MLAlgorithmStatus.Status;
 # a test keeps the two in step). Settings are read before the apps load, so they are
 # listed here rather than imported.
-STATUSES = ("testing", "staging", "production", "ab_testing")
+STATUSES = ("testing", "staging", "production", "ab_testing", "shadow")
 
 # DRF's rate format: requests per second, minute, hour or day ("100/second", "5/m").
 _RATE = re.compile(r"[1-9][0-9]*/(s|m|h|d)[a-z]*")

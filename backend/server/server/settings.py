@@ -266,7 +266,10 @@ ML_COMPILED_INFERENCE = env_bool("ML_COMPILED_INFERENCE", True)
 
 # The status predict uses when the client does not pass ?status=. The upstream design
 # used "production": a client that names nothing gets the production model.
-PREDICT_DEFAULT_STATUS = env_choice("PREDICT_DEFAULT_STATUS", "production", STATUSES)
+# Any status but "shadow", which never answers a client.
+PREDICT_DEFAULT_STATUS = env_choice(
+    "PREDICT_DEFAULT_STATUS", "production", tuple(s for s in STATUSES if s != "shadow")
+)
 
 # How long a worker may reuse its answer to "which algorithm serves this endpoint and
 # status": a status change reaches the other workers within this many seconds (the worker
