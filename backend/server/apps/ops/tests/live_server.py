@@ -143,16 +143,19 @@ def launch(
     return running
 
 
-def halt(running: Server) -> None:
+def halt(*servers: Server) -> None:
     """gunicorn and its workers: a graceful stop (SIGTERM), as an orchestrator does; a
-    worker that does not finish in time is killed so a test never hangs on it."""
-    with suppress(ProcessLookupError):  # it may have exited: keep the real failure
-        os.killpg(running.process.pid, signal.SIGTERM)
-    try:
-        running.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(running.process.pid, signal.SIGKILL)
-        running.process.wait(timeout=15)
+    worker that does not finish in time is killed so a test never hangs on it. Several
+    servers are told to stop at once, then waited for: each takes a second or two."""
+    for running in servers:
+        with suppress(ProcessLookupError):  # it may have exited: keep the real failure
+            os.killpg(running.process.pid, signal.SIGTERM)
+    for running in servers:
+        try:
+            running.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(running.process.pid, signal.SIGKILL)
+            running.process.wait(timeout=15)
 
 
 @contextmanager
@@ -166,6 +169,25 @@ def serving(
         yield running
     finally:
         halt(running)
+
+
+@contextmanager
+def serving_together(
+    *hosts: tuple[Path, Path, dict[str, str]], database_url: str | None = None
+) -> Iterator[list[Server]]:
+    """Several ``bin/serve`` (``launch``), one per ``(artifacts_dir, tmp_path, env)``,
+    started at once and all answering when the block starts, stopped at once when it ends
+    (``halt``). One after the other, their start-ups (seconds each: two Django set-ups and
+    collectstatic) and their stops added up."""
+    running: list[Server] = []
+    try:
+        for artifacts_dir, tmp_path, env_overrides in hosts:
+            running.append(launch(artifacts_dir, tmp_path, database_url, **env_overrides))
+        for server in running:
+            server.wait_until_alive(server.process)
+        yield running
+    finally:
+        halt(*running)
 
 
 def upload_wine(server: Server, token: str) -> tuple[Any, dict[str, Any]]:
