@@ -19,7 +19,7 @@ from apps.endpoints.tests.factories import algorithm
 from apps.ml.registry import MLRegistry
 from apps.ml.tests.factories import SAMPLE_RECORD
 from apps.ops.tests.live_server import production_superuser, serving
-from apps.ops.tests.test_slow_clients import ELSEWHERE, PREDICT, call, proxying
+from apps.ops.tests.test_slow_clients import ELSEWHERE, PREDICT, call, nginx_or_skip, proxying
 
 LIMIT = 3  # LOGIN_FAILURE_LIMIT and predictions a minute, small to keep the test short
 LOG = "/api/v1/mlrequests"
@@ -40,6 +40,7 @@ def predict(port: int, source: str, forwarded_for: str) -> int:
 def test_behind_the_shipped_proxy_each_client_is_its_own_address(
     num_proxies: str, registry: MLRegistry, artifacts_dir: Path, tmp_path: Path
 ) -> None:
+    nginx_or_skip()  # before the server starts: a skip should cost nothing
     algorithm(registry, name="forest")
     production_superuser("operator", "the-right-one-42")
     with (
