@@ -3,9 +3,10 @@
 Predict answers first. Once its log rows are committed, ``offer`` puts a copy of the
 request (its records, its log ids, production's answers) on this process's bounded queue
 and returns: an append, no I/O. One worker thread per process takes the copies in order,
-scores each with the candidate's runtime and writes the shadow's answers beside
-production's (``ShadowAnswer``, keyed by the log row) with the shadow's counters, in one
-transaction.
+as many as wait (up to ``BATCH``), scores them with the candidate's runtime in one call
+and writes the shadow's answers beside production's (``ShadowAnswer``, keyed by the log
+row) with the shadow's counters, in one transaction: under load, the database sees a
+write per batch of copies rather than per copy.
 
 - A full queue (``SHADOW_QUEUE_SIZE`` copies waiting) drops the copy and counts it: the
   client's answer never waits for the shadow. The count reaches the shadow's row with the
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 # How long the worker keeps its database connection with no copy to write.
 IDLE_SECONDS = 5.0
+# Copies scored and written together at most, when that many wait.
+BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -75,23 +78,31 @@ class _Worker:
     def run(self) -> None:
         while True:
             try:
-                copy = self.queue.get(timeout=IDLE_SECONDS)
+                taken = [self.queue.get(timeout=IDLE_SECONDS)]
             except queue.Empty:
                 connection.close()  # idle: give the connection back
                 continue
-            if copy is None:
-                self.queue.task_done()
-                connection.close()
-                return
+            # What else waits, up to BATCH: one model call and one transaction for them
+            # all, so that a busy stretch costs the database a write per batch, not per copy.
+            while len(taken) < BATCH:
+                try:
+                    taken.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            copies = [c for c in taken if c is not None]
             try:
                 # One connection for the copies of a busy stretch (a connection per copy
                 # would cost more than the copy); closed when idle, or after an error.
-                score(copy, dropped=self.take_dropped())
+                score(copies, dropped=self.take_dropped())
             except Exception:  # whatever a shadow does, the thread goes on
-                logger.exception("Shadow %s: a copy could not be written.", copy.shadow_id)
+                logger.exception("Shadow copies could not be written (%s).", len(copies))
                 connection.close()
             finally:
-                self.queue.task_done()
+                for _ in taken:
+                    self.queue.task_done()
+            if len(copies) < len(taken):  # reset's signal
+                connection.close()
+                return
 
     def take_dropped(self) -> dict[int, int]:
         with self.lock:
@@ -188,49 +199,88 @@ class Scored:
     ms: float
 
 
-def score(copy: Copy, *, dropped: Mapping[int, int] | None = None) -> None:
-    """Score ``copy`` with the candidate and write its answers and counters (``dropped``:
-    the copies dropped since the last write, per shadow, added to their rows)."""
-    scored = _run_candidate(copy)
-    _write(copy, scored, dropped or {})
+def score(copies: Sequence[Copy], *, dropped: Mapping[int, int] | None = None) -> None:
+    """Score ``copies`` with their candidates and write their answers and counters, a
+    transaction per shadow (``dropped``: the copies dropped since the last write, per
+    shadow, added to their rows)."""
+    for shadow_id, count in sorted((dropped or {}).items()):
+        services.add_counts(shadow_id, {"dropped": count}, running=False)
+    by_shadow: dict[int, list[Copy]] = {}
+    for copy in copies:
+        by_shadow.setdefault(copy.shadow_id, []).append(copy)
+    for shadow_id, mine in sorted(by_shadow.items()):
+        scored = _run_candidate(mine)
+        failed = sum(
+            len(c.request_ids) for c, s in zip(mine, scored, strict=True) if s.responses is None
+        )
+        if failed:
+            services.add_counts(shadow_id, {"failed": failed})
+        good = [(c, s) for c, s in zip(mine, scored, strict=True) if s.responses is not None]
+        if good:
+            _write(shadow_id, good)
 
 
-def _run_candidate(copy: Copy) -> Scored:
+def _run_candidate(copies: Sequence[Copy]) -> list[Scored]:
+    """Each copy's answers, from one model call for all of them; when that fails, from a
+    call per copy, so that the copy the candidate cannot score fails alone."""
+    if len(copies) == 1:
+        return [_one(copies[0])]
     start = time.perf_counter()
+    together = _answers([r for c in copies for r in c.records], copies[0])
+    if together is None:
+        return [_one(copy) for copy in copies]
+    responses, answers = together
+    rows = sum(len(c.records) for c in copies)
+    per_row = (time.perf_counter() - start) * 1000 / rows
+    scored, at = [], 0
+    for copy in copies:
+        n = len(copy.records)
+        scored.append(Scored(responses[at : at + n], answers[at : at + n], per_row * n))
+        at += n
+    return scored
+
+
+def _one(copy: Copy) -> Scored:
+    start = time.perf_counter()
+    found = _answers(copy.records, copy, log=True)
+    ms = (time.perf_counter() - start) * 1000
+    return Scored(None, [], ms) if found is None else Scored(found[0], found[1], ms)
+
+
+def _answers(
+    records: Sequence[Mapping[str, Any]], copy: Copy, *, log: bool = False
+) -> tuple[list[str], list[Any]] | None:
+    """The candidate's responses and answers to ``records``; None when it fails."""
     try:
         runtime = ml_registry.get_registry().get(copy.candidate)
         names = set(runtime.signature.names)
         # Production checked the records; a feature only production takes is not the
         # candidate's to refuse (as an A/B test's arms each take their own).
-        records = [
+        kept = [
             {k: v for k, v in record.items() if k in names}
             if isinstance(record, Mapping)
             else record
-            for record in copy.records
+            for record in records
         ]
         output = runtime.predict_encoded(
-            runtime.encode(codecs.frame_from_records(records, runtime.signature))
+            runtime.encode(codecs.frame_from_records(kept, runtime.signature))
         )
         check_finite(output)
         answer = runtime.answer
-        responses, answers = answer.responses(output), list(answer.predictions(output))
+        return answer.responses(output), list(answer.predictions(output))
     except Exception as exc:  # a candidate's failure is counted, not raised
-        logger.warning(
-            "Shadow %s: the candidate (algorithm %s) failed on a copy: %s",
-            copy.shadow_id,
-            copy.candidate.pk,
-            exc,
-        )
-        return Scored(None, [], (time.perf_counter() - start) * 1000)
-    return Scored(responses, answers, (time.perf_counter() - start) * 1000)
+        if log:
+            logger.warning(
+                "Shadow %s: the candidate (algorithm %s) failed on a copy: %s",
+                copy.shadow_id,
+                copy.candidate.pk,
+                exc,
+            )
+        return None
 
 
-def _write(copy: Copy, scored: Scored, dropped: Mapping[int, int]) -> None:
-    for shadow_id, count in sorted(dropped.items()):
-        services.add_counts(shadow_id, {"dropped": count}, running=False)
-    if scored.responses is None:
-        services.add_counts(copy.shadow_id, {"failed": len(copy.request_ids)})
-        return
+def _write(shadow_id: int, scored: Sequence[tuple[Copy, Scored]]) -> None:
+    ids = [pk for copy, _ in scored for pk in copy.request_ids]
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # Feedback files lock many log rows for a while; a copy waits for them half a
@@ -242,37 +292,43 @@ def _write(copy: Copy, scored: Scored, dropped: Mapping[int, int]) -> None:
         # counted once; feedback after it finds the shadow's answer (services.count_pairs).
         truths = dict(
             MLRequest.objects.select_for_update()
-            .filter(pk__in=copy.request_ids)
+            .filter(pk__in=ids)
             .order_by("pk")
             .values_list("pk", "feedback")
         )
-        per_row_ms = scored.ms / len(copy.request_ids)
         ShadowAnswer.objects.bulk_create(
             ShadowAnswer(
                 request_id=pk,
-                shadow_id=copy.shadow_id,
+                shadow_id=shadow_id,
                 response=response,
                 full_response=dict(answer),
-                ms=per_row_ms,
+                ms=result.ms / len(copy.request_ids),
             )
+            for copy, result in scored
             for pk, response, answer in zip(
-                copy.request_ids, scored.responses, scored.answers, strict=True
+                copy.request_ids, result.responses or [], result.answers, strict=True
             )
             if pk in truths  # deleted meanwhile: nothing to pair with
         )
-        counts = _counts(copy, scored.responses, truths, per_row_ms)
-        if not services.add_counts(copy.shadow_id, counts):
+        counts: dict[str, float] = {}
+        for copy, result in scored:
+            assert result.responses is not None  # the caller's filter
+            for name, value in _counts(copy, result.responses, truths, result.ms).items():
+                counts[name] = counts.get(name, 0.0) + value
+        if not services.add_counts(shadow_id, counts):
             # The shadow ended meanwhile: its comparison stays as it ended.
             transaction.set_rollback(True)
         elif counts.get("pairs"):  # feedback came before the copy: a look, as feedback's
-            transaction.on_commit(lambda: services.look([copy.shadow_id]))
+            transaction.on_commit(lambda: services.look([shadow_id]))
 
 
 def _counts(
     copy: Copy, responses: Sequence[str], truths: Mapping[int, str | None], ms: float
 ) -> dict[str, float]:
-    """What one scored copy adds to the shadow's counters (models.Shadow)."""
+    """What one scored copy adds to the shadow's counters (models.Shadow); ``ms``: the
+    shadow's time for the whole copy."""
     regression = copy.candidate.task == Task.REGRESSION
+    ms /= len(copy.request_ids)
     counts: dict[str, float] = dict.fromkeys(
         ("copies", "agreed", "difference", "difference_sq", "production_ms", "shadow_ms"), 0
     )

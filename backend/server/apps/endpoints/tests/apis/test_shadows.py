@@ -315,6 +315,44 @@ def test_a_full_queue_drops_copies_and_counts_them(
     assert (read["copies"], read["dropped"]) == (3, 3)
 
 
+def test_waiting_copies_are_scored_together_and_one_the_candidate_refuses_fails_alone(
+    api: APIClient, staff_api: APIClient, pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, candidate = pair
+    shadow = Shadow.objects.get(pk=start(staff_api, candidate).json()["id"])
+    runtime = ml_registry.get_registry().get(candidate)
+    gate = Gate(runtime, monkeypatch)
+    blocked = runtime.predict_encoded
+    sizes: list[int] = []
+
+    def picky(encoded: Any) -> Any:
+        matrix, _ = encoded  # the Adult bundle's input: the rows and what was filled
+        sizes.append(len(matrix))
+        # The three waiting copies come as one call, which fails; then one call each, of
+        # which the second fails: only its copy may be lost.
+        if len(sizes) in (2, 4):
+            raise ValueError("the candidate refuses this")
+        return blocked(encoded)
+
+    monkeypatch.setattr(runtime, "predict_encoded", picky)
+    records = adult_records(4)
+    assert predict(api, records[0][0]).status_code == 200
+    assert gate.entered.wait(10)
+    for record, _ in records[1:]:
+        assert predict(api, record).status_code == 200
+    gate.released.set()
+    copying.drain()
+    assert sizes == [1, 3, 1, 1, 1]
+    shadow.refresh_from_db()
+    assert (shadow.copies, shadow.failed) == (3, 1)
+    ids = list(MLRequest.objects.order_by("pk").values_list("pk", flat=True))
+    assert sorted(ShadowAnswer.objects.values_list("request_id", flat=True)) == [
+        ids[0],
+        ids[1],
+        ids[3],
+    ]
+
+
 def test_a_share_copies_that_share_of_requests(
     api: APIClient, staff_api: APIClient, pair: Pair
 ) -> None:
