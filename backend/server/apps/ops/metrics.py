@@ -195,7 +195,8 @@ class ShadowCollector:
             logger.warning("Shadow metrics skipped: %s", exc)
             return []
         for shadow in running:
-            values = [str(shadow.pk), shadow.endpoint.name, str(shadow.candidate)]
+            candidate = f"{shadow.candidate.name} {shadow.candidate.version}"
+            values = [str(shadow.pk), shadow.endpoint.name, candidate]
             for result in ("copies", "dropped", "failed"):
                 name = "scored" if result == "copies" else result
                 copies.add_metric([*values, name], getattr(shadow, result))

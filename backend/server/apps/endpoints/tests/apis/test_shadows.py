@@ -217,7 +217,7 @@ def test_a_shadow_scores_copies_beside_production_and_feedback_scores_both(
     html = page.content.decode()
     assert 'class="over-time"' in html and 'class="agreement"' in html
     metrics = Client().get("/metrics").content.decode()
-    names = f'candidate="{candidate}",endpoint="income_classifier"'
+    names = f'candidate="extra trees {candidate.version}",endpoint="income_classifier"'
     assert f'ml_shadow_copies_total{{{names},result="scored",shadow="{shadow.pk}"}} 80.0' in metrics
     assert f'ml_shadow_pairs{{{names},shadow="{shadow.pk}"}} 60.0' in metrics
 
