@@ -45,7 +45,9 @@ class ShadowViewSet(
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, pk: str) -> Response:
         """End the shadow; its candidate gets its previous status back."""
-        shadow = shadows.stop(shadow_id=int(pk), stopped_by=request.user.get_username())
+        shadow = shadows.stop(
+            shadow_id=self.get_object().pk, stopped_by=request.user.get_username()
+        )
         return Response(self.get_serializer(shadow).data)
 
     @extend_schema(request=None, responses={200: ShadowSerializer})
@@ -53,7 +55,9 @@ class ShadowViewSet(
     def promote(self, request: Request, pk: str) -> Response:
         """End the shadow with its candidate in production (the production version goes to
         testing); 409 while an A/B test runs on the endpoint."""
-        shadow = shadows.promote(shadow_id=int(pk), promoted_by=request.user.get_username())
+        shadow = shadows.promote(
+            shadow_id=self.get_object().pk, promoted_by=request.user.get_username()
+        )
         return Response(self.get_serializer(shadow).data)
 
     @extend_schema(request=ShadowABTestSerializer, responses={201: ABTestSerializer})
@@ -65,10 +69,11 @@ class ShadowViewSet(
             self.permission_denied(
                 request, f"This needs a staff user with the permission: {policy.START_AB_TEST}."
             )
+        shadow_id = self.get_object().pk  # a 404 for an id that is not one
         body = ShadowABTestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         _, abtest = shadows.start_ab_test(
-            shadow_id=int(pk), created_by=request.user.get_username(), **body.validated_data
+            shadow_id=shadow_id, created_by=request.user.get_username(), **body.validated_data
         )
         return Response(
             ABTestSerializer(abtest, context={"request": request}).data,

@@ -413,6 +413,14 @@ def test_starting_is_checked_and_needs_its_permission(
     assert Shadow.objects.count() == 1
 
 
+def test_an_id_that_is_not_a_shadows_is_a_404(staff_api: APIClient, pair: Pair) -> None:
+    """The fuzzer's finding: ``null,null`` as the id answered 500 (``int()`` of it)."""
+    for pk in ("null%2Cnull", "x", "99", str(2**70)):
+        for action in ("stop", "promote", "ab_test"):
+            answer = staff_api.post(f"/api/v1/shadows/{pk}/{action}", {}, format="json")
+            assert answer.status_code == 404, (pk, action, answer.content)
+
+
 def test_stop_restores_the_candidates_status_once(staff_api: APIClient, pair: Pair) -> None:
     _, candidate = pair
     shadow_id = start(staff_api, candidate).json()["id"]
