@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shlex
 import shutil
@@ -65,7 +66,7 @@ from predict_bench import (
     wrk,
 )
 
-from common import ARTIFACTS, PG_ADMIN, cpu_of, log, save
+from common import ARTIFACTS, OUT, PG_ADMIN, cpu_of, log, save
 
 VARIANTS: tuple[tuple[str, float], ...] = (
     ("no shadow", 0.0),
@@ -132,6 +133,7 @@ class Result:
     runs: dict[tuple[str, int], list[Run]] = field(default_factory=dict)
     shadows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # last comparisons
     log_lines: list[str] = field(default_factory=list)  # gunicorn's warnings and errors
+    log_path: Path | None = None
 
 
 class Api:
@@ -259,7 +261,10 @@ def measure(
         {"MANAGEMENT_THROTTLE_RATE": "", "PREDICT_THROTTLE_RATE": ""},
     )
     candidate, token = setup(server)
-    server_log = tmp / f"gunicorn-{db_name}.log"
+    # Kept in bench/out/ (not committed) for whoever reads a warning quoted in the table.
+    server_log = OUT / f"shadow_bench-gunicorn-{db_name}.log"
+    OUT.mkdir(parents=True, exist_ok=True)
+    server_log.unlink(missing_ok=True)
     with ExitStack() as stack:
         with output_to(server_log):
             stack.enter_context(server)
@@ -302,10 +307,13 @@ def measure(
                     shown = api.call("GET", f"/api/v1/shadows/{shadow_id}")
                     result.shadows.setdefault(variant, []).append(shown["comparison"])
                     api.call("POST", f"/api/v1/shadows/{shadow_id}/stop")
+    # Log lines, and each traceback's last line (the exception and its message).
+    result.log_path = server_log
     result.log_lines = [
         line
         for line in server_log.read_text(errors="replace").splitlines()
-        if any(word in line for word in ("WARNING", "ERROR", "CRITICAL", "Traceback"))
+        if any(word in line for word in ("WARNING", "ERROR", "CRITICAL"))
+        or re.match(r"[\w.]+(Error|Exception|Timeout|Warning)\b", line)
     ]
     return result
 
@@ -394,8 +402,8 @@ def report(db_name: str, result: Result) -> list[str]:
         " them"
     )
     lines.append(
-        f"- gunicorn's log: {len(result.log_lines)} warning/error line(s)"
-        + "".join(f"\n  - `{line[:200]}`" for line in result.log_lines[:5])
+        f"- gunicorn's log ({result.log_path}): {len(result.log_lines)} warning/error line(s)"
+        + "".join(f"\n  - `{line[:300]}`" for line in result.log_lines[:8])
     )
     return lines
 
