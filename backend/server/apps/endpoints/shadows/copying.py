@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from apps.endpoints.catalogue.statuses import SERVING
 from apps.endpoints.models import MLAlgorithm, MLRequest, ShadowAnswer, Task
@@ -216,8 +216,16 @@ def score(copies: Sequence[Copy], *, dropped: Mapping[int, int] | None = None) -
         if failed:
             services.add_counts(shadow_id, {"failed": failed})
         good = [(c, s) for c, s in zip(mine, scored, strict=True) if s.responses is not None]
-        if good:
+        if not good:
+            continue
+        try:
             _write(shadow_id, good)
+        except DatabaseError as exc:
+            # The log rows stayed locked past the lock timeout (a feedback file), or the
+            # database failed: these copies are lost, and counted as such.
+            logger.warning("Shadow %s: %s copies not written: %s", shadow_id, len(good), exc)
+            lost = sum(len(c.request_ids) for c, _ in good)
+            services.add_counts(shadow_id, {"failed": lost})
 
 
 def _run_candidate(copies: Sequence[Copy]) -> list[Scored]:
@@ -296,6 +304,11 @@ def _write(shadow_id: int, scored: Sequence[tuple[Copy, Scored]]) -> None:
             .order_by("pk")
             .values_list("pk", "feedback")
         )
+        if connection.vendor == "postgresql":
+            # The shadow's row is the next lock: every writer holds it for one UPDATE at
+            # the end of a short transaction, so it is waited for as long as it takes.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = 0")
         ShadowAnswer.objects.bulk_create(
             ShadowAnswer(
                 request_id=pk,
