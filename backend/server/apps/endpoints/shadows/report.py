@@ -76,7 +76,6 @@ def _plot(
         "zero_y": y(0.0),
         "ticks": [{"y": y(t / scale), "label": f"{t:+.4g}"} for t in ticks],
         "count": int(counts[-1]),
-        "x": x,
     }
     for name, line in lines.items():
         shape[name] = " ".join(f"{x(c)},{y(v)}" for c, v in zip(counts, line, strict=True))
@@ -85,7 +84,6 @@ def _plot(
         points = [f"{x(c)},{y(v)}" for c, v in zip(counts, upper, strict=True)]
         points += [f"{x(c)},{y(v)}" for c, v in zip(counts[::-1], lower[::-1], strict=True)]
         shape["band"] = " ".join(points)
-    del shape["x"]
     return shape
 
 

@@ -108,13 +108,7 @@ def check_start(
             "a version that does not, compared with those that do.",
             details={"candidate": [f"Has status {previous}."]},
         )
-    baseline = list(
-        MLAlgorithm.objects.filter(
-            parent_endpoint_id=candidate.parent_endpoint_id,
-            statuses__active=True,
-            statuses__status__in=statuses.SERVING,
-        ).order_by("pk")
-    )
+    baseline = _with_status(candidate.parent_endpoint_id, statuses.SERVING)
     if not baseline:
         raise Conflict(
             "The endpoint has no version in production (or in an A/B test) to compare with."
@@ -190,12 +184,7 @@ def promote(*, shadow_id: int, promoted_by: str) -> Shadow:
         raise Conflict(
             "An A/B test runs on this endpoint: stop it before promoting the shadow.",
         )
-    production = MLAlgorithm.objects.filter(
-        parent_endpoint_id=shadow.endpoint_id,
-        statuses__active=True,
-        statuses__status=Status.PRODUCTION,
-    ).order_by("pk")
-    for old in production:
+    for old in _with_status(shadow.endpoint_id, {Status.PRODUCTION}):
         statuses.set_algorithm_status(algorithm=old, status=Status.TESTING, created_by=promoted_by)
     statuses.set_algorithm_status(
         algorithm=shadow.candidate, status=Status.PRODUCTION, created_by=promoted_by
@@ -214,13 +203,7 @@ def start_ab_test(
     statuses.restore_status(
         algorithm=shadow.candidate, previous=shadow.previous_status, by=created_by
     )
-    production = list(
-        MLAlgorithm.objects.filter(
-            parent_endpoint_id=shadow.endpoint_id,
-            statuses__active=True,
-            statuses__status=Status.PRODUCTION,
-        ).order_by("pk")
-    )
+    production = _with_status(shadow.endpoint_id, {Status.PRODUCTION})
     if len(production) != 1:
         raise Conflict(
             f"An A/B test from a shadow needs one version in production; the endpoint has "
@@ -236,6 +219,17 @@ def start_ab_test(
     shadow.ab_test = abtest
     shadow.save(update_fields=["ab_test"])
     return shadow, abtest
+
+
+def _with_status(endpoint_id: int, wanted: Iterable[str]) -> list[MLAlgorithm]:
+    """The endpoint's versions whose active status is one of ``wanted``, by id."""
+    return list(
+        MLAlgorithm.objects.filter(
+            parent_endpoint_id=endpoint_id,
+            statuses__active=True,
+            statuses__status__in=list(wanted),
+        ).order_by("pk")
+    )
 
 
 def _forget_on_commit() -> None:
