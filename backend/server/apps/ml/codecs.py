@@ -69,6 +69,37 @@ class Frame:
 
 MAX_SHOWN_VALUES = 40  # allowed values listed in an error, the rest counted
 
+# What was wrong with a refused value, for drift monitoring's data-quality shares.
+MISSING = "missing"  # a required feature absent or null
+UNSEEN = "unseen"  # a category the model's encoder does not know
+TYPE = "type"  # anything else: a string for a number, a list, NaN...
+
+
+class Refused(ValueError):
+    """A value the signature refuses, and which kind of refusal it is."""
+
+    def __init__(self, message: str, kind: str = TYPE) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class InvalidCells(InvalidInput):
+    """Values the signature refused, with everything that was read: ``frame`` holds every
+    row (a refused value as missing) and ``cells`` each refused value's (row, feature,
+    kind). Drift monitoring counts them: a refused request is the loudest sign that the
+    inputs changed (``apps/endpoints/monitoring``)."""
+
+    def __init__(
+        self, message: str, *, details: Any, frame: Frame, cells: list[tuple[int, str, str]]
+    ) -> None:
+        super().__init__(message, details=details)
+        self.frame = frame
+        self.cells = cells
+
+
+def _kind(exc: ValueError) -> str:
+    return exc.kind if isinstance(exc, Refused) else TYPE
+
 
 def frame_from_records(records: Sequence[Any], signature: Signature) -> Frame:
     """Check and convert JSON records. Raises ``InvalidInput`` naming every bad field
@@ -78,6 +109,7 @@ def frame_from_records(records: Sequence[Any], signature: Signature) -> Frame:
         if fast is not None:
             return fast
     errors: dict[str, Any] = {}
+    cells: list[tuple[int, str, str]] = []
     for i, record in enumerate(records):
         problems = _record_problems(record, signature)
         if problems:
@@ -86,7 +118,8 @@ def frame_from_records(records: Sequence[Any], signature: Signature) -> Frame:
     for feature in signature.features:
         values = [r.get(feature.name) if isinstance(r, Mapping) else None for r in records]
         column, bad = _json_column(feature, values)
-        for i, message in bad:
+        for i, message, kind in bad:
+            cells.append((i, feature.name, kind))
             where = feature.name if len(records) == 1 else str(i)
             if len(records) == 1:
                 errors.setdefault(where, []).append(message)
@@ -94,7 +127,12 @@ def frame_from_records(records: Sequence[Any], signature: Signature) -> Frame:
                 errors.setdefault(where, {}).setdefault(feature.name, []).append(message)
         columns[feature.name] = column
     if errors:
-        raise InvalidInput("Some features are not valid; see details.", details=errors)
+        raise InvalidCells(
+            "Some features are not valid; see details.",
+            details=errors,
+            frame=Frame(columns, len(records)),
+            cells=cells,
+        )
     return Frame(columns, len(records))
 
 
@@ -134,14 +172,16 @@ def _record_problems(record: Any, signature: Signature) -> dict[str, list[str]]:
     return {str(key): [f"Unknown feature. Expected: {_clip(expected)}."] for key in unknown}
 
 
-def _json_column(feature: Feature, values: list[Any]) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    bad: list[tuple[int, str]] = []
+def _json_column(
+    feature: Feature, values: list[Any]
+) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
+    bad: list[tuple[int, str, str]] = []
     out: list[Any] = []
     for i, value in enumerate(values):
         try:
             out.append(_json_value(feature, value))
         except ValueError as exc:
-            bad.append((i, str(exc)))
+            bad.append((i, str(exc), _kind(exc)))
             out.append(None)
     return _as_column(feature, out), bad
 
@@ -153,7 +193,7 @@ def _is_missing_text(feature: Feature, value: Any) -> bool:
 def _json_value(feature: Feature, value: Any) -> Any:
     if value is None or _is_missing_text(feature, value):
         if feature.required:
-            raise ValueError("This feature is required.")
+            raise Refused("This feature is required.", MISSING)
         return None
     if feature.type == "number":
         return _to_number(value)
@@ -211,18 +251,18 @@ def _to_category(feature: Feature, value: Any) -> Any:
                 raise ValueError(value)
             number = float(value)
         except ValueError:
-            raise ValueError(_not_a_category(feature, str(value))) from None
+            raise Refused(_not_a_category(feature, str(value)), UNSEEN) from None
         for category in known:
             if category == number:
                 return category
         if feature.unknown == "error":
-            raise ValueError(_not_a_category(feature, str(value)))
+            raise Refused(_not_a_category(feature, str(value)), UNSEEN)
         return number
     if not isinstance(value, str):
         raise ValueError(f"A string is required, got {type(value).__name__}.")
     text = value.strip()
     if known and feature.unknown == "error" and text not in feature.known:
-        raise ValueError(_not_a_category(feature, text))
+        raise Refused(_not_a_category(feature, text), UNSEEN)
     return text
 
 
@@ -251,10 +291,12 @@ def frame_from_text(
     n = len(next(iter(columns.values()))) if columns else 0
     out: dict[str, np.ndarray] = {}
     problems: list[dict[str, Any]] = []
+    refused: list[tuple[int, str, str]] = []
     for feature in signature.features:
         cells = columns[feature.name]
         column, bad = _text_column(feature, cells)
-        for i, message in bad[:10]:
+        refused += [(i, feature.name, kind) for i, _, kind in bad]
+        for i, message, _ in bad[:10]:
             problems.append(
                 {
                     "line": first_line + i,
@@ -267,16 +309,18 @@ def frame_from_text(
     if problems:
         problems.sort(key=lambda p: p["line"])
         first = problems[0]
-        raise InvalidInput(
+        raise InvalidCells(
             f"Line {first['line']}, column '{first['column']}': {first['message']}",
             details={"cells": problems[:10]},
+            frame=Frame(out, n),
+            cells=refused,
         )
     return Frame(out, n)
 
 
 def _text_column(
     feature: Feature, cells: Sequence[str]
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
+) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
     if feature.type == "number":
         return _number_cells(feature, cells)
     # Categories, strings and booleans: a column of a file holds a handful of distinct
@@ -289,20 +333,22 @@ def _text_column(
             column[:] = cells
             return column, []
     converted: dict[str, Any] = {}
-    refused: dict[str, str] = {}
+    refused: dict[str, tuple[str, str]] = {}
     for cell in set(cells):
         try:
             converted[cell] = _json_value(feature, None if not cell.strip() else cell)
         except ValueError as exc:
-            refused[cell] = str(exc)
-    bad = [(i, refused[cell]) for i, cell in enumerate(cells) if cell in refused] if refused else []
+            refused[cell] = (str(exc), _kind(exc))
+    bad = (
+        [(i, *refused[cell]) for i, cell in enumerate(cells) if cell in refused] if refused else []
+    )
     values = [converted.get(cell) for cell in cells]
     return _as_column(feature, values), bad
 
 
 def _number_cells(
     feature: Feature, cells: Sequence[str]
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
+) -> tuple[np.ndarray, list[tuple[int, str, str]]]:
     try:  # the common case: every cell a number, parsed in one C loop
         if decimal_text("".join(cells)):  # one pass in C too
             numbers = np.array(cells, dtype=np.float64)
@@ -311,13 +357,13 @@ def _number_cells(
     except ValueError:
         pass
     numbers = np.empty(len(cells), dtype=np.float64)
-    bad: list[tuple[int, str]] = []
+    bad: list[tuple[int, str, str]] = []
     for i, cell in enumerate(cells):
         try:
             value = _json_value(feature, None if not cell.strip() else cell)
             numbers[i] = math.nan if value is None else value
         except ValueError as exc:
-            bad.append((i, str(exc)))
+            bad.append((i, str(exc), _kind(exc)))
             numbers[i] = math.nan
     return numbers, bad
 

@@ -171,3 +171,47 @@ def test_text_cells_are_checked_and_named_by_line_and_column() -> None:
     columns["colour"][0] = ""  # required
     with pytest.raises(InvalidInput, match="Line 10, column 'colour': This feature is required"):
         codecs.frame_from_text(columns, SIGNATURE, first_line=10)
+
+
+# -- what a refusal carries, for drift monitoring ----------------------------------------
+
+
+def test_a_refused_record_carries_what_was_read_and_each_refused_cell_with_its_kind() -> None:
+    records = [
+        {"age": "forty", "colour": "red", "grade": 2},
+        {"colour": "blue", "income": 3.5},
+        GOOD,
+    ]
+    with pytest.raises(codecs.InvalidCells) as caught:
+        codecs.frame_from_records(records, SIGNATURE)
+    refused = caught.value
+    assert sorted(refused.cells) == [
+        (0, "age", codecs.TYPE),
+        (1, "age", codecs.MISSING),
+        (1, "colour", codecs.UNSEEN),
+    ]
+    frame = refused.frame
+    assert frame.rows == 3
+    assert math.isnan(frame.columns["age"][0]) and frame.columns["age"][2] == 40
+    assert frame.columns["colour"][1] is None and frame.columns["income"][1] == 3.5
+    assert refused.details["1"]["colour"]  # the client's answer is unchanged
+
+
+def test_a_refused_file_chunk_carries_every_refused_cell_not_only_the_ten_it_shows() -> None:
+    cells = {
+        "age": ["x"] * 12 + ["30"],
+        "income": [""] * 13,
+        "colour": ["red"] * 12 + ["green"],
+        "grade": [""] * 13,
+        "note": [""] * 13,
+        "member": [""] * 13,
+        "city": [""] * 13,
+    }
+    with pytest.raises(codecs.InvalidCells) as caught:
+        codecs.frame_from_text(cells, SIGNATURE)
+    refused = caught.value
+    assert len(refused.details["cells"]) == 10
+    assert sorted(refused.cells) == sorted(
+        [(i, "age", codecs.TYPE) for i in range(12)] + [(12, "colour", codecs.UNSEEN)]
+    )
+    assert refused.frame.rows == 13 and refused.frame.columns["age"][12] == 30.0
