@@ -34,8 +34,10 @@ venv: $(INSTALLED)
 
 # Train only what is missing (the Adult forests take about a minute on 2 cores, the other
 # demo models a second); `make train` retrains everything.
-ADULT_MODELS := $(ARTIFACTS)/random_forest.joblib $(ARTIFACTS)/extra_trees.joblib
-OTHER_MODELS := $(ARTIFACTS)/diabetes.joblib $(ARTIFACTS)/wine.skops
+ADULT_MODELS := $(ARTIFACTS)/random_forest.joblib $(ARTIFACTS)/extra_trees.joblib \
+	$(ARTIFACTS)/adult_reference.csv
+OTHER_MODELS := $(ARTIFACTS)/diabetes.joblib $(ARTIFACTS)/wine.skops \
+	$(ARTIFACTS)/diabetes_reference.csv $(ARTIFACTS)/wine_reference.csv
 DEMO_MODELS := $(ADULT_MODELS) $(OTHER_MODELS)
 
 $(ADULT_MODELS): | $(INSTALLED)

@@ -131,6 +131,9 @@ def train_adult(out_dir: Path) -> dict[str, Any]:
     sample = x_train[
         np.random.default_rng(SEED).choice(len(x_train), VERIFICATION_ROWS, replace=False)
     ]
+    # The training data's features, as a client sends them: drift monitoring's reference
+    # for both models (apps/endpoints/monitoring/references.py).
+    _write_example(out_dir / "adult_reference.csv", train_frame)
     written: dict[str, Any] = {}
     for step, (key, (file_name, estimator)) in enumerate(MODELS.items(), start=3):
         tick = time.perf_counter()
@@ -183,6 +186,7 @@ def train_sklearn_demos(out_dir: Path) -> dict[str, Any]:
     _write_example(
         out_dir / "diabetes_example.csv", x_test.head(5).assign(progression=y_test.head(5))
     )
+    _write_example(out_dir / "diabetes_reference.csv", x_train)  # drift's reference
     written["diabetes"] = _entry(path, {"mae_holdout": round(error, 2), "n_train": len(y_train)})
     print(
         f"      diabetes: mean absolute error on a held-out quarter {error:.1f} -> {path}",
@@ -202,6 +206,7 @@ def train_sklearn_demos(out_dir: Path) -> dict[str, Any]:
     path = out_dir / "wine.skops"
     write_atomically(path, lambda tmp: skops.io.dump(classifier, tmp))
     _write_example(out_dir / "wine_example.csv", x_test.head(6).assign(cultivar=y_test[:6]))
+    _write_example(out_dir / "wine_reference.csv", x_train)  # drift's reference
     written["wine"] = _entry(
         path, {"accuracy_holdout": round(accuracy, 4), "n_train": len(y_train)}
     )

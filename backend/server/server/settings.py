@@ -281,6 +281,30 @@ PREDICT_CACHE_SECONDS = env_float("PREDICT_CACHE_SECONDS", 1.0)
 # client's answer delayed. 1,000 copies are a few seconds of a busy worker's traffic.
 SHADOW_QUEUE_SIZE = env_int("SHADOW_QUEUE_SIZE", 1000)
 
+# Drift monitoring (docs/drift.md): each version's last DRIFT_WINDOW scored records (single
+# predictions, batch rows and job rows, refused ones too) against its reference profile.
+# Off: nothing is recorded on the request path (the reports say so).
+DRIFT_MONITORING = env_bool("DRIFT_MONITORING", True)
+DRIFT_WINDOW = env_int("DRIFT_WINDOW", 5000, minimum=1)
+# No feature is flagged before the window holds this many records.
+DRIFT_MIN_RECORDS = env_int("DRIFT_MIN_RECORDS", 500, minimum=1)
+# A reference sample needs this many rows for a profile; an input example, the second
+# number (it was chosen to show a few rows, not to describe the world).
+DRIFT_MIN_REFERENCE_ROWS = env_int("DRIFT_MIN_REFERENCE_ROWS", 100, minimum=1)
+DRIFT_MIN_EXAMPLE_ROWS = env_int("DRIFT_MIN_EXAMPLE_ROWS", 500, minimum=1)
+DRIFT_REFERENCE_MAX_BYTES = env_int("DRIFT_REFERENCE_MAX_BYTES", 64 * 1024 * 1024)
+# How often each process writes the records it scored to the shared window (0: only when
+# the window is read, which the tests use).
+DRIFT_FLUSH_SECONDS = env_float("DRIFT_FLUSH_SECONDS", 1.0)
+# The floors of the thresholds (the fitted ones, from each reference, may be higher).
+DRIFT_PSI = env_float("DRIFT_PSI", 0.2)
+DRIFT_WASSERSTEIN = env_float("DRIFT_WASSERSTEIN", 0.1)
+DRIFT_JS = env_float("DRIFT_JS", 0.1)
+DRIFT_UNSEEN_SHARE = env_float("DRIFT_UNSEEN_SHARE", 0.05)
+DRIFT_INVALID_SHARE = env_float("DRIFT_INVALID_SHARE", 0.05)
+DRIFT_OUT_OF_RANGE_SHARE = env_float("DRIFT_OUT_OF_RANGE_SHARE", 0.05)
+DRIFT_MISSING_POINTS = env_float("DRIFT_MISSING_POINTS", 0.10)
+
 # Batch predictions (POST /api/v1/batch-predict). The defaults admit the 1M-row benchmark
 # file (about 120 MB); lower them where uploads come from untrusted clients.
 BATCH_MAX_UPLOAD_BYTES = env_int("BATCH_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)

@@ -47,3 +47,7 @@ ANONYMOUS_BATCH_JOB_MAX_UPLOAD_BYTES = 0
 BATCH_JOB_MAX_ACTIVE = 0
 BATCH_JOB_MAX_ACTIVE_ROWS = 0
 REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["predict_anonymous"] = None
+
+# Drift records are written when a window is read (by the process that holds them), not by
+# a thread: a thread's connection would not see a test's uncommitted catalogue.
+DRIFT_FLUSH_SECONDS = 0.0

@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("apps.endpoints.shadows",),  # a candidate on a copy of live traffic, compared in pairs
     ("apps.endpoints.experiments",),  # A/B tests, statistics, evaluation, reports
     ("apps.endpoints.catalogue",),  # endpoints, versions, statuses, registration
+    ("apps.endpoints.monitoring",),  # drift: reference profiles and the current window
     ("apps.endpoints.policy",),  # who may do what
     ("apps.endpoints.models", "apps.endpoints"),
     # models without a database, in rooms of their own:

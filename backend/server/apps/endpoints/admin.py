@@ -28,6 +28,7 @@ from apps.endpoints.experiments.selectors import abtests_with_live_counts
 from apps.endpoints.models import (
     ABTest,
     BatchJob,
+    DriftReference,
     Endpoint,
     FeedbackRevision,
     MLAlgorithm,
@@ -70,6 +71,21 @@ class StatusHistoryInline(admin.TabularInline[MLAlgorithmStatus, MLAlgorithm]):
         return False
 
 
+class DriftReferenceInline(admin.TabularInline[DriftReference, MLAlgorithm]):
+    """The version's drift references, the current one first (its report: "drift")."""
+
+    model = DriftReference
+    verbose_name_plural = "Drift references"
+    fields = ("source", "file_name", "rows", "created_by", "created_at", "replaced_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["-created_at", "-id"]
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 class RegisterModelForm(forms.ModelForm[MLAlgorithm]):
     """ "Add ML algorithm": upload a model file, registered as the API registers it
     (``register_model``), with the same checks and refusals shown as form errors."""
@@ -90,6 +106,13 @@ class RegisterModelForm(forms.ModelForm[MLAlgorithm]):
     )
     input_example = forms.FileField(
         required=False, help_text="A CSV of a few input rows (types, gaps, a check)."
+    )
+    reference = forms.FileField(
+        required=False,
+        label="Drift reference",
+        help_text="A CSV sample of the inputs the model was made for (e.g. its training "
+        "features): drift is measured against it. Without it, an input example of 500 rows "
+        "or more serves.",
     )
     target_column_name = forms.CharField(max_length=128, required=False, label="Target column")
     classes = forms.CharField(
@@ -125,6 +148,8 @@ class RegisterModelForm(forms.ModelForm[MLAlgorithm]):
                 description=cleaned.get("model_description", ""),
                 target_column=cleaned.get("target_column_name", ""),
                 classes=class_list(cleaned.get("classes", "")),
+                reference=cleaned.get("reference"),
+                reference_name=getattr(cleaned.get("reference"), "name", ""),
             )
         except ServiceError as error:
             raise forms.ValidationError(error.message) from None
@@ -150,10 +175,11 @@ class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
         "training_metrics",
         "target_column",
         "loaded_in_this_process",
+        "drift",
     ]
     # Shown formatted by the read-only fields above; the card is written at registration.
     exclude = ["features", "metrics", "task", "classes", "outputs", "example", "serving"]
-    inlines = [StatusHistoryInline]
+    inlines = [StatusHistoryInline, DriftReferenceInline]
     actions = ["promote_to_production"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[MLAlgorithm]:
@@ -216,6 +242,20 @@ class MLAlgorithmAdmin(admin.ModelAdmin[MLAlgorithm]):
     @admin.display(description="training metrics")
     def training_metrics(self, algorithm: MLAlgorithm) -> SafeString:
         return format_html_join(", ", "{}: {}", sorted(algorithm.metrics.items()))
+
+    @admin.display(description="drift")
+    def drift(self, algorithm: MLAlgorithm) -> SafeString:
+        found = getattr(algorithm, "current_references", None)
+        if found is None:
+            found = list(algorithm.drift_references.filter(replaced_at__isnull=True))
+        what = (
+            f"reference of {found[0].rows} rows ({found[0].source})"
+            if found
+            else "no reference: drift is not computed"
+        )
+        return format_html(
+            '{} · <a href="{}">drift report</a>', what, reverse("drift-report", args=[algorithm.pk])
+        )
 
     @admin.display(description="loaded in this process at")
     def loaded_in_this_process(self, algorithm: MLAlgorithm) -> str:

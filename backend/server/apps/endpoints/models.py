@@ -547,3 +547,57 @@ class BatchJobChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.index} of job {self.job_id}"
+
+
+class DriftReference(models.Model):
+    """A version's reference profile for drift monitoring (``monitoring/``): per feature
+    and per output, the bins of a reference sample (``apps.ml.drift.Profile``, kilobytes,
+    not the sample). The row without ``replaced_at`` is the version's current one; a
+    renewed reference replaces it and the older rows are its history."""
+
+    class Source(models.TextChoices):
+        REFERENCE = "reference"  # a reference file, at registration or later
+        EXAMPLE = "example"  # the input example, when it had enough rows
+        TRAINING = "training"  # a demo model's training data
+
+    algorithm = models.ForeignKey(
+        MLAlgorithm, on_delete=models.CASCADE, related_name="drift_references"
+    )
+    source = models.CharField(max_length=16, choices=Source.choices)
+    file_name = models.CharField(max_length=255, blank=True)  # as uploaded, if any
+    rows = models.PositiveIntegerField()
+    profile = models.JSONField()
+    created_by = models.CharField(max_length=128, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    replaced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["algorithm"],
+                condition=Q(replaced_at__isnull=True),
+                name="one_current_drift_reference_per_algorithm",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"drift reference {self.pk} of {self.algorithm_id} ({self.rows} rows)"
+
+
+class DriftSegment(models.Model):
+    """Records a process scored for a version, as the codes of its reference's bins
+    (``apps.ml.drift.encode``: an int16 per record and feature), written together every
+    ``DRIFT_FLUSH_SECONDS``. A version's window is the newest segments that hold its last
+    ``DRIFT_WINDOW`` records; older ones are deleted as new ones arrive."""
+
+    reference = models.ForeignKey(DriftReference, on_delete=models.CASCADE, related_name="segments")
+    rows = models.PositiveIntegerField()
+    codes = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"drift segment {self.pk} ({self.rows} records)"

@@ -44,6 +44,7 @@ START_AB_TEST = "endpoints.add_abtest"
 STOP_AB_TEST = "endpoints.change_abtest"  # API stop, admin actions
 START_SHADOW = "endpoints.add_shadow"
 END_SHADOW = "endpoints.change_shadow"  # stop, promote, an A/B test from it (API, admin)
+SET_REFERENCE = "endpoints.change_mlalgorithm"  # a version's drift reference (API, command)
 READ_ANY_REQUEST = "endpoints.view_mlrequest"  # the whole log, not only one's own
 GIVE_ANY_FEEDBACK = "endpoints.change_mlrequest"  # feedback without the request's token
 DELETE_REQUESTS = "endpoints.delete_mlrequest"  # the admin's delete

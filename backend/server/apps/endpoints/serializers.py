@@ -15,6 +15,7 @@ from apps.endpoints.catalogue.statuses import set_algorithm_status
 from apps.endpoints.experiments import ab_testing
 from apps.endpoints.models import (
     ABTest,
+    DriftReference,
     Endpoint,
     MLAlgorithm,
     MLAlgorithmStatus,
@@ -40,6 +41,7 @@ class MLAlgorithmSerializer(serializers.ModelSerializer[MLAlgorithm]):
 
     current_status = serializers.SerializerMethodField()
     loaded_at = serializers.SerializerMethodField()
+    drift = serializers.SerializerMethodField()
 
     class Meta:
         model = MLAlgorithm
@@ -66,8 +68,30 @@ class MLAlgorithmSerializer(serializers.ModelSerializer[MLAlgorithm]):
             "serving",
             "target_column",
             "loaded_at",
+            "drift",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_drift(self, algorithm: MLAlgorithm) -> dict[str, Any]:
+        """Drift monitoring: the version's reference (null: none, and drift is not
+        computed), and where its report and numbers are."""
+        found = getattr(algorithm, "current_references", None)
+        if found is None:
+            found = list(
+                algorithm.drift_references.filter(replaced_at__isnull=True).defer("profile")
+            )
+        reference = found[0] if found else None
+        return {
+            "reference": None if reference is None else ReferenceSerializer(reference).data,
+            "note": ""
+            if reference is not None
+            else "No reference profile: drift is not computed for this version until one is "
+            "added (POST /api/v1/mlalgorithms/<id>/reference).",
+            "report": reverse("drift-report", args=[algorithm.pk]),
+            "api": reverse("endpoint-drift", args=[algorithm.parent_endpoint.name])
+            + f"?version={algorithm.version}",
+        }
 
     def get_loaded_at(self, algorithm: MLAlgorithm) -> str | None:
         """When this server process loaded the model (each worker has its own); null when it
@@ -114,6 +138,28 @@ class RegisterModelSerializer(serializers.Serializer[Any]):
         help_text="A classifier's classes, comma-separated in the model's order, for a "
         "LightGBM or XGBoost file, which does not store them (default: 0, 1, ...).",
     )
+    reference = serializers.FileField(
+        required=False,
+        help_text="A CSV sample of the inputs the model was made for (e.g. its training "
+        "features): drift monitoring's reference. Without it, the input example serves when "
+        "it has 500 rows or more; else drift is not computed until one is added.",
+    )
+
+
+class ReferenceUploadSerializer(serializers.Serializer[Any]):
+    """``POST /api/v1/mlalgorithms/<id>/reference`` (multipart)."""
+
+    reference = serializers.FileField(
+        help_text="A CSV of the model's feature columns (its target column may be there too): "
+        "a sample of the inputs it was made for. Drift is measured against its profile."
+    )
+
+
+class ReferenceSerializer(serializers.ModelSerializer[DriftReference]):
+    class Meta:
+        model = DriftReference
+        fields = ["id", "algorithm", "source", "file_name", "rows", "created_by", "created_at"]
+        read_only_fields = fields
 
 
 def class_list(text: str) -> list[str]:

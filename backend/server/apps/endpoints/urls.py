@@ -7,6 +7,7 @@ from apps.endpoints.views import (
     abtests,
     batch,
     catalogue,
+    drift,
     jobs,
     predict,
     requests,
@@ -44,6 +45,11 @@ urlpatterns = [
     # Before the router, so an endpoint may be named like a collection.
     path("api/v1/<slug:endpoint_name>/predict", predict.PredictView.as_view(), name="predict"),
     path(
+        "api/v1/<slug:endpoint_name>/drift",
+        drift.EndpointDriftView.as_view(),
+        name="endpoint-drift",
+    ),
+    path(
         "api/v1/stop_ab_test/<int:abtest_id>",
         abtests.StopABTestView.as_view(),
         name="stop-ab-test",
@@ -51,4 +57,5 @@ urlpatterns = [
     path("api/v1/", include(router.urls)),
     path("abtests/<int:abtest_id>/report", abtests.abtest_report, name="abtest-report"),
     path("shadows/<int:shadow_id>/report", shadows.shadow_report, name="shadow-report"),
+    path("mlalgorithms/<int:algorithm_id>/drift", drift.drift_report, name="drift-report"),
 ]

@@ -7,7 +7,8 @@ Two kinds:
   version and status, rows of batch jobs.
 - Read from the database at scrape time: each running sequential A/B test's confidence
   sequence and always-valid p-value (``ABTestCollector``); each running shadow's copies
-  scored and dropped, agreement and pairs (``ShadowCollector``); feedback received per
+  scored and dropped, agreement and pairs (``ShadowCollector``); each serving version's
+  drift, feature by feature (``DriftCollector``); feedback received per
   algorithm, and its running accuracy (classifiers) or mean absolute error (regressors).
   They are the same whichever worker answers, and survive restarts. They come from the
   tallies kept as feedback is written (``apps/endpoints/serving/tally.py``): a few small
@@ -33,8 +34,10 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from apps.endpoints.catalogue.statuses import SERVING
 from apps.endpoints.experiments import ab_testing
-from apps.endpoints.models import ABTest, BatchJob, Shadow, Task
+from apps.endpoints.models import ABTest, BatchJob, DriftReference, MLAlgorithm, Shadow, Task
+from apps.endpoints.monitoring import selectors as drift
 from apps.endpoints.serving.selectors import FeedbackCounts, feedback_counts
 
 logger = logging.getLogger(__name__)
@@ -208,6 +211,81 @@ class ShadowCollector:
         return [copies, agreement, pairs]
 
 
+class DriftCollector:
+    """Each serving version's drift against its reference (docs/drift.md): per feature and
+    output, the measures, the thresholds in force, the flag, and the data-quality shares;
+    per version, the window's records and how many features drift. The window is shared
+    by every process and host (the database), so every host reports the same values:
+    aggregate with max(), not sum()."""
+
+    def collect(self) -> Iterable[Metric]:
+        version = ["endpoint", "algorithm", "version"]
+        feature = [*version, "feature"]
+        measures = GaugeMetricFamily(
+            "ml_feature_drift",
+            "Drift of a feature (or output) against the version's reference: psi; "
+            "wasserstein (numbers, over the reference's std) or js (categories, base 2).",
+            labels=[*feature, "measure"],
+        )
+        limits = GaugeMetricFamily(
+            "ml_feature_drift_threshold",
+            "The threshold in force for ml_feature_drift: the larger of the floor and the "
+            "one fitted to the reference.",
+            labels=[*feature, "measure"],
+        )
+        flags = GaugeMetricFamily(
+            "ml_feature_drifting",
+            "1 when a measure or a data-quality share passed its threshold (and the window "
+            "holds DRIFT_MIN_RECORDS records), else 0.",
+            labels=feature,
+        )
+        quality = GaugeMetricFamily(
+            "ml_feature_quality",
+            "Data quality in the window: the share of records with the feature missing, an "
+            "unseen category, a refused value (invalid), or a number out of the reference's "
+            "range; reference_missing: the reference's missing share.",
+            labels=[*feature, "share"],
+        )
+        records = GaugeMetricFamily(
+            "ml_drift_window_records",
+            "Records in the version's drift window (at most DRIFT_WINDOW).",
+            labels=version,
+        )
+        drifting = GaugeMetricFamily(
+            "ml_drifting_features", "Features and outputs that drift.", labels=version
+        )
+        try:
+            versions = list(
+                MLAlgorithm.objects.filter(
+                    statuses__active=True,
+                    statuses__status__in=sorted(SERVING),
+                    pk__in=DriftReference.objects.filter(replaced_at__isnull=True).values(
+                        "algorithm_id"
+                    ),
+                ).select_related("parent_endpoint")
+            )
+            found = [drift.version_drift(algorithm) for algorithm in versions]
+        except DatabaseError as exc:  # a scrape must not fail while the database is down
+            logger.warning("Drift metrics skipped: %s", exc)
+            return []
+        for result in found:
+            algorithm = result.algorithm
+            values = [algorithm.parent_endpoint.name, algorithm.name, algorithm.version]
+            records.add_metric(values, result.records)
+            drifting.add_metric(values, len(result.drifting))
+            for item in result.features:
+                named = [*values, item.name]
+                flags.add_metric(named, 1.0 if item.drifting else 0.0)
+                for measure, value in item.measures.items():
+                    if value is not None:
+                        measures.add_metric([*named, measure], value)
+                        limits.add_metric([*named, measure], item.thresholds[measure])
+                for share, value in item.shares.items():
+                    if value is not None:
+                        quality.add_metric([*named, share], value)
+        return [measures, limits, flags, quality, records, drifting]
+
+
 def scrape_allowed(authorization: str) -> bool:
     """Whether a scrape with this ``Authorization`` header may read /metrics: always when
     ``METRICS_TOKEN`` is unset, else only with ``Bearer <METRICS_TOKEN>``. Compared in
@@ -251,4 +329,5 @@ def scrape_registry(feedback: FeedbackCollector | None = None) -> CollectorRegis
     registry.register(BatchJobCollector())
     registry.register(ABTestCollector())
     registry.register(ShadowCollector())
+    registry.register(DriftCollector())
     return registry

@@ -20,7 +20,7 @@ from django.db import DatabaseError
 from apps.core.errors import Conflict, ServiceError
 from apps.endpoints.catalogue.register import register_model
 from apps.endpoints.catalogue.selectors import find_algorithm
-from apps.endpoints.models import MLAlgorithmStatus
+from apps.endpoints.models import DriftReference, MLAlgorithmStatus
 
 logger = logging.getLogger(__name__)
 Status = MLAlgorithmStatus.Status
@@ -37,6 +37,7 @@ class DemoModel:
     description: str
     example: str = ""  # its input example, beside the file
     target_column: str = ""
+    reference: str = ""  # its training data, beside the file: drift's reference
 
 
 DEMO_MODELS = (
@@ -48,6 +49,7 @@ DEMO_MODELS = (
         file="random_forest.joblib",
         description="Random forest (100 trees, min 10 samples a leaf) on Adult census data.",
         target_column="income",
+        reference="adult_reference.csv",
     ),
     DemoModel(
         endpoint="income_classifier",
@@ -57,6 +59,7 @@ DEMO_MODELS = (
         file="extra_trees.joblib",
         description="Extra trees (100 trees, min 5 samples a leaf) on Adult census data.",
         target_column="income",
+        reference="adult_reference.csv",
     ),
     DemoModel(
         endpoint="diabetes_progression",
@@ -66,6 +69,7 @@ DEMO_MODELS = (
         file="diabetes.joblib",
         example="diabetes_example.csv",
         target_column="progression",
+        reference="diabetes_reference.csv",
         description="A regressor: disease progression a year after baseline, from "
         "scikit-learn's diabetes data set (gradient boosting after scaling).",
     ),
@@ -77,6 +81,7 @@ DEMO_MODELS = (
         file="wine.skops",
         example="wine_example.csv",
         target_column="cultivar",
+        reference="wine_reference.csv",
         description="A multiclass classifier: which of three cultivars a wine comes from, "
         "from scikit-learn's wine data set (saved with skops).",
     ),
@@ -124,6 +129,8 @@ def register(spec: DemoModel) -> bool:
         )
         return False
     example = (root / spec.example).read_bytes() if spec.example else None
+    # Trained before drift monitoring existed, a folder may lack it: served without one.
+    reference = root / spec.reference if spec.reference else None
     try:
         register_model(
             artifact=root / spec.file,
@@ -136,6 +143,9 @@ def register(spec: DemoModel) -> bool:
             example=example,
             target_column=spec.target_column,
             allow_pickle=True,  # this project's own files, on this host
+            reference=reference.read_bytes() if reference and reference.is_file() else None,
+            reference_name=spec.reference,
+            reference_source=DriftReference.Source.TRAINING,
         )
     except Conflict:
         return True  # another process registered it first

@@ -30,7 +30,8 @@ from django.db import DatabaseError, IntegrityError, transaction
 from apps.core.errors import Conflict, InvalidInput, ModelUnavailable, PayloadTooLarge, ServiceError
 from apps.endpoints.catalogue.selectors import find_algorithm, forget_selections
 from apps.endpoints.catalogue.statuses import check_status
-from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
+from apps.endpoints.models import DriftReference, Endpoint, MLAlgorithm, MLAlgorithmStatus
+from apps.endpoints.monitoring import references
 from apps.ml import artifacts, compiled, intake, kinds, shared_store
 
 Status = MLAlgorithmStatus.Status
@@ -61,6 +62,9 @@ def register_model(
     allow_pickle: bool = False,
     kind: str | None = None,
     classes: Sequence[str] = (),
+    reference: bytes | None = None,
+    reference_name: str = "",
+    reference_source: str = DriftReference.Source.REFERENCE,
 ) -> Registered:
     """Check a model file and record it as ``version`` of endpoint ``endpoint_name`` (made
     on first use), with ``status``.
@@ -71,6 +75,9 @@ def register_model(
     may be loaded (operators on the host; uploads only with ``ALLOW_PICKLE_UPLOADS``).
     ``kind``: a key of ``apps.ml.kinds`` (default: found from the file); ``classes``: a
     classifier's, where its file does not store them (LightGBM's and XGBoost's own formats).
+    ``reference``: a CSV sample of the inputs the model was made for, whose profile drift
+    monitoring compares live traffic with (``monitoring/references.py``; without one, the
+    input example if it is large enough).
     Raises ``InvalidInput``/``ModelRejected`` (400) or ``Conflict`` (409)."""
     _check_identity(endpoint_name=endpoint_name, name=name, version=version, status=status)
     _refuse_duplicate(endpoint_name, name, version)
@@ -92,6 +99,9 @@ def register_model(
             allow_pickle=allow_pickle,
             kind=kind,
             classes=classes,
+            reference=reference,
+            reference_name=reference_name,
+            reference_source=reference_source,
         )
 
 
@@ -129,6 +139,9 @@ def _register_placed(
     allow_pickle: bool,
     kind: str | None,
     classes: Sequence[str],
+    reference: bytes | None,
+    reference_name: str,
+    reference_source: str,
 ) -> Registered:
     path, sha256, created = _place(root, artifact, file_name)
     try:
@@ -145,6 +158,9 @@ def _register_placed(
             # Every file, the command's too: an operator registering a large model on the
             # host raises the limit for that run rather than every upload.
             max_unpacked=settings.MODEL_MAX_UNPACKED_BYTES,
+        )
+        profile = _reference_profile(
+            found, reference, reference_name, reference_source, example, target_column
         )
         serving = dict(found.serving)
         onnx_bytes = serving.pop("onnx_bytes", None)
@@ -167,6 +183,7 @@ def _register_placed(
             found=found,
             serving=serving,
             target_column=target_column,
+            profile=profile,
         )
     except BaseException:
         # Only a file this call created, and that no version names (the lock above makes
@@ -174,7 +191,44 @@ def _register_placed(
         if created and not _named_by_a_version(sha256):
             _remove(path, sha256)
         raise
-    return Registered(algorithm, found.notes)
+    notes = [*found.notes, *([profile.note] if profile is not None and profile.note else [])]
+    return Registered(algorithm, notes)
+
+
+def _reference_profile(
+    found: intake.Intake,
+    reference: bytes | None,
+    reference_name: str,
+    source: str,
+    example: bytes | None,
+    target_column: str,
+) -> references.Built | None:
+    """The version's drift reference: the reference file, else the input example when it
+    has ``DRIFT_MIN_EXAMPLE_ROWS`` rows; None when there is neither."""
+    if reference is not None:
+        return references.build(
+            reference,
+            found.runtime,
+            source=source,
+            file_name=reference_name,
+            target_column=target_column,
+        )
+    if example is not None:
+        try:
+            built = references.build(
+                example,
+                found.runtime,
+                source=DriftReference.Source.EXAMPLE,
+                target_column=target_column,
+                minimum=settings.DRIFT_MIN_EXAMPLE_ROWS,
+            )
+        except ServiceError as exc:  # the example was checked for its first rows only
+            return references.Built(
+                None, 0, "", note=f"No reference profile from the input example: {exc.message}"
+            )
+        if built.profile is not None:
+            return built
+    return None  # the card says drift is not computed; no note for the usual case
 
 
 def _named_by_a_version(sha256: str) -> bool:
@@ -187,7 +241,14 @@ def _named_by_a_version(sha256: str) -> bool:
 
 
 def register_upload(
-    *, upload: IO[bytes], file_name: str, example: IO[bytes] | None, user: str, **identity: Any
+    *,
+    upload: IO[bytes],
+    file_name: str,
+    example: IO[bytes] | None,
+    user: str,
+    reference: IO[bytes] | None = None,
+    reference_name: str = "",
+    **identity: Any,
 ) -> Registered:
     """A model uploaded over HTTP or in the admin by ``user`` (its owner), with its input
     example; a pickle only with ``ALLOW_PICKLE_UPLOADS``. ``identity``: ``endpoint_name``,
@@ -214,8 +275,22 @@ def register_upload(
         created_by=user,
         example=sample,
         allow_pickle=settings.ALLOW_PICKLE_UPLOADS,
+        reference=None if reference is None else read_reference(reference),
+        reference_name=reference_name,
         **identity,
     )
+
+
+def read_reference(upload: IO[bytes]) -> bytes:
+    """An uploaded reference file, whole (a profile needs every row), up to
+    ``DRIFT_REFERENCE_MAX_BYTES``."""
+    limit = settings.DRIFT_REFERENCE_MAX_BYTES
+    data = upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(
+            f"The reference file is larger than {limit} bytes (DRIFT_REFERENCE_MAX_BYTES)."
+        )
+    return data
 
 
 def _check_identity(*, endpoint_name: str, name: str, version: str, status: str) -> None:
@@ -255,6 +330,7 @@ def _record(
     found: intake.Intake,
     serving: Mapping[str, Any],
     target_column: str,
+    profile: references.Built | None = None,
 ) -> MLAlgorithm:
     card = found.signature.card()
     try:
@@ -285,6 +361,8 @@ def _record(
             MLAlgorithmStatus.objects.create(
                 status=status, active=True, created_by=created_by, parent_mlalgorithm=algorithm
             )
+            if profile is not None:
+                references.store(algorithm, profile, created_by=created_by)
     except IntegrityError:  # registered by another process between the check and now
         _refuse_duplicate(endpoint_name, name, version)
         raise

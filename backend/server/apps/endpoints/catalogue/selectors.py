@@ -6,18 +6,21 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
-from django.db.models import Prefetch, QuerySet
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
 from apps.core.errors import AlgorithmNotFound, EndpointNotFound, InvalidInput
-from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
+from apps.endpoints.models import DriftReference, Endpoint, MLAlgorithm, MLAlgorithmStatus
 
 
 def algorithms_with_current_status() -> QuerySet[MLAlgorithm]:
-    """Algorithms with their active status prefetched as ``active_statuses`` (0 or 1 row),
-    so a list costs two queries whatever its length."""
+    """Algorithms with their active status prefetched as ``active_statuses`` (0 or 1 row)
+    and their drift reference as ``current_references`` (0 or 1, without its profile), so
+    a list costs three queries whatever its length."""
     active = MLAlgorithmStatus.objects.filter(active=True)
+    references = DriftReference.objects.filter(replaced_at__isnull=True).defer("profile")
     return MLAlgorithm.objects.select_related("parent_endpoint").prefetch_related(
-        Prefetch("statuses", queryset=active, to_attr="active_statuses")
+        Prefetch("statuses", queryset=active, to_attr="active_statuses"),
+        Prefetch("drift_references", queryset=references, to_attr="current_references"),
     )
 
 
@@ -60,9 +63,12 @@ def forget_selections() -> None:
 def _algorithms_for_prediction(
     *, endpoint_name: str, status: str, version: str | None
 ) -> list[MLAlgorithm]:
+    # Each with its current drift reference's id, for the drift window of the requests it
+    # will score (monitoring/references.py): known with the selection, not asked per request.
+    reference = DriftReference.objects.filter(algorithm=OuterRef("pk"), replaced_at__isnull=True)
     candidates = MLAlgorithm.objects.filter(
         parent_endpoint__name=endpoint_name, statuses__status=status, statuses__active=True
-    )
+    ).annotate(drift_reference_id=Subquery(reference.values("pk")[:1]))
     if version is not None:
         candidates = candidates.filter(version=version)
     found = list(candidates.order_by("id"))

@@ -34,6 +34,7 @@ from django.db import transaction
 
 from apps.endpoints.experiments.evaluation import Running
 from apps.endpoints.models import MLRequest
+from apps.endpoints.monitoring import window
 from apps.endpoints.serving import bulk, feedback
 from apps.endpoints.serving.routing import Arms
 from apps.ml import codecs
@@ -69,6 +70,7 @@ class Batch:
     # per arm its rows and their encoded form (``Runtime.encode``).
     arms: np.ndarray | None = None
     work: list[tuple[np.ndarray, Any]] = field(default_factory=list)
+    frames: list[Frame] = field(default_factory=list)  # per arm, its rows as checked
 
     @classmethod
     def of_records(cls, records: Sequence[Mapping[str, Any]]) -> Batch:
@@ -127,13 +129,20 @@ def encode(batch: Batch, arms: Arms, runtimes: Sequence[Runtime], split: Split) 
     if len(runtimes) > 1:
         batch.arms = split(batch.size, arms.shares)
     for index, (algorithm, runtime) in enumerate(zip(arms.algorithms, runtimes, strict=True)):
-        frame = batch.frame(runtime, _dropped(arms, algorithm.pk))
+        try:
+            frame = batch.frame(runtime, _dropped(arms, algorithm.pk))
+        except codecs.InvalidCells as exc:
+            # Refused values are the loudest sign that the inputs changed: they count in
+            # the version's drift window although nothing was predicted.
+            window.refused(algorithm, exc.frame, exc.cells)
+            raise
         if batch.arms is None:
             rows, mine = np.arange(batch.size), frame
         else:
             rows = np.flatnonzero(batch.arms == index)
             mine = frame.take(rows)
         batch.work.append((rows, runtime.encode(mine) if rows.size else None))
+        batch.frames.append(mine)
 
 
 def predict(batch: Batch, runtimes: Sequence[Runtime]) -> ModelOutput:
@@ -154,6 +163,25 @@ def answered(batch: Batch, output: ModelOutput) -> Scored:
     check_finite(output, first_line=batch.first_line)
     arms = batch.arms if batch.arms is not None else np.zeros(batch.size, np.int64)
     return Scored(batch, output, arms)
+
+
+def monitor(scored: Scored, arms: Arms) -> None:
+    """Each arm's scored records, inputs and outputs, into its version's drift window."""
+    batch, output = scored.batch, scored.output
+    for algorithm, frame, (rows, _) in zip(arms.algorithms, batch.frames, batch.work, strict=True):
+        if rows.size:
+            taken = None if batch.arms is None else rows
+            window.record(algorithm, frame, _output_columns(output, taken))
+    batch.frames = []  # no longer needed: a file's chunk is not held longer for it
+
+
+def _output_columns(output: ModelOutput, rows: np.ndarray | None) -> dict[str, np.ndarray]:
+    columns = {}
+    if output.labels is not None:
+        columns["label"] = output.labels if rows is None else output.labels[rows]
+    if output.values is not None:
+        columns["prediction"] = output.values if rows is None else output.values[rows]
+    return columns
 
 
 def _dropped(arms: Arms, algorithm_id: int) -> frozenset[str]:
@@ -410,7 +438,7 @@ def run(
         if not overlap:
             for batch in batches:
                 encode(batch, arms, runtimes, split)
-                _hand_on(answered(batch, predict(batch, runtimes)), writers)
+                _hand_on(answered(batch, predict(batch, runtimes)), arms, writers)
             return
         model = stack.enter_context(
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-model")
@@ -420,12 +448,13 @@ def run(
             encode(batch, arms, runtimes, split)
             scoring = model.submit(predict, batch, runtimes)
             if pending is not None:
-                _hand_on(answered(pending[0], pending[1].result()), writers)
+                _hand_on(answered(pending[0], pending[1].result()), arms, writers)
             pending = (batch, scoring)
         if pending is not None:
-            _hand_on(answered(pending[0], pending[1].result()), writers)
+            _hand_on(answered(pending[0], pending[1].result()), arms, writers)
 
 
-def _hand_on(done: Scored, writers: Sequence[Writer]) -> None:
+def _hand_on(done: Scored, arms: Arms, writers: Sequence[Writer]) -> None:
+    monitor(done, arms)
     for writer in writers:
         writer.write(done)

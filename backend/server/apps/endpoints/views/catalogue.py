@@ -9,6 +9,7 @@ from typing import Any
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,19 +17,23 @@ from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import BaseThrottle
 
 from apps.endpoints import policy
-from apps.endpoints.api.inputs import upload_form
+from apps.endpoints.api.inputs import short, upload_form
 from apps.endpoints.api.parsers import JSONParser
-from apps.endpoints.catalogue.register import register_upload
+from apps.endpoints.catalogue.register import read_reference, register_upload
 from apps.endpoints.catalogue.selectors import algorithms_with_current_status
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
+from apps.endpoints.monitoring import references
 from apps.endpoints.serializers import (
     EndpointSerializer,
     MLAlgorithmSerializer,
     MLAlgorithmStatusSerializer,
+    ReferenceSerializer,
+    ReferenceUploadSerializer,
     RegisteredSerializer,
     RegisterModelSerializer,
     class_list,
 )
+from apps.endpoints.views import drift
 
 
 class EndpointViewSet(viewsets.ReadOnlyModelViewSet[Endpoint]):
@@ -39,6 +44,14 @@ class EndpointViewSet(viewsets.ReadOnlyModelViewSet[Endpoint]):
     queryset = Endpoint.objects.all()
     serializer_class = EndpointSerializer
 
+    @extend_schema(parameters=[drift.VERSION], responses={200: drift.DRIFT_RESPONSE})
+    @action(detail=True, methods=["get"])
+    def drift(self, request: Request, pk: str) -> Response:
+        """Input and prediction drift of the endpoint's serving versions (or ``?version=``)
+        against each one's reference (docs/drift.md)."""
+        version = short("version", request.query_params.get("version"), 128)
+        return Response(drift.endpoint_drift(self.get_object(), version))
+
 
 class MLAlgorithmViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[MLAlgorithm]):
     """The algorithms and their model cards. ``POST`` (multipart, staff allowed to add
@@ -47,18 +60,43 @@ class MLAlgorithmViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[
     queryset = algorithms_with_current_status()
     serializer_class = MLAlgorithmSerializer
     parser_classes = [MultiPartParser, FormParser, JSONParser]
-    write_permission = policy.REGISTER_MODEL
     throttle_scope = "management"
     openapi_error_codes = (409,)  # the endpoint already has this name and version
+
+    @property
+    def write_permission(self) -> str:
+        # A new version is adding an algorithm; its reference is changing one.
+        return policy.SET_REFERENCE if self.action == "reference" else policy.REGISTER_MODEL
 
     def get_serializer_class(self) -> type[BaseSerializer[Any]]:
         if self.action == "create":
             return RegisterModelSerializer
+        if self.action == "reference":
+            return ReferenceUploadSerializer
         return MLAlgorithmSerializer
 
     def get_throttles(self) -> list[BaseThrottle]:
         # A registration is a management write; reading the catalogue is not limited.
-        return super().get_throttles() if self.action == "create" else []
+        return super().get_throttles() if self.action in ("create", "reference") else []
+
+    @extend_schema(
+        request={"multipart/form-data": ReferenceUploadSerializer},
+        responses={201: ReferenceSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def reference(self, request: Request, pk: str) -> Response:
+        """Add or renew the version's drift reference from a CSV file of its features
+        (``reference``): the old profile stays in its history, and the window starts over."""
+        algorithm = self.get_object()
+        data = upload_form(self, request, field="reference", setting="DRIFT_REFERENCE_MAX_BYTES")
+        upload = data["reference"]
+        reference, _ = references.renew(
+            algorithm,
+            read_reference(upload),
+            file_name=upload.name,
+            created_by=request.user.get_username(),
+        )
+        return Response(ReferenceSerializer(reference).data, status=201)
 
     @extend_schema(
         request={"multipart/form-data": RegisterModelSerializer},
@@ -78,6 +116,8 @@ class MLAlgorithmViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[
             description=data.get("description", ""),
             target_column=data.get("target_column", ""),
             classes=class_list(data.get("classes", "")),
+            reference=data.get("reference"),
+            reference_name=getattr(data.get("reference"), "name", ""),
         )
         algorithm = algorithms_with_current_status().get(pk=registered.algorithm.pk)
         algorithm.notes = registered.notes  # type: ignore[attr-defined]

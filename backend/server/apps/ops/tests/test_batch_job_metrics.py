@@ -86,9 +86,9 @@ def test_a_scrape_reads_the_jobs_in_one_query_and_never_their_pieces(
 ) -> None:
     for state in STATES:
         job_in(state)
-    # The feedback tally; the jobs, twice; the running sequential A/B tests and the running
-    # shadows (none: one query each).
-    with django_assert_num_queries(5) as queries:
+    # The feedback tally; the jobs, twice; the running sequential A/B tests, the running
+    # shadows and the serving versions with a drift reference (none: one query each).
+    with django_assert_num_queries(6) as queries:
         samples = scrape(api)
     sql = [q["sql"] for q in queries.captured_queries]
     assert "endpoints_batchjob" in sql[1] and "GROUP BY" in sql[1]

@@ -147,9 +147,9 @@ def test_a_scrape_reads_the_feedback_tally_in_one_query_not_the_request_log(
         url = f"/api/v1/mlrequests/{answer['request_id']}"
         body = {"feedback": ">50K", "feedback_token": answer["feedback_token"]}
         assert api.put(url, body).status_code == 200
-    # The tally; batch jobs (twice); the running sequential A/B tests and the running
-    # shadows (none: one query each).
-    with django_assert_num_queries(5) as queries:
+    # The tally; batch jobs (twice); the running sequential A/B tests, the running
+    # shadows and the serving versions with a drift reference (none: one query each).
+    with django_assert_num_queries(6) as queries:
         samples = scrape(api)
     assert not any("endpoints_mlrequest" in q["sql"] for q in queries.captured_queries)
     assert samples[("ml_feedback_total", tuple(sorted(FOREST.items())))] == 3

@@ -50,6 +50,12 @@ class Command(BaseCommand):
             "the rows the model is checked on",
         )
         parser.add_argument(
+            "--reference",
+            type=Path,
+            help="a CSV sample of the inputs the model was made for (e.g. its training "
+            "features): drift monitoring's reference (docs/drift.md)",
+        )
+        parser.add_argument(
             "--target-column",
             default="",
             help="the column of the input example (and of batch files) with the true value",
@@ -79,10 +85,15 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         endpoint, name, version = options["endpoint"], options["name"], options["model_version"]
         example_path: Path | None = options["input_example"]
+        reference_path: Path | None = options["reference"]
         try:
             example = example_path.read_bytes() if example_path else None
         except OSError as exc:
             raise CommandError(f"Cannot read the input example: {exc.strerror}.") from exc
+        try:
+            reference = reference_path.read_bytes() if reference_path else None
+        except OSError as exc:
+            raise CommandError(f"Cannot read the reference file: {exc.strerror}.") from exc
         try:
             registered = register_model(
                 artifact=options["artifact"],
@@ -99,6 +110,8 @@ class Command(BaseCommand):
                 allow_pickle=True,  # operators on the host register their own files
                 kind=options["kind"],
                 classes=[c.strip() for c in options["classes"].split(",") if c.strip()],
+                reference=reference,
+                reference_name=reference_path.name if reference_path else "",
             )
         except ServiceError as exc:
             raise CommandError(f"Not registered: {exc.message}") from exc

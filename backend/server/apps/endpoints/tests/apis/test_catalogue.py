@@ -33,7 +33,8 @@ def results(response: Any) -> list[dict[str, Any]]:
 def test_algorithms_list_their_current_status_in_two_queries(
     api: APIClient, demo_registry: MLRegistry, django_assert_num_queries: Any
 ) -> None:
-    with django_assert_num_queries(3):  # count, algorithms with endpoints, active statuses
+    # count, algorithms with endpoints, active statuses, drift references
+    with django_assert_num_queries(4):
         rows = results(api.get("/api/v1/mlalgorithms"))
     assert {r["name"]: r["current_status"] for r in rows} == {
         "random forest": "production",
