@@ -20,7 +20,7 @@ from apps.endpoints import policy
 from apps.endpoints.api.inputs import short, upload_form
 from apps.endpoints.api.parsers import JSONParser
 from apps.endpoints.catalogue.register import read_reference, register_upload
-from apps.endpoints.catalogue.selectors import algorithms_with_current_status
+from apps.endpoints.catalogue.selectors import algorithms_with_current_status, forget_selections
 from apps.endpoints.models import Endpoint, MLAlgorithm, MLAlgorithmStatus
 from apps.endpoints.monitoring import references
 from apps.endpoints.serializers import (
@@ -96,6 +96,8 @@ class MLAlgorithmViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet[
             file_name=upload.name,
             created_by=request.user.get_username(),
         )
+        forget_selections()  # this process uses the new reference at once; others within
+        # PREDICT_CACHE_SECONDS, as a status change
         return Response(ReferenceSerializer(reference).data, status=201)
 
     @extend_schema(

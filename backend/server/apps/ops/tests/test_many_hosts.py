@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.ops.tests.live_server import free_port, serving, upload_wine
+from apps.ops.tests.live_server import free_port, multipart, serving, upload_wine
 from apps.ops.tests.test_slow_clients import call, nginx_or_skip, proxying
 
 PREDICT = "/api/v1/wine/predict"
@@ -58,6 +58,29 @@ def test_a_model_registered_on_one_host_serves_from_both_and_the_balancer_outliv
         for _ in range(6):
             status, through = predict(balancer.port)
             assert status == 200 and json.loads(through)["label"] == expected, through
+
+        # Drift: the reference added on host A; the 7 records scored by either host's
+        # workers reach one window in the shared database, which both hosts report.
+        reference, content_type = multipart(
+            {}, "reference", "wine.csv", x.to_csv(index=False).encode(), "text/csv"
+        )
+        status, _, added = a.call_raw(
+            "POST",
+            f"/api/v1/mlalgorithms/{card['id']}/reference",
+            reference,
+            {"Content-Type": content_type, "Authorization": f"Token {token}"},
+        )
+        assert status == 201, added
+        time.sleep(1.2)  # every worker's selection of the version, with its reference's id,
+        # is remembered PREDICT_CACHE_SECONDS (1 s here)
+        for port in (a.port, b.port, a.port, a.port, b.port, b.port, a.port):
+            assert predict(port)[0] == 200
+        time.sleep(2.5)  # each worker writes its records every DRIFT_FLUSH_SECONDS (1 s)
+        for host in (a, b):
+            status, _, drift = call(host.port, "GET", "/api/v1/wine/drift", timeout=30)
+            assert status == 200, drift
+            [version] = json.loads(drift)["versions"]
+            assert version["window"]["records"] == 7, version["window"]
 
         # Host A dies, with no request in flight: the balancer answers every request from B.
         # (A request nginx sends down a kept-alive connection at the instant the host dies

@@ -17,8 +17,10 @@ from rest_framework.test import APIClient
 
 from adult import load_split  # research/adult.py
 from apps.endpoints.catalogue.register import register_model
+from apps.endpoints.catalogue.selectors import forget_selections
 from apps.endpoints.models import DriftReference, DriftSegment, MLAlgorithm
 from apps.endpoints.monitoring import references, window
+from apps.endpoints.shadows import selectors as shadow_selectors
 from apps.endpoints.tests.factories import operator
 from apps.ml.registry import MLRegistry
 
@@ -58,6 +60,10 @@ def _fresh_window() -> Any:
     references.forget()
     yield
     window.reset()
+    references.forget()
+    # A test that caches selections (PREDICT_CACHE_SECONDS) leaves none to the next.
+    forget_selections()
+    shadow_selectors.forget()
 
 
 def forest(registry: MLRegistry, reference: bytes | None, **kw: Any) -> MLAlgorithm:
@@ -440,6 +446,7 @@ def test_a_warm_worker_monitors_without_a_query_of_its_own(
     serving.predict(endpoint_name="income_classifier", records=[record], status="production")
     with django_assert_num_queries(1):
         serving.predict(endpoint_name="income_classifier", records=[record], status="production")
-    assert window.codes(
-        DriftReference.objects.get().pk, 10, len(FEATURES) + 1
-    ).shape == (2, len(FEATURES) + 1)
+    assert window.codes(DriftReference.objects.get().pk, 10, len(FEATURES) + 1).shape == (
+        2,
+        len(FEATURES) + 1,
+    )
