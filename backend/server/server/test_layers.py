@@ -46,7 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("apps.ml.runtime",),  # the one interface every kind implements
     ("apps.ml.codecs", "apps.ml.answer"),  # requests in, answers out
     ("apps.ml.signature", "apps.ml"),
-    ("apps.core",),  # errors and telemetry
+    ("apps.core",),  # errors, telemetry, per-process state (remembered reads, one per process)
 )
 
 

@@ -3,12 +3,11 @@ a request."""
 
 from __future__ import annotations
 
-import time
-
 from django.conf import settings
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
 from apps.core.errors import AlgorithmNotFound, EndpointNotFound, InvalidInput
+from apps.core.per_process import Remembered
 from apps.endpoints.models import DriftReference, Endpoint, MLAlgorithm, MLAlgorithmStatus
 
 
@@ -31,8 +30,8 @@ def current_status(algorithm: MLAlgorithm) -> MLAlgorithmStatus | None:
     return algorithm.statuses.filter(active=True).first()
 
 
-# (endpoint, status, version) -> (expiry on time.monotonic(), algorithms)
-_selection_cache: dict[tuple[str, str, str | None], tuple[float, list[MLAlgorithm]]] = {}
+# (endpoint, status, version) -> its algorithms
+_selections: Remembered[tuple[str, str, str | None], list[MLAlgorithm]] = Remembered()
 
 
 def algorithms_for_prediction(
@@ -44,20 +43,17 @@ def algorithms_for_prediction(
     Remembered for ``PREDICT_CACHE_SECONDS`` per process: building and running this query
     cost more than the compiled model itself. A status change made in this process clears
     the cache at once (``forget_selections``); other workers see it within the TTL."""
-    key = (endpoint_name, status, version)
-    ttl = settings.PREDICT_CACHE_SECONDS
-    if ttl > 0:
-        cached = _selection_cache.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-    found = _algorithms_for_prediction(endpoint_name=endpoint_name, status=status, version=version)
-    if ttl > 0:
-        _selection_cache[key] = (time.monotonic() + ttl, found)
-    return found
+    return _selections.get(
+        (endpoint_name, status, version),
+        settings.PREDICT_CACHE_SECONDS,
+        lambda: _algorithms_for_prediction(
+            endpoint_name=endpoint_name, status=status, version=version
+        ),
+    )
 
 
 def forget_selections() -> None:
-    _selection_cache.clear()
+    _selections.forget()
 
 
 def _algorithms_for_prediction(
@@ -71,7 +67,7 @@ def _algorithms_for_prediction(
     ).annotate(drift_reference_id=Subquery(reference.values("pk")[:1]))
     if version is not None:
         candidates = candidates.filter(version=version)
-    found = list(candidates.order_by("id"))
+    found: list[MLAlgorithm] = list(candidates.order_by("id"))
     if found:
         return found
     check_endpoint(endpoint_name)

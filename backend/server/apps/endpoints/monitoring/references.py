@@ -17,9 +17,8 @@ are codes of the old profile's bins).
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 from django.conf import settings
@@ -27,6 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.core.errors import InvalidInput, PayloadTooLarge
+from apps.core.per_process import Remembered
 from apps.endpoints.models import DriftReference, DriftSegment, MLAlgorithm
 from apps.ml import codecs, drift
 from apps.ml import registry as ml_registry
@@ -196,9 +196,9 @@ class Current:
     profile: drift.Profile
 
 
-# algorithm id -> (expiry on time.monotonic(), its current reference's id or None), for
-# versions that come without it (an A/B test's arms, a batch job's versions)
-_ids: dict[int, tuple[float, int | None]] = {}
+# algorithm id -> its current reference's id or None, for versions that come without it
+# (an A/B test's arms, a batch job's versions)
+_ids: Remembered[int, int | None] = Remembered()
 # reference id -> its profile: a reference never changes (renewing makes a new one)
 _profiles: dict[int, drift.Profile] = {}
 _MAX_PROFILES = 256
@@ -210,9 +210,10 @@ def current(algorithm: MLAlgorithm) -> Current | None:
     cached ``PREDICT_CACHE_SECONDS``), else from a query remembered for as long; the
     profile is read and parsed once per process. A renewed reference is used within that
     time by the other processes."""
-    reference_id = getattr(algorithm, "drift_reference_id", _UNKNOWN)
-    if reference_id is _UNKNOWN:
-        reference_id = _reference_id(algorithm.pk)
+    annotated = getattr(algorithm, "drift_reference_id", _UNKNOWN)
+    reference_id = (
+        _reference_id(algorithm.pk) if annotated is _UNKNOWN else cast("int | None", annotated)
+    )
     if reference_id is None:
         return None
     profile = _profiles.get(reference_id)
@@ -232,21 +233,17 @@ _UNKNOWN = object()
 
 
 def _reference_id(algorithm_id: int) -> int | None:
-    ttl = settings.PREDICT_CACHE_SECONDS
-    if ttl > 0:
-        cached = _ids.get(algorithm_id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-    found = (
-        DriftReference.objects.filter(algorithm_id=algorithm_id, replaced_at__isnull=True)
-        .values_list("pk", flat=True)
-        .first()
+    return _ids.get(
+        algorithm_id,
+        settings.PREDICT_CACHE_SECONDS,
+        lambda: (
+            DriftReference.objects.filter(algorithm_id=algorithm_id, replaced_at__isnull=True)
+            .values_list("pk", flat=True)
+            .first()
+        ),
     )
-    if ttl > 0:
-        _ids[algorithm_id] = (time.monotonic() + ttl, found)
-    return found
 
 
 def forget() -> None:
-    _ids.clear()
+    _ids.forget()
     _profiles.clear()

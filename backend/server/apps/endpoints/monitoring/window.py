@@ -23,7 +23,6 @@ buffer, so a single process sees its own records at once; others' within a flush
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 
+from apps.core.per_process import PerProcess
 from apps.endpoints.models import DriftReference, DriftSegment, MLAlgorithm
 from apps.endpoints.monitoring import references
 from apps.ml import codecs, drift
@@ -51,10 +51,9 @@ _REFUSED_CODES = {
 
 class _Buffer:
     """This process's records not yet written, per reference, and the thread that writes
-    them (made on first use in each process: a thread does not survive a fork)."""
+    them: one per process (``PerProcess``)."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
         self.lock = threading.Lock()
         self.pending: dict[int, list[np.ndarray]] = {}
         self.rows: dict[int, int] = {}
@@ -104,19 +103,7 @@ class _Buffer:
                 connection.close()
 
 
-_buffer: _Buffer | None = None
-_buffer_lock = threading.Lock()
-
-
-def _get_buffer() -> _Buffer:
-    global _buffer
-    buffer = _buffer
-    if buffer is not None and buffer.pid == os.getpid():
-        return buffer
-    with _buffer_lock:
-        if _buffer is None or _buffer.pid != os.getpid():
-            _buffer = _Buffer()
-        return _buffer
+_buffer = PerProcess(_Buffer)
 
 
 # -- the request path ---------------------------------------------------------------------
@@ -131,7 +118,7 @@ def record(algorithm: MLAlgorithm, frame: Frame, outputs: dict[str, np.ndarray])
     if current is None:
         return
     codes = drift.encode(current.profile, frame.columns, outputs, rows=frame.rows)
-    _get_buffer().add(current.reference_id, codes)
+    _buffer.get().add(current.reference_id, codes)
 
 
 def refused(algorithm: MLAlgorithm, frame: Frame, cells: Sequence[tuple[int, str, str]]) -> None:
@@ -150,7 +137,7 @@ def refused(algorithm: MLAlgorithm, frame: Frame, cells: Sequence[tuple[int, str
         except KeyError:  # a feature the reference does not describe
             continue
         codes[row, column] = _REFUSED_CODES.get(kind, drift.INVALID)
-    _get_buffer().add(current.reference_id, codes)
+    _buffer.get().add(current.reference_id, codes)
 
 
 # -- the database -------------------------------------------------------------------------
@@ -189,9 +176,10 @@ def _prune(reference_id: int, limit: int) -> None:
 
 def flush(reference_id: int | None = None) -> None:
     """Write what this process holds (for ``reference_id``, or all), now."""
-    if _buffer is None or _buffer.pid != os.getpid():
+    buffer = _buffer.existing()
+    if buffer is None:
         return
-    taken = _buffer.take(reference_id)
+    taken = buffer.take(reference_id)
     if taken:
         write(taken)
 
@@ -217,5 +205,6 @@ def codes(reference_id: int, width: int, columns: int) -> np.ndarray:
 
 def reset() -> None:
     """Forget what this process holds (tests)."""
-    if _buffer is not None:
-        _buffer.take()
+    buffer = _buffer.existing()
+    if buffer is not None:
+        buffer.take()

@@ -23,7 +23,6 @@ Why a thread and not a Celery task: docs/decisions.md, "Shadows".
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import random
 import threading
@@ -35,6 +34,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from apps.core.per_process import PerProcess
 from apps.endpoints.catalogue.statuses import SERVING
 from apps.endpoints.models import MLAlgorithm, MLRequest, ShadowAnswer, Task
 from apps.endpoints.shadows import selectors, services
@@ -63,11 +63,9 @@ class Copy:
 
 
 class _Worker:
-    """The queue and its thread, made on first use in each process (a forked worker makes
-    its own: a thread does not survive a fork)."""
+    """The queue and its thread, one per process (``PerProcess``)."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
         # None: the thread's signal to end (``reset``).
         self.queue: queue.Queue[Copy | None] = queue.Queue(maxsize=settings.SHADOW_QUEUE_SIZE)
         self.dropped: dict[int, int] = {}  # shadow id -> copies dropped, not yet written
@@ -114,19 +112,7 @@ class _Worker:
             self.dropped[shadow_id] = self.dropped.get(shadow_id, 0) + count
 
 
-_worker: _Worker | None = None
-_worker_lock = threading.Lock()
-
-
-def _get_worker() -> _Worker:
-    global _worker
-    worker = _worker
-    if worker is not None and worker.pid == os.getpid():
-        return worker
-    with _worker_lock:
-        if _worker is None or _worker.pid != os.getpid():
-            _worker = _Worker()
-        return _worker
+_worker = PerProcess(_Worker)
 
 
 def offer(
@@ -155,7 +141,7 @@ def offer(
 
 
 def _put(copy: Copy) -> None:
-    worker = _get_worker()
+    worker = _worker.get()
     try:
         worker.queue.put_nowait(copy)
     except queue.Full:
@@ -165,9 +151,12 @@ def _put(copy: Copy) -> None:
 def drain(timeout: float = 10.0) -> None:
     """Wait until this process's queue is empty and its last copy written (tests, and a
     benchmark between its variants)."""
-    worker = _worker
-    if worker is None or worker.pid != os.getpid():
-        return
+    worker = _worker.existing()
+    if worker is not None:
+        _drain(worker, timeout)
+
+
+def _drain(worker: _Worker, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while worker.queue.unfinished_tasks:
         if time.monotonic() > deadline:
@@ -178,15 +167,13 @@ def drain(timeout: float = 10.0) -> None:
 def reset() -> None:
     """Finish this process's copies and end its worker; the next copy starts a new one
     (with the settings of then). For tests."""
-    global _worker
-    worker = _worker
-    if worker is None or worker.pid != os.getpid():
-        _worker = None
+    worker = _worker.existing()
+    _worker.discard()
+    if worker is None:
         return
-    drain()
+    _drain(worker)
     worker.queue.put(None)
     worker.thread.join(timeout=10)
-    _worker = None
 
 
 # -- score and write ---------------------------------------------------------------------

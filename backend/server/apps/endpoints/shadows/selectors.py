@@ -3,15 +3,15 @@ requests a report lists."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.conf import settings
 
+from apps.core.per_process import Remembered
 from apps.endpoints.models import MLRequest, Shadow, ShadowAnswer
 
-# endpoint name -> (expiry on time.monotonic(), its running shadow or None)
-_cache: dict[str, tuple[float, Shadow | None]] = {}
+# endpoint name -> its running shadow or None
+_running: Remembered[str, Shadow | None] = Remembered()
 
 
 def running_shadow(*, endpoint_name: str) -> Shadow | None:
@@ -21,23 +21,19 @@ def running_shadow(*, endpoint_name: str) -> Shadow | None:
     the catalogue's selections are: a shadow started or ended in another process is seen
     within that time. A copy made for a shadow that ended meanwhile is discarded by the
     writer, which checks the row (``copying``)."""
-    ttl = settings.PREDICT_CACHE_SECONDS
-    if ttl > 0:
-        cached = _cache.get(endpoint_name)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-    found = (
-        Shadow.objects.select_related("candidate")
-        .filter(endpoint__name=endpoint_name, state=Shadow.State.RUNNING)
-        .first()
+    return _running.get(
+        endpoint_name,
+        settings.PREDICT_CACHE_SECONDS,
+        lambda: (
+            Shadow.objects.select_related("candidate")
+            .filter(endpoint__name=endpoint_name, state=Shadow.State.RUNNING)
+            .first()
+        ),
     )
-    if ttl > 0:
-        _cache[endpoint_name] = (time.monotonic() + ttl, found)
-    return found
 
 
 def forget() -> None:
-    _cache.clear()
+    _running.forget()
 
 
 def discordant_pairs(shadow: Shadow, *, limit: int = 50) -> list[dict[str, Any]]:

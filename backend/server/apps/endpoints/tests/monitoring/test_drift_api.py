@@ -22,31 +22,18 @@ from apps.endpoints.models import DriftReference, DriftSegment, MLAlgorithm
 from apps.endpoints.monitoring import references, window
 from apps.endpoints.shadows import selectors as shadow_selectors
 from apps.endpoints.tests.factories import operator
+from apps.ml.income_classifier.schema import FEATURES as ADULT_FEATURES
 from apps.ml.registry import MLRegistry
 
 pytestmark = pytest.mark.django_db
 
-FEATURES = [
-    "age",
-    "workclass",
-    "fnlwgt",
-    "education",
-    "education-num",
-    "marital-status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "capital-gain",
-    "capital-loss",
-    "hours-per-week",
-    "native-country",
-]
+FEATURES = list(ADULT_FEATURES)
 
 
 @pytest.fixture(scope="module")
 def train_csv() -> bytes:
-    return load_split("adult.data").to_csv(index=False).encode()
+    data: bytes = load_split("adult.data").to_csv(index=False).encode()
+    return data
 
 
 @pytest.fixture(scope="module")
