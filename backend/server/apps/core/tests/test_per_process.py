@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from apps.core import per_process
 from apps.core.per_process import PerProcess, Remembered
 
 
 def test_an_answer_is_remembered_for_its_ttl_only(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr(per_process.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("apps.core.per_process.time.monotonic", lambda: now[0])
     calls: list[str] = []
     remembered: Remembered[str, int] = Remembered()
 
@@ -43,7 +42,7 @@ def test_one_object_per_process_and_a_new_one_after_a_fork(
     assert holder.existing() is None and made == []
     first = holder.get()
     assert holder.get() is first and holder.existing() is first
-    monkeypatch.setattr(per_process.os, "getpid", lambda: -1)  # as in a forked child
+    monkeypatch.setattr("apps.core.per_process.os.getpid", lambda: -1)  # as in a forked child
     assert holder.existing() is None
     second = holder.get()
     assert second is not first and len(made) == 2

@@ -42,7 +42,7 @@ def register(
     name: str = "model.skops",
     *,
     example: bytes | None = None,
-    **fields: str,
+    **fields: str | SimpleUploadedFile,
 ) -> Any:
     data: dict[str, Any] = {
         "artifact": dumped(model, name),
