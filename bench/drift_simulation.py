@@ -10,6 +10,8 @@ service's own functions (build_profile, encode, assess), without Django.
   sampling error, so the rate is an average over references (the worst one is shown too).
 - (c) Detection: the training split's profile; windows of 5,000 rows drawn from the test
   split, unchanged or with one feature changed.
+- (d) Costs: encode for 1 to 100,000 rows, count, and assess with and without its
+  fitted thresholds memoised.
 
 (a) and (b) are run twice: with the floors only (``assess(..., fitted=False)``), and with
 the floors raised to the thresholds fitted to the reference (the default). A window's
@@ -18,18 +20,19 @@ resampling codes is resampling records. The service's 14 Adult features (all col
 the label, schema.FEATURES) are watched; the model's output is not (no model is run).
 
     python bench/drift_simulation.py [--windows 2000] [--references 1000] [--seed 0]
-        [--quantile 0.999] [--simulations 2000] [--scenarios abc]
+        [--quantile 0.999] [--simulations 2000] [--scenarios abcd]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -73,29 +76,35 @@ def take(columns: Columns, rows: np.ndarray) -> Columns:
     return {name: values[rows] for name, values in columns.items()}
 
 
+ANY = "any feature"  # a window with a flag on some feature
+
+
 @dataclass
 class Tally:
     """Flags per feature over windows: any flag, and by which measure or share."""
 
     windows: int = 0
-    flagged: Counter[str] | None = None
-    by: Counter[tuple[str, str]] | None = None
+    flagged: Counter[str] = field(default_factory=Counter)
+    by: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, results: Sequence[drift.FeatureDrift]) -> None:
-        self.flagged = self.flagged or Counter()
-        self.by = self.by or Counter()
         self.windows += 1
+        self.flagged[ANY] += any(r.drifting for r in results)
         for r in results:
             self.flagged[r.name] += r.drifting
             for flag in r.flags:
                 self.by[(r.name, flag)] += 1
 
+    def merge(self, other: Tally) -> None:
+        self.windows += other.windows
+        self.flagged.update(other.flagged)
+        self.by.update(other.by)
+
     def rate(self, name: str) -> float:
-        return (self.flagged or Counter())[name] / max(self.windows, 1)
+        return self.flagged[name] / max(self.windows, 1)
 
     def cell(self, name: str) -> str:
-        by = self.by or Counter()
-        measures = sorted(((n, m) for (f, m), n in by.items() if f == name), reverse=True)
+        measures = sorted(((n, m) for (f, m), n in self.by.items() if f == name), reverse=True)
         detail = ", ".join(f"{m} {percent(n / self.windows)}" for n, m in measures)
         return percent(self.rate(name)) + (f" ({detail})" if detail else "")
 
@@ -152,6 +161,7 @@ def scenario_a(train: Columns, args: argparse.Namespace, thresholds: drift.Thres
             f"| {name} | {floors.cell(name)} | {fitted.cell(name)} "
             f"| {fitted_cell(profile, name, thresholds)} |"
         )
+    lines.append(f"| {ANY} | {floors.cell(ANY)} | {fitted.cell(ANY)} | |")
     return "\n".join(lines)
 
 
@@ -166,11 +176,9 @@ def scenario_b(train: Columns, args: argparse.Namespace, thresholds: drift.Thres
         profile = profile_of(sample)
         codes = drift.encode(profile, train)
         a, b = false_alarms(profile, codes, per_reference, rng, thresholds)
-        for tally, into in ((a, floors), (b, fitted)):
-            into.windows += tally.windows
-            into.flagged = (into.flagged or Counter()) + (tally.flagged or Counter())
-            into.by = (into.by or Counter()) + (tally.by or Counter())
-        ever.update(name for name in schema.FEATURES if b.rate(name) > 0)
+        floors.merge(a)
+        fitted.merge(b)
+        ever.update(name for name in (*schema.FEATURES, ANY) if b.rate(name) > 0)
     lines = [
         f"(b) reference: a random {SMALL_REFERENCE}-row sample of the training split, "
         f"{args.references} such samples; {per_reference} windows of {WINDOW:,} rows each, "
@@ -180,7 +188,7 @@ def scenario_b(train: Columns, args: argparse.Namespace, thresholds: drift.Thres
         "| feature | floors only | floors + fitted | floors + fitted: references ever flagged |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for name in schema.FEATURES:
+    for name in (*schema.FEATURES, ANY):
         share = percent(ever[name] / args.references)
         lines.append(f"| {name} | {floors.cell(name)} | {fitted.cell(name)} | {share} |")
     return "\n".join(lines)
@@ -248,6 +256,60 @@ def scenario_c(
     return "\n".join(lines)
 
 
+def best_of(call: Callable[[], object], number: int, repeat: int = 7) -> float:
+    """Seconds per call, the best of ``repeat`` rounds of ``number`` calls."""
+    rounds = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for _ in range(number):
+            call()
+        rounds.append((time.perf_counter() - started) / number)
+    return min(rounds)
+
+
+def costs(train: Columns, test: Columns) -> str:
+    """What drift.py costs: encode in the request path (the Adult inputs as the service's
+    Frame holds them, and a label, alternating classes), count and assess when a window is
+    reported."""
+    labels = np.array(["<=50K", ">50K"], dtype=object)
+    profile = drift.build_profile(
+        [(n, drift.NUMERIC if n in schema.NUMERIC_FEATURES else drift.CATEGORICAL, train[n])
+         for n in schema.FEATURES],
+        [("label", drift.CATEGORICAL, labels[np.arange(len(train["age"])) % 2])],
+    )  # fmt: skip
+    rows = np.random.default_rng(0).integers(0, len(test["age"]), 100_000)
+    lines = [
+        "(d) costs, on this machine (best of 7 rounds): the Adult profile's 14 inputs and "
+        "the label; windows drawn from the test split.",
+        "",
+        "| call | time |",
+        "| --- | ---: |",
+    ]
+    for n, number in ((1, 20_000), (32, 1_000), (100, 300), (10_000, 5), (100_000, 1)):
+        columns = take(test, rows[:n])
+        outputs = {"label": labels[np.arange(n) % 2]}
+        cost = best_of(functools.partial(drift.encode, profile, columns, outputs), number)
+        lines.append(f"| encode, {n:,} row{'s' if n > 1 else ''} | {duration(cost)} |")
+    codes = drift.encode(profile, take(test, rows), {"label": labels[np.arange(100_000) % 2]})
+    lines.append(
+        f"| count, 100,000 rows | {duration(best_of(lambda: drift.count(profile, codes), 3))} |"
+    )
+    window = codes[:WINDOW]
+    drift._null_thresholds.cache_clear()  # the first report of a version simulates
+    started = time.perf_counter()
+    drift.assess(profile, window)
+    lines.append(
+        f"| assess, {WINDOW:,} rows, first call | {duration(time.perf_counter() - started)} |"
+    )
+    cost = best_of(lambda: drift.assess(profile, window), 20)
+    lines.append(f"| assess, {WINDOW:,} rows, thresholds memoised | {duration(cost)} |")
+    return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds * 1e6:.1f} µs" if seconds < 1e-3 else f"{seconds * 1e3:.1f} ms"
+
+
 def report(args: argparse.Namespace) -> Iterator[str]:
     thresholds = drift.Thresholds(quantile=args.quantile, simulations=args.simulations)
     train = columns_of(adult.load_split("adult.data"))
@@ -262,6 +324,7 @@ def report(args: argparse.Namespace) -> Iterator[str]:
         ("a", lambda: scenario_a(train, args, thresholds)),
         ("b", lambda: scenario_b(train, args, thresholds)),
         ("c", lambda: scenario_c(train, test, args, thresholds)),
+        ("d", lambda: costs(train, test)),
     ]
     for name, run in scenarios:
         if name not in args.scenarios:
@@ -286,7 +349,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=2000, help="per false-alarm scenario")
     parser.add_argument("--references", type=int, default=1000, help="small references in (b)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scenarios", default="abc", help="which to run: abc, or b...")
+    parser.add_argument("--scenarios", default="abcd", help="which to run: abcd, or b...")
     parser.add_argument("--quantile", type=float, default=drift.Thresholds().quantile)
     parser.add_argument("--simulations", type=int, default=drift.Thresholds().simulations)
     args = parser.parse_args()
