@@ -117,12 +117,6 @@ class FeatureProfile:
         set_("_edge_list", list(self.edges))
         set_("_edge_array", np.array(self.edges, dtype=np.float64))
 
-    @property
-    def bins(self) -> int:
-        """Distribution bins of a window (``FeatureCounts.bins``, ``labels()``): numeric as
-        the reference's; categorical one more, for unseen values."""
-        return len(self.counts) + (self.kind == CATEGORICAL)
-
     def reference_bins(self) -> npt.NDArray[np.int64]:
         """The reference's counts over the same bins as a window's (unseen: 0)."""
         extra = [0] if self.kind == CATEGORICAL else []
@@ -406,6 +400,9 @@ def _category_codes(f: FeatureProfile, values: np.ndarray | Sequence[Any]) -> Co
     return np.array(_category_list(f, _as_list(values)), dtype=np.int16)
 
 
+_SLOW = -100  # a code no value has: "look this one up the slow way"
+
+
 def _category_list(f: FeatureProfile, values: list[Any]) -> list[int]:
     table = f._table
     default = len(f.categories) if not f.complete else UNSEEN
@@ -419,9 +416,6 @@ def _category_list(f: FeatureProfile, values: list[Any]) -> list[int]:
         if code == _SLOW:
             codes[i] = _category_code(table, default, values[i])
     return codes
-
-
-_SLOW = -100
 
 
 def _category_code(table: dict[Any, int], default: int, value: Any) -> int:
@@ -680,7 +674,9 @@ class FeatureDrift:
     rows: int  # records of the window in which the feature was observed
     # "psi", and "wasserstein" (numeric) or "js" (categorical); None without values.
     measures: dict[str, float | None]
-    thresholds: dict[str, float]  # the effective threshold of each measure and share
+    # The effective threshold of each measure and share (the floors while the feature is
+    # observed in fewer than min_rows records).
+    thresholds: dict[str, float]
     # "missing", "reference_missing", "invalid", and "unseen" (categorical; None when the
     # profile is not complete) or "out_of_range" (numeric); None without observed records.
     shares: dict[str, float | None]
@@ -742,13 +738,15 @@ def _assess_feature(
             else wasserstein(f, reference, current)
         )
     limits = {"psi": floors.psi, second: getattr(floors, second)}
-    if fitted and values:
+    observed = counts.observed
+    # Below min_rows nothing flags, so the floors stand: fitting them would simulate every
+    # size a young window passes through.
+    if fitted and values and observed >= floors.min_rows:
         null = null_thresholds(
             f, _window_size(values), quantile=floors.quantile, simulations=floors.simulations
         )
         limits = {name: max(limit, null.get(name, 0.0)) for name, limit in limits.items()}
 
-    observed = counts.observed
     shares = {
         "missing": counts.missing / observed if observed else None,
         "reference_missing": f.missing / f.rows if f.rows else None,

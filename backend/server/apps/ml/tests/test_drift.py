@@ -564,6 +564,9 @@ def test_a_small_reference_raises_its_thresholds_above_the_floors() -> None:
     floors = drift_of(drift.assess(profile, codes, fitted=False), "native-country")
     assert floors.thresholds["js"] == 0.1 and "js" in floors.flags  # a false alarm
     assert fitted.thresholds["js"] > 0.1 and not fitted.drifting
+    # Below min_rows nothing can flag, and the floors are not raised.
+    young = drift_of(drift.assess(profile, codes[:400]), "native-country")
+    assert young.thresholds["js"] == 0.1 and young.flags == ()
     # A large reference keeps the floors.
     large = drift_of(assess(window(held_out(), 5000)), "native-country")
     assert large.thresholds["js"] == 0.1 and large.thresholds["psi"] == 0.2
