@@ -1,12 +1,13 @@
 """The current window: each version's last ``DRIFT_WINDOW`` scored records, as codes of its
 reference profile's bins, shared by every process and host through the database.
 
-On the request path (``record``, ``refused``) a batch's values become codes
-(``apps.ml.drift.encode``: an int16 per record and feature, vectorised) and are appended
-to this process's buffer: no I/O. Every ``DRIFT_FLUSH_SECONDS`` a thread of the process
-writes what its buffer holds as one ``DriftSegment`` per version, and deletes the segments
-that fell out of the window. Reading a window (``codes``) first writes this process's
-buffer, so a single process sees its own records at once; others' within a flush.
+On the request path (``record``) a scored batch's checked columns and answers are
+appended to this process's buffer: no I/O, no coding. Every ``DRIFT_FLUSH_SECONDS`` a
+thread of the process turns what the buffer holds into codes (``apps.ml.drift.encode``:
+an int16 per record and feature, one vectorised call for many requests), writes them as
+one ``DriftSegment`` per version, and deletes the segments that fell out of the window.
+Reading a window (``codes``) first writes this process's buffer, so a single process sees
+its own records at once; others' within a flush.
 
 - Single predictions, batch-predict rows and batch-job rows alike, logged or not: they all
   pass ``serving/pipeline.py``, which calls ``record`` for every scored batch.
@@ -25,7 +26,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
@@ -49,46 +51,73 @@ _REFUSED_CODES = {
 }
 
 
+@dataclass(frozen=True)
+class _Part:
+    """Scored records kept as they were checked, their codes made later, together."""
+
+    columns: Mapping[str, np.ndarray]
+    outputs: Mapping[str, np.ndarray]
+    rows: int
+
+    def last(self, rows: int) -> _Part:
+        return _Part(
+            {k: v[-rows:] for k, v in self.columns.items()},
+            {k: v[-rows:] for k, v in self.outputs.items()},
+            min(rows, self.rows),
+        )
+
+
 class _Buffer:
     """This process's records not yet written, per reference, and the thread that writes
-    them: one per process (``PerProcess``)."""
+    them: one per process (``PerProcess``). A scored batch is kept as its checked columns
+    (``_Part``, an append on the request path); its codes are made when the buffer is
+    taken, consecutive batches together: one vectorised ``drift.encode`` for a second's
+    single predictions costs a few microseconds a record, where one call per request cost
+    tens (bench/drift_bench.py). Refused records are coded at once (their refused cells
+    marked), being rare."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.pending: dict[int, list[np.ndarray]] = {}
+        self.pending: dict[int, list[_Part | np.ndarray]] = {}
+        self.profiles: dict[int, drift.Profile] = {}
         self.rows: dict[int, int] = {}
         self.thread: threading.Thread | None = None
         if settings.DRIFT_FLUSH_SECONDS > 0:
             self.thread = threading.Thread(target=self.run, name="drift-window", daemon=True)
             self.thread.start()
 
-    def add(self, reference_id: int, codes: np.ndarray) -> None:
+    def add(self, reference_id: int, profile: drift.Profile, item: _Part | np.ndarray) -> None:
         limit = settings.DRIFT_WINDOW
-        if len(codes) > limit:  # a large file: only its last rows can be in the window
-            codes = codes[-limit:]
+        if _rows(item) > limit:  # a large file: only its last rows can be in the window
+            item = item.last(limit) if isinstance(item, _Part) else item[-limit:]
         with self.lock:
-            blocks = self.pending.setdefault(reference_id, [])
-            blocks.append(codes)
-            self.rows[reference_id] = self.rows.get(reference_id, 0) + len(codes)
-            # Bounded whatever the traffic: older blocks past a window's worth go.
-            while self.rows[reference_id] - len(blocks[0]) >= limit:
-                self.rows[reference_id] -= len(blocks.pop(0))
+            self.profiles[reference_id] = profile
+            items = self.pending.setdefault(reference_id, [])
+            items.append(item)
+            self.rows[reference_id] = self.rows.get(reference_id, 0) + _rows(item)
+            # Bounded whatever the traffic: older records past a window's worth go.
+            while self.rows[reference_id] - _rows(items[0]) >= limit:
+                self.rows[reference_id] -= _rows(items.pop(0))
 
     def take(self, reference_id: int | None = None) -> dict[int, np.ndarray]:
+        """The records held (for ``reference_id``, or all) as codes, oldest first."""
         with self.lock:
             keys = list(self.pending) if reference_id is None else [reference_id]
-            taken = {
-                key: np.concatenate(self.pending.pop(key)) for key in keys if self.pending.get(key)
-            }
+            taken = {key: self.pending.pop(key) for key in keys if self.pending.get(key)}
+            profiles = {key: self.profiles[key] for key in taken}
             for key in taken:
                 self.rows.pop(key, None)
-        return taken
+        return {key: _codes(profiles[key], items) for key, items in taken.items()}
 
     def run(self) -> None:
         idle = 0.0
         while True:
             time.sleep(settings.DRIFT_FLUSH_SECONDS)
-            taken = self.take()
+            try:
+                taken = self.take()
+            except Exception:  # a batch that cannot be coded is lost, not the thread
+                logger.exception("Drift records could not be coded.")
+                continue
             if not taken:
                 idle += settings.DRIFT_FLUSH_SECONDS
                 if idle >= IDLE_SECONDS:
@@ -101,6 +130,44 @@ class _Buffer:
             except Exception:  # whatever happens, the thread goes on
                 logger.exception("Drift records could not be written (%s).", len(taken))
                 connection.close()
+
+
+def _rows(item: _Part | np.ndarray) -> int:
+    return item.rows if isinstance(item, _Part) else len(item)
+
+
+def _codes(profile: drift.Profile, items: Sequence[_Part | np.ndarray]) -> np.ndarray:
+    """The codes of ``items`` in order: each run of parts with the same columns coded in
+    one call."""
+    blocks: list[np.ndarray] = []
+    run: list[_Part] = []
+
+    def code_run() -> None:
+        if not run:
+            return
+        first = run[0]
+        columns = {k: np.concatenate([p.columns[k] for p in run]) for k in first.columns}
+        outputs = {k: np.concatenate([p.outputs[k] for p in run]) for k in first.outputs}
+        blocks.append(drift.encode(profile, columns, outputs, rows=sum(p.rows for p in run)))
+        run.clear()
+
+    for item in items:
+        if isinstance(item, _Part) and (
+            not run
+            or (
+                item.columns.keys() == run[0].columns.keys()
+                and item.outputs.keys() == run[0].outputs.keys()
+            )
+        ):
+            run.append(item)
+            continue
+        code_run()
+        if isinstance(item, _Part):
+            run.append(item)
+        else:
+            blocks.append(item)
+    code_run()
+    return np.concatenate(blocks)
 
 
 _buffer = PerProcess(_Buffer)
@@ -117,8 +184,8 @@ def record(algorithm: MLAlgorithm, frame: Frame, outputs: dict[str, np.ndarray])
     current = references.current(algorithm)
     if current is None:
         return
-    codes = drift.encode(current.profile, frame.columns, outputs, rows=frame.rows)
-    _buffer.get().add(current.reference_id, codes)
+    part = _Part(frame.columns, outputs, frame.rows)
+    _buffer.get().add(current.reference_id, current.profile, part)
 
 
 def refused(algorithm: MLAlgorithm, frame: Frame, cells: Sequence[tuple[int, str, str]]) -> None:
@@ -137,7 +204,7 @@ def refused(algorithm: MLAlgorithm, frame: Frame, cells: Sequence[tuple[int, str
         except KeyError:  # a feature the reference does not describe
             continue
         codes[row, column] = _REFUSED_CODES.get(kind, drift.INVALID)
-    _buffer.get().add(current.reference_id, codes)
+    _buffer.get().add(current.reference_id, profile, codes)
 
 
 # -- the database -------------------------------------------------------------------------

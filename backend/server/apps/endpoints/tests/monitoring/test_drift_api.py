@@ -437,3 +437,40 @@ def test_a_warm_worker_monitors_without_a_query_of_its_own(
         2,
         len(FEATURES) + 1,
     )
+
+
+def test_records_are_coded_together_when_taken_as_each_would_be_alone(
+    registry: MLRegistry, train_csv: bytes, test_split: pd.DataFrame
+) -> None:
+    """The request path only keeps a batch's columns; the buffer codes consecutive batches
+    in one call when it is taken: the codes are those each batch would have alone, in
+    order, with a refused batch's codes between them where it came."""
+    from apps.endpoints.models import MLAlgorithm as Algorithm
+    from apps.ml import codecs, drift
+    from apps.ml.registry import get_registry
+
+    algorithm = forest(registry, train_csv)
+    algorithm = Algorithm.objects.get(pk=algorithm.pk)
+    runtime = get_registry().get(algorithm)
+    profile = references.current(algorithm)
+    assert profile is not None
+    frames, expected = [], []
+    for start in (0, 1, 3):
+        rows = test_split[FEATURES].iloc[start : start + 1 + start]
+        cells = {c: ["" if v != v else str(v) for v in rows[c]] for c in FEATURES}
+        frame = codecs.frame_from_text(cells, runtime.signature)
+        labels = runtime.predict(frame).labels
+        assert labels is not None
+        frames.append((frame, {"label": labels}))
+        expected.append(drift.encode(profile.profile, frame.columns, {"label": labels}))
+    window.record(algorithm, *frames[0])
+    window.record(algorithm, *frames[1])
+    refused_frame = frames[2][0]
+    window.refused(algorithm, refused_frame, [(0, "age", codecs.TYPE)])
+    refused_codes = drift.encode(profile.profile, refused_frame.columns, None)
+    refused_codes[0, profile.profile.index("age")] = drift.INVALID
+    window.record(algorithm, *frames[2])
+    columns = len(profile.profile.features)
+    seen = window.codes(profile.reference_id, 100, columns)
+    wanted = np.concatenate([expected[0], expected[1], refused_codes, expected[2]])
+    assert seen.shape == wanted.shape and (seen == wanted).all()
