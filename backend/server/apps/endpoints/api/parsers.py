@@ -35,3 +35,10 @@ def _encodable(value: Any) -> None:
     elif isinstance(value, list):
         for item in value:
             _encodable(item)
+
+
+class AnyTypeJSONParser(JSONParser):
+    """JSON whatever the Content-Type says, or without one: the Open Inference Protocol's
+    clients (tritonclient) send their JSON bodies without naming a type."""
+
+    media_type = "*/*"
