@@ -27,6 +27,7 @@ from apps.endpoints import policy
 from apps.endpoints.api import oip
 from apps.endpoints.api.errors import handle as handle_error
 from apps.endpoints.api.inputs import assignment_key, short
+from apps.endpoints.api.openapi import V2ErrorSchema
 from apps.endpoints.api.parsers import AnyTypeJSONParser
 from apps.endpoints.catalogue.selectors import check_endpoint
 from apps.endpoints.models import MLAlgorithm
@@ -37,9 +38,7 @@ from apps.ml.signature import Signature
 
 SERVER_NAME = "ml_pipeline"
 EXTENSIONS = ["model_configuration"]  # GET .../config, as Triton's tools ask for it
-V2_ERROR = OpenApiResponse(
-    response=OpenApiTypes.OBJECT, description='{"error": "<message>"}, the protocol\'s shape'
-)
+V2_ERROR = OpenApiResponse(response=V2ErrorSchema, description="The protocol's error shape.")
 
 
 def _server_version() -> str:
@@ -52,6 +51,8 @@ def _server_version() -> str:
 class V2View(APIView):
     """The protocol's error shape over our one exception handler: the same status codes
     and messages, as ``{"error": "<message>"}``."""
+
+    openapi_error_schema = "#/components/schemas/V2Error"
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
@@ -126,8 +127,8 @@ class ModelReadyView(V2View):
         algorithm = _selected(model_name, model_version, request.query_params.get("status"))
         try:
             ml_registry.get_registry().get(algorithm)
-        except ModelUnavailable:
-            return Response({"name": model_name, "ready": False}, status=400)
+        except ModelUnavailable as exc:
+            return Response({"error": f"Not ready: {exc.message}"}, status=400)
         return Response({"name": model_name, "ready": True})
 
 
