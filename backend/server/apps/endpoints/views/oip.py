@@ -52,7 +52,7 @@ class V2View(APIView):
     """The protocol's error shape over our one exception handler: the same status codes
     and messages, as ``{"error": "<message>"}``."""
 
-    openapi_error_schema = "#/components/schemas/V2Error"
+    openapi_error_schema = "#/components/schemas/V2ErrorSchema"
 
     def handle_exception(self, exc: Exception) -> Response:
         response = super().handle_exception(exc)
