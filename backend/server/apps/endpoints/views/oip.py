@@ -29,7 +29,6 @@ from apps.endpoints.api.errors import handle as handle_error
 from apps.endpoints.api.inputs import assignment_key, short
 from apps.endpoints.api.openapi import V2ErrorSchema
 from apps.endpoints.api.parsers import AnyTypeJSONParser
-from apps.endpoints.catalogue.selectors import check_endpoint
 from apps.endpoints.models import MLAlgorithm
 from apps.endpoints.serving import pipeline, routing
 from apps.endpoints.serving.predict import serve
@@ -190,8 +189,6 @@ class InferView(policy.PredictAccessMixin, V2View):
                 "tensors as JSON (binary_data=False in tritonclient)."
             )
         infer = oip.parse_infer(request.data)
-        if model_version is None and infer.status is None:
-            check_endpoint(model_name)  # a 404 for an unknown model before anything else
         served = serve(
             endpoint_name=model_name,
             batch=pipeline.Batch.of_values(infer.values, infer.rows),
