@@ -170,6 +170,19 @@ class ModelConfigView(V2View):
         )
 
 
+def _binary_part(request: Request) -> bool:
+    """Whether binary tensors follow the JSON header (Triton's binary data extension):
+    ``Inference-Header-Content-Length`` shorter than the body. Triton's C++ client (its
+    perf_analyzer) sends the header with JSON tensors too, equal to the body's length."""
+    header = request.headers.get("Inference-Header-Content-Length")
+    if header is None:
+        return False
+    try:
+        return int(header) < int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return True
+
+
 class InferView(policy.PredictAccessMixin, V2View):
     """``POST /v2/models/{name}[/versions/{version}]/infer``: named tensors in, named tensors
     out; n rows are a batch of n through the same pipeline as predict, each logged."""
@@ -183,7 +196,7 @@ class InferView(policy.PredictAccessMixin, V2View):
         responses={200: OpenApiTypes.OBJECT, 400: V2_ERROR, 404: V2_ERROR},
     )
     def post(self, request: Request, model_name: str, model_version: str | None = None) -> Response:
-        if "Inference-Header-Content-Length" in request.headers:
+        if _binary_part(request):
             raise InvalidInput(
                 "Binary tensors (Triton's binary data extension) are not supported: send the "
                 "tensors as JSON (binary_data=False in tritonclient)."

@@ -240,6 +240,24 @@ def test_binary_tensors_are_refused_with_a_note(
     assert "binary_data=False" in str(refused.value)
 
 
+def test_json_tensors_with_tritons_header_length_equal_to_the_body_are_taken(
+    live_server: Any, all_demos: MLRegistry
+) -> None:
+    """Regression: Triton's C++ client (perf_analyzer) sends Inference-Header-Content-Length
+    with JSON tensors too, equal to the body's length; only a shorter one means binary
+    tensors follow."""
+    import urllib.request
+
+    body = json.dumps({"inputs": [tensor("age", [30.0])]}).encode()
+    request = urllib.request.Request(
+        f"{live_server.url}/v2/models/income_classifier/infer",
+        data=body,
+        headers={"Inference-Header-Content-Length": str(len(body))},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 200
+
+
 def test_a_body_past_the_protocol_limit_is_a_413(
     live_server: Any, all_demos: MLRegistry, settings: Any
 ) -> None:
