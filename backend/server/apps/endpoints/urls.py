@@ -10,6 +10,7 @@ from apps.endpoints.views import (
     drift,
     jobs,
     mlflow,
+    oip,
     predict,
     requests,
     schema,
@@ -26,7 +27,24 @@ router.register("mlrequests", requests.MLRequestViewSet, basename="mlrequests")
 router.register("abtests", abtests.ABTestViewSet, basename="abtests")
 router.register("shadows", shadows.ShadowViewSet, basename="shadows")
 
+# The Open Inference Protocol (V2), REST: a model is an endpoint, its version a version
+# string (views/oip.py). /v2/health/* are probes (apps/ops/middleware.py).
+V2_MODEL = "v2/models/<slug:model_name>"
+V2_VERSION = "v2/models/<slug:model_name>/versions/<str:model_version>"
+v2_patterns = [
+    path("v2", oip.ServerMetadataView.as_view(), name="v2-server"),
+    path(V2_MODEL, oip.ModelMetadataView.as_view(), name="v2-model"),
+    path(V2_VERSION, oip.ModelMetadataView.as_view(), name="v2-model-version"),
+    path(f"{V2_MODEL}/ready", oip.ModelReadyView.as_view(), name="v2-model-ready"),
+    path(f"{V2_VERSION}/ready", oip.ModelReadyView.as_view(), name="v2-model-version-ready"),
+    path(f"{V2_MODEL}/config", oip.ModelConfigView.as_view(), name="v2-model-config"),
+    path(f"{V2_VERSION}/config", oip.ModelConfigView.as_view(), name="v2-model-version-config"),
+    path(f"{V2_MODEL}/infer", oip.InferView.as_view(), name="v2-infer"),
+    path(f"{V2_VERSION}/infer", oip.InferView.as_view(), name="v2-version-infer"),
+]
+
 urlpatterns = [
+    *v2_patterns,
     path("api/v1/schema", schema.SchemaView.as_view(), name="schema"),
     path("api/v1/docs", schema.SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api/v1/batch-predict", batch.BatchPredictView.as_view(), name="batch-predict"),

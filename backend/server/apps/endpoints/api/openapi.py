@@ -75,6 +75,12 @@ class ErrorSchema(serializers.Serializer[Any]):
     error = ErrorBodySchema()
 
 
+class V2ErrorSchema(serializers.Serializer[Any]):
+    """The Open Inference Protocol's error shape (views/oip.py)."""
+
+    error = serializers.CharField()
+
+
 class BatchAlgorithmSchema(AlgorithmRefSchema):
     rows = serializers.IntegerField()
 
@@ -455,12 +461,14 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
             if method in _WRITE_METHODS:
                 codes.update(WRITE_ERRORS)
             codes.update(getattr(view, "openapi_error_codes", ()))
+            # A view that answers errors in another shape (a wire protocol's) names it.
+            schema_ref = getattr(view, "openapi_error_schema", ERROR_SCHEMA_REF)
             responses = operation.setdefault("responses", {})
             for code in sorted(codes):
                 responses.setdefault(
                     str(code),
                     {
-                        "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}},
+                        "content": {"application/json": {"schema": {"$ref": schema_ref}}},
                         "description": ERROR_DESCRIPTIONS[code],
                     },
                 )

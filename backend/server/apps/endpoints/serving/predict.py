@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -19,6 +19,7 @@ from apps.endpoints.models import MLAlgorithm
 from apps.endpoints.serving import feedback, pipeline, routing
 from apps.endpoints.shadows import copying
 from apps.ml.answer import Answer, ModelOutput, Prediction
+from apps.ml.signature import Signature
 
 
 class AlgorithmRef(TypedDict):
@@ -103,6 +104,7 @@ def serve(
     assignment_key: str | None = None,
     rng: random.Random | None = None,
     user_id: int | None = None,
+    check: Callable[[Signature], None] | None = None,
 ) -> Served:
     """Serve the records of ``batch`` with one version and log each as an ``MLRequest``:
     every route a client waits on for its answers (predict, the Open Inference Protocol,
@@ -114,7 +116,9 @@ def serve(
     request (``routing.for_request``) and each row records the test. ``rng`` draws the A/B
     arm and the shadow's share (injectable for tests). ``user_id``: the authenticated
     client, who alone may then read the rows and give their feedback. Once logged, the
-    endpoint's shadow, if it has one, gets a copy (``shadows/copying.py``)."""
+    endpoint's shadow, if it has one, gets a copy (``shadows/copying.py``). ``check``: a
+    protocol's own checks of the request against the signature of the version that will
+    answer, before anything is scored or logged."""
     demo.ensure_registered()
     start = time.perf_counter()
     arms = routing.for_request(
@@ -126,6 +130,8 @@ def serve(
     )
     [algorithm] = arms.algorithms
     runtimes = arms.runtimes()
+    if check is not None:
+        check(runtimes[0].signature)
     answer = runtimes[0].answer
     log = pipeline.LogWriter(arms, answer, user_id=user_id, client=None)
     scored = pipeline.ScoredBatch(arms, answer, log=log)

@@ -440,6 +440,12 @@ def test_null_thresholds_are_the_quantile_of_a_plain_loop_over_the_same_draws() 
         rng = np.random.default_rng(5)
         rs = [rng.multinomial(size, p) for _ in range(simulations)]
         cs = [rng.multinomial(window_size, q) for _ in range(simulations)]
+        if f.kind == CATEGORICAL:  # a category the reference missed is unseen in the window
+            for r, c in zip(rs, cs, strict=True):
+                for i in range(len(f.categories)):
+                    if r[i] == 0:
+                        c[-1] += c[i]
+                        c[i] = 0
         measures: dict[str, list[Any]] = {
             "psi": [drift.psi(r, c) for r, c in zip(rs, cs, strict=True)],
             second: [
@@ -558,6 +564,9 @@ def test_a_small_reference_raises_its_thresholds_above_the_floors() -> None:
     floors = drift_of(drift.assess(profile, codes, fitted=False), "native-country")
     assert floors.thresholds["js"] == 0.1 and "js" in floors.flags  # a false alarm
     assert fitted.thresholds["js"] > 0.1 and not fitted.drifting
+    # Below min_rows nothing can flag, and the floors are not raised.
+    young = drift_of(drift.assess(profile, codes[:400]), "native-country")
+    assert young.thresholds["js"] == 0.1 and young.flags == ()
     # A large reference keeps the floors.
     large = drift_of(assess(window(held_out(), 5000)), "native-country")
     assert large.thresholds["js"] == 0.1 and large.thresholds["psi"] == 0.2
