@@ -103,8 +103,8 @@ def ping(request: HttpRequest) -> HttpResponse:
 def _read(request: Request) -> mlflow.Invocation:
     probabilities = mlflow.flag("probabilities", request.query_params.get("probabilities"))
     if request.content_type.split(";")[0].strip().lower() == "text/csv":
-        # Django's own body: it refuses one past MAX_BODY_BYTES (413), as DRF's JSON parser
-        # does, whereas a DRF parser of our own would be handed the unbounded stream.
+        # The body as Django keeps it, read up to PROTOCOL_MAX_BODY_BYTES (a 413 past it) by
+        # server/bodies.py; a DRF parser of our own would be handed the stream instead.
         body: bytes = request.body
         return mlflow.read_csv(body, probabilities=probabilities)
     return mlflow.read_json(request.data, probabilities=probabilities)

@@ -442,11 +442,14 @@ def test_the_routes_own_errors_answer_our_status_codes(
         response = api.generic("POST", path, "alcohol=1", content_type=content_type)
         assert_error(response, 415, "unsupported_media_type", content_type)
     assert_error(api.post(path, {"dataframe_records": "x"}), 415, "unsupported_media_type")
+    # The wire protocols' bound (server/bodies.py), not predict's MAX_BODY_BYTES: a batch.
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    assert ok(invoke(api, WINE, {"dataframe_records": records(_X.head(20))}))
+    settings.PROTOCOL_MAX_BODY_BYTES = 1000
     big = _X.head(20).to_csv(index=False)
-    assert_error(invoke(api, WINE, big), 413, "too_large", "1000 bytes")
-    assert_error(invoke(api, WINE, {"dataframe_records": records(_X.head(20))}), 413, "too_large")
-    assert MLRequest.objects.count() == 0
+    assert_error(invoke(api, WINE, big), 413, "too_large", "PROTOCOL_MAX_BODY_BYTES", "1000")
+    assert_error(invoke(api, None, {"dataframe_records": records(_X.head(20))}), 413, "too_large")
+    assert MLRequest.objects.count() == 20  # the one within the bound
 
 
 # -- the rest as predict -------------------------------------------------------------------
