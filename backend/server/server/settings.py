@@ -545,6 +545,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Tags and operation ids from the path after /api/v1, as before routes outside it (MLflow's
+    # /invocations) came in: left to estimate, the common prefix would become "/".
+    "SCHEMA_PATH_PREFIX": "/api/v1",
     # Every operation also documents the errors the framework answers around its view
     # (401, 404, 406, 503; 400, 403, 413, 415 with a body; 429 when throttled).
     "POSTPROCESSING_HOOKS": [

@@ -9,6 +9,7 @@ from apps.endpoints.views import (
     catalogue,
     drift,
     jobs,
+    mlflow,
     oip,
     predict,
     requests,
@@ -62,6 +63,11 @@ urlpatterns = [
     ),
     # Before the router, so an endpoint may be named like a collection.
     path("api/v1/<slug:endpoint_name>/predict", predict.PredictView.as_view(), name="predict"),
+    path(  # MLflow's scoring format (views/mlflow.py), and its routes at the root below
+        "api/v1/<slug:endpoint_name>/invocations",
+        mlflow.InvocationsView.as_view(),
+        name="mlflow-invocations",
+    ),
     path(
         "api/v1/<slug:endpoint_name>/drift",
         drift.EndpointDriftView.as_view(),
@@ -76,4 +82,7 @@ urlpatterns = [
     path("abtests/<int:abtest_id>/report", abtests.abtest_report, name="abtest-report"),
     path("shadows/<int:shadow_id>/report", shadows.shadow_report, name="shadow-report"),
     path("mlalgorithms/<int:algorithm_id>/drift", drift.drift_report, name="drift-report"),
+    path("invocations", mlflow.RootInvocationsView.as_view(), name="mlflow-root-invocations"),
+    path("ping", mlflow.ping, name="mlflow-ping"),
+    path("health", mlflow.ping, name="mlflow-health"),
 ]

@@ -103,7 +103,10 @@ class Batch:
         ``dropped`` features of a record (those only another arm of its test takes)."""
         signature = runtime.signature
         if self.columns is not None:
-            cells = {name: self.columns[name] for name in signature.names}
+            # A feature the file has no column for is missing in every row (a batch file's
+            # header was checked for every one; a request's CSV may leave optional ones out).
+            blank = [""] * self.size
+            cells = {name: self.columns.get(name, blank) for name in signature.names}
             return codecs.frame_from_text(cells, signature, first_line=self.first_line or 2)
         if self.values is not None:
             values = {k: v for k, v in self.values.items() if k not in dropped}
@@ -121,12 +124,14 @@ class Batch:
         """Each record as the log keeps it, JSON text: a JSON record as sent; a file's row
         as its ``features`` cells as uploaded (less the spaces after commas, which the
         parser drops), from a template when no cell needs escaping (nearly always), at a
-        third of the cost of ``json.dumps`` per row."""
+        third of the cost of ``json.dumps`` per row. Without ``features`` (``serve``'s log,
+        which knows no file), every column of the batch."""
         if self.records is not None:
             return [json.dumps(record) for record in self.records]
         if self.values is not None:
             return [json.dumps(record) for record in self.as_records()]
         assert self.columns is not None
+        features = list(features) or list(self.columns)
         columns = [self.columns[f] for f in features]
         if any(_NEEDS_JSON_ESCAPE.search("".join(column)) for column in columns):
             return [
