@@ -16,7 +16,7 @@ counted, throttled, authorised).
 - **Answer**: ``{"predictions": [...]}`` as MLflow writes a scikit-learn model's, the labels
   of a classifier or the numbers of a regressor; beside it, lists in the same order:
   ``probabilities`` (when asked: ``?probabilities=true`` or ``"params": {"probabilities":
-  true}``), ``request_ids`` and ``feedback_tokens`` (docs/protocols-mlflow.md).
+  true}``), ``request_ids`` and ``feedback_tokens`` (docs/protocols.md, "MLflow's scoring format").
 
 Stricter than MLflow where MLflow would guess: an unknown key, parameter or column is a 400
 naming it (MLflow ignores an extra column), and a list of unnamed rows is refused.

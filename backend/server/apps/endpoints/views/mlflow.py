@@ -2,7 +2,7 @@
 URL, not their code: ``POST /api/v1/<endpoint_name>/invocations``; and at the server's
 root, for a service of one endpoint, ``POST /invocations`` and ``GET /ping`` (``/health``).
 The format is ``api/mlflow.py``'s; the predictions are ``serving/predict.py: serve``'s, as
-every route's (docs/protocols-mlflow.md)."""
+every route's (docs/protocols.md, "MLflow's scoring format")."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class InvocationsView(_Invocations):
         description="mlflow models serve's /invocations for the endpoint the path names: "
         "a JSON body in one of MLflow's four forms, or CSV with a header row. Answers "
         '{"predictions": [...]} as MLflow does, with request_ids and feedback_tokens beside '
-        "it (docs/protocols-mlflow.md).",
+        "it (docs/protocols.md, section MLflow's scoring format).",
     )
     def post(self, request: Request, endpoint_name: str) -> Response:
         return self.invoke(request, endpoint_name)
