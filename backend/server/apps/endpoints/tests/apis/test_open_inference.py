@@ -230,6 +230,20 @@ def test_unknown_models_and_versions_are_a_404_and_a_status_selects_another_vers
     assert status == 400 and "shadow" in answer["error"]
 
 
+def test_a_model_name_no_route_takes_is_a_404_in_the_protocols_shape(
+    live_server: Any, all_demos: MLRegistry
+) -> None:
+    """Found by the fuzzer: a name outside the routes' pattern matched no view, and
+    Django's 404 answered in our own error shape, not the protocol's."""
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{live_server.url}/v2/models/a%20b/ready", timeout=30)
+    assert missing.value.code == 404
+    assert set(json.loads(missing.value.read())) == {"error"}
+
+
 def test_binary_tensors_are_refused_with_a_note(
     client: triton.InferenceServerClient, adult_rows: pd.DataFrame
 ) -> None:
