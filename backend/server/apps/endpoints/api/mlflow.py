@@ -25,6 +25,7 @@ naming it (MLflow ignores an extra column), and a list of unnamed rows is refuse
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -177,7 +178,9 @@ def _split(value: Any) -> Invocation:
     columns, data = value.get("columns"), value.get("data")
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise _wrong(f"{where}.columns", "a list of the columns' names")
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    # Counted once each: columns.count per name is n² (50,000 names took 30 s; a 32 MB body
+    # holds millions).
+    repeated = sorted(name for name, n in Counter(columns).items() if n > 1)
     if repeated:
         raise InvalidInput(
             f"Columns named more than once in {where}.columns: {_names(repeated)}.",

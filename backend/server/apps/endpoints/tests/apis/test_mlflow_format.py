@@ -6,6 +6,7 @@ feedback; the errors; the routes at the server's root; the schema."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -424,6 +425,20 @@ def test_a_bad_body_is_a_400_naming_the_problem_and_logs_nothing(
         response = invoke(api, WINE, body)
     assert_error(response, 400, code, fragment)
     assert MLRequest.objects.count() == 0
+
+
+def test_a_split_of_many_columns_is_refused_in_a_short_answer_at_once(
+    api: APIClient, registry: MLRegistry, files: dict[str, Path]
+) -> None:
+    serve_model(files, WINE)
+    names = [f"c{i}" for i in range(50_000)]  # 0.4 MB, well within the body's bound
+    body = {"dataframe_split": {"columns": names, "data": [[0] * len(names)]}}
+    started = time.perf_counter()
+    error = assert_error(invoke(api, WINE, body), 400, "invalid_input", "c0")
+    assert time.perf_counter() - started < 5  # was 30 s: each name counted in the list
+    assert error["details_omitted"] > 49_000  # the answer lists 50 of them
+    repeated = {"dataframe_split": {"columns": [*names, "c7"], "data": [[0] * 50_001]}}
+    assert_error(invoke(api, WINE, repeated), 400, "invalid_input", "'c7' appears more than once")
 
 
 def test_the_routes_own_errors_answer_our_status_codes(
