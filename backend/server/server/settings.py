@@ -76,6 +76,9 @@ MIDDLEWARE = [
     "server.request_id.RequestIdMiddleware",  # first: the id is on every log line after it
     "apps.ops.middleware.ProbeMiddleware",  # /healthz, /readyz, /metrics; before host checks
     "apps.ops.middleware.MetricsMiddleware",
+    # The wire protocols' prediction routes read their (larger) bodies here, before
+    # anything else reads a body under MAX_BODY_BYTES.
+    "server.bodies.ProtocolBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files (collected by `collectstatic`) in production, where
     # Django itself does not; right after SecurityMiddleware, as whitenoise documents.
@@ -414,6 +417,9 @@ BATCH_LABEL_COLUMNS: dict[str, str] = env_json("BATCH_LABEL_COLUMNS", {})
 # The largest request body outside file uploads (Django's DATA_UPLOAD_MAX_MEMORY_SIZE): a
 # predict record is under 1 KB; more is a 413. Batch files have their own limit below.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_BODY_BYTES", 256 * 1024)
+# ...except on the wire protocols' prediction routes (/v2/models/.../infer, .../invocations),
+# whose JSON carries a batch: 10,000 Adult rows are about 1.4 MB (server/bodies.py).
+PROTOCOL_MAX_BODY_BYTES = env_int("PROTOCOL_MAX_BODY_BYTES", 32 * 1024 * 1024, minimum=1)
 
 # Who may predict, batch-predict and send feedback: "open" (anyone who can reach the
 # service, the default: it usually sits behind a gateway that decides that) or "token"
@@ -539,6 +545,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Tags and operation ids from the path after /api/v1, as before routes outside it (MLflow's
+    # /invocations) came in: left to estimate, the common prefix would become "/".
+    "SCHEMA_PATH_PREFIX": "/api/v1",
     # Every operation also documents the errors the framework answers around its view
     # (401, 404, 406, 503; 400, 403, 413, 415 with a body; 429 when throttled).
     "POSTPROCESSING_HOOKS": [

@@ -18,11 +18,14 @@ PROBES: dict[str, Callable[[HttpRequest], HttpResponse]] = {
     "/healthz": views.healthz,
     "/readyz": views.readyz,
     "/metrics": views.metrics_view,
+    "/v2/health/live": views.v2_live,
+    "/v2/health/ready": views.v2_ready,
 }
 
 
 class ProbeMiddleware:
-    """Answers /healthz, /readyz and /metrics before Django validates the Host header: load
+    """Answers /healthz, /readyz and /metrics (and the Open Inference Protocol's
+    /v2/health/live and /v2/health/ready) before Django validates the Host header: load
     balancers and Prometheus address a server by its IP, which is rarely in ALLOWED_HOSTS.
     Being first, these paths also skip sessions, CSRF and the request metrics; /metrics
     checks its own token (METRICS_TOKEN) in its view."""

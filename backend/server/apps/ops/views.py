@@ -46,3 +46,18 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(
         generate_latest(metrics.scrape_registry()), content_type=CONTENT_TYPE_LATEST
     )
+
+
+# The Open Inference Protocol's health routes (docs/protocols.md): its clients (tritonclient's
+# is_server_live/is_server_ready, KServe's and Seldon's probes) ask these. The same checks
+# as /healthz and /readyz; the protocol says 200 for true and a 4xx for false.
+
+
+def v2_live(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"live": True})
+
+
+def v2_ready(request: HttpRequest) -> JsonResponse:
+    result = health.readiness(get_registry())
+    health.log_change(result)
+    return JsonResponse({"ready": result.ready}, status=200 if result.ready else 400)

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django.db import DatabaseError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    F,
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
@@ -72,6 +75,12 @@ class ErrorSchema(serializers.Serializer[Any]):
     error = ErrorBodySchema()
 
 
+class V2ErrorSchema(serializers.Serializer[Any]):
+    """The Open Inference Protocol's error shape (views/oip.py)."""
+
+    error = serializers.CharField()
+
+
 class BatchAlgorithmSchema(AlgorithmRefSchema):
     rows = serializers.IntegerField()
 
@@ -113,28 +122,31 @@ RECORD = {
     "own path below lists them.",
 }
 
+# Which version answers: every route a client waits on for predictions takes these.
+SERVING_PARAMETERS = [
+    OpenApiParameter(
+        "status",
+        enum=MLAlgorithmStatus.Status.values,
+        required=False,
+        description="Default: PREDICT_DEFAULT_STATUS (production).",
+    ),
+    OpenApiParameter("version", str, required=False),
+    OpenApiParameter(
+        "X-Assignment-Key",
+        str,
+        OpenApiParameter.HEADER,
+        required=False,
+        description="Sticky A/B arm: the same key gets the same arm.",
+    ),
+]
+
 predict_schema = extend_schema(
     request={"application/json": RECORD, "application/x-www-form-urlencoded": RECORD},
     responses={
         200: served_schema(Answer.any_model()),
         **_errors(400, 401, 404, 413, 429, 503),
     },
-    parameters=[
-        OpenApiParameter(
-            "status",
-            enum=MLAlgorithmStatus.Status.values,
-            required=False,
-            description="Default: PREDICT_DEFAULT_STATUS (production).",
-        ),
-        OpenApiParameter("version", str, required=False),
-        OpenApiParameter(
-            "X-Assignment-Key",
-            str,
-            OpenApiParameter.HEADER,
-            required=False,
-            description="Sticky A/B arm: the same key gets the same arm.",
-        ),
-    ],
+    parameters=SERVING_PARAMETERS,
 )
 
 bulk_feedback_schema = extend_schema(
@@ -246,6 +258,149 @@ job_list_schema = extend_schema(
 )
 
 
+# -- MLflow's scoring format (api/mlflow.py, views/mlflow.py) -----------------------------
+
+_ANY: dict[str, Any] = {}  # a JSON value of any type
+MLFLOW_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "description": "Exactly one of dataframe_split, dataframe_records, instances and inputs, "
+    "as mlflow models serve takes them, and optionally params. The features are the "
+    "endpoint's: its predict path in this schema lists them.",
+    "properties": {
+        "dataframe_split": {
+            "type": "object",
+            "properties": {
+                "columns": {"type": "array", "items": {"type": "string"}},
+                "data": {"type": "array", "items": {"type": "array", "items": _ANY}},
+                "index": {"type": "array", "items": _ANY, "description": "Ignored."},
+            },
+            "required": ["columns", "data"],
+            "additionalProperties": False,
+        },
+        "dataframe_records": {
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": True},
+            "minItems": 1,
+        },
+        "instances": {
+            "type": "array",
+            "items": _ANY,
+            "minItems": 1,
+            "description": "Records; or, for a model of one feature, its values.",
+        },
+        "inputs": {
+            "description": "A list of values per feature; one record; or a list as instances.",
+            "oneOf": [
+                {"type": "object", "additionalProperties": True},
+                {"type": "array", "items": _ANY, "minItems": 1},
+            ],
+        },
+        "params": {
+            "type": "object",
+            "properties": {
+                "probabilities": {
+                    "type": "boolean",
+                    "description": "Classifiers: list each record's class probabilities too.",
+                }
+            },
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 2,
+}
+MLFLOW_ANSWER: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "predictions": {
+            "type": "array",
+            "items": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+            "description": "Per record, in order: a classifier's label, a regressor's number.",
+        },
+        "probabilities": {
+            "type": "array",
+            "items": {"type": "object", "additionalProperties": {"type": "number"}},
+            "description": "When asked (?probabilities=true or params.probabilities): per "
+            "record, every class's probability.",
+        },
+        "request_ids": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "Per record, where it is logged (GET/PUT /api/v1/mlrequests/<id>).",
+        },
+        "feedback_tokens": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "Per record, the token its feedback is sent with.",
+        },
+    },
+    "required": ["predictions", "request_ids", "feedback_tokens"],
+}
+_COLUMNS = ["alcohol", "malic_acid", "color_intensity"]
+_ROWS = [[13.2, 1.78, 4.38], [12.37, 0.94, 1.95]]
+_RECORDS = [dict(zip(_COLUMNS, row, strict=True)) for row in _ROWS]
+MLFLOW_EXAMPLES = [
+    OpenApiExample(
+        "dataframe_split",
+        value={"dataframe_split": {"columns": _COLUMNS, "data": _ROWS}},
+        request_only=True,
+        media_type="application/json",
+    ),
+    OpenApiExample(
+        "dataframe_records",
+        value={"dataframe_records": _RECORDS},
+        request_only=True,
+        media_type="application/json",
+    ),
+    OpenApiExample(
+        "instances",
+        value={"instances": _RECORDS},
+        request_only=True,
+        media_type="application/json",
+    ),
+    OpenApiExample(
+        "inputs",
+        value={"inputs": {c: [row[j] for row in _ROWS] for j, c in enumerate(_COLUMNS)}},
+        request_only=True,
+        media_type="application/json",
+    ),
+    OpenApiExample(
+        "probabilities",
+        value={"dataframe_records": _RECORDS[:1], "params": {"probabilities": True}},
+        request_only=True,
+        media_type="application/json",
+    ),
+    OpenApiExample(
+        "CSV",
+        value="\n".join([",".join(_COLUMNS), *(",".join(map(str, row)) for row in _ROWS)]),
+        request_only=True,
+        media_type="text/csv",
+    ),
+]
+_PROBABILITIES = OpenApiParameter(
+    "probabilities",
+    bool,
+    required=False,
+    description="Classifiers: list each record's class probabilities beside the predictions "
+    "(as params.probabilities in a JSON body; a CSV body has no params).",
+)
+
+
+def mlflow_schema(*, operation_id: str, description: str) -> Callable[[F], F]:
+    """The OpenAPI of an ``/invocations`` route (``views/mlflow.py``)."""
+    return extend_schema(
+        operation_id=operation_id,
+        tags=["mlflow"],
+        summary="Predict in MLflow's scoring format",
+        description=description,
+        request={"application/json": MLFLOW_REQUEST, "text/csv": OpenApiTypes.STR},
+        examples=MLFLOW_EXAMPLES,
+        responses={200: MLFLOW_ANSWER, **_errors(400, 401, 404, 413, 415, 429, 503)},
+        parameters=[*SERVING_PARAMETERS, _PROBABILITIES],
+    )
+
+
 # -- The errors every operation can answer -----------------------------------------------
 # Views document their own successes (and errors peculiar to them, as predict does); the
 # errors that come from the framework around every view are added here, once, by
@@ -306,12 +461,14 @@ def add_error_responses(result: dict[str, Any], generator: Any, **kwargs: Any) -
             if method in _WRITE_METHODS:
                 codes.update(WRITE_ERRORS)
             codes.update(getattr(view, "openapi_error_codes", ()))
+            # A view that answers errors in another shape (a wire protocol's) names it.
+            schema_ref = getattr(view, "openapi_error_schema", ERROR_SCHEMA_REF)
             responses = operation.setdefault("responses", {})
             for code in sorted(codes):
                 responses.setdefault(
                     str(code),
                     {
-                        "content": {"application/json": {"schema": {"$ref": ERROR_SCHEMA_REF}}},
+                        "content": {"application/json": {"schema": {"$ref": schema_ref}}},
                         "description": ERROR_DESCRIPTIONS[code],
                     },
                 )

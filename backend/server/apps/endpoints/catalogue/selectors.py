@@ -94,6 +94,11 @@ def sole_endpoint_name() -> str:
     )
 
 
+def endpoint_names(*, limit: int) -> list[str]:
+    """The endpoints' names in order, at most ``limit`` of them."""
+    return list(Endpoint.objects.order_by("name").values_list("name", flat=True)[:limit])
+
+
 def find_algorithm(*, endpoint_name: str, name: str, version: str) -> MLAlgorithm | None:
     return MLAlgorithm.objects.filter(
         parent_endpoint__name=endpoint_name, name=name, version=version

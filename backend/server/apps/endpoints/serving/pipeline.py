@@ -58,11 +58,13 @@ def random_arms(rows: int, shares: Sequence[float]) -> np.ndarray:
 
 @dataclass
 class Batch:
-    """Records to score, as a reader gives them: JSON ``records``, or a file's text
-    ``columns`` (only those a model or the log reads) starting at ``first_line``."""
+    """Records to score, as a reader gives them: JSON ``records``; JSON ``values``, a
+    column per feature (the wire protocols' named tensors); or a file's text ``columns``
+    (only those a model or the log reads) starting at ``first_line``."""
 
     size: int
     records: Sequence[Mapping[str, Any]] | None = None
+    values: Mapping[str, Sequence[Any]] | None = None
     columns: Mapping[str, Sequence[str]] | None = None
     first_line: int | None = None  # of row 0 in its file (None: JSON records)
     truths: list[str | None] | None = None  # a label column's values, checked as feedback
@@ -76,13 +78,39 @@ class Batch:
     def of_records(cls, records: Sequence[Mapping[str, Any]]) -> Batch:
         return cls(size=len(records), records=records)
 
+    @classmethod
+    def of_values(cls, values: Mapping[str, Sequence[Any]], rows: int) -> Batch:
+        return cls(size=rows, values=values)
+
+    def as_records(self) -> Sequence[Mapping[str, Any]]:
+        """Each row as a JSON record (a shadow's copy): as sent, or made from the columns."""
+        if self.records is not None:
+            return self.records
+        if self.values is not None:
+            names = list(self.values)
+            return [
+                dict(zip(names, row, strict=True))
+                for row in zip(*self.values.values(), strict=True)
+            ]
+        assert self.columns is not None
+        names = list(self.columns)
+        return [
+            dict(zip(names, row, strict=True)) for row in zip(*self.columns.values(), strict=True)
+        ]
+
     def frame(self, runtime: Runtime, dropped: frozenset[str]) -> Frame:
         """All rows checked and converted for ``runtime`` (``codecs``), without the
         ``dropped`` features of a record (those only another arm of its test takes)."""
         signature = runtime.signature
         if self.columns is not None:
-            cells = {name: self.columns[name] for name in signature.names}
+            # A feature the file has no column for is missing in every row (a batch file's
+            # header was checked for every one; a request's CSV may leave optional ones out).
+            blank = [""] * self.size
+            cells = {name: self.columns.get(name, blank) for name in signature.names}
             return codecs.frame_from_text(cells, signature, first_line=self.first_line or 2)
+        if self.values is not None:
+            values = {k: v for k, v in self.values.items() if k not in dropped}
+            return codecs.frame_from_columns(values, signature, rows=self.size)
         assert self.records is not None
         records = self.records
         if dropped:
@@ -96,10 +124,14 @@ class Batch:
         """Each record as the log keeps it, JSON text: a JSON record as sent; a file's row
         as its ``features`` cells as uploaded (less the spaces after commas, which the
         parser drops), from a template when no cell needs escaping (nearly always), at a
-        third of the cost of ``json.dumps`` per row."""
+        third of the cost of ``json.dumps`` per row. Without ``features`` (``serve``'s log,
+        which knows no file), every column of the batch."""
         if self.records is not None:
             return [json.dumps(record) for record in self.records]
+        if self.values is not None:
+            return [json.dumps(record) for record in self.as_records()]
         assert self.columns is not None
+        features = list(features) or list(self.columns)
         columns = [self.columns[f] for f in features]
         if any(_NEEDS_JSON_ESCAPE.search("".join(column)) for column in columns):
             return [

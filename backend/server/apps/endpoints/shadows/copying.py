@@ -120,22 +120,23 @@ def offer(
     endpoint_name: str,
     status: str,
     request_ids: Sequence[int],
-    records: Sequence[Mapping[str, Any]],
+    records: Callable[[], Sequence[Mapping[str, Any]]],
     responses: Callable[[], Sequence[str]],
     production_ms: float,
     rng: random.Random | None = None,
 ) -> None:
     """Copy a request answered with ``status`` to the endpoint's running shadow, if it has
     one and the request falls in its share; once the caller's transaction commits (the
-    log rows must be there for the shadow's answers to join). ``responses``: production's
-    answers as logged, asked for only when there is a copy to make."""
+    log rows must be there for the shadow's answers to join). ``records`` and
+    ``responses`` (production's answers as logged) are asked for only when there is a copy
+    to make."""
     if status not in SERVING or not request_ids:
         return
     shadow = selectors.running_shadow(endpoint_name=endpoint_name)
     if shadow is None or (shadow.share < 1 and (rng or random).random() >= shadow.share):
         return
     copy = Copy(
-        shadow.pk, shadow.candidate, records, list(request_ids), list(responses()), production_ms
+        shadow.pk, shadow.candidate, records(), list(request_ids), list(responses()), production_ms
     )
     transaction.on_commit(lambda: _put(copy))
 

@@ -9,16 +9,20 @@ from apps.core.errors import BadRequest, Forbidden, NotFound, ServiceError
 from apps.endpoints.api.errors import error_body
 
 
-def _json_error(error: ServiceError) -> JsonResponse:
+def _json_error(error: ServiceError, request: HttpRequest | None = None) -> JsonResponse:
+    if request is not None and request.path_info.startswith("/v2/"):
+        # The Open Inference Protocol's routes answer in its shape (views/oip.py), those
+        # that match no view too (a model name the route's pattern does not take).
+        return JsonResponse({"error": error.message}, status=error.status_code)
     return JsonResponse(error_body(error.code, error.message), status=error.status_code)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return _json_error(NotFound(f"No route matches {request.path}."))
+    return _json_error(NotFound(f"No route matches {request.path}."), request)
 
 
 def server_error(request: HttpRequest) -> JsonResponse:
-    return _json_error(ServiceError())
+    return _json_error(ServiceError(), request)
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

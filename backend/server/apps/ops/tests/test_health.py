@@ -258,3 +258,23 @@ def test_why_a_worker_is_not_ready_is_logged_once_until_it_changes(
     assert [r.getMessage() for r in caplog.records if r.name == "apps.ops.health"] == [
         "Ready again."
     ]
+
+
+@pytest.mark.django_db
+def test_the_open_inference_protocols_probes_say_the_same_with_its_codes(
+    api: APIClient, registry: MLRegistry, artifacts_dir: Path
+) -> None:
+    """/v2/health/live and /ready: 200 for true, a 4xx for false, as the protocol says; the
+    same checks as /healthz and /readyz, answered before the host check as they are."""
+    algorithm(registry, name="forest", artifact="random_forest.joblib")
+    assert api.get("/v2/health/live", HTTP_HOST="10.0.0.7").json() == {"live": True}
+    ready = api.get("/v2/health/ready", HTTP_HOST="10.0.0.7")
+    assert ready.status_code == 200 and ready.json() == {"ready": True}
+    (artifacts_dir / "random_forest.joblib").unlink()
+    from apps.ml.registry import get_registry
+
+    get_registry().retain([])  # as a fresh worker: nothing loaded yet
+    not_ready = api.get("/v2/health/ready")
+    assert not_ready.status_code == 400 and not_ready.json() == {"ready": False}
+    model = api.get("/v2/models/income_classifier/ready")
+    assert model.status_code == 400 and "Not ready" in model.json()["error"]

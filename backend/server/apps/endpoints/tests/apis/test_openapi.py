@@ -115,7 +115,9 @@ def test_every_operation_documents_the_errors_around_its_view(spec: dict[str, An
             for code in expected:
                 content = responses[code]["content"]
                 assert list(content) == ["application/json"], (method, path, code)
-                assert content["application/json"]["schema"]["$ref"].endswith("/ErrorSchema")
+                # The Open Inference Protocol's routes answer in its own shape.
+                shape = "/V2ErrorSchema" if path.startswith("/v2") else "/ErrorSchema"
+                assert content["application/json"]["schema"]["$ref"].endswith(shape)
                 assert responses[code]["description"]
             for code in ("414", "431"):  # gunicorn's own pages
                 assert list(responses[code]["content"]) == ["text/html"], (method, path, code)
@@ -125,6 +127,8 @@ def test_every_operation_documents_the_errors_around_its_view(spec: dict[str, An
         "locked_out" in spec["paths"]["/api/v1/endpoints"]["get"]["responses"]["429"]["description"]
     )
     assert "409" in spec["paths"]["/api/v1/stop_ab_test/{abtest_id}"]["post"]["responses"]
+    infer = spec["paths"]["/v2/models/{model_name}/infer"]["post"]["responses"]
+    assert infer["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/V2ErrorSchema")
 
 
 def test_a_logged_request_without_a_user_conforms_to_the_schema(spec: dict[str, Any]) -> None:
