@@ -4,9 +4,9 @@
 
 gunicorn with the production configuration (predict_bench's ``Server``: 2 workers of 4
 threads, the compiled path) on a fresh SQLite database, serving the demo models as
-registered by ``migrate`` from ``MODEL_ARTIFACTS_PATH`` (research/artifacts): the Adult
-random forest in production, with its training data (``adult_reference.csv``) as its drift
-reference.
+registered by ``migrate`` from a copy of research/artifacts (``private_artifacts`` of
+drift_bench.py): the Adult random forest in production, with its training data
+(``adult_reference.csv``) as its drift reference.
 
 (i) No change: the whole test split of the census (``adult.test``, 16,281 rows) replayed
     through single predictions (``POST /api/v1/income_classifier/predict``, one record a
@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from drift_bench import ENDPOINT, SERVED, template_database
+from drift_bench import ENDPOINT, private_artifacts, template_database
 from predict_bench import Server
 
 from common import ARTIFACTS, REPO, SERVER, log, save
@@ -272,17 +272,31 @@ class Outcome:
 # -- the run ------------------------------------------------------------------------------
 
 
-def server(template: Path, folder: Path, name: str) -> Server:
-    database = folder / f"{name}.sqlite3"
-    shutil.copy(template, database)
-    return Server(f"sqlite:///{database}", True, {**SERVED, "DRIFT_MONITORING": "1"})
+@dataclass
+class Servers:
+    """Servers of a private copy of the demo models (``drift_bench.private_artifacts``),
+    each on a fresh copy of one migrated database: each starts on an empty window."""
+
+    folder: Path
+    served: dict[str, str]
+    template: Path
+
+    @classmethod
+    def make(cls, folder: Path) -> Servers:
+        served = private_artifacts(folder)
+        return cls(folder, served, template_database(folder, served))
+
+    def fresh(self, name: str) -> Server:
+        database = self.folder / f"{name}.sqlite3"
+        shutil.copy(self.template, database)
+        return Server(f"sqlite:///{database}", True, {**self.served, "DRIFT_MONITORING": "1"})
 
 
-def replay(folder: Path, template: Path, threads: int) -> tuple[list[Outcome], list[str]]:
+def replay(servers: Servers, threads: int) -> tuple[list[Outcome], list[str]]:
     """(i): the test split through predict, then through batch-predict."""
     frame = test_split()
     outcomes, details = [], []
-    with server(template, folder, "no-change") as live:
+    with servers.fresh("no-change") as live:
         log(f"(i) {len(frame):,} single predictions, {threads} clients")
         started = time.perf_counter()
         statuses = single_predictions(live.url, frame, threads)
@@ -293,7 +307,7 @@ def replay(folder: Path, template: Path, threads: int) -> tuple[list[Outcome], l
         outcomes.append(Outcome("none: the test split, one record a request", sent, version, None))
         details += [f"After the {len(frame):,} single predictions:", "", *feature_table(version)]
         log(f"(i) one batch-predict of {len(frame):,} rows")
-        status = batch_predict(live.url, frame, folder, "test-split")
+        status = batch_predict(live.url, frame, servers.folder, "test-split")
         version = forest_drift(live.url)
         sent = f"one file of {len(frame):,} rows: {status}"
         outcomes.append(Outcome("none: the test split, one batch-predict", sent, version, None))
@@ -301,17 +315,17 @@ def replay(folder: Path, template: Path, threads: int) -> tuple[list[Outcome], l
     return outcomes, details
 
 
-def changes(folder: Path, template: Path, rows: int) -> list[Outcome]:
+def changes(servers: Servers, rows: int) -> list[Outcome]:
     """(ii): each change on a fresh server and database."""
     import numpy as np
 
     outcomes = []
     for n, change in enumerate(CHANGES):
         frame = change.change(test_split().head(rows), np.random.default_rng(n + 1))
-        with server(template, folder, f"change{n}") as live:
+        with servers.fresh(f"change{n}") as live:
             time.sleep(FLUSH_WAIT)  # the server's first prediction is written before the file
             log(f"(ii) {change.name}: one batch-predict of {rows:,} rows")
-            status = batch_predict(live.url, frame, folder, f"change{n}")
+            status = batch_predict(live.url, frame, servers.folder, f"change{n}")
             version = forest_drift(live.url)
         expected = "" if status == change.status else f" (expected {change.status})"
         sent = f"one file of {rows:,} rows: {status}{expected}"
@@ -333,9 +347,9 @@ def main() -> int:
         return 2
     folder = Path(tempfile.mkdtemp(prefix="drift-replay-"))
     try:
-        template = template_database(folder)
-        outcomes, details = replay(folder, template, args.threads)
-        outcomes += changes(folder, template, args.rows)
+        servers = Servers.make(folder)
+        outcomes, details = replay(servers, args.threads)
+        outcomes += changes(servers, args.rows)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     reference = outcomes[0].version["reference"]
