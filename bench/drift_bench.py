@@ -1,6 +1,7 @@
 """What drift monitoring costs (issue 28), in one run:
 
     .venv/bin/python bench/drift_bench.py [--seconds 8] [--rounds 3] [--calls 20000]
+        [--quiet-below CORES [--quiet-wait 30]]
 
 (a) In process, on the Adult demo random forest registered with its training data as
     reference (``catalogue.demo.register``; a temporary SQLite database): the time of
@@ -20,15 +21,21 @@
     budget of the issue: at most 50 us per request on the predict path.
 (b) Over HTTP: ``POST /api/v1/income_classifier/predict`` under gunicorn with the
     production configuration (predict_bench's ``Server``: 2 workers of 4 threads, the
-    compiled path on), two servers up at once on fresh copies of one SQLite database
-    (migrated, the demo models registered): ``DRIFT_MONITORING=1`` and
-    ``DRIFT_MONITORING=0``. Each warmed up (3 s of wrk, two small files), then over
-    ``--rounds`` rounds that alternate which goes first, each measurement of one right
-    after the same of the other (the machine drifts over minutes): wrk at 1 and at 8
-    connections for ``--seconds`` each, the bodies 200 records of ``adult.test`` in turn
+    compiled path on). Each of ``--rounds`` rounds starts a fresh pair of servers, up at
+    once, on fresh copies of one SQLite database (migrated, the demo models registered):
+    ``DRIFT_MONITORING=1`` and ``DRIFT_MONITORING=0``; each is warmed up (3 s of wrk, two
+    small files). Then, at 1 and at 8 connections, ``--seconds`` of wrk a server in
+    ``SLICES`` slices, the two servers' slices alternating A B B A ... (the machine drifts
+    within seconds when others use it), the bodies 200 records of ``adult.test`` in turn
     (predict_bench's script), with the measured server's worker CPU per request; then
     three uploads each, in turn, of a 10,000-row CSV to ``/api/v1/batch-predict``. The
-    medians of the rounds, and on/off ratios: the target of the issue is within 5 %.
+    medians of the rounds, each pair of slices' ratio, and on/off ratios: the target of
+    the issue is within 5 %.
+
+The machine may be shared: each measurement of (b) reports the cores busy outside this
+benchmark's processes meanwhile ("other load", shadow_bench's ``OtherLoad``); with
+``--quiet-below CORES`` each (and (a), twice) first waits (``--quiet-wait`` s at most)
+until that load is below CORES.
 
 Needs wrk (Debian: ``apt-get install wrk``) and curl. Prints a Markdown table headed by
 the command, and saves it (``bench/out/drift_results.md``). Ratios within one run are what
@@ -55,7 +62,7 @@ from typing import Any
 
 from batch_bench import make_csv
 from predict_bench import Server, lua_script, records, wrk
-from shadow_bench import OtherLoad, cpu_seconds
+from shadow_bench import OtherLoad, cpu_seconds, wait_for_quiet
 
 from common import ARTIFACTS, OUT, REPO, SERVER, log, save, server_env
 
@@ -68,6 +75,7 @@ BATCH_ROWS = 10_000
 BUDGET_US = 50.0
 WARM_UP_SECONDS = 3
 UPLOADS = 3  # of the 10,000-row file, per server and round
+SLICES = 4  # each --seconds of wrk in slices, the two servers' slices alternating
 SETTLE_SECONDS = 1.2  # after a file in process: DRIFT_FLUSH_SECONDS and a margin
 
 
@@ -349,9 +357,26 @@ class Http:
 
     predict: dict[tuple[str, int], list[dict[str, float]]] = field(default_factory=dict)
     batch: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    # per connections, on/off req/s of each pair of slices measured one after the other
+    pairs: dict[int, list[float]] = field(default_factory=dict)
 
 
-def over_http(folder: Path, served: dict[str, str], seconds: int, rounds: int) -> Http:
+def _combined(slices: list[dict[str, float]]) -> dict[str, float]:
+    """A round's slices of one server as one measurement: req/s and CPU over all of them,
+    the medians of their p50 and p99, their mean other load."""
+    requests = sum(r["requests"] for r in slices)
+    return {
+        "rps": requests / sum(r["requests"] / r["rps"] for r in slices),
+        "p50": statistics.median(r["p50"] for r in slices),
+        "p99": statistics.median(r["p99"] for r in slices),
+        "cpu_us": sum(r["cpu_s"] for r in slices) / max(requests, 1) * 1e6,
+        "other": statistics.mean(r["other"] for r in slices),
+        "errors": sum(r["errors"] for r in slices),
+        "requests": requests,
+    }
+
+
+def over_http(folder: Path, served: dict[str, str], args: Any) -> Http:
     """Each round a fresh pair of servers, on and off, up at once and idle but for the one
     measured: each measurement of one is right after the same of the other (the machine
     drifts over minutes), and each round has servers of its own (so does a server's luck:
@@ -360,7 +385,8 @@ def over_http(folder: Path, served: dict[str, str], seconds: int, rounds: int) -
     template = template_database(folder, served)
     small, large = make_csv(1000), make_csv(BATCH_ROWS)
     http = Http()
-    for round_ in range(rounds):
+    piece = max(1, args.seconds // SLICES)
+    for round_ in range(args.rounds):
         order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
         with ExitStack() as stack:
             servers: dict[str, Server] = {}
@@ -375,19 +401,31 @@ def over_http(folder: Path, served: dict[str, str], seconds: int, rounds: int) -
                 upload(server.url, small)  # whichever worker answers has seen a file
             workers = {name: server.worker_pids() for name, server in servers.items()}
             own = [p for name, s in servers.items() for p in (s.process.pid, *workers[name])]
+            names = list(servers)
             for connections in CONNECTIONS:
-                for name, server in servers.items():
-                    log(f"(b) round {round_ + 1}: {name}, {connections} connection(s), {seconds} s")
-                    cpu, other = cpu_seconds(workers[name]), OtherLoad(own)
-                    measured = wrk(server.url, script, connections, seconds)
-                    measured["other"] = other.cores()
-                    used = cpu_seconds(workers[name]) - cpu
-                    measured["cpu_us"] = used / max(measured["requests"], 1) * 1e6
-                    http.predict.setdefault((name, connections), []).append(measured)
+                log(f"(b) round {round_ + 1}, {connections} connection(s): {SLICES} x {piece} s")
+                slices: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+                for k in range(SLICES):  # A B B A A B B A: a steady drift falls on both alike
+                    for name in names if k % 2 == 0 else names[::-1]:
+                        if args.quiet_below is not None:
+                            wait_for_quiet(own, args.quiet_below, args.quiet_wait)
+                        cpu, other = cpu_seconds(workers[name]), OtherLoad(own)
+                        measured = wrk(servers[name].url, script, connections, piece)
+                        measured["other"] = other.cores()
+                        measured["cpu_s"] = cpu_seconds(workers[name]) - cpu
+                        slices[name].append(measured)
+                for name, done in slices.items():
+                    http.predict.setdefault((name, connections), []).append(_combined(done))
+                (on, _), (off, _) = VARIANTS
+                http.pairs.setdefault(connections, []).extend(
+                    a["rps"] / b["rps"] for a, b in zip(slices[on], slices[off], strict=True)
+                )
             log(f"(b) round {round_ + 1}: batch-predict of {BATCH_ROWS:,} rows, {UPLOADS} each")
             uploads: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
             for _ in range(UPLOADS):
                 for name, server in servers.items():
+                    if args.quiet_below is not None:
+                        wait_for_quiet(own, args.quiet_below, args.quiet_wait)
                     cpu, other = cpu_seconds(workers[name]), OtherLoad(own)
                     elapsed = upload(server.url, large)
                     uploads[name].append(
@@ -495,7 +533,7 @@ def in_process_table(m: Measured, calls: int) -> list[str]:
     return lines
 
 
-def http_table(http: Http, rounds: int) -> list[str]:
+def http_table(http: Http, rounds: int, seconds: int) -> list[str]:
     def med(name: str, c: int, key: str) -> float:
         return statistics.median(r[key] for r in http.predict[(name, c)])
 
@@ -504,11 +542,13 @@ def http_table(http: Http, rounds: int) -> list[str]:
 
     lines = [
         "(b) Over HTTP: each round a fresh pair of servers up at once, `DRIFT_MONITORING=1` and"
-        " `=0`, each gunicorn with 2 workers of 4 threads on its own SQLite database; each"
-        " measurement of one right after the same of the other, which goes first alternating"
-        f" by round; the medians of {rounds} rounds. Worker CPU: the measured server's"
-        " workers' user and system time per request (the flushing thread's included); other"
-        " load: cores busy outside this benchmark meanwhile.",
+        " `=0`, each gunicorn with 2 workers of 4 threads on its own SQLite database; per"
+        f" connection count, {SLICES} slices of {max(1, seconds // SLICES)} s of wrk a server,"
+        " the two servers' slices alternating (A B B A ...); a round's slices of a server"
+        f" count as one measurement, and the table gives the medians of {rounds} rounds."
+        " Worker CPU: the measured server's workers' user and system time per request (the"
+        " flushing thread's included); other load: cores busy outside this benchmark"
+        " meanwhile.",
         "",
         "| predict | connections | req/s | p50 ms | p99 ms | worker CPU us/request |"
         " other load, cores | errors |",
@@ -539,10 +579,13 @@ def http_table(http: Http, rounds: int) -> list[str]:
     for c in CONNECTIONS:
         pairs = list(zip(http.predict[(on, c)], http.predict[(off, c)], strict=True))
         each = ", ".join(f"{a['rps'] / b['rps']:.2f}" for a, b in pairs)
+        slices = sorted(http.pairs[c])
         lines.append(
             f"- predict, {c} connection(s): req/s {med(on, c, 'rps') / med(off, c, 'rps'):.3f}x"
-            f" ({each}), p50 {med(on, c, 'p50') / med(off, c, 'p50'):.3f}x, worker CPU a"
-            " request " + _ratio(med(on, c, "cpu_us"), med(off, c, "cpu_us"), "us", 0)
+            f" ({each}; of the {len(slices)} pairs of slices, the median"
+            f" {statistics.median(slices):.3f}x, from {slices[0]:.2f} to {slices[-1]:.2f}),"
+            f" p50 {med(on, c, 'p50') / med(off, c, 'p50'):.3f}x, worker CPU a request "
+            + _ratio(med(on, c, "cpu_us"), med(off, c, "cpu_us"), "us", 0)
         )
     pairs = list(zip(http.batch[on], http.batch[off], strict=True))
     each = ", ".join(f"{a['rate'] / b['rate']:.2f}" for a, b in pairs)
@@ -561,7 +604,7 @@ def table(command: str, m: Measured, args: Any) -> str:
             "",
             *in_process_table(m, args.calls),
             "",
-            *http_table(m.http, args.rounds),
+            *http_table(m.http, args.rounds, args.seconds),
         ]
     )
 
@@ -571,6 +614,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=20_000, help="(a): calls of each part")
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        metavar="CORES",
+        help="(b): before each measurement, wait until other users' load is below CORES",
+    )
+    parser.add_argument(
+        "--quiet-wait", type=float, default=30, help="(b): seconds to wait for quiet, at most"
+    )
     args = parser.parse_args()
     command = " ".join(["python bench/drift_bench.py", *map(shlex.quote, sys.argv[1:])])
     for tool in ("wrk", "curl"):
@@ -585,10 +637,15 @@ def main() -> int:
     try:
         served = private_artifacts(folder)
         algorithm = setup_django(folder, served)
+        quiet = args.quiet_below is not None
+        if quiet:
+            wait_for_quiet([], args.quiet_below, args.quiet_wait)
         one = one_record(algorithm, args.calls)
         per_row = batch(algorithm)
+        if quiet:
+            wait_for_quiet([], args.quiet_below, args.quiet_wait)
         django, files = through_django(max(args.calls // 5, 200))
-        http = over_http(folder, served, args.seconds, args.rounds)
+        http = over_http(folder, served, args)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     text = table(command, Measured(one, per_row, django, files, http), args)
