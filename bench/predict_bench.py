@@ -136,7 +136,6 @@ class Server:
         self.env = dict(
             os.environ,
             **UNBOUNDED,
-            **(extra_env or {}),
             DATABASE_URL=database_url,
             SECRET_KEY="benchmark-only",
             MODEL_ARTIFACTS_PATH=str(ARTIFACTS),
@@ -147,6 +146,8 @@ class Server:
             GUNICORN_THREADS="4",
             LOG_LEVEL="WARNING",
         )
+        # The caller's settings win, these above included (e.g. MODEL_ARTIFACTS_PATH).
+        self.env.update(extra_env or {})
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "-v0"],
             cwd=server_dir,
