@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection
 
 from apps.core.per_process import PerProcess
 from apps.endpoints.models import DriftReference, DriftSegment, MLAlgorithm
@@ -211,33 +211,47 @@ def refused(algorithm: MLAlgorithm, frame: Frame, cells: Sequence[tuple[int, str
 
 
 def write(taken: dict[int, np.ndarray]) -> None:
-    """One segment per reference, and the segments that fell out of its window deleted,
-    in one transaction. A reference deleted meanwhile (its version was) is skipped."""
+    """One segment per reference, then the segments that fell out of its window deleted:
+    each a single statement in autocommit, with no transaction around them.
+
+    On SQLite a transaction holds the database's one write lock from BEGIN to COMMIT, and a
+    thread that gives up the GIL between its statements waits for it (up to the switch
+    interval, 5 ms) while request threads run: every worker's predictions, whose log
+    INSERTs need that lock, slept in SQLite's busy handler meanwhile (req/s -19 % at 8
+    connections, bench/drift_bench.py). A segment whose prune did not happen is harmless:
+    a window is read newest first and stops at ``DRIFT_WINDOW`` records. A reference
+    deleted meanwhile (its version was) is skipped."""
     limit = settings.DRIFT_WINDOW
-    with transaction.atomic():
-        existing = set(
-            DriftReference.objects.filter(pk__in=list(taken)).values_list("pk", flat=True)
-        )
-        for reference_id, codes in taken.items():
-            if reference_id not in existing:
-                continue
-            codes = codes[-limit:]
+    existing = set(DriftReference.objects.filter(pk__in=list(taken)).values_list("pk", flat=True))
+    for reference_id, codes in taken.items():
+        if reference_id not in existing:
+            continue
+        codes = codes[-limit:]
+        try:
             DriftSegment.objects.create(
                 reference_id=reference_id,
                 rows=len(codes),
                 codes=codes.astype(CODE_TYPE).tobytes(),
             )
-            _prune(reference_id, limit)
+        except IntegrityError:  # its reference was deleted since the read above
+            continue
+        _prune(reference_id, limit)
 
 
 def _prune(reference_id: int, limit: int) -> None:
-    """Delete the segments older than the newest ones that hold ``limit`` records."""
+    """Delete the segments older than the newest ones that hold ``limit`` records: a read,
+    then one DELETE (``QuerySet.delete`` would wrap it in a transaction, see ``write``)."""
     held = 0
     sizes = DriftSegment.objects.filter(reference_id=reference_id).values_list("pk", "rows")
     for pk, rows in sizes.order_by("-pk"):
         held += rows
         if held >= limit:
-            DriftSegment.objects.filter(reference_id=reference_id, pk__lt=pk).delete()
+            table = connection.ops.quote_name(DriftSegment._meta.db_table)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE reference_id = %s AND id < %s",
+                    [reference_id, pk],
+                )
             return
 
 

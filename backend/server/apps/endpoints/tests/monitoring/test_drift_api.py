@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
@@ -302,6 +304,25 @@ def test_the_window_is_the_last_records_of_every_process_writing_to_it(
     seen = window.codes(reference.pk, 10, columns)
     assert seen.shape == (10, columns)
     assert (seen[:3] == 1).all() and (seen[3:] == 2).all()
+
+
+def test_a_segment_is_written_without_a_transaction_around_its_statements(
+    registry: MLRegistry, train_csv: bytes, settings: Any
+) -> None:
+    """On SQLite a transaction holds the one write lock from BEGIN to COMMIT, across the
+    flushing thread's waits for the GIL, while every worker's predictions wait to log
+    (issue 28's cost): a segment and its prune are single statements, each its own."""
+    settings.DRIFT_WINDOW = 10
+    algorithm = forest(registry, train_csv)
+    reference = DriftReference.objects.get(algorithm=algorithm)
+    columns = len(reference.profile["features"])
+    window.write({reference.pk: np.full((6, columns), 1, np.int16)})
+    window.write({reference.pk: np.full((7, columns), 2, np.int16)})
+    with CaptureQueriesContext(connection) as seen:
+        window.write({reference.pk: np.full((5, columns), 3, np.int16)})
+    statements = [q["sql"].split()[0].upper() for q in seen.captured_queries]
+    assert statements == ["SELECT", "INSERT", "SELECT", "DELETE"], statements
+    assert list(DriftSegment.objects.values_list("rows", flat=True)) == [5, 7]  # newest first
 
 
 def test_monitoring_off_records_nothing(
