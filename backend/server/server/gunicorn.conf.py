@@ -61,6 +61,23 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # themselves hold the GIL for most of their time, so processes bring the parallelism.
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"
+# A keep-alive connection stays with the worker that accepted it for its life: 8 clients'
+# connections split 7:1 between two workers now and then, and one worker did 20 CPU-s to
+# the other's 7 (issue 30). As nginx's keepalive_requests does, a connection is closed
+# (``Connection: close``) after KEEPALIVE_REQUESTS answers (0: never); the client opens
+# another, which goes to whichever worker accepts it first. bench/workers_bench.py, 10
+# rounds at 8 connections: the larger worker's share of the CPU was at most 60 % in 6
+# rounds of 10 pinned (worst 76 %), 9 with reuse_port (worst 100 %: the kernel's hash put
+# every connection on one worker), 10 when closed after 25 (worst 54 %), at no cost seen
+# at 1 connection (docs/decisions.md).
+keepalive_requests = int(os.environ.get("KEEPALIVE_REQUESTS", "25"))
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    if keepalive_requests and req.req_number >= keepalive_requests:
+        req.must_close = True  # the answer says Connection: close, and the worker closes it
+
+
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))  # a large batch may take seconds
 graceful_timeout = 30
 # Import Django (and pandas, scikit-learn) once in the master and fork the workers from it:
