@@ -21,7 +21,7 @@ MANAGE := cd backend/server && $(PY) manage.py
 # The development server runs with DEBUG on unless the caller sets DEBUG itself.
 DEV_ENV := export DEBUG=$${DEBUG:-1} MODEL_ARTIFACTS_PATH=$(ARTIFACTS);
 
-.PHONY: run serve proxy worker beat test check fuzz train venv migrate superuser clean
+.PHONY: run serve proxy worker beat test check fuzz train venv migrate superuser token clean
 
 $(INSTALLED): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -95,6 +95,13 @@ beat: $(INSTALLED)
 
 superuser: migrate
 	$(DEV_ENV) $(MANAGE) createsuperuser
+
+# The API token of user NAME (made on first use, the same key after), for scripts:
+# `Authorization: Token <key>`. HTTP Basic hashes the password on every request (PBKDF2,
+# a few hundred milliseconds of CPU); a token is one indexed lookup.
+token: $(INSTALLED)
+	@test -n "$(NAME)" || { echo "usage: make token NAME=<username>" >&2; exit 1; }
+	@$(DEV_ENV) export LOG_LEVEL=WARNING; $(MANAGE) api_token "$(NAME)"
 
 test: $(INSTALLED)
 	$(PY) -m pytest

@@ -8,7 +8,9 @@ import ctypes
 import os
 import platform
 import shutil
+import sys
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,23 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # themselves hold the GIL for most of their time, so processes bring the parallelism.
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = "gthread"
+# A keep-alive connection stays with the worker that accepted it for its life: 8 clients'
+# connections split 7:1 between two workers now and then, and one worker did 20 CPU-s to
+# the other's 7 (issue 30). As nginx's keepalive_requests does, a connection is closed
+# (``Connection: close``) after KEEPALIVE_REQUESTS answers (0: never); the client opens
+# another, which goes to whichever worker accepts it first. bench/workers_bench.py, 10
+# rounds at 8 connections: the larger worker's share of the CPU was at most 60 % in 6
+# rounds of 10 pinned (worst 76 %), 9 with reuse_port (worst 100 %: the kernel's hash put
+# every connection on one worker), 10 when closed after 25 (worst 54 %), at no cost seen
+# at 1 connection (docs/decisions.md).
+keepalive_requests = int(os.environ.get("KEEPALIVE_REQUESTS", "25"))
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    if keepalive_requests and req.req_number >= keepalive_requests:
+        req.must_close = True  # the answer says Connection: close, and the worker closes it
+
+
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))  # a large batch may take seconds
 graceful_timeout = 30
 # Import Django (and pandas, scikit-learn) once in the master and fork the workers from it:
@@ -134,3 +153,45 @@ def child_exit(server: Any, worker: Any) -> None:
 def on_exit(server: Any) -> None:
     if _default_metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+
+
+def _release() -> None:
+    """``manage.py release`` (migrations, static files) when ``bin/serve`` asks for it
+    (``RELEASE_ON_START``: ``all``, or ``static`` with SKIP_MIGRATE=1), as gunicorn's master
+    reads this file: a Python process of its own imported Django, pandas and scikit-learn
+    again (2.5 s here) on every start. Before the app is preloaded, because whitenoise
+    lists STATIC_ROOT's files when the app is made; after the metrics folder is set above,
+    because the app's imports read it.
+
+    The master imports Django (which preloading does anyway), then forks a child for the
+    release itself: migrating registers and checks the demo models with ONNX Runtime,
+    whose thread pools must not be in the process the workers are forked from (a worker
+    forked from such a master hung at exit for the whole graceful timeout). A failed
+    release stops the server."""
+    what = os.environ.get("RELEASE_ON_START", "")
+    if not what:
+        return
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "server.settings")
+    import django
+
+    django.setup()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            from django.core.management import call_command
+
+            call_command("release", no_migrate=what == "static")
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit("The release failed (above): the server does not start.")
+
+
+_release()

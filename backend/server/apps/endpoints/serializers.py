@@ -477,13 +477,19 @@ class ShadowABTestSerializer(serializers.Serializer[Any]):
 
 
 class BatchPredictSerializer(serializers.Serializer[Any]):
-    """The upload form (multipart); ``endpoint``, ``status`` and ``version`` may also be
-    given as query parameters."""
+    """The upload form (multipart); ``endpoint``, ``status``, ``version`` and
+    ``log_requests`` may also be given as query parameters."""
 
     file = serializers.FileField(help_text="CSV with a header row naming the columns.")
     endpoint = serializers.SlugField(max_length=128, required=False)
     status = serializers.ChoiceField(choices=MLAlgorithmStatus.Status.choices, required=False)
     version = serializers.CharField(max_length=128, required=False)
+    log_requests = serializers.BooleanField(
+        required=False,
+        default=True,
+        help_text="Log every row as an MLRequest with a feedback token (default). False: "
+        "answers only, nothing written; refused with status=ab_testing.",
+    )
 
 
 class BatchJobSerializer(serializers.Serializer[Any]):

@@ -87,6 +87,10 @@ class BatchAlgorithmSchema(AlgorithmRefSchema):
 
 class BatchResultSchema(serializers.Serializer[Any]):
     count = serializers.IntegerField()
+    logged = serializers.BooleanField(
+        help_text="Whether the rows were logged (log_requests): each prediction then has its "
+        "request_id and feedback_token."
+    )
     algorithms = BatchAlgorithmSchema(many=True)
     ignored_columns = serializers.ListField(child=serializers.CharField())
     label_column = serializers.CharField(allow_null=True)
@@ -163,7 +167,8 @@ batch_schema = extend_schema(
         (200, "text/csv"): OpenApiResponse(
             OpenApiTypes.STR,
             description="The rows plus request_id, the answer's columns (label and probability "
-            "or probability_<class>, or prediction) and feedback_token.",
+            "or probability_<class>, or prediction) and feedback_token; without request_id "
+            "and feedback_token when log_requests is false.",
         ),
         **_json_errors(400, 401, 404, 413, 429, 503),
     },

@@ -40,6 +40,7 @@ def summary(result: ScoredBatch) -> dict[str, Any]:
     metrics = result.evaluation.summary(result.answer.signature.task)
     return {
         "count": result.count,
+        "logged": result.logged,
         "algorithms": [
             {"id": a.pk, "name": a.name, "version": a.version, "rows": rows}
             for a, rows in zip(result.arms.algorithms, result.rows_per_arm(), strict=True)

@@ -11,6 +11,11 @@ and a failed upload deletes what it committed.
 The target column (the algorithm's ``target_column``, else ``BATCH_LABEL_COLUMNS`` for the
 endpoint) becomes each row's feedback, and the answer reports the offline evaluation:
 accuracy for a classifier; MAE, RMSE and R² for a regressor (``experiments/evaluation.py``).
+
+With ``log_requests`` false the rows are scored and answered, and nothing is written: no
+log rows, no tokens, and a label column is evaluated but not recorded. An A/B test is
+judged on its log, so ``status=ab_testing`` needs the log (a 400 otherwise). Drift
+monitoring still sees the rows (it is not the log).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from apps.endpoints import policy
 from apps.endpoints.batch.reading import CsvFile
 from apps.endpoints.catalogue import demo
 from apps.endpoints.catalogue.selectors import sole_endpoint_name
+from apps.endpoints.models import MLAlgorithmStatus
 from apps.endpoints.serving import pipeline, routing
 from apps.endpoints.serving.pipeline import ScoredBatch
 
@@ -38,10 +44,16 @@ def score_upload(
     status: str,
     version: str | None = None,
     actor: policy.Actor,
+    log_requests: bool = True,
 ) -> ScoredBatch:
-    """Predict every row of the CSV ``upload`` and log each one; see the module docstring.
-    ``actor``: the client; its user is recorded on every row, and a label column is its
-    feedback where it may give feedback (``policy.feedback_refusal``)."""
+    """Predict every row of the CSV ``upload`` and log each one (unless ``log_requests`` is
+    false); see the module docstring. ``actor``: the client; its user is recorded on every
+    row, and a label column is its feedback where it may give feedback
+    (``policy.feedback_refusal``)."""
+    if not log_requests and status == MLAlgorithmStatus.Status.AB_TESTING:
+        raise InvalidInput(
+            "An A/B test is judged on its log: status=ab_testing needs log_requests=true."
+        )
     demo.ensure_registered()
     endpoint_name = endpoint_name or sole_endpoint_name()
     arms = routing.for_file(endpoint_name=endpoint_name, status=status, version=version)
@@ -53,16 +65,20 @@ def score_upload(
     answer = runtimes[0].answer
     # SQLite outside a transaction of the caller's (a test's, say): commit per chunk.
     pieces = connection.vendor == "sqlite" and connection.get_autocommit()
-    refusal = policy.feedback_refusal(actor.user) if source.label_column else None
-    log = pipeline.LogWriter(
-        arms,
-        answer,
-        user_id=actor.user_id,
-        client=actor.label,
-        features=source.features,
-        mode="pieces" if pieces else "behind",
-        labels_as_feedback=refusal is None,
-    )
+    refusal = None
+    if source.label_column:
+        refusal = policy.feedback_refusal(actor.user) if log_requests else NOT_LOGGED
+    log = None
+    if log_requests:
+        log = pipeline.LogWriter(
+            arms,
+            answer,
+            user_id=actor.user_id,
+            client=actor.label,
+            features=source.features,
+            mode="pieces" if pieces else "behind",
+            labels_as_feedback=refusal is None,
+        )
     scored = ScoredBatch(
         arms,
         answer,
@@ -72,8 +88,9 @@ def score_upload(
         label_column=source.label_column,
         labels_note=None if refusal is None else _not_recorded(refusal),
     )
-    with nullcontext() if pieces else transaction.atomic():
-        pipeline.run(source.batches(), arms, runtimes, [log, scored])
+    writers: list[pipeline.Writer] = [scored] if log is None else [log, scored]
+    with nullcontext() if pieces or log is None else transaction.atomic():
+        pipeline.run(source.batches(), arms, runtimes, writers)
     if scored.count == 0:
         raise InvalidInput("The file has a header but no rows.")
     telemetry.count_scored(
@@ -83,6 +100,9 @@ def score_upload(
         status=status,
     )
     return scored
+
+
+NOT_LOGGED = "log_requests is false, so the rows were not logged."
 
 
 def _not_recorded(refusal: str) -> str:

@@ -26,7 +26,8 @@ class BatchPredictView(JsonErrorsMixin, GenericAPIView[Any]):
     """``POST /api/v1/batch-predict``: a CSV file (multipart field ``file``) scored row by
     row in one pass; ``endpoint`` (optional with one endpoint), ``status``, ``version`` as
     form fields or query parameters. Answers JSON, or with ``Accept: text/csv`` the uploaded
-    rows plus ``request_id``, ``label`` and ``probability``. Unlike predict, it reads the
+    rows plus ``request_id``, ``label`` and ``probability``; ``log_requests=false`` answers
+    without logging the rows (no ``request_id`` or ``feedback_token``). Unlike predict, it reads the
     credentials sent whatever ``PREDICT_ACCESS``: whose rows and feedback they are depends
     on them."""
 
@@ -47,6 +48,7 @@ class BatchPredictView(JsonErrorsMixin, GenericAPIView[Any]):
             status=data.get("status", settings.PREDICT_DEFAULT_STATUS),
             version=data.get("version"),
             actor=actor,
+            log_requests=data["log_requests"],
         )
         if request.accepted_renderer.format == "csv":
             return StreamingHttpResponse(

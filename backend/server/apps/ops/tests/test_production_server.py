@@ -128,3 +128,29 @@ def test_a_model_uploaded_over_http_serves_from_every_worker_without_restart(
     assert len(seen) == 2, f"only worker {set(seen)} answered in 30 s"
     for algorithms in seen.values():
         assert any(a["name"] == "lr" and a["ok"] for a in algorithms), algorithms
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_keep_alive_connection_is_closed_after_keepalive_requests_answers(
+    registry: MLRegistry, artifacts_dir: Path, tmp_path: Path
+) -> None:
+    """A connection is not a worker's for its life: the KEEPALIVE_REQUESTS-th answer on it
+    says Connection: close and the server closes it, so the client's next connection may
+    go to the other worker (bench/workers_bench.py measures the split)."""
+    import http.client
+
+    with serving(artifacts_dir, tmp_path, KEEPALIVE_REQUESTS="3") as running:
+        client = http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
+        ports, closing = [], []
+        for _ in range(7):
+            client.request("GET", "/healthz")
+            answer = client.getresponse()
+            answer.read()
+            assert answer.status == 200
+            ports.append(client.sock.getsockname()[1] if client.sock else None)
+            closing.append(answer.getheader("Connection", "").lower() == "close")
+        client.close()
+    assert closing == [False, False, True, False, False, True, False]
+    # The third answer closed the connection: the fourth request came on a new one.
+    assert ports[3] is not None and ports[3] != ports[0]
+    assert ports[0] == ports[1] and ports[3] == ports[4]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 import uuid
@@ -176,3 +177,82 @@ def test_two_hosts_started_together_on_a_fresh_database_both_become_ready(
         applied = ["Applying contenttypes.0001_initial" in log for log in logs]
         assert sorted(applied) == [False, True], logs
         assert all("Release ready" in log for log in logs), logs
+
+
+def test_static_files_are_collected_again_only_when_they_changed(
+    settings: LazySettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """whitenoise compresses every file on every collect (seconds per start, for 20 MB that
+    were the same as at the last start): release skips it while the sources' paths, sizes
+    and times are those of the last collect into the same STATIC_ROOT."""
+    from apps.ops.management.commands import release
+
+    settings.STATIC_ROOT = str(tmp_path / "static")
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / "site.css").write_text("body { color: black }")
+    # Only these files: the installed packages' 20 MB take seconds to compress each time.
+    settings.STATICFILES_DIRS = [str(sources)]
+    settings.STATICFILES_FINDERS = ["django.contrib.staticfiles.finders.FileSystemFinder"]
+    collected: list[int] = []
+    real = release.call_command
+
+    def counting(name: str, *args: Any, **options: Any) -> Any:
+        if name == "collectstatic":
+            collected.append(1)
+        return real(name, *args, **options)
+
+    monkeypatch.setattr(release, "call_command", counting)
+
+    def run() -> str:
+        out = io.StringIO()
+        call_command("release", "--no-migrate", stdout=out)
+        return out.getvalue()
+
+    run()
+    assert len(collected) == 1 and (tmp_path / "static/site.css").is_file()
+    assert "not collected again" in run() and len(collected) == 1
+    # A file added (say, by an upgrade of a package that ships static files).
+    (sources / "app.js").write_text("console.log(1)")
+    run()
+    assert len(collected) == 2 and (tmp_path / "static/app.js").is_file()
+    assert "not collected again" in run() and len(collected) == 2
+    # A file changed in place: another modification time.
+    source = sources / "site.css"
+    os.utime(source, ns=(0, source.stat().st_mtime_ns + 1_000_000_000))
+    run()
+    assert len(collected) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_release_runs_beside_the_master_that_the_workers_are_forked_from(
+    demo_artifacts: Path, tmp_path: Path
+) -> None:
+    """bin/serve releases as gunicorn reads its configuration, in a child of the master:
+    migrating registers the demo models and checks them with ONNX Runtime, whose threads
+    must not be in the process the workers are forked from (a worker forked from such a
+    master hung at exit for the whole graceful timeout). The master keeps one thread,
+    and the server stops at once on SIGTERM."""
+    import signal
+    import subprocess
+
+    running = launch(demo_artifacts, tmp_path, ML_DEMO_MODELS="1", ML_COMPILED_INFERENCE="1")
+    try:
+        running.wait_until_alive(running.process)
+        status, _, body = running.call("POST", "/api/v1/income_classifier/predict", {"age": 30})
+        assert status == 200, body
+        assert "Release ready" in running.log.read_text()
+        from apps.endpoints.models import MLAlgorithm
+
+        assert MLAlgorithm.objects.filter(name="random forest").exists()  # registered
+        master = running.process.pid  # bin/serve execs gunicorn
+        assert len(list(Path(f"/proc/{master}/task").iterdir())) == 1
+        started = time.monotonic()
+        os.killpg(master, signal.SIGTERM)
+        try:
+            running.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server did not stop within 15 s of SIGTERM")
+        assert time.monotonic() - started < 15
+    finally:
+        halt(running)

@@ -3,6 +3,12 @@
 Applies migrations and collects the static files whitenoise serves, in one process: each
 Django start-up imports pandas and scikit-learn, which takes seconds on a small machine.
 
+Static files are collected only when they changed since the last release into the same
+``STATIC_ROOT`` (``static_fingerprint``: every source file's path, size and mtime, and the
+storage): whitenoise compresses all 20 MB of them every time, most of it the API
+viewer's source maps, which took seconds on each start of a server whose files were the
+same as at its last start (issue 30).
+
 On PostgreSQL, migrations run under a session advisory lock: hosts started together on one
 database (a fresh deployment, a rolling upgrade) migrate one after the other. Without it
 two hosts raced through the same migrations and one crashed (``relation
@@ -13,11 +19,15 @@ that dies mid-way lets go of the lock with its connection.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from hashlib import sha256
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser, OutputWrapper
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
@@ -55,6 +65,42 @@ def migration_lock(stdout: OutputWrapper) -> Iterator[None]:
     unlock()
 
 
+FINGERPRINT_FILE = ".release-fingerprint"
+
+
+def static_fingerprint() -> str:
+    """What collectstatic would make from: each file the finders find (its path in
+    STATIC_ROOT, size and modification time), the storage that post-processes them, and
+    the versions of the packages that do."""
+    from importlib.metadata import version
+
+    digest = sha256()
+    digest.update(repr(settings.STORAGES.get("staticfiles")).encode())
+    digest.update(f"whitenoise {version('whitenoise')}".encode())
+    entries = []
+    for finder in finders.get_finders():
+        for path, storage in finder.list(["CVS", ".*", "*~"]):
+            prefix = getattr(storage, "prefix", None) or ""
+            stat = os.stat(storage.path(path))
+            entries.append(f"{os.path.join(prefix, path)}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    for entry in sorted(entries):
+        digest.update(entry.encode() + b"\n")
+    return digest.hexdigest()
+
+
+def collect_static(stdout: OutputWrapper) -> None:
+    """collectstatic, unless STATIC_ROOT holds what it would make (see the module doc)."""
+    root = Path(settings.STATIC_ROOT)
+    marker = root / FINGERPRINT_FILE
+    fingerprint = static_fingerprint()
+    if marker.is_file() and marker.read_text().strip() == fingerprint:
+        stdout.write("Static files unchanged since the last release: not collected again.")
+        return
+    marker.unlink(missing_ok=True)  # a collect cut short must not look complete
+    call_command("collectstatic", interactive=False, verbosity=0)
+    marker.write_text(fingerprint + "\n")
+
+
 class Command(BaseCommand):
     help = "Apply migrations and collect static files before the server starts."
 
@@ -69,5 +115,5 @@ class Command(BaseCommand):
         if not options["no_migrate"]:
             with migration_lock(self.stdout):
                 call_command("migrate", interactive=False, verbosity=options["verbosity"])
-        call_command("collectstatic", interactive=False, verbosity=0)
-        self.stdout.write("Release ready: migrations applied, static files collected.")
+        collect_static(self.stdout)
+        self.stdout.write("Release ready: migrations applied, static files up to date.")

@@ -1,0 +1,118 @@
+"""batch-predict with ``log_requests=false`` (answers only, nothing written), and the
+queries a file costs per chunk, logged or not: what its speed rests on (issue 30)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from apps.endpoints.experiments import ab_testing
+from apps.endpoints.models import MLAlgorithm, MLRequest
+from apps.endpoints.tests.apis.test_batch_predict import (
+    URL,
+    adult_csv,
+    assert_error,
+    stream_json,
+    upload,
+)
+from apps.ml.registry import MLRegistry
+
+pytestmark = pytest.mark.django_db
+
+
+def test_without_the_log_the_answers_are_the_same_and_nothing_is_written(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    logged = stream_json(upload(api, adult_csv(25)))
+    assert logged["logged"] is True and MLRequest.objects.count() == 25
+    answers_only = stream_json(upload(api, adult_csv(25), URL + "?log_requests=false"))
+    assert answers_only["logged"] is False and answers_only["count"] == 25
+    assert MLRequest.objects.count() == 25  # the first upload's rows, no more
+    for mine, theirs in zip(answers_only["predictions"], logged["predictions"], strict=True):
+        assert set(mine) == set(theirs) - {"request_id", "feedback_token"}
+        assert mine["label"] == theirs["label"]
+        assert mine["probability"] == pytest.approx(theirs["probability"], abs=1e-12)
+
+
+def test_the_form_field_works_as_the_query_parameter(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    data = adult_csv(3).encode()
+    form = {"file": SimpleUploadedFile("f.csv", data, "text/csv"), "log_requests": "false"}
+    assert stream_json(api.post(URL, form))["logged"] is False
+    assert MLRequest.objects.count() == 0
+
+
+def test_a_label_column_is_evaluated_but_not_recorded(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    body = stream_json(upload(api, adult_csv(40), URL + "?log_requests=false"))
+    assert body["label_column"] == "income" and body["labelled"] == 40
+    correct = sum(
+        p["label"] == truth.rstrip(".")
+        for p, truth in zip(
+            body["predictions"],
+            [row["income"] for row in csv.DictReader(io.StringIO(adult_csv(40)))],
+            strict=True,
+        )
+    )
+    assert body["accuracy"] == pytest.approx(correct / 40)
+    assert body["labels_recorded"] is False and "log_requests" in body["labels_note"]
+    assert MLRequest.objects.count() == 0
+
+
+def test_the_csv_answer_has_no_ids_or_tokens_without_the_log(
+    api: APIClient, demo_registry: MLRegistry
+) -> None:
+    response = upload(api, adult_csv(6), URL + "?format=csv&log_requests=false")
+    assert response.status_code == 200
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    header = rows[0]
+    assert header[-2:] == ["label", "probability"]
+    assert "request_id" not in header and "feedback_token" not in header
+    assert len(rows) == 7 and MLRequest.objects.count() == 0
+
+
+def test_an_ab_test_needs_the_log(api: APIClient, demo_registry: MLRegistry) -> None:
+    ab_testing.create(
+        title="t",
+        created_by="t",
+        parent_mlalgorithm_1=MLAlgorithm.objects.get(name="random forest"),
+        parent_mlalgorithm_2=MLAlgorithm.objects.get(name="extra trees"),
+    )
+    response = upload(api, adult_csv(5), URL + "?status=ab_testing&log_requests=false")
+    assert_error(response, 400, "log_requests=true")
+    assert stream_json(upload(api, adult_csv(5), URL + "?status=ab_testing"))["logged"] is True
+
+
+def test_a_bad_flag_is_a_400(api: APIClient, demo_registry: MLRegistry) -> None:
+    response = upload(api, adult_csv(5), URL + "?log_requests=perhaps")
+    assert response.status_code == 400 and "log_requests" in json.dumps(response.json())
+
+
+def _queries(api: APIClient, rows: int, log: bool) -> int:
+    query = "" if log else "?log_requests=false"
+    with CaptureQueriesContext(connection) as seen:
+        stream_json(upload(api, adult_csv(rows), URL + query))
+    return len(seen.captured_queries)
+
+
+@pytest.mark.parametrize("log", [True, False])
+def test_the_queries_a_file_costs_per_chunk(
+    api: APIClient, demo_registry: MLRegistry, settings: Any, log: bool
+) -> None:
+    """Pinned: a logged chunk costs one INSERT of its rows (and nothing per row); an
+    unlogged file costs no query per chunk at all."""
+    settings.BATCH_CHUNK_ROWS = 10
+    _queries(api, 10, log)  # warm: the catalogue's cached selections
+    two, six = _queries(api, 20, log), _queries(api, 60, log)
+    assert (six - two) / 4 == (1 if log else 0)
