@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from batch_bench import make_csv
+from drift_bench import upload
 from predict_bench import PATH, Server, lua_script, records, wrk
 from shadow_bench import OtherLoad
 
@@ -119,18 +120,6 @@ class Granian:
 
 def session_pids(server: Any) -> list[int]:
     return [server.process.pid, *server.worker_pids()]
-
-
-def upload(url: str, path: Path) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-F", f"file=@{path}",
-         f"{url}/api/v1/batch-predict?endpoint=income_classifier"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    if done.stdout != "200":
-        raise RuntimeError(f"batch-predict answered {done.stdout}")
-    return time.perf_counter() - started
 
 
 def measured(server: Any, run: Any) -> tuple[Any, float, float, float]:

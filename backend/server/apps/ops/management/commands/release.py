@@ -24,10 +24,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.contrib.staticfiles import finders
+from django.contrib.staticfiles.apps import StaticFilesConfig
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser, OutputWrapper
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
@@ -78,8 +80,10 @@ def static_fingerprint() -> str:
     digest.update(repr(settings.STORAGES.get("staticfiles")).encode())
     digest.update(f"whitenoise {version('whitenoise')}".encode())
     entries = []
+    config = django_apps.get_app_config("staticfiles")
+    ignored = cast(StaticFilesConfig, config).ignore_patterns  # what collectstatic ignores
     for finder in finders.get_finders():
-        for path, storage in finder.list(["CVS", ".*", "*~"]):
+        for path, storage in finder.list(ignored):
             prefix = getattr(storage, "prefix", None) or ""
             stat = os.stat(storage.path(path))
             entries.append(f"{os.path.join(prefix, path)}\t{stat.st_size}\t{stat.st_mtime_ns}")
