@@ -313,6 +313,10 @@ DRIFT_MISSING_POINTS = env_float("DRIFT_MISSING_POINTS", 0.10)
 BATCH_MAX_UPLOAD_BYTES = env_int("BATCH_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)
 BATCH_MAX_ROWS = env_int("BATCH_MAX_ROWS", 2_000_000)
 BATCH_CHUNK_ROWS = env_int("BATCH_CHUNK_ROWS", 10_000)
+# A batch of at least MODEL_PARALLEL_ROWS rows is predicted in up to MODEL_THREADS parts
+# at once (apps/ml/parallel.py); MODEL_THREADS=1 keeps every model call on one thread.
+MODEL_THREADS = env_int("MODEL_THREADS", 2, minimum=1)
+MODEL_PARALLEL_ROWS = env_int("MODEL_PARALLEL_ROWS", 2_000, minimum=2)
 # ...or fewer, so that a chunk holds about this many bytes of the file: memory is bounded
 # by a chunk's bytes, whatever the width of its rows (10k Adult rows are about 1.1 MB).
 BATCH_CHUNK_BYTES = env_int("BATCH_CHUNK_BYTES", 16 * 1024 * 1024)

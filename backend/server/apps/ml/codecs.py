@@ -66,6 +66,14 @@ class Frame:
     def take(self, rows: np.ndarray) -> Frame:
         return Frame({k: v[rows] for k, v in self.columns.items()}, len(rows))
 
+    def part(self, rows: slice) -> Frame:
+        """The consecutive ``rows`` (views, no copy; the matrix too, when there is one)."""
+        return Frame(
+            {k: v[rows] for k, v in self.columns.items()},
+            len(range(*rows.indices(self.rows))),
+            None if self.matrix is None else self.matrix[rows],
+        )
+
 
 MAX_SHOWN_VALUES = 40  # allowed values listed in an error, the rest counted
 

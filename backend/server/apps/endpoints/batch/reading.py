@@ -305,6 +305,13 @@ def _field_counts_with_csv(
         text.detach()  # leave the upload open
 
 
+# The first chunk is a quarter of BATCH_CHUNK_ROWS, each next one twice the last up to it.
+# The model starts on the first chunk sooner, and a 10,000-row file is three chunks, not
+# one, so its stages overlap (the model, the log's rows, the log's writes): measured in
+# process, a logged 10,000-row upload 0.254 -> 0.220 s (docs/speed.md).
+_RAMP = 4
+
+
 def chunk_plan(row_bytes: list[np.ndarray]) -> list[int]:
     """Rows per chunk, in file order: each chunk ``BATCH_CHUNK_ROWS`` rows at most and
     about ``BATCH_CHUNK_BYTES`` of the file at most (a row wider than that is a chunk of its
@@ -315,12 +322,14 @@ def chunk_plan(row_bytes: list[np.ndarray]) -> list[int]:
     sizes = np.concatenate(row_bytes)[1:] if row_bytes else np.zeros(0, dtype=np.int64)
     ends = np.cumsum(sizes)
     plan, start, limit = [], 0, settings.BATCH_CHUNK_BYTES
+    rows = max(1, settings.BATCH_CHUNK_ROWS // _RAMP)
     while start < len(sizes):
         before = ends[start - 1] if start else 0
         stop = int(np.searchsorted(ends, before + limit, side="right"))
-        stop = min(max(stop, start + 1), start + settings.BATCH_CHUNK_ROWS)
+        stop = min(max(stop, start + 1), start + rows)
         plan.append(stop - start)
         start = stop
+        rows = min(rows * 2, settings.BATCH_CHUNK_ROWS)
     return plan
 
 

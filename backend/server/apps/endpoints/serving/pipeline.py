@@ -37,7 +37,7 @@ from apps.endpoints.models import MLRequest
 from apps.endpoints.monitoring import window
 from apps.endpoints.serving import bulk, feedback
 from apps.endpoints.serving.routing import Arms
-from apps.ml import codecs
+from apps.ml import codecs, parallel
 from apps.ml.answer import Answer, ModelOutput
 from apps.ml.codecs import Frame
 from apps.ml.runtime import Runtime, check_finite
@@ -69,9 +69,9 @@ class Batch:
     first_line: int | None = None  # of row 0 in its file (None: JSON records)
     truths: list[str | None] | None = None  # a label column's values, checked as feedback
     # Filled by ``encode``: which arm serves each row (None: arm 0 serves them all), and
-    # per arm its rows and their encoded form (``Runtime.encode``).
+    # per arm its rows and their encoded form, in parts (``parallel.split``).
     arms: np.ndarray | None = None
-    work: list[tuple[np.ndarray, Any]] = field(default_factory=list)
+    work: list[tuple[np.ndarray, list[Any]]] = field(default_factory=list)
     frames: list[Frame] = field(default_factory=list)  # per arm, its rows as checked
 
     @classmethod
@@ -173,17 +173,18 @@ def encode(batch: Batch, arms: Arms, runtimes: Sequence[Runtime], split: Split) 
         else:
             rows = np.flatnonzero(batch.arms == index)
             mine = frame.take(rows)
-        batch.work.append((rows, runtime.encode(mine) if rows.size else None))
+        batch.work.append((rows, parallel.split(runtime, mine) if rows.size else []))
         batch.frames.append(mine)
 
 
 def predict(batch: Batch, runtimes: Sequence[Runtime]) -> ModelOutput:
-    """The encoded batch's answers in row order, each arm predicting its rows in one call."""
+    """The encoded batch's answers in row order, each arm predicting its rows in one call
+    (or, for many rows, in parts at once: ``ml/parallel.py``)."""
     if batch.arms is None:
         [(_, encoded)] = batch.work
-        return runtimes[0].predict_encoded(encoded)
+        return parallel.predict(runtimes[0], encoded)
     parts = [
-        (rows, runtime.predict_encoded(encoded))
+        (rows, parallel.predict(runtime, encoded))
         for runtime, (rows, encoded) in zip(runtimes, batch.work, strict=True)
         if rows.size
     ]

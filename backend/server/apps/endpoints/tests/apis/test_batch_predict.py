@@ -62,7 +62,7 @@ def assert_error(response: Any, status: int, fragment: str) -> dict[str, Any]:
 def test_every_row_including_the_last_is_predicted_and_persisted(
     api: APIClient, demo_registry: MLRegistry, settings: Any
 ) -> None:
-    settings.BATCH_CHUNK_ROWS = 7  # 30 rows: chunks of 7, 7, 7, 7, 2
+    settings.BATCH_CHUNK_ROWS = 7  # 30 rows: chunks of 1, 2, 4, 7, 7, 7, 2 (the ramp)
     body = stream_json(upload(api, adult_csv(30)))
     assert body["count"] == 30 and len(body["predictions"]) == 30
     ids = [p["request_id"] for p in body["predictions"]]
@@ -514,6 +514,50 @@ def test_a_chunk_holds_its_bytes_even_when_wide_rows_come_together(
     assert widest <= settings.BATCH_CHUNK_BYTES * 1.05  # ~: the csv path counts characters
     # and no more chunks than needed: two neighbours always hold more than the limit
     assert len(sizes) <= 2 * sum(row_bytes) / settings.BATCH_CHUNK_BYTES + 1
+
+
+def test_the_first_chunks_ramp_up_to_batch_chunk_rows(settings: Any) -> None:
+    """A quarter of BATCH_CHUNK_ROWS first, then twice the last: the model starts sooner,
+    and a file of BATCH_CHUNK_ROWS rows is three chunks whose stages overlap."""
+    from apps.endpoints.batch import reading
+
+    settings.BATCH_CHUNK_ROWS = 10_000
+    settings.BATCH_CHUNK_BYTES = 16 * 1024 * 1024
+    header_and_rows = [np.full(1 + 45_000, 100, dtype=np.intc)]
+    assert reading.chunk_plan(header_and_rows) == [2_500, 5_000, 10_000, 10_000, 10_000, 7_500]
+    assert reading.chunk_plan([np.full(1 + 10_000, 100, dtype=np.intc)]) == [2_500, 5_000, 2_500]
+    settings.BATCH_CHUNK_ROWS = 3  # smaller than the ramp's quarter: one row first
+    assert reading.chunk_plan([np.full(1 + 8, 100, dtype=np.intc)]) == [1, 2, 3, 2]
+
+
+@pytest.mark.parametrize("log_requests", ["true", "false"])
+def test_a_file_answers_the_same_with_the_model_in_parts(
+    api: APIClient, demo_registry: MLRegistry, settings: Any, log_requests: str
+) -> None:
+    """Chunks of at least MODEL_PARALLEL_ROWS rows are predicted in parts on two threads
+    (ml/parallel.py): the answers are those of one call a chunk, row for row."""
+    from apps.ml import parallel
+
+    text = adult_csv(200)
+    parts: list[int] = []
+    real = parallel.predict
+
+    def spy(runtime: Any, encoded: Any) -> Any:
+        parts.append(len(encoded))
+        return real(runtime, encoded)
+
+    answers = {}
+    for threads in (1, 2):
+        settings.MODEL_THREADS, settings.MODEL_PARALLEL_ROWS = threads, 20
+        parts.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(parallel, "predict", spy)
+            body = stream_json(upload(api, text, url=f"{URL}?log_requests={log_requests}"))
+        assert set(parts) == {threads}, parts
+        answers[threads] = [
+            (p["label"], p["probability"], p["probabilities"]) for p in body["predictions"]
+        ]
+    assert len(answers[1]) == 200 and answers[1] == answers[2]
 
 
 @pytest.mark.parametrize("quoted", [False, True])
