@@ -145,3 +145,38 @@ def test_gunicorn_builds_no_access_line_of_its_own(tmp_path: Path) -> None:
         check=True,
     )
     assert done.stdout.split() == ["0", "1"]
+
+
+_FREEZE = """
+import gc, os, runpy, sys
+settings = runpy.run_path(sys.argv[1])
+import django.db.models, pandas, sklearn.ensemble  # some of what the master preloads
+print(gc.get_freeze_count())
+settings["pre_fork"](None, None)  # gunicorn calls it in the master before each fork
+pid = os.fork()
+if pid == 0:  # the worker
+    print(gc.get_freeze_count(), len(gc.get_objects(generation=2)))
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_workers_start_with_what_the_master_loaded_out_of_the_collectors_reach(
+    tmp_path: Path,
+) -> None:
+    """Every full collection in a worker walked the objects the master had imported
+    (150-190 ms each; docs/speed.md): gunicorn's pre_fork hook freezes them, and a forked
+    worker inherits them frozen."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FREEZE, str(CONF)],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    before, frozen, oldest = map(int, done.stdout.split())
+    assert before == 0
+    assert frozen > 100_000, done.stdout  # Django, pandas and scikit-learn's objects
+    assert oldest < frozen / 10, done.stdout  # what a full collection still walks
