@@ -412,6 +412,7 @@ def _score(job: BatchJob, chunk: BatchJobChunk, data: bytes) -> ScoredBatch:
             runtimes,
             label_column=job.target_column or None,
             max_rows=settings.BATCH_JOB_CHUNK_ROWS,
+            ramp=job.log_requests,
         )
         answer = runtimes[0].answer
         log = None

@@ -57,9 +57,11 @@ class CsvFile:
         *,
         label_column: str | None,
         max_rows: int,
+        ramp: bool = True,
     ) -> CsvFile:
         """Check ``upload`` for ``runtimes`` (one per arm; they answer alike) before anything
-        is scored. ``label_column``: the true values' column, used where the file has it."""
+        is scored. ``label_column``: the true values' column, used where the file has it.
+        ``ramp``: the first chunks smaller (``chunk_plan``), for rows that are logged."""
         header = read_header(upload)
         features = check_columns(header, runtimes)
         row_bytes: list[np.ndarray] = []
@@ -73,7 +75,7 @@ class CsvFile:
             features=features,
             label_column=label_column if label_column in header else None,
             target=feedback.Target(task=signature.task, classes=signature.classes),
-            plan=chunk_plan(row_bytes),
+            plan=chunk_plan(row_bytes, ramp=ramp),
             max_rows=max_rows,
         )
 
@@ -305,14 +307,16 @@ def _field_counts_with_csv(
         text.detach()  # leave the upload open
 
 
-# The first chunk is a quarter of BATCH_CHUNK_ROWS, each next one twice the last up to it.
-# The model starts on the first chunk sooner, and a 10,000-row file is three chunks, not
-# one, so its stages overlap (the model, the log's rows, the log's writes): measured in
-# process, a logged 10,000-row upload 0.254 -> 0.220 s (docs/speed.md).
+# With the log, the first chunk is a quarter of BATCH_CHUNK_ROWS, each next one twice the
+# last up to it: the model starts on the first chunk sooner, and a 10,000-row file is three
+# chunks, not one, so that its stages overlap (the model, the log's rows, the log's
+# writes). In process, a logged 10,000-row upload 0.261 -> 0.236 s; without the log, with
+# only the model to overlap, the same chunks cost 0.103 -> 0.109 s, so they are not used
+# there (bench/upload_stages.py, docs/speed.md).
 _RAMP = 4
 
 
-def chunk_plan(row_bytes: list[np.ndarray]) -> list[int]:
+def chunk_plan(row_bytes: list[np.ndarray], *, ramp: bool = True) -> list[int]:
     """Rows per chunk, in file order: each chunk ``BATCH_CHUNK_ROWS`` rows at most and
     about ``BATCH_CHUNK_BYTES`` of the file at most (a row wider than that is a chunk of its
     own). The parser's buffers grow with a chunk's bytes, not its rows: 10k rows of 16.5k
@@ -322,7 +326,7 @@ def chunk_plan(row_bytes: list[np.ndarray]) -> list[int]:
     sizes = np.concatenate(row_bytes)[1:] if row_bytes else np.zeros(0, dtype=np.int64)
     ends = np.cumsum(sizes)
     plan, start, limit = [], 0, settings.BATCH_CHUNK_BYTES
-    rows = max(1, settings.BATCH_CHUNK_ROWS // _RAMP)
+    rows = max(1, settings.BATCH_CHUNK_ROWS // _RAMP) if ramp else settings.BATCH_CHUNK_ROWS
     while start < len(sizes):
         before = ends[start - 1] if start else 0
         stop = int(np.searchsorted(ends, before + limit, side="right"))

@@ -60,7 +60,11 @@ def score_upload(
     runtimes = arms.runtimes()
     label = arms.algorithms[0].target_column or settings.BATCH_LABEL_COLUMNS.get(endpoint_name)
     source = CsvFile.open(
-        upload, runtimes, label_column=label or None, max_rows=settings.BATCH_MAX_ROWS
+        upload,
+        runtimes,
+        label_column=label or None,
+        max_rows=settings.BATCH_MAX_ROWS,
+        ramp=log_requests,
     )
     answer = runtimes[0].answer
     # SQLite outside a transaction of the caller's (a test's, say): commit per chunk.

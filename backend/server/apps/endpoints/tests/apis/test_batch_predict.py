@@ -528,6 +528,35 @@ def test_the_first_chunks_ramp_up_to_batch_chunk_rows(settings: Any) -> None:
     assert reading.chunk_plan([np.full(1 + 10_000, 100, dtype=np.intc)]) == [2_500, 5_000, 2_500]
     settings.BATCH_CHUNK_ROWS = 3  # smaller than the ramp's quarter: one row first
     assert reading.chunk_plan([np.full(1 + 8, 100, dtype=np.intc)]) == [1, 2, 3, 2]
+    assert reading.chunk_plan([np.full(1 + 8, 100, dtype=np.intc)], ramp=False) == [3, 3, 2]
+
+
+@pytest.mark.parametrize(
+    ("log_requests", "chunks"), [("true", [2, 4, 8, 8, 8]), ("false", [8, 8, 8, 6])]
+)
+def test_only_a_logged_file_ramps_up(
+    api: APIClient,
+    demo_registry: MLRegistry,
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    log_requests: str,
+    chunks: list[int],
+) -> None:
+    """Without the log there is only the model to overlap, and smaller first chunks cost
+    more than they gain (docs/speed.md)."""
+    from apps.endpoints.serving import pipeline
+
+    settings.BATCH_CHUNK_ROWS = 8
+    sizes: list[int] = []
+    real = pipeline.encode
+
+    def spy(batch: Any, *args: Any) -> None:
+        sizes.append(batch.size)
+        real(batch, *args)
+
+    monkeypatch.setattr(pipeline, "encode", spy)
+    stream_json(upload(api, adult_csv(30), url=f"{URL}?log_requests={log_requests}"))
+    assert sizes == chunks
 
 
 @pytest.mark.parametrize("log_requests", ["true", "false"])
