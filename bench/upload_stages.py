@@ -17,8 +17,10 @@ and taken in turn so that they see the same moments of this shared machine:
 - ``frozen+parts``: and a large chunk's model call in parts on two threads
   (``ml/parallel.py``);
 - ``frozen+parts+ramp``: and the first chunks smaller (a quarter, then doubling;
-  ``batch/reading.py``), which the server does for logged rows only (without the log the
-  row is the same as ``frozen+parts``): what is served.
+  ``batch/reading.py``);
+- ``frozen+parts+ramp+json``: and unlogged rows answered as JSON written as each chunk is
+  scored (``ScoredBatch(json_rows=True)``; for logged rows the same as the row above):
+  what is served.
 
 Per variant: the seconds the garbage collector ran during the uploads (a ``gc`` callback,
 median of the rounds), the median and best seconds of ``--rounds`` uploads and rows/s. For the
@@ -54,16 +56,18 @@ from common import ARTIFACTS, PG_ADMIN, REPO, SERVER, log, save
 sys.path[:0] = [str(SERVER), str(REPO / "research")]
 
 ENDPOINT = "income_classifier"
-# MODEL_THREADS, reading._RAMP, and whether the objects loaded so far are frozen. Frozen
-# first: unfrozen, a full collection (0.15 s) falls every few uploads, on whichever
-# variant's turn it is, and hides the other changes.
+# MODEL_THREADS, reading._RAMP, whether the objects loaded so far are frozen, and whether
+# an unlogged JSON answer is written as it is scored. Frozen first: unfrozen, a full
+# collection (0.15 s) falls every few uploads, on whichever variant's turn it is, and hides
+# the other changes.
 VARIANTS = {
-    "before": (1, 1, False),
-    "frozen": (1, 1, True),
-    "frozen+parts": (2, 1, True),
-    "frozen+parts+ramp": (2, 4, True),
+    "before": (1, 1, False, False),
+    "frozen": (1, 1, True, False),
+    "frozen+parts": (2, 1, True, False),
+    "frozen+parts+ramp": (2, 4, True, False),
+    "frozen+parts+ramp+json": (2, 4, True, True),
 }
-SERVED = "frozen+parts+ramp"
+SERVED = "frozen+parts+ramp+json"
 
 
 class Stages:
@@ -151,6 +155,7 @@ def setup(url: str) -> tuple[Any, Stages]:
     from rest_framework.authtoken.models import Token
 
     from apps.endpoints.batch import output
+    from apps.endpoints.batch import score as batch_score
     from apps.endpoints.catalogue import demo
     from apps.endpoints.serving import bulk, pipeline
     from apps.endpoints.views import batch as batch_view
@@ -160,6 +165,11 @@ def setup(url: str) -> tuple[Any, Stages]:
     user = User.objects.create_superuser("bench", password=uuid.uuid4().hex)
     token = Token.objects.create(user=user).key
 
+    def score_upload(**kwargs: Any) -> Any:
+        kwargs["answer_json"] = kwargs.get("answer_json", False) and _JSON_ROWS[0]
+        return batch_score.score_upload(**kwargs)
+
+    vars(batch_view)["score_upload"] = score_upload  # what the view calls
     stages = Stages()
     stages.wrap(pipeline, "encode", "check and encode")
     stages.wrap(parallel, "predict", "model")
@@ -173,12 +183,15 @@ def setup(url: str) -> tuple[Any, Stages]:
     return token, stages
 
 
+_JSON_ROWS = [True]  # whether the view may ask for json_rows (it does, for JSON answers)
+
+
 def variant(name: str) -> None:
     from django.conf import settings
 
     from apps.endpoints.batch import reading
 
-    settings.MODEL_THREADS, reading._RAMP, frozen = VARIANTS[name]
+    settings.MODEL_THREADS, reading._RAMP, frozen, _JSON_ROWS[0] = VARIANTS[name]
     if frozen:
         gc.freeze()
     else:

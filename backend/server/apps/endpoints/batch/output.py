@@ -109,6 +109,11 @@ def predictions(result: ScoredBatch) -> list[dict[str, Any]]:
 def json_stream(result: ScoredBatch) -> Iterator[str]:
     head = json.dumps(summary(result), separators=(",", ":"))
     yield head[:-1] + ',"predictions":['
+    if result.json_texts is not None:  # written as the batches were scored
+        for n, text in enumerate(result.json_texts):
+            yield ("," if n else "") + text
+        yield "]}"
+        return
     piece: list[str] = []
     for n, row in enumerate(_json_rows(result)):
         piece.append(row)

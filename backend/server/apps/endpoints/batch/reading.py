@@ -61,7 +61,7 @@ class CsvFile:
     ) -> CsvFile:
         """Check ``upload`` for ``runtimes`` (one per arm; they answer alike) before anything
         is scored. ``label_column``: the true values' column, used where the file has it.
-        ``ramp``: the first chunks smaller (``chunk_plan``), for rows that are logged."""
+        ``ramp``: the first chunks smaller (``chunk_plan``; see ``_RAMP``)."""
         header = read_header(upload)
         features = check_columns(header, runtimes)
         row_bytes: list[np.ndarray] = []
@@ -307,12 +307,13 @@ def _field_counts_with_csv(
         text.detach()  # leave the upload open
 
 
-# With the log, the first chunk is a quarter of BATCH_CHUNK_ROWS, each next one twice the
-# last up to it: the model starts on the first chunk sooner, and a 10,000-row file is three
-# chunks, not one, so that its stages overlap (the model, the log's rows, the log's
-# writes). In process, a logged 10,000-row upload 0.261 -> 0.236 s; without the log, with
-# only the model to overlap, the same chunks cost 0.103 -> 0.109 s, so they are not used
-# there (bench/upload_stages.py, docs/speed.md).
+# The first chunk is a quarter of BATCH_CHUNK_ROWS, each next one twice the last up to it,
+# where a chunk's other work overlaps the next chunk's model call (the log's rows and
+# writes; an unlogged JSON answer written as it is scored): the model starts sooner, and
+# a 10,000-row file is three chunks, not one. In process, a logged 10,000-row upload
+# 0.261 -> 0.236 s. An unlogged CSV answer is written after the last chunk, and there the
+# same chunks cost 0.103 -> 0.109 s, so it keeps whole chunks (bench/upload_stages.py,
+# docs/speed.md).
 _RAMP = 4
 
 

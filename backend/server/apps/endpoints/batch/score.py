@@ -45,11 +45,13 @@ def score_upload(
     version: str | None = None,
     actor: policy.Actor,
     log_requests: bool = True,
+    answer_json: bool = False,
 ) -> ScoredBatch:
     """Predict every row of the CSV ``upload`` and log each one (unless ``log_requests`` is
     false); see the module docstring. ``actor``: the client; its user is recorded on every
     row, and a label column is its feedback where it may give feedback
-    (``policy.feedback_refusal``)."""
+    (``policy.feedback_refusal``). ``answer_json``: the answer will be the JSON stream
+    (``output.json_stream``), so unlogged rows are written as JSON as they are scored."""
     if not log_requests and status == MLAlgorithmStatus.Status.AB_TESTING:
         raise InvalidInput(
             "An A/B test is judged on its log: status=ab_testing needs log_requests=true."
@@ -64,7 +66,7 @@ def score_upload(
         runtimes,
         label_column=label or None,
         max_rows=settings.BATCH_MAX_ROWS,
-        ramp=log_requests,
+        ramp=log_requests or answer_json,
     )
     answer = runtimes[0].answer
     # SQLite outside a transaction of the caller's (a test's, say): commit per chunk.
@@ -91,6 +93,7 @@ def score_upload(
         ignored_columns=source.ignored_columns,
         label_column=source.label_column,
         labels_note=None if refusal is None else _not_recorded(refusal),
+        json_rows=answer_json and not log_requests,
     )
     writers: list[pipeline.Writer] = [scored] if log is None else [log, scored]
     with nullcontext() if pieces or log is None else transaction.atomic():

@@ -393,8 +393,17 @@ class ScoredBatch:
         ignored_columns: Sequence[str] = (),
         label_column: str | None = None,
         labels_note: str | None = None,
+        json_rows: bool = False,
     ) -> None:
         self.arms, self.answer, self.log = arms, answer, log
+        # ``json_rows``: rows that are not logged and are answered as JSON are written as
+        # JSON text as each batch arrives (a text per batch, the rows joined by commas),
+        # instead of kept as arrays to be written once the last batch is in: the writing
+        # then overlaps the model's work on the next batch (docs/speed.md). Logged rows
+        # cannot: their ids are known only once the log's writer is done.
+        if json_rows and (log is not None or request_ids is not None):
+            raise ValueError("json_rows is for rows that are not logged")
+        self.json_texts: list[str] | None = [] if json_rows else None
         # Why a label column was scored but not recorded as feedback (None: it was, or
         # there is none).
         self.labels_note = labels_note
@@ -433,7 +442,10 @@ class ScoredBatch:
     def write(self, scored: Scored) -> None:
         if scored.batch.truths is not None:
             self.evaluation.add(self.answer.signature.task, scored.batch.truths, scored.output)
-        self._outputs.append(scored.output)
+        if self.json_texts is not None:
+            self.json_texts.append(",".join(self.answer.row_texts(scored.output, None, None)))
+        else:
+            self._outputs.append(scored.output)
         self._arms.append(scored.arms)
 
     def __exit__(
@@ -442,8 +454,9 @@ class ScoredBatch:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if exc_type is None and self._outputs:
-            self.output = ModelOutput.join(self._outputs)
+        if exc_type is None and self._arms:
+            if self._outputs:
+                self.output = ModelOutput.join(self._outputs)
             self.row_arms = np.concatenate(self._arms)
         self._outputs, self._arms = [], []
 

@@ -116,3 +116,52 @@ def test_the_queries_a_file_costs_per_chunk(
     _queries(api, 10, log)  # warm: the catalogue's cached selections
     two, six = _queries(api, 20, log), _queries(api, 60, log)
     assert (six - two) / 4 == (1 if log else 0)
+
+
+def test_json_rows_written_as_scored_are_the_answer_the_arrays_give(
+    demo_registry: MLRegistry, settings: Any
+) -> None:
+    """Unlogged rows answered as JSON are written as each chunk is scored (``json_rows``);
+    the stream is byte for byte the one written from the arrays at the end."""
+    from apps.endpoints.batch import output
+    from apps.endpoints.batch.score import score_upload
+    from apps.endpoints.tests.factories import anonymous
+
+    settings.BATCH_CHUNK_ROWS = 8  # 30 rows: 2, 4, 8, 8, 8 (the ramp)
+    data = adult_csv(30).encode()
+    answers = {}
+    for answer_json in (False, True):
+        result = score_upload(
+            upload=io.BytesIO(data),
+            endpoint_name="income_classifier",
+            status="production",
+            actor=anonymous(),
+            log_requests=False,
+            answer_json=answer_json,
+        )
+        assert (result.json_texts is not None) == answer_json
+        if answer_json:
+            assert result.json_texts is not None and len(result.json_texts) == 5
+        answers[answer_json] = "".join(output.json_stream(result))
+    assert answers[True] == answers[False]
+    body = json.loads(answers[True])
+    assert body["count"] == 30 and len(body["predictions"]) == 30
+
+
+def test_json_rows_are_only_for_rows_that_are_not_logged(demo_registry: MLRegistry) -> None:
+    from apps.endpoints.batch.score import score_upload
+    from apps.endpoints.tests.factories import anonymous
+
+    result = score_upload(
+        upload=io.BytesIO(adult_csv(3).encode()),
+        endpoint_name="income_classifier",
+        status="production",
+        actor=anonymous(),
+        log_requests=True,
+        answer_json=True,
+    )
+    assert result.json_texts is None and result.logged  # ids come from the log's writer
+    from apps.endpoints.serving.pipeline import ScoredBatch
+
+    with pytest.raises(ValueError, match="not logged"):
+        ScoredBatch(result.arms, result.answer, log=result.log, json_rows=True)
