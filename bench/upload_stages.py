@@ -174,7 +174,7 @@ def setup(url: str) -> tuple[Any, Stages]:
     stages.wrap(pipeline, "encode", "check and encode")
     stages.wrap(parallel, "predict", "model")
     stages.wrap(pipeline, "monitor", "drift window")
-    stages.wrap(pipeline.ScoredBatch, "write", "keep answers, evaluate")
+    stages.wrap(pipeline.ScoredBatch, "write", "keep answers (or write their JSON), evaluate")
     stages.wrap(pipeline.LogWriter, "rows", "log rows (JSON, texts)")
     stages.wrap(bulk, "write_rows", "log write")
     stages.wrap(batch_view, "score_upload", "the scoring, all above")

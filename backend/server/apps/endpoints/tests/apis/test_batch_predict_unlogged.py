@@ -148,6 +148,30 @@ def test_json_rows_written_as_scored_are_the_answer_the_arrays_give(
     assert body["count"] == 30 and len(body["predictions"]) == 30
 
 
+def test_a_file_past_json_rows_max_keeps_its_arrays(
+    demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text is held until the answer streams: past JSON_ROWS_MAX rows a file keeps
+    the arrays, and its memory does not grow with it."""
+    from apps.endpoints.batch import score
+    from apps.endpoints.tests.factories import anonymous
+
+    data = adult_csv(30).encode()
+    kept = {}
+    for limit in (30, 29):
+        monkeypatch.setattr(score, "JSON_ROWS_MAX", limit)
+        result = score.score_upload(
+            upload=io.BytesIO(data),
+            endpoint_name="income_classifier",
+            status="production",
+            actor=anonymous(),
+            log_requests=False,
+            answer_json=True,
+        )
+        kept[limit] = result.json_texts is not None
+    assert kept == {30: True, 29: False}
+
+
 def test_json_rows_are_only_for_rows_that_are_not_logged(demo_registry: MLRegistry) -> None:
     from apps.endpoints.batch.score import score_upload
     from apps.endpoints.tests.factories import anonymous
