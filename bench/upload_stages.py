@@ -13,7 +13,9 @@ and taken in turn so that they see the same moments of this shared machine:
 - ``before``: each chunk's model call on one thread (``MODEL_THREADS=1``), every chunk
   ``BATCH_CHUNK_ROWS`` rows, nothing frozen;
 - ``frozen``: the objects loaded before the first upload frozen (``gc.freeze()``), as
-  gunicorn's workers have them (``gunicorn.conf.py``, ``pre_fork``);
+  gunicorn's master freezes what it imported before forking a worker
+  (``gunicorn.conf.py``, ``pre_fork``); here the model loaded before is frozen too, so
+  this is the upper bound of that change;
 - ``frozen+parts``: and a large chunk's model call in parts on two threads
   (``ml/parallel.py``);
 - ``frozen+parts+ramp``: and the first chunks smaller (a quarter, then doubling;

@@ -150,10 +150,12 @@ def pre_fork(server: Any, worker: Any) -> None:
     objects the collector tracks) is moved out of the collector's reach before a worker is
     forked from it. Those objects live as long as the process, yet every full collection
     in a worker walked them all: 150-190 ms each, two to four of them during a 100,000-row
-    upload, and the same pause for any request that happened to trigger one (measured in
-    docs/speed.md, "Files: garbage collection"). Frozen, a full collection walks only what
-    the worker made since (the Python docs' advice for servers that fork; it also keeps the
-    workers from writing to the pages they share with the master)."""
+    upload, and the same pause for any request that happened to trigger one (docs/speed.md,
+    "Files: where the time goes, and four changes"). Frozen, a full collection walks only
+    what the worker made since, and the collector no longer writes to the pages a worker
+    shares with the master (reference counts still do). The Python docs give this advice
+    for servers that fork. Called again before each respawn, it freezes what the master
+    made since; the master makes little."""
     gc.freeze()
 
 

@@ -149,10 +149,13 @@ def test_gunicorn_builds_no_access_line_of_its_own(tmp_path: Path) -> None:
 
 _FREEZE = """
 import gc, os, runpy, sys
+from gunicorn.config import Config
 settings = runpy.run_path(sys.argv[1])
+config = Config()  # the hook as gunicorn takes it from the configuration file
+config.set("pre_fork", settings["pre_fork"])
 import django.db.models, pandas, sklearn.ensemble  # some of what the master preloads
 print(gc.get_freeze_count())
-settings["pre_fork"](None, None)  # gunicorn calls it in the master before each fork
+config.pre_fork(None, None)  # gunicorn's arbiter calls it before each fork
 pid = os.fork()
 if pid == 0:  # the worker
     print(gc.get_freeze_count(), len(gc.get_objects(generation=2)))

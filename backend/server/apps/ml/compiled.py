@@ -45,7 +45,7 @@ from apps.ml.signature import CLASSIFICATION, Feature, Signature
 logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-6
-_ALWAYS = 2**62  # max_rows when ONNX Runtime was the faster path at every size measured
+ALWAYS = 2**62  # max_rows when ONNX Runtime was the faster path at every size measured
 THRESHOLD = 0.5
 
 Converter = Callable[[Any, np.ndarray], bytes]
@@ -248,7 +248,7 @@ def compile_model(
     compiled.max_rows = (
         recorded if recorded is not None else _crossover(reference, compiled.predict_proba, sample)
     )
-    sizes = "of any size" if compiled.max_rows >= _ALWAYS else f"of up to {compiled.max_rows} rows"
+    sizes = "of any size" if compiled.max_rows >= ALWAYS else f"of up to {compiled.max_rows} rows"
     logger.info("%s: serving batches %s with ONNX Runtime.", artifact.name, sizes)
     if card is not None:
         _save_card(artifact, sha256, card, compiled, sample, reference(sample))
@@ -389,11 +389,11 @@ def _crossover(
     one_slow, one_fast = timed(slow, sample[:1]), timed(fast, sample[:1])
     big_slow, big_fast = timed(slow, sample), timed(fast, sample)
     if big_fast <= big_slow or big <= 1:
-        return _ALWAYS
+        return ALWAYS
     per_row_slow = (big_slow - one_slow) / (big - 1)
     per_row_fast = (big_fast - one_fast) / (big - 1)
     if per_row_fast <= per_row_slow:
-        return _ALWAYS
+        return ALWAYS
     return max(1, int((one_slow - one_fast) / (per_row_fast - per_row_slow)))
 
 
@@ -411,6 +411,7 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 class OnnxRuntime(Runtime):
     engine = "onnx"
+    parallel_rows = True  # ONNX Runtime's sessions may run on several threads at once
 
     def __init__(
         self, session: Any, signature: Signature, *, layout: str, dtype: str, labels: str = "names"

@@ -11,8 +11,15 @@ So a batch of at least ``MODEL_PARALLEL_ROWS`` rows is cut into up to ``MODEL_TH
 parts of consecutive rows, each encoded by the caller as before (``split``), and the parts
 are predicted at once (``predict``): the first on the calling thread, the others on a pool
 of this process (``MODEL_THREADS - 1`` threads, made on first use in each process, since
-threads do not survive a fork). Rows are predicted independently by every model served
-here, so the answers are the same as one call's, in the same order.
+threads do not survive a fork; a later change of the setting changes the parts, not the
+pool, whose extra parts then wait their turn). The pool is shared by the process's request
+threads: parts of two large batches at once queue for it, while each batch's first part
+runs on its own thread.
+
+Only runtimes that say their model may run on several threads at once are cut
+(``Runtime.parallel_rows``: ONNX Runtime, XGBoost, scikit-learn's own estimators; not
+LightGBM's Booster or a user's own class). Rows are predicted independently, so the
+answers are the same as one call's, in the same order.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ def parts(rows: int) -> list[slice]:
 def split(runtime: Runtime, frame: Frame) -> list[Any]:
     """``frame`` encoded for ``runtime`` in the parts ``predict`` takes (on the caller's
     thread: encoding is Python work)."""
-    cuts = parts(frame.rows)
+    cuts = parts(frame.rows) if runtime.parallel_rows else [slice(0, frame.rows)]
     if len(cuts) == 1:
         return [runtime.encode(frame)]
     return [runtime.encode(frame.part(cut)) for cut in cuts]

@@ -39,6 +39,11 @@ class Runtime(ABC):
     # Where the serving form came from, when that is news for an operator (/readyz shows
     # it): e.g. a compiled cache that was not sealed with this service's key, rebuilt.
     engine_note: str = ""
+    # Whether ``predict_encoded`` may run on several threads at once (``parallel.py`` cuts
+    # a large batch into parts only then). Off unless the runtime knows its library is safe
+    # to share between threads: LightGBM's Booster is not (microsoft/LightGBM#6142), and a
+    # user's own estimator may keep state.
+    parallel_rows: bool = False
 
     @cached_property
     def answer(self) -> Answer:
@@ -96,6 +101,18 @@ def check_finite(output: ModelOutput, *, first_line: int | None = None) -> None:
                 f"{where} model answered a value that is not a finite number (NaN or "
                 "infinity): the input may lie far outside what it was trained on."
             )
+
+
+def only_sklearn(model: Any) -> bool:
+    """Whether ``model`` and every estimator inside it (a pipeline's steps, a column
+    transformer's) are scikit-learn's own: their predictions read fitted arrays only, and
+    may run on several threads at once."""
+    try:
+        inner = model.get_params(deep=True).values()
+    except Exception:
+        return False
+    estimators = [model, *(value for value in inner if hasattr(value, "fit"))]
+    return all(type(e).__module__.startswith("sklearn.") for e in estimators)
 
 
 def single_threaded(model: Any) -> Any:

@@ -313,7 +313,8 @@ def _field_counts_with_csv(
 # a 10,000-row file is three chunks, not one. In process, a logged 10,000-row upload
 # 0.261 -> 0.236 s. An unlogged CSV answer is written after the last chunk, and there the
 # same chunks cost 0.103 -> 0.109 s, so it keeps whole chunks (bench/upload_stages.py,
-# docs/speed.md).
+# docs/speed.md). (An unlogged JSON answer past score.JSON_ROWS_MAX rows, kept as arrays,
+# still ramps: two smaller chunks among twenty or more.)
 _RAMP = 4
 
 

@@ -42,7 +42,7 @@ class BatchPredictView(JsonErrorsMixin, GenericAPIView[Any]):
         data = upload_form(self, request)
         upload = data["file"]
         actor = policy.Actor.of(request)
-        answer = request.accepted_renderer.format
+        answer_format = request.accepted_renderer.format
         result = score_upload(
             upload=upload,
             endpoint_name=data.get("endpoint"),
@@ -50,12 +50,12 @@ class BatchPredictView(JsonErrorsMixin, GenericAPIView[Any]):
             version=data.get("version"),
             actor=actor,
             log_requests=data["log_requests"],
-            answer_json=answer == "json",
+            answer_json=answer_format == "json",
         )
-        if answer == "csv":
+        if answer_format == "csv":
             return StreamingHttpResponse(
                 output.csv_stream(result, upload), content_type="text/csv; charset=utf-8"
             )
-        if answer == "api":  # a person in the browsable API
+        if answer_format == "api":  # a person in the browsable API
             return Response({**output.summary(result), "predictions": output.predictions(result)})
         return StreamingHttpResponse(output.json_stream(result), content_type="application/json")

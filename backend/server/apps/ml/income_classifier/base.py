@@ -24,7 +24,7 @@ from apps.ml.codecs import Frame
 from apps.ml.compiled import CompiledModel, Converter
 from apps.ml.income_classifier import schema
 from apps.ml.income_classifier.preprocessing import Preprocessing
-from apps.ml.runtime import Runtime, single_threaded
+from apps.ml.runtime import Runtime, only_sklearn, single_threaded
 from apps.ml.signature import Signature
 
 BUNDLE_FORMAT = "ml_pipeline.income_classifier/1"
@@ -193,6 +193,15 @@ class IncomeClassifier(Runtime):
     @property
     def signature(self) -> Signature:  # type: ignore[override]
         return self.preprocessing.signature()
+
+    @property
+    def parallel_rows(self) -> bool:  # type: ignore[override]
+        """Parts of a batch may be predicted at once where one engine serves every size
+        (so a part goes where the whole would): ONNX Runtime, or the estimator alone when
+        it is scikit-learn's own (a bundle may hold any classifier)."""
+        if self.compiled is not None:
+            return self.compiled.max_rows >= compiled.ALWAYS
+        return only_sklearn(self.estimator)
 
     @property
     def engine(self) -> str:  # type: ignore[override]

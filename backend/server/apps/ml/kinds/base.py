@@ -226,11 +226,13 @@ class BoosterRuntime(Runtime):
         *,
         engine: str,
         probabilities: bool = True,
+        parallel_rows: bool = False,
     ) -> None:
         self._predict = predict
         self.signature = signature
         self.engine = engine
         self._probabilities = probabilities  # False: predict answers class indices
+        self.parallel_rows = parallel_rows  # ``predict`` is safe on several threads at once
 
     def encode(self, frame: Frame) -> np.ndarray:
         return frame.to_matrix()

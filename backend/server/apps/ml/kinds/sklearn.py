@@ -31,7 +31,7 @@ from apps.ml.kinds.base import (
     rows_to_check,
     verification_frame,
 )
-from apps.ml.runtime import Runtime, model_failed, single_threaded
+from apps.ml.runtime import Runtime, model_failed, only_sklearn, single_threaded
 from apps.ml.signature import CLASSIFICATION, Signature
 
 if TYPE_CHECKING:
@@ -143,6 +143,7 @@ class SklearnRuntime(Runtime):
     def __init__(self, model: Any, signature: Signature) -> None:
         self.model = single_threaded(model)
         self.signature = signature
+        self.parallel_rows = only_sklearn(model)
         # Fitted on a DataFrame: it is given one (a ColumnTransformer picks columns by
         # name), unless it takes numbers by position anyway (``_positional``). Fitted on
         # an array: it is given the numbers as one matrix.

@@ -144,7 +144,14 @@ def _task(config: dict[str, Any]) -> tuple[str, int, bool]:
 
 
 def _runtime(booster: Any, sig: Signature, probabilities: bool) -> BoosterRuntime:
-    return BoosterRuntime(booster.inplace_predict, sig, engine=ENGINE, probabilities=probabilities)
+    # inplace_predict is documented as safe on several threads at once (XGBoost 1.4+).
+    return BoosterRuntime(
+        booster.inplace_predict,
+        sig,
+        engine=ENGINE,
+        probabilities=probabilities,
+        parallel_rows=True,
+    )
 
 
 def _converter(data: bytes, sig: Signature) -> compiled.Convert:

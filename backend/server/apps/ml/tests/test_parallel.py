@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ class Recording(Runtime):
     def __init__(self, inner: Runtime) -> None:
         self.inner = inner
         self.signature = inner.signature
+        self.parallel_rows = inner.parallel_rows
         self.calls: list[tuple[str, int]] = []
         self.lock = threading.Lock()
 
@@ -137,15 +139,68 @@ def test_a_frames_part_is_its_rows_and_keeps_its_matrix() -> None:
         assert part.columns[name].tolist() == column[10:20].tolist()
 
 
+def _cancer() -> tuple[Any, Any]:
+    """The breast cancer data with names LightGBM keeps as they are (no spaces)."""
+    data = load_breast_cancer(as_frame=True)
+    return data.data.rename(columns=lambda name: name.replace(" ", "_")), data.target
+
+
+def test_only_models_safe_on_several_threads_are_cut() -> None:
+    """LightGBM's Booster is not safe to share between threads (microsoft/LightGBM#6142),
+    nor is a user's own class known to be: their batches stay one call."""
+    import lightgbm
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from apps.ml.runtime import only_sklearn
+
+    x, y = _cancer()
+    light = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(x, y)
+    assert only_sklearn(make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y))
+    assert not only_sklearn(light)
+    assert not only_sklearn(make_pipeline(StandardScaler(), light))
+    runtime = SklearnRuntime(light, sig.infer(light, x.head(20)))
+    assert not runtime.parallel_rows
+    frame = codecs.frame_from_records(x.to_dict("records"), runtime.signature)
+    got, calls = _in_parts(runtime, frame)
+    assert [rows for _, rows in calls] == [len(x)]  # one call, 569 rows past the threshold
+    _same(got, runtime.predict(frame))
+
+
+def test_boosters_xgboost_cut_lightgbm_not() -> None:
+    import lightgbm
+    import xgboost
+
+    from apps.ml.kinds import lightgbm as light_kind
+    from apps.ml.kinds import xgboost as xgb_kind
+
+    x, y = _cancer()
+    xgb = xgboost.XGBClassifier(n_estimators=5, n_jobs=1).fit(x, y)
+    xgb_runtime = xgb_kind._runtime(xgb.get_booster(), sig.infer(xgb, x.head(20)), True)
+    light = lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(x, y)
+    light_runtime = light_kind._runtime(light.booster_, sig.infer(light, x.head(20)))
+    frame = codecs.frame_from_records(x.to_dict("records"), xgb_runtime.signature)
+    got, calls = _in_parts(xgb_runtime, frame)
+    assert len(calls) == 2
+    _same(got, xgb_runtime.predict(frame))
+    _, calls = _in_parts(light_runtime, frame)
+    assert len(calls) == 1
+
+
 class FailsOnNegatives(Runtime):
+    parallel_rows = True
+
     def __init__(self) -> None:
         self.signature = sig.Signature((sig.Feature("x", "number"),), sig.REGRESSION)
         self.finished: list[int] = []
+        self.delay = 0.0
 
     def predict_encoded(self, encoded: Any) -> ModelOutput:
         x = encoded.columns["x"]
         if (x < 0).any():
             raise ValueError("negative x")
+        time.sleep(self.delay)  # still running when the other part fails
         self.finished.append(len(x))
         return ModelOutput(values=x * 2.0)
 
@@ -154,6 +209,7 @@ def test_an_error_in_any_part_reaches_the_caller_after_every_part_ended() -> Non
     """The caller's own part fails at once; the other part, on the pool, has ended when
     the error reaches the caller (no part outlives the request that made it)."""
     runtime = FailsOnNegatives()
+    runtime.delay = 0.3
     values = [-1.0] * 300 + [1.0] * 300
     frame = codecs.frame_from_records([{"x": v} for v in values], runtime.signature)
     with override_settings(MODEL_THREADS=2, MODEL_PARALLEL_ROWS=200):
