@@ -43,7 +43,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("apps.ml.kinds",),  # the table of kinds, and one module per kind
     ("apps.ml.income_classifier",),  # the Adult bundles' runtime
     ("apps.ml.compiled", "apps.ml.shared_store", "apps.ml.artifacts"),
-    ("apps.ml.runtime",),  # the one interface every kind implements
+    # the one interface every kind implements; a large batch's call over the cores
+    ("apps.ml.runtime", "apps.ml.parallel"),
     ("apps.ml.codecs", "apps.ml.answer"),  # requests in, answers out
     ("apps.ml.signature", "apps.ml"),
     ("apps.core",),  # errors, telemetry, per-process state (remembered reads, one per process)
