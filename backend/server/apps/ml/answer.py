@@ -305,8 +305,9 @@ class Answer:
 
         The numbers are written a column at a time (``_texts``), each once even where
         the answer repeats it (a binary classifier's ``probability``): the per-row work
-        is one ``%`` of ready text. Measured on 10,000 rows of a binary classifier: 0.6 us
-        a row against 2.2 when the floats were formatted row by row by ``%r``."""
+        is one ``%`` of ready text. On 10,000 rows of a binary classifier, 0.4 us a row
+        against 1.7 when each row's floats were formatted by ``%r``
+        (``bench/answer_bench.py``)."""
         if self.regressor:
             assert output.values is not None
             template = "{" + head + '"prediction":%s' + tail
@@ -349,11 +350,11 @@ def _texts(values: np.ndarray) -> list[str]:
     """Each number of a column as JSON text: a float as the shortest text that reads back
     as the same float64 (``repr``'s digits; orjson writes "1e-7" where ``repr`` writes
     "1e-07"). orjson formats a float64 array in C at about 70 ns a number, where ``repr``
-    takes about 400: on a batch answer, two numbers a row, that was a tenth of the worker's
-    CPU. A float32 column (ONNX Runtime's) is written as the float64 it widens to, as
-    ``tolist()`` and ``json.dumps`` would. The runtime refuses NaN and infinities
-    (``runtime.py``), so every number here is finite. Other numbers (a regressor's ints)
-    by ``repr``."""
+    takes about 400: most of what a batch answer's rows cost, which were 15 % of a worker's
+    CPU (docs/speed.md). A float32 column (ONNX Runtime's) is written as the float64 it
+    widens to, as ``tolist()`` and ``json.dumps`` would. The runtime refuses NaN and
+    infinities (``runtime.py``), so every number here is finite. Other numbers (a
+    regressor's ints) by ``repr``."""
     if values.dtype.kind != "f" or not len(values):
         return list(map(repr, values.tolist()))
     numbers = np.ascontiguousarray(values, dtype=np.float64)
