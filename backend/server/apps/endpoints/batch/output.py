@@ -110,7 +110,7 @@ def json_stream(result: ScoredBatch) -> Iterator[str]:
     head = json.dumps(summary(result), separators=(",", ":"))
     yield head[:-1] + ',"predictions":['
     if result.json_texts is not None:  # written as the batches were scored
-        for n, text in enumerate(result.json_texts):
+        for n, text in enumerate(result.json_text()):
             yield ("," if n else "") + text
         yield "]}"
         return

@@ -93,7 +93,7 @@ def score_upload(
         ignored_columns=source.ignored_columns,
         label_column=source.label_column,
         labels_note=None if refusal is None else _not_recorded(refusal),
-        json_rows=answer_json and not log_requests and sum(source.plan) <= JSON_ROWS_MAX,
+        json_rows=answer_json and sum(source.plan) <= JSON_ROWS_MAX,
     )
     writers: list[pipeline.Writer] = [scored] if log is None else [log, scored]
     with nullcontext() if pieces or log is None else transaction.atomic():
@@ -111,11 +111,11 @@ def score_upload(
 
 NOT_LOGGED = "log_requests is false, so the rows were not logged."
 
-# Unlogged rows answered as JSON are written as they are scored (``ScoredBatch``'s
-# ``json_rows``) in files of up to this many rows: the text is held until the answer
-# streams, about 120 bytes a row against the arrays' 90, so past this a file keeps its
-# arrays and its memory does not grow with the gain (measured: 1.08x at 100,000 rows,
-# none at 10,000; docs/speed.md).
+# Rows answered as JSON are written as they are scored (``ScoredBatch``'s ``json_rows``)
+# in files of up to this many rows: the text is held until the answer streams, about 120
+# bytes a row against the arrays' 90 (logged, with id and token, about 190 against 110),
+# so past this a file keeps its arrays and its memory does not grow with the gain
+# (docs/speed.md).
 JSON_ROWS_MAX = 200_000
 
 

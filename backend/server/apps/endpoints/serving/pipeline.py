@@ -327,6 +327,12 @@ class LogWriter:
             with transaction.atomic():
                 self._written.append(bulk.insert_requests(rows))
 
+    @property
+    def last_ids(self) -> np.ndarray | Future[np.ndarray]:
+        """The ids of the chunk written last: an array, or the future of one when a writer
+        thread writes it."""
+        return self._written[-1]
+
     def rows(self, scored: Scored) -> list[bulk.LogRow]:
         batch, output = scored.batch, scored.output
         truths = (batch.truths if self.labels_as_feedback else None) or [None] * batch.size
@@ -397,14 +403,16 @@ class ScoredBatch:
         json_rows: bool = False,
     ) -> None:
         self.arms, self.answer, self.log = arms, answer, log
-        # ``json_rows``: rows that are not logged and are answered as JSON are written as
-        # JSON text as each batch arrives (a text per batch, the rows joined by commas),
-        # instead of kept as arrays to be written once the last batch is in: the writing
-        # then overlaps the model's work on the next batch (docs/speed.md). Logged rows
-        # cannot: their ids are known only once the log's writer is done.
-        if json_rows and (log is not None or request_ids is not None):
-            raise ValueError("json_rows is for rows that are not logged")
+        # ``json_rows``: rows answered as JSON are written as JSON text as the batches
+        # come (a text per batch, the rows joined by commas), instead of kept as arrays to
+        # be written once the last batch is in: the writing then overlaps the model's and
+        # the log's work on the next batches (docs/speed.md). A logged batch's text needs
+        # its ids and tokens, so it is written once the log's writer has written it: at a
+        # later batch's turn, and the last ones by ``json_text``.
+        if json_rows and request_ids is not None:
+            raise ValueError("json_rows needs the log's writer, not ids made elsewhere")
         self.json_texts: list[str] | None = [] if json_rows else None
+        self._unwritten: list[tuple[ModelOutput, np.ndarray | Future[np.ndarray]]] = []
         # Why a label column was scored but not recorded as feedback (None: it was, or
         # there is none).
         self.labels_note = labels_note
@@ -443,11 +451,35 @@ class ScoredBatch:
     def write(self, scored: Scored) -> None:
         if scored.batch.truths is not None:
             self.evaluation.add(self.answer.signature.task, scored.batch.truths, scored.output)
-        if self.json_texts is not None:
-            self.json_texts.append(",".join(self.answer.row_texts(scored.output, None, None)))
-        else:
+        if self.json_texts is None:
             self._outputs.append(scored.output)
+        elif self.log is None:
+            self.json_texts.append(",".join(self.answer.row_texts(scored.output, None, None)))
+        else:  # the log's writer was handed this batch just before (``run``'s order)
+            self._unwritten.append((scored.output, self.log.last_ids))
+            self._write_json(done_only=True)
         self._arms.append(scored.arms)
+
+    def json_text(self) -> list[str]:
+        """Every batch's JSON text (``json_rows``), once the log's writer is done."""
+        assert self.json_texts is not None, "json_rows was not asked for"
+        self._write_json(done_only=False)
+        return self.json_texts
+
+    def _write_json(self, *, done_only: bool) -> None:
+        """The JSON text of the logged batches whose ids are known, in order: those the
+        log's writer has written (``done_only``), or all of them."""
+        assert self.json_texts is not None
+        while self._unwritten:
+            output, ids = self._unwritten[0]
+            if isinstance(ids, Future):
+                if done_only and not ids.done():
+                    return
+                ids = ids.result()
+            pks = ids.tolist()
+            rows = self.answer.row_texts(output, pks, feedback.tokens_for(pks))
+            self.json_texts.append(",".join(rows))
+            self._unwritten.pop(0)
 
     def __exit__(
         self,

@@ -148,8 +148,9 @@ def test_json_rows_written_as_scored_are_the_answer_the_arrays_give(
     assert body["count"] == 30 and len(body["predictions"]) == 30
 
 
+@pytest.mark.parametrize("log_requests", [False, True])
 def test_a_file_past_json_rows_max_keeps_its_arrays(
-    demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch
+    demo_registry: MLRegistry, monkeypatch: pytest.MonkeyPatch, log_requests: bool
 ) -> None:
     """The text is held until the answer streams: past JSON_ROWS_MAX rows a file keeps
     the arrays, and its memory does not grow with it."""
@@ -165,27 +166,55 @@ def test_a_file_past_json_rows_max_keeps_its_arrays(
             endpoint_name="income_classifier",
             status="production",
             actor=anonymous(),
-            log_requests=False,
+            log_requests=log_requests,
             answer_json=True,
         )
         kept[limit] = result.json_texts is not None
     assert kept == {30: True, 29: False}
 
 
-def test_json_rows_are_only_for_rows_that_are_not_logged(demo_registry: MLRegistry) -> None:
+def test_logged_json_rows_written_as_the_log_is_written_are_the_log(
+    demo_registry: MLRegistry, settings: Any
+) -> None:
+    """Logged rows answered as JSON are written chunk by chunk once the log's writer has
+    their ids (``json_rows`` with a log): every row is its logged request, in file order,
+    with that request's answer and a token that is its own; the stream is the same as the
+    one written from the arrays, but for the ids and tokens of a second upload."""
+    from apps.endpoints.batch import output
     from apps.endpoints.batch.score import score_upload
+    from apps.endpoints.serving import feedback
+    from apps.endpoints.serving.pipeline import ScoredBatch
     from apps.endpoints.tests.factories import anonymous
 
-    result = score_upload(
-        upload=io.BytesIO(adult_csv(3).encode()),
-        endpoint_name="income_classifier",
-        status="production",
-        actor=anonymous(),
-        log_requests=True,
-        answer_json=True,
-    )
-    assert result.json_texts is None and result.logged  # ids come from the log's writer
-    from apps.endpoints.serving.pipeline import ScoredBatch
-
-    with pytest.raises(ValueError, match="not logged"):
-        ScoredBatch(result.arms, result.answer, log=result.log, json_rows=True)
+    settings.BATCH_CHUNK_ROWS = 8  # 30 rows: 2, 4, 8, 8, 8 (the ramp)
+    data = adult_csv(30).encode()
+    bodies = {}
+    for answer_json in (True, False):
+        result = score_upload(
+            upload=io.BytesIO(data),
+            endpoint_name="income_classifier",
+            status="production",
+            actor=anonymous(),
+            log_requests=True,
+            answer_json=answer_json,
+        )
+        assert (result.json_texts is not None) == answer_json and result.logged
+        bodies[answer_json] = json.loads("".join(output.json_stream(result)))
+    rows = bodies[True]["predictions"]
+    logged = {r.pk: r for r in MLRequest.objects.filter(pk__in=[r["request_id"] for r in rows])}
+    assert [r["request_id"] for r in rows] == sorted(logged) and len(rows) == 30
+    for row in rows:
+        request = logged[row["request_id"]]
+        assert feedback.token_matches(request.pk, row["feedback_token"])
+        answer = {k: v for k, v in row.items() if k not in ("request_id", "feedback_token")}
+        assert answer == {k: request.full_response[k] for k in answer}
+        assert row["label"] == request.response
+    envelope = ("request_id", "feedback_token")
+    assert [{k: v for k, v in r.items() if k not in envelope} for r in rows] == [
+        {k: v for k, v in r.items() if k not in envelope} for r in bodies[False]["predictions"]
+    ]
+    assert {k: v for k, v in bodies[True].items() if k != "predictions"} == {
+        k: v for k, v in bodies[False].items() if k != "predictions"
+    }
+    with pytest.raises(ValueError, match="log's writer"):
+        ScoredBatch(result.arms, result.answer, request_ids=result.request_ids, json_rows=True)
