@@ -20,8 +20,8 @@ and taken in turn so that they see the same moments of this shared machine:
   (``ml/parallel.py``);
 - ``frozen+parts+ramp``: and the first chunks smaller (a quarter, then doubling;
   ``batch/reading.py``);
-- ``frozen+parts+ramp+json``: and unlogged rows answered as JSON written as each chunk is
-  scored (``ScoredBatch(json_rows=True)``; for logged rows the same as the row above):
+- ``frozen+parts+ramp+json``: and rows answered as JSON written as each chunk is scored
+  (unlogged) or as the log's writer finishes it (logged; ``ScoredBatch(json_rows=True)``):
   what is served.
 
 Per variant: the seconds the garbage collector ran during the uploads (a ``gc`` callback,
@@ -59,7 +59,7 @@ sys.path[:0] = [str(SERVER), str(REPO / "research")]
 
 ENDPOINT = "income_classifier"
 # MODEL_THREADS, reading._RAMP, whether the objects loaded so far are frozen, and whether
-# an unlogged JSON answer is written as it is scored. Frozen first: unfrozen, a full
+# a JSON answer is written as it is scored. Frozen first: unfrozen, a full
 # collection (0.15 s) falls every few uploads, on whichever variant's turn it is, and hides
 # the other changes.
 VARIANTS = {
