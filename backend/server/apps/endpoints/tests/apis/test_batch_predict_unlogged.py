@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.db import connection
@@ -23,6 +23,9 @@ from apps.endpoints.tests.apis.test_batch_predict import (
     upload,
 )
 from apps.ml.registry import MLRegistry
+
+if TYPE_CHECKING:
+    from apps.endpoints.serving.pipeline import ScoredBatch
 
 pytestmark = pytest.mark.django_db
 
@@ -118,27 +121,33 @@ def test_the_queries_a_file_costs_per_chunk(
     assert (six - two) / 4 == (1 if log else 0)
 
 
+def _scored(data: bytes, *, log_requests: bool, answer_json: bool) -> ScoredBatch:
+    """``score_upload`` of the file ``data`` to the demo endpoint, by an anonymous client."""
+    from apps.endpoints.batch import score
+    from apps.endpoints.tests.factories import anonymous
+
+    return score.score_upload(
+        upload=io.BytesIO(data),
+        endpoint_name="income_classifier",
+        status="production",
+        actor=anonymous(),
+        log_requests=log_requests,
+        answer_json=answer_json,
+    )
+
+
 def test_json_rows_written_as_scored_are_the_answer_the_arrays_give(
     demo_registry: MLRegistry, settings: Any
 ) -> None:
     """Unlogged rows answered as JSON are written as each chunk is scored (``json_rows``);
     the stream is byte for byte the one written from the arrays at the end."""
     from apps.endpoints.batch import output
-    from apps.endpoints.batch.score import score_upload
-    from apps.endpoints.tests.factories import anonymous
 
     settings.BATCH_CHUNK_ROWS = 8  # 30 rows: 2, 4, 8, 8, 8 (the ramp)
     data = adult_csv(30).encode()
     answers = {}
     for answer_json in (False, True):
-        result = score_upload(
-            upload=io.BytesIO(data),
-            endpoint_name="income_classifier",
-            status="production",
-            actor=anonymous(),
-            log_requests=False,
-            answer_json=answer_json,
-        )
+        result = _scored(data, log_requests=False, answer_json=answer_json)
         assert (result.json_texts is not None) == answer_json
         if answer_json:
             assert result.json_texts is not None and len(result.json_texts) == 5
@@ -155,20 +164,12 @@ def test_a_file_past_json_rows_max_keeps_its_arrays(
     """The text is held until the answer streams: past JSON_ROWS_MAX rows a file keeps
     the arrays, and its memory does not grow with it."""
     from apps.endpoints.batch import score
-    from apps.endpoints.tests.factories import anonymous
 
     data = adult_csv(30).encode()
     kept = {}
     for limit in (30, 29):
         monkeypatch.setattr(score, "JSON_ROWS_MAX", limit)
-        result = score.score_upload(
-            upload=io.BytesIO(data),
-            endpoint_name="income_classifier",
-            status="production",
-            actor=anonymous(),
-            log_requests=log_requests,
-            answer_json=True,
-        )
+        result = _scored(data, log_requests=log_requests, answer_json=True)
         kept[limit] = result.json_texts is not None
     assert kept == {30: True, 29: False}
 
@@ -181,23 +182,14 @@ def test_logged_json_rows_written_as_the_log_is_written_are_the_log(
     with that request's answer and a token that is its own; the stream is the same as the
     one written from the arrays, but for the ids and tokens of a second upload."""
     from apps.endpoints.batch import output
-    from apps.endpoints.batch.score import score_upload
     from apps.endpoints.serving import feedback
     from apps.endpoints.serving.pipeline import ScoredBatch
-    from apps.endpoints.tests.factories import anonymous
 
     settings.BATCH_CHUNK_ROWS = 8  # 30 rows: 2, 4, 8, 8, 8 (the ramp)
     data = adult_csv(30).encode()
     bodies = {}
     for answer_json in (True, False):
-        result = score_upload(
-            upload=io.BytesIO(data),
-            endpoint_name="income_classifier",
-            status="production",
-            actor=anonymous(),
-            log_requests=True,
-            answer_json=answer_json,
-        )
+        result = _scored(data, log_requests=True, answer_json=answer_json)
         assert (result.json_texts is not None) == answer_json and result.logged
         bodies[answer_json] = json.loads("".join(output.json_stream(result)))
     rows = bodies[True]["predictions"]
