@@ -210,7 +210,7 @@ class Answer:
     def csv_rows(self, output: ModelOutput) -> list[tuple[Any, ...]]:
         """Per row, its cells in ``csv_columns`` order."""
         if output.values is not None:
-            return list(zip(_texts(output.values), strict=True))
+            return [(text,) for text in _texts(output.values)]
         assert output.labels is not None
         labels = output.labels.tolist()
         columns = self.csv_columns()

@@ -10,6 +10,7 @@ out) comes with the interface: a single prediction is a batch of one.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -201,6 +202,11 @@ class IncomeClassifier(Runtime):
         it is scikit-learn's own (a bundle may hold any classifier)."""
         if self.compiled is not None:
             return self.compiled.max_rows >= compiled.ALWAYS
+        return self._estimator_is_sklearns
+
+    @functools.cached_property
+    def _estimator_is_sklearns(self) -> bool:
+        # Once per wrapper: the estimator does not change, and asking walks its parameters.
         return only_sklearn(self.estimator)
 
     @property
